@@ -1,0 +1,24 @@
+from django.contrib import admin
+
+from .models import AuditEvent
+
+
+@admin.register(AuditEvent)
+class AuditEventAdmin(admin.ModelAdmin):
+    """Read-only: nobody, not even a superuser, adds, edits or deletes audit rows here."""
+
+    list_display = ("seq", "time", "action", "principal", "target_type", "target_id", "result")
+    list_filter = ("result", "action", "target_type")
+    search_fields = ("action", "principal", "target_id")
+    date_hierarchy = "time"
+    readonly_fields = [f.name for f in AuditEvent._meta.fields]
+    actions = None
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False

@@ -1,0 +1,9 @@
+from django.apps import AppConfig
+
+
+class BrainConnectorsConfig(AppConfig):
+    name = "brain_connectors"
+    verbose_name = "BRAIN Connectors (project)"
+
+    def ready(self):
+        from . import checks  # noqa: F401  (registers the configuration checks)

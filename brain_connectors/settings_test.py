@@ -1,0 +1,35 @@
+"""Settings for pytest: the real settings with throwaway keys, eager Celery and a file SQLite test
+database (so that subprocesses such as daphne or `manage.py` can open it).
+
+DATABASE_URL and REDIS_URL still come from the environment, so the same suite runs on PostgreSQL
+with the Redis channel layer when they are set. A developer's `.env` is never read.
+"""
+import os
+import tempfile
+
+from cryptography.fernet import Fernet
+
+os.environ["BRAIN_READ_DOTENV"] = "0"
+os.environ.setdefault("DEBUG", "false")
+os.environ.setdefault("SECRET_KEY", "test-" + os.urandom(32).hex())
+os.environ.setdefault("FERNET_KEYS", Fernet.generate_key().decode())
+os.environ.setdefault("SEARCH_INDEX_KEY", os.urandom(32).hex())
+os.environ.setdefault("BRAIN_SIGNING_KEY", "whsec_dGVzdC1zaWduaW5nLWtleS0xMjM0NTY3ODkwYWJjZGVm")
+# Production security defaults would redirect the test client to https.
+os.environ.setdefault("SECURE_SSL_REDIRECT", "false")
+os.environ.setdefault("SESSION_COOKIE_SECURE", "false")
+os.environ.setdefault("CSRF_COOKIE_SECURE", "false")
+os.environ.setdefault("CELERY_TASK_ALWAYS_EAGER", "true")
+os.environ.setdefault("ALLOWED_HOSTS", "testserver,127.0.0.1,localhost")
+
+from .settings import *  # noqa: E402,F403
+from .settings import DATABASES  # noqa: E402
+
+if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
+    DATABASES["default"]["TEST"] = {
+        "NAME": os.path.join(tempfile.gettempdir(), f"brain_connectors_test_{os.getpid()}.sqlite3")
+    }
+
+PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]  # fast test users only
+BRAIN_TIMEOUT = 2.0
+

@@ -1,0 +1,24 @@
+from django.contrib import admin
+from django.contrib.auth.decorators import login_required
+from django.urls import include, path
+from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
+from rest_framework.routers import DefaultRouter
+
+from connectors.api import ConnectorViewSet, DeliveryViewSet, TokenViewSet
+
+from . import health
+
+router = DefaultRouter(trailing_slash=True)
+router.register("connectors", ConnectorViewSet, basename="connector")
+router.register("deliveries", DeliveryViewSet, basename="delivery")
+router.register("tokens", TokenViewSet, basename="token")
+
+urlpatterns = [
+    path("healthz", health.healthz, name="healthz"),
+    path("readyz", health.readyz, name="readyz"),
+    path("admin/", admin.site.urls),
+    path("api/v1/", include(router.urls)),
+    path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
+    # The docs page is for people in a browser: send them to the admin login instead of a 401.
+    path("api/docs/", login_required(SpectacularSwaggerView.as_view(url_name="schema")), name="swagger-ui"),
+]

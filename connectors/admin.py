@@ -1,0 +1,328 @@
+"""Django admin for staff. Every change goes through `connectors.services`, so the admin checks the
+same object permissions and writes the same audit rows as the API.
+
+Staff see only the connectors they may view. Credentials are write-only: the form has an empty
+"new credentials" box and shows only whether credentials are set.
+"""
+from django import forms
+from django.contrib import admin, messages
+from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
+from django.http import Http404
+from guardian.admin import (
+    AdminGroupObjectPermissionsForm,
+    AdminUserObjectPermissionsForm,
+    GuardedModelAdminMixin,
+)
+
+from . import services, tokens
+from .exceptions import ServiceError
+from .models import PERM_ADMIN, PERM_MANAGE, PERM_VIEW, ApiToken, Connector, Delivery, InboundMessage
+from .permissions import LEVELS, Principal, can_create_connectors, has_perm, viewable_connectors
+from .registry import UnknownKind, available_kinds, get_connector_class
+
+
+def principal_of(request):
+    return Principal.for_user(request.user, via="admin")
+
+
+class ConnectorAdminForm(forms.ModelForm):
+    kind = forms.ChoiceField(choices=())
+    config = forms.JSONField(required=False, initial=dict, widget=forms.Textarea(attrs={"rows": 4}))
+    new_credentials = forms.JSONField(
+        required=False,
+        label="New credentials",
+        widget=forms.Textarea(attrs={"rows": 3, "autocomplete": "off"}),
+        help_text="Write-only JSON object. Leave empty to keep the current credentials; they are never shown.",
+    )
+
+    class Meta:
+        model = Connector
+        fields = ["id", "kind", "display_name", "config", "quota_per_minute", "recipient_quota_per_minute"]
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        if "kind" in self.fields:
+            self.fields["kind"].choices = [(k, k) for k in available_kinds()]
+
+    def clean(self):
+        cleaned = super().clean()
+        kind = cleaned.get("kind") or self.instance.kind
+        try:
+            kind_class = get_connector_class(kind)
+        except UnknownKind as exc:
+            self.add_error(None, str(exc))
+            return cleaned
+        config = cleaned.get("config")
+        if config is None:
+            cleaned["config"] = config = {}
+        if not isinstance(config, dict):
+            self.add_error("config", "Must be a JSON object.")
+        else:
+            for path, error in kind_class.validate_config(config).items():
+                self.add_error("config", f"{path}: {error}")
+        credentials = cleaned.get("new_credentials")
+        if credentials not in (None, "", {}):
+            if not isinstance(credentials, dict):
+                self.add_error("new_credentials", "Must be a JSON object.")
+            else:
+                for path, error in kind_class.validate_credentials(credentials).items():
+                    self.add_error("new_credentials", f"{path}: {error}")
+        return cleaned
+
+
+class ConnectorAdmin(GuardedModelAdminMixin, admin.ModelAdmin):
+    form = ConnectorAdminForm
+    list_display = ("id", "display_name", "kind", "status", "last_heartbeat", "has_credentials_display")
+    list_filter = ("kind", "status")
+    search_fields = ("id", "display_name")
+    ordering = ("id",)
+    actions = ["start_selected", "stop_selected", "test_selected"]
+
+    @admin.display(description="Credentials", boolean=True)
+    def has_credentials_display(self, obj):
+        return obj.has_credentials
+
+    def get_readonly_fields(self, request, obj=None):
+        base = ["status", "has_credentials_display", "created_at", "updated_at", "last_heartbeat", "last_error",
+                "lease_owner", "lease_expires_at"]
+        return (["id", "kind"] + base) if obj else base
+
+    def get_fields(self, request, obj=None):
+        fields = ["id", "kind", "display_name", "config", "quota_per_minute", "recipient_quota_per_minute"]
+        if obj is None or has_perm(principal_of(request), PERM_ADMIN, obj):
+            fields.append("new_credentials")
+        if obj is not None:
+            fields += ["status", "has_credentials_display", "created_at", "updated_at", "last_heartbeat",
+                       "last_error", "lease_owner", "lease_expires_at"]
+        return fields
+
+    # --- who sees what ------------------------------------------------------------------------
+    def get_queryset(self, request):
+        return viewable_connectors(principal_of(request))
+
+    def has_module_permission(self, request):
+        return request.user.is_active and request.user.is_staff
+
+    def has_view_permission(self, request, obj=None):
+        if obj is None:
+            return self.has_module_permission(request)
+        return has_perm(principal_of(request), PERM_VIEW, obj)
+
+    def has_change_permission(self, request, obj=None):
+        if obj is None:
+            # The changelist and actions are open to staff; each action checks the object.
+            return self.has_module_permission(request)
+        return has_perm(principal_of(request), PERM_MANAGE, obj)
+
+    def has_delete_permission(self, request, obj=None):
+        return obj is not None and has_perm(principal_of(request), PERM_ADMIN, obj)
+
+    def has_add_permission(self, request):
+        return request.user.is_staff and can_create_connectors(principal_of(request))
+
+    def get_actions(self, request):
+        actions = super().get_actions(request)
+        actions.pop("delete_selected", None)  # deletion goes one by one, through the service
+        return actions
+
+    # --- writes go through services ------------------------------------------------------------
+    def save_model(self, request, obj, form, change):
+        data = form.cleaned_data
+        credentials = data.get("new_credentials")
+        principal = principal_of(request)
+        if change:
+            changes = {
+                name: data[name]
+                for name in ("display_name", "config", "quota_per_minute", "recipient_quota_per_minute")
+                if name in form.changed_data
+            }
+            if credentials:
+                changes["credentials"] = credentials
+            if changes:
+                services.update_connector(principal, obj.pk, **changes)
+        else:
+            services.register_connector(
+                principal,
+                id=data["id"],
+                kind=data["kind"],
+                display_name=data["display_name"],
+                config=data.get("config") or {},
+                credentials=credentials or {},
+                quota_per_minute=data.get("quota_per_minute"),
+                recipient_quota_per_minute=data.get("recipient_quota_per_minute"),
+            )
+        obj.refresh_from_db()
+
+    def delete_model(self, request, obj):
+        services.delete_connector(principal_of(request), obj.pk)
+
+    def changeform_view(self, request, object_id=None, form_url="", extra_context=None):
+        try:
+            return super().changeform_view(request, object_id, form_url, extra_context)
+        except ServiceError as exc:
+            self.message_user(request, exc.message, messages.ERROR)
+            from django.shortcuts import redirect
+
+            return redirect(request.path)
+
+    def delete_view(self, request, object_id, extra_context=None):
+        try:
+            return super().delete_view(request, object_id, extra_context)
+        except ServiceError as exc:
+            self.message_user(request, exc.message, messages.ERROR)
+            from django.shortcuts import redirect
+
+            return redirect(request.path)
+
+    def _run_each(self, request, queryset, service, verb):
+        principal = principal_of(request)
+        for connector in queryset:
+            try:
+                result = service(principal, connector.pk)
+            except ServiceError as exc:
+                self.message_user(request, f"{connector.pk}: {exc.message}", messages.ERROR)
+                continue
+            if hasattr(result, "ok"):
+                level = messages.SUCCESS if result.ok else messages.WARNING
+                self.message_user(request, f"{connector.pk}: {'healthy' if result.ok else 'unhealthy'} {result.detail}", level)
+            else:
+                level = messages.SUCCESS if result.status != "ERROR" else messages.WARNING
+                self.message_user(request, f"{connector.pk}: {verb}, now {result.status}. {result.last_error}", level)
+
+    @admin.action(description="Start selected connectors")
+    def start_selected(self, request, queryset):
+        self._run_each(request, queryset, services.start_connector, "started")
+
+    @admin.action(description="Stop selected connectors")
+    def stop_selected(self, request, queryset):
+        self._run_each(request, queryset, services.stop_connector, "stopped")
+
+    @admin.action(description="Test selected connectors (health check)")
+    def test_selected(self, request, queryset):
+        self._run_each(request, queryset, services.test_connector, "tested")
+
+    # --- object permissions (guardian's pages, writes through services) ------------------------
+    def _admin_object_or_404(self, request, object_pk):
+        connector = Connector.objects.filter(pk=object_pk).first()
+        principal = principal_of(request)
+        if connector is None or not has_perm(principal, PERM_VIEW, connector):
+            raise Http404("No such connector.")
+        if not has_perm(principal, PERM_ADMIN, connector):
+            raise DjangoPermissionDenied
+        return connector
+
+    def obj_perms_manage_view(self, request, object_pk):
+        self._admin_object_or_404(request, object_pk)
+        return super().obj_perms_manage_view(request, object_pk)
+
+    def obj_perms_manage_user_view(self, request, object_pk, user_id):
+        self._admin_object_or_404(request, object_pk)
+        return super().obj_perms_manage_user_view(request, object_pk, user_id)
+
+    def obj_perms_manage_group_view(self, request, object_pk, group_id):
+        self._admin_object_or_404(request, object_pk)
+        return super().obj_perms_manage_group_view(request, object_pk, group_id)
+
+    def get_obj_perms_manage_user_form(self, request):
+        return _service_backed_form(AdminUserObjectPermissionsForm, principal_of(request), "user")
+
+    def get_obj_perms_manage_group_form(self, request):
+        return _service_backed_form(AdminGroupObjectPermissionsForm, principal_of(request), "group")
+
+
+def _service_backed_form(base, principal, grantee_attr):
+    """Guardian's permission form, limited to our four levels and saving through the services."""
+
+    class Form(base):
+        def get_obj_perms_field_choices(self):
+            return [(perm, perm) for perm in LEVELS]
+
+        def get_obj_perms_field_initial(self):
+            return [perm for perm in super().get_obj_perms_field_initial() if perm in LEVELS]
+
+        def save_obj_perms(self):
+            wanted = set(self.cleaned_data[self.get_obj_perms_field_name()])
+            current = set(self.get_obj_perms_field_initial())
+            grantee = {grantee_attr: getattr(self, grantee_attr)}
+            for perm in sorted(current - wanted):
+                services.revoke_permission(principal, self.obj.pk, perm, **grantee)
+            for perm in sorted(wanted - current):
+                services.grant_permission(principal, self.obj.pk, perm, **grantee)
+
+    return Form
+
+
+admin.site.register(Connector, ConnectorAdmin)
+
+
+class _ReadOnlyAdmin(admin.ModelAdmin):
+    def has_add_permission(self, request, obj=None):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False
+
+
+@admin.register(Delivery)
+class DeliveryAdmin(_ReadOnlyAdmin):
+    """Status and errors only: message content stays out of the admin."""
+
+    list_display = ("id", "connector", "recipient", "status", "attempts", "created_at", "sent_at", "last_error")
+    list_filter = ("status", "connector")
+    search_fields = ("id", "recipient", "platform_message_id")
+    fields = ("id", "connector", "recipient", "status", "attempts", "next_attempt_at", "platform_message_id",
+              "last_error", "principal", "idempotency_key", "created_at", "updated_at", "sent_at", "delivered_at")
+    readonly_fields = fields
+
+    def get_queryset(self, request):
+        return super().get_queryset(request).filter(connector__in=viewable_connectors(principal_of(request)))
+
+    def has_module_permission(self, request):
+        return request.user.is_active and request.user.is_staff
+
+    def has_view_permission(self, request, obj=None):
+        return obj is None or has_perm(principal_of(request), PERM_VIEW, obj.connector)
+
+
+@admin.register(InboundMessage)
+class InboundMessageAdmin(DeliveryAdmin):
+    list_display = ("platform_message_id", "connector", "sender", "received_at", "brain_status")
+    list_filter = ("brain_status", "connector")
+    search_fields = ("platform_message_id", "sender")
+    fields = ("connector", "platform_message_id", "sender", "sender_name", "received_at", "brain_status", "brain_error")
+    readonly_fields = fields
+
+
+@admin.register(ApiToken)
+class ApiTokenAdmin(_ReadOnlyAdmin):
+    """Tokens are created with `manage.py create_api_token`; here they can be seen and revoked."""
+
+    list_display = ("prefix", "user", "name", "created_at", "expires_at", "revoked_at", "last_used_at")
+    list_filter = ("revoked_at",)
+    search_fields = ("prefix", "user__username", "name")
+    fields = list_display
+    readonly_fields = fields
+    actions = ["revoke_selected"]
+
+    def get_queryset(self, request):
+        qs = super().get_queryset(request)
+        return qs if request.user.is_superuser else qs.filter(user=request.user)
+
+    def has_module_permission(self, request):
+        return request.user.is_active and request.user.is_staff
+
+    def has_view_permission(self, request, obj=None):
+        return request.user.is_superuser or obj is None or obj.user_id == request.user.pk
+
+    @admin.action(description="Revoke selected tokens")
+    def revoke_selected(self, request, queryset):
+        for token in queryset:
+            try:
+                tokens.revoke_token(principal_of(request), token.prefix)
+            except ServiceError as exc:
+                self.message_user(request, f"{token.prefix}: {exc.message}", messages.ERROR)
+        self.message_user(request, "Revoked.", messages.SUCCESS)
+

@@ -1,0 +1,259 @@
+"""REST API under /api/v1/. Views parse, call one service and render: no rules live here."""
+from django.contrib.auth import get_user_model
+from django.contrib.auth.models import Group
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema, extend_schema_view
+from guardian.shortcuts import get_groups_with_perms, get_users_with_perms
+from rest_framework import mixins, status, viewsets
+from rest_framework.decorators import action
+from rest_framework.response import Response
+
+from . import services, tokens
+from .exceptions import ValidationFailed
+from .models import PERM_ADMIN, ConnectorStatus, Delivery
+from .permissions import LEVELS, Principal, viewable_connectors
+from .serializers import (
+    ConnectorSerializer,
+    ConnectorUpdateSerializer,
+    DeliverySerializer,
+    ErrorSerializer,
+    HealthResultSerializer,
+    PermissionGrantSerializer,
+    SendSerializer,
+)
+
+ERRORS = {
+    400: OpenApiResponse(ErrorSerializer, "Invalid request"),
+    401: OpenApiResponse(ErrorSerializer, "Missing, malformed, expired or revoked token"),
+    403: OpenApiResponse(ErrorSerializer, "Permission missing for this action"),
+    404: OpenApiResponse(ErrorSerializer, "Not found, or not visible to you"),
+    409: OpenApiResponse(ErrorSerializer, "Conflict (duplicate id, invalid transition, idempotency)"),
+}
+
+
+def _errors(*codes):
+    return {code: ERRORS[code] for code in codes}
+
+
+def principal_of(request):
+    return Principal.for_user(request.user, via="api")
+
+
+def _validated(serializer_class, data, **kwargs):
+    serializer = serializer_class(data=data, **kwargs)
+    serializer.is_valid(raise_exception=True)
+    return serializer.validated_data
+
+
+@extend_schema_view(
+    list=extend_schema(
+        summary="List the connectors you may view",
+        parameters=[
+            OpenApiParameter("kind", str, description="Only this kind"),
+            OpenApiParameter("status", str, enum=ConnectorStatus.values, description="Only this status"),
+        ],
+        responses={200: ConnectorSerializer(many=True), **_errors(400, 401)},
+    ),
+    create=extend_schema(summary="Register a connector", responses={201: ConnectorSerializer, **_errors(400, 401, 403, 409)}),
+    retrieve=extend_schema(summary="One connector", responses={200: ConnectorSerializer, **_errors(401, 404)}),
+    partial_update=extend_schema(
+        summary="Change display name, config, quotas (manage) or credentials (admin)",
+        request=ConnectorUpdateSerializer,
+        responses={200: ConnectorSerializer, **_errors(400, 401, 403, 404)},
+    ),
+    destroy=extend_schema(summary="Delete a stopped connector (admin)", responses={204: None, **_errors(401, 403, 404, 409)}),
+)
+class ConnectorViewSet(viewsets.ViewSet):
+    lookup_field = "id"
+    lookup_value_regex = r"[^/]+"
+    serializer_class = ConnectorSerializer
+
+    def list(self, request):
+        qs = services.list_connectors(
+            principal_of(request), kind=request.query_params.get("kind"), status=request.query_params.get("status")
+        )
+        paginator = self.paginator
+        page = paginator.paginate_queryset(qs, request, view=self)
+        return paginator.get_paginated_response(ConnectorSerializer(page, many=True).data)
+
+    @property
+    def paginator(self):
+        if not hasattr(self, "_paginator"):
+            from rest_framework.settings import api_settings
+
+            self._paginator = api_settings.DEFAULT_PAGINATION_CLASS()
+        return self._paginator
+
+    def create(self, request):
+        data = _validated(ConnectorSerializer, request.data)
+        connector = services.register_connector(
+            principal_of(request),
+            id=data["id"],
+            kind=data["kind"],
+            display_name=data["display_name"],
+            config=data.get("config", {}),
+            credentials=data.get("credentials", {}),
+            quota_per_minute=data.get("quota_per_minute"),
+            recipient_quota_per_minute=data.get("recipient_quota_per_minute"),
+        )
+        return Response(ConnectorSerializer(connector).data, status=status.HTTP_201_CREATED)
+
+    def retrieve(self, request, id=None):
+        return Response(ConnectorSerializer(services.get_connector(principal_of(request), id)).data)
+
+    def partial_update(self, request, id=None):
+        changes = _validated(ConnectorUpdateSerializer, request.data)
+        if not changes:
+            raise ValidationFailed("Nothing to change.", details={"body": "give at least one field"})
+        connector = services.update_connector(principal_of(request), id, **changes)
+        return Response(ConnectorSerializer(connector).data)
+
+    def destroy(self, request, id=None):
+        services.delete_connector(principal_of(request), id)
+        return Response(status=status.HTTP_204_NO_CONTENT)
+
+    @extend_schema(summary="Start (manage)", request=None, responses={200: ConnectorSerializer, **_errors(401, 403, 404, 409)})
+    @action(detail=True, methods=["post"])
+    def start(self, request, id=None):
+        return Response(ConnectorSerializer(services.start_connector(principal_of(request), id)).data)
+
+    @extend_schema(summary="Stop (manage)", request=None, responses={200: ConnectorSerializer, **_errors(401, 403, 404, 409)})
+    @action(detail=True, methods=["post"])
+    def stop(self, request, id=None):
+        return Response(ConnectorSerializer(services.stop_connector(principal_of(request), id)).data)
+
+    @extend_schema(summary="Disable (manage)", request=None, responses={200: ConnectorSerializer, **_errors(401, 403, 404, 409)})
+    @action(detail=True, methods=["post"])
+    def disable(self, request, id=None):
+        return Response(ConnectorSerializer(services.set_disabled(principal_of(request), id, True)).data)
+
+    @extend_schema(summary="Re-enable a disabled connector (manage)", request=None, responses={200: ConnectorSerializer, **_errors(401, 403, 404, 409)})
+    @action(detail=True, methods=["post"])
+    def enable(self, request, id=None):
+        return Response(ConnectorSerializer(services.set_disabled(principal_of(request), id, False)).data)
+
+    @extend_schema(summary="Run the platform health check now (manage)", request=None, responses={200: HealthResultSerializer, **_errors(401, 403, 404)})
+    @action(detail=True, methods=["post"])
+    def test(self, request, id=None):
+        result = services.test_connector(principal_of(request), id)
+        return Response({"ok": result.ok, "detail": result.detail})
+
+    @extend_schema(
+        summary="Send a message to a platform recipient (send)",
+        request=SendSerializer,
+        parameters=[
+            OpenApiParameter(
+                "Idempotency-Key",
+                OpenApiTypes.STR,
+                OpenApiParameter.HEADER,
+                description="Same key and body return the original delivery; same key, other body: 409.",
+            )
+        ],
+        responses={202: DeliverySerializer, **_errors(400, 401, 403, 404, 409)},
+    )
+    @action(detail=True, methods=["post"])
+    def send(self, request, id=None):
+        data = _validated(SendSerializer, request.data)
+        delivery, replayed = services.send_message(
+            principal_of(request),
+            id,
+            data["recipient"],
+            data["content"],
+            idempotency_key=request.headers.get("Idempotency-Key"),
+        )
+        delivery.refresh_from_db()
+        headers = {"Idempotent-Replayed": "true"} if replayed else {}
+        return Response(DeliverySerializer(delivery).data, status=status.HTTP_202_ACCEPTED, headers=headers)
+
+    @extend_schema(
+        summary="Who holds which permission on this connector (admin); POST grants, DELETE revokes",
+        request=PermissionGrantSerializer,
+        responses={200: OpenApiTypes.OBJECT, **_errors(400, 401, 403, 404)},
+    )
+    @action(detail=True, methods=["get", "post", "delete"])
+    def permissions(self, request, id=None):
+        principal = principal_of(request)
+        if request.method == "GET":
+            connector = services.get_connector(principal, id, perm=PERM_ADMIN)
+            return Response(_grants(connector))
+        data = _validated(PermissionGrantSerializer, request.data)
+        user = group = None
+        if data.get("username"):
+            user = get_user_model().objects.filter(username=data["username"]).first()
+            if user is None:
+                raise ValidationFailed(f"No user {data['username']!r}.", details={"username": "unknown"})
+        else:
+            group = Group.objects.filter(name=data["group"]).first()
+            if group is None:
+                raise ValidationFailed(f"No group {data['group']!r}.", details={"group": "unknown"})
+        change = services.grant_permission if request.method == "POST" else services.revoke_permission
+        change(principal, id, data["permission"], user=user, group=group)
+        return Response(_grants(services.get_connector(principal, id, perm=PERM_ADMIN)))
+
+
+def _grants(connector):
+    users = get_users_with_perms(connector, attach_perms=True, with_group_users=False)
+    groups = get_groups_with_perms(connector, attach_perms=True)
+    return {
+        "users": {u.get_username(): sorted(p for p in perms if p in LEVELS) for u, perms in users.items()},
+        "groups": {g.name: sorted(p for p in perms if p in LEVELS) for g, perms in groups.items()},
+    }
+
+
+@extend_schema_view(
+    list=extend_schema(
+        summary="Deliveries on connectors you may view",
+        parameters=[
+            OpenApiParameter("connector", str),
+            OpenApiParameter("status", str, enum=[s for s, _ in Delivery._meta.get_field("status").choices]),
+            OpenApiParameter("recipient", str),
+        ],
+        responses={200: DeliverySerializer(many=True), **_errors(401)},
+    ),
+    retrieve=extend_schema(summary="One delivery", responses={200: DeliverySerializer, **_errors(401, 404)}),
+)
+class DeliveryViewSet(mixins.ListModelMixin, viewsets.GenericViewSet):
+    serializer_class = DeliverySerializer
+    lookup_field = "id"
+
+    def get_queryset(self):
+        qs = Delivery.objects.filter(connector__in=viewable_connectors(principal_of(self.request))).order_by("-created_at")
+        params = self.request.query_params
+        if params.get("connector"):
+            qs = qs.filter(connector_id=params["connector"])
+        if params.get("status"):
+            qs = qs.filter(status=params["status"])
+        if params.get("recipient"):
+            qs = qs.filter(recipient=params["recipient"])
+        return qs
+
+    def retrieve(self, request, id=None):
+        return Response(DeliverySerializer(services.get_delivery(principal_of(request), id)).data)
+
+
+class TokenViewSet(viewsets.ViewSet):
+    """Your own API tokens: list them, revoke one. Tokens are created with `manage.py create_api_token`."""
+
+    lookup_field = "prefix"
+
+    @extend_schema(summary="Your API tokens (never the secret)", responses={200: OpenApiTypes.OBJECT, **_errors(401)})
+    def list(self, request):
+        rows = request.user.api_tokens.order_by("-created_at")
+        return Response(
+            [
+                {
+                    "prefix": t.prefix,
+                    "name": t.name,
+                    "created_at": t.created_at,
+                    "expires_at": t.expires_at,
+                    "revoked_at": t.revoked_at,
+                    "last_used_at": t.last_used_at,
+                }
+                for t in rows
+            ]
+        )
+
+    @extend_schema(summary="Revoke one of your tokens", responses={204: None, **_errors(401, 403, 404)})
+    def destroy(self, request, prefix=None):
+        tokens.revoke_token(principal_of(request), prefix)
+        return Response(status=status.HTTP_204_NO_CONTENT)

@@ -1,0 +1,39 @@
+"""Every API error answers JSON `{"error": {"code", "message", "details"}}` with the right status."""
+from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
+from django.http import Http404
+from rest_framework import exceptions, status
+from rest_framework.response import Response
+from rest_framework.views import exception_handler as drf_exception_handler
+
+from .exceptions import ServiceError
+from .fields import DecryptionError
+
+
+def error_body(code, message, details=None):
+    return {"error": {"code": code, "message": message, "details": details or {}}}
+
+
+def exception_handler(exc, context):
+    if isinstance(exc, ServiceError):
+        return Response(error_body(exc.code, exc.message, exc.details), status=exc.status)
+    if isinstance(exc, DecryptionError):
+        return Response(
+            error_body("decryption_failed", str(exc)), status=status.HTTP_500_INTERNAL_SERVER_ERROR
+        )
+    if isinstance(exc, Http404):
+        exc = exceptions.NotFound()
+    elif isinstance(exc, DjangoPermissionDenied):
+        exc = exceptions.PermissionDenied()
+    response = drf_exception_handler(exc, context)
+    if response is None:
+        return None
+    if isinstance(exc, exceptions.ValidationError):
+        code, message, details = "validation_error", "The request is invalid.", response.data
+    elif isinstance(exc, exceptions.Throttled):
+        code, message, details = "rate_limited", str(exc.detail), {"retry_after": exc.wait}
+    else:
+        detail = response.data.get("detail", "") if isinstance(response.data, dict) else response.data
+        code = getattr(detail, "code", None) or exc.default_code
+        message, details = str(detail), {}
+    response.data = error_body(code, message, details)
+    return response

@@ -1,0 +1,159 @@
+"""The contract every platform implements, and the unified message format.
+
+A platform module subclasses `BaseConnector`, declares JSON schemas for its config and
+credentials, and implements `send()` and `health_check()`; inbound platforms also parse and
+verify their webhooks. Platform code raises `ConnectorError` for anything that went wrong on
+the platform's side, marking whether retrying can help.
+"""
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, ClassVar
+
+import jsonschema
+
+MAX_CONTENT_LENGTH = 10_000
+MAX_ADDRESS_LENGTH = 255
+
+
+class ConnectorError(Exception):
+    """A platform refused or failed an operation.
+
+    permanent: retrying the same request cannot succeed (bad token, blocked user, invalid number).
+    retry_after: seconds the platform asked us to wait (HTTP 429, Telegram's retry_after).
+    """
+
+    def __init__(self, message, permanent=False, retry_after=None, code="platform_error"):
+        super().__init__(message)
+        self.message = message
+        self.permanent = permanent
+        self.retry_after = retry_after
+        self.code = code
+
+
+class MessageValidationError(ValueError):
+    def __init__(self, errors: dict[str, str]):
+        super().__init__("; ".join(f"{k}: {v}" for k, v in errors.items()))
+        self.errors = errors
+
+
+def _validate_content(content, errors):
+    if not isinstance(content, str):
+        errors["content"] = "must be a string"
+    elif not content.strip():
+        errors["content"] = "must not be empty"
+    elif len(content) > MAX_CONTENT_LENGTH:
+        errors["content"] = f"must be at most {MAX_CONTENT_LENGTH} characters (got {len(content)})"
+
+
+def _validate_address(name, value, errors):
+    if not isinstance(value, str) or not value.strip():
+        errors[name] = "must be a non-empty string"
+    elif len(value) > MAX_ADDRESS_LENGTH:
+        errors[name] = f"must be at most {MAX_ADDRESS_LENGTH} characters"
+
+
+@dataclass(frozen=True)
+class IncomingMessage:
+    """A message a person sent us, as every platform parses it."""
+
+    sender: str  # the platform address of the person: chat id, phone number, CLI user name
+    content: str
+    platform_message_id: str  # unique per connector; the dedupe key
+    sender_name: str = ""
+    received_at: datetime | None = None
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self):
+        errors = {}
+        _validate_address("sender", self.sender, errors)
+        _validate_address("platform_message_id", self.platform_message_id, errors)
+        _validate_content(self.content, errors)
+        if errors:
+            raise MessageValidationError(errors)
+
+
+@dataclass(frozen=True)
+class OutgoingMessage:
+    """A message we send to a person on a platform."""
+
+    recipient: str
+    content: str
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self):
+        errors = {}
+        _validate_address("recipient", self.recipient, errors)
+        _validate_content(self.content, errors)
+        if errors:
+            raise MessageValidationError(errors)
+
+
+@dataclass(frozen=True)
+class SendResult:
+    platform_message_id: str = ""
+    # True when the platform itself confirms the person has it (no later receipt will come).
+    delivered: bool = False
+
+
+@dataclass(frozen=True)
+class HealthResult:
+    ok: bool
+    detail: str = ""
+
+
+class BaseConnector:
+    """One platform. Instances wrap one registry row (`connectors.models.Connector`)."""
+
+    kind: ClassVar[str] = ""
+    label: ClassVar[str] = ""
+    config_schema: ClassVar[dict] = {"type": "object", "additionalProperties": False, "properties": {}}
+    credentials_schema: ClassVar[dict] = {"type": "object", "additionalProperties": False, "properties": {}}
+
+    def __init__(self, connector):
+        self.connector = connector
+        self.config = connector.config or {}
+
+    # --- validation (class-level: used before a row exists) ---
+    @classmethod
+    def validate_config(cls, config) -> dict[str, str]:
+        return _schema_errors(cls.config_schema, config)
+
+    @classmethod
+    def validate_credentials(cls, credentials) -> dict[str, str]:
+        # Redacted: a schema message quotes the offending value, and here that value is a secret.
+        return _schema_errors(cls.credentials_schema, credentials, redact=True)
+
+    @property
+    def credentials(self) -> dict:
+        return self.connector.get_credentials()
+
+    # --- lifecycle ---
+    def start(self) -> None:
+        """Connect to the platform (e.g. register a webhook). Raise ConnectorError on failure."""
+
+    def stop(self) -> None:
+        """Disconnect from the platform (e.g. delete the webhook)."""
+
+    def health_check(self) -> HealthResult:
+        return HealthResult(ok=True, detail="no remote side to check")
+
+    # --- traffic ---
+    def send(self, message: OutgoingMessage, *, delivery_id: str) -> SendResult:
+        raise NotImplementedError
+
+
+def _schema_errors(schema, value, redact=False) -> dict[str, str]:
+    validator = jsonschema.Draft202012Validator(schema)
+    errors = {}
+    for error in sorted(validator.iter_errors(value), key=lambda e: [str(p) for p in e.absolute_path]):
+        path = ".".join(str(p) for p in error.absolute_path) or "(root)"
+        errors.setdefault(path, _redacted_message(error) if redact else error.message)
+    return errors
+
+
+def _redacted_message(error) -> str:
+    if error.validator == "required":
+        return error.message  # names the missing field, never a value
+    if error.validator == "additionalProperties":
+        return "unexpected field(s): " + ", ".join(sorted(set(error.instance) - set(error.schema.get("properties", {}))))
+    return f"fails the {error.validator!r} rule ({error.validator_value!r})"

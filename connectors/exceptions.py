@@ -1,0 +1,39 @@
+"""Errors raised by services. Each carries a stable code and an HTTP status, so every edge (REST,
+admin, MCP, commands) reports the same clear message without translating by hand."""
+
+
+class ServiceError(Exception):
+    status = 400
+    code = "error"
+
+    def __init__(self, message, *, code=None, details=None):
+        super().__init__(message)
+        self.message = message
+        if code:
+            self.code = code
+        self.details = details or {}
+
+
+class ValidationFailed(ServiceError):
+    status = 400
+    code = "validation_error"
+
+
+class NotFound(ServiceError):
+    status = 404
+    code = "not_found"
+
+
+class PermissionDenied(ServiceError):
+    status = 403
+    code = "permission_denied"
+
+
+class Conflict(ServiceError):
+    status = 409
+    code = "conflict"
+
+
+class Unavailable(ServiceError):
+    status = 503
+    code = "unavailable"

@@ -1,0 +1,148 @@
+"""Talk to BRAIN from a terminal through a `cli` connector.
+
+Each line goes through `receive_message` like any platform's inbound message (stored, deduped,
+audited) and BRAIN's reply comes back through `send_message`. Notifications sent to this CLI
+user while the session is attached are shown as they arrive; those sent while no session was
+attached are shown first thing on the next attach.
+"""
+import getpass
+import sys
+import threading
+import time
+import uuid
+
+from django.conf import settings
+from django.core.management.base import BaseCommand, CommandError
+from django.db import close_old_connections, connection
+
+from connectors import services
+from connectors.base import IncomingMessage, MessageValidationError
+from connectors.exceptions import ServiceError
+from connectors.models import Connector, ConnectorStatus, Delivery, DeliveryStatus, InboundMessage
+from connectors.permissions import Principal
+
+POLL_SECONDS = 0.3
+
+
+class Command(BaseCommand):
+    help = "Chat with BRAIN through the CLI connector. Type /quit (or end input) to leave."
+
+    def add_arguments(self, parser):
+        parser.add_argument("--connector", help="Id of a `cli` connector (default: the only one, created if none).")
+        parser.add_argument("--as", dest="person", default=None, help="Your CLI user name (default: your login).")
+
+    def handle(self, *args, connector, person, **options):
+        self.person = (person or getpass.getuser()).strip()
+        if not self.person:
+            raise CommandError("--as must not be empty.")
+        self.principal = Principal.system_actor(f"cli:{self.person}", via="cli")
+        self.connector_id = self._pick_connector(connector)
+        self.print_lock = threading.Lock()
+        self.waiting_for = None  # inbound id whose answer we are waiting for
+        self.answered = threading.Event()
+        self.stopping = threading.Event()
+
+        self._say(f"Connected to {self.connector_id} as {self.person}. Type /quit to leave.")
+        self._show_new_deliveries()  # what arrived while detached
+        poller = threading.Thread(target=self._poll, daemon=True)
+        poller.start()
+        try:
+            self._read_loop()
+        finally:
+            self.stopping.set()
+            poller.join(timeout=2)
+
+    # --- set-up ---------------------------------------------------------------------------
+    def _pick_connector(self, connector_id):
+        system = Principal.system_actor("chat", via="command")
+        if connector_id:
+            row = Connector.objects.filter(pk=connector_id).first()
+            if row is None:
+                raise CommandError(f"No connector {connector_id!r}.")
+            if row.kind != "cli":
+                raise CommandError(f"Connector {connector_id!r} is of kind {row.kind!r}, not 'cli'.")
+        else:
+            rows = list(Connector.objects.filter(kind="cli"))
+            if len(rows) > 1:
+                raise CommandError("Several cli connectors exist; choose one with --connector: " + ", ".join(r.pk for r in rows))
+            if rows:
+                row = rows[0]
+            else:
+                row = services.register_connector(system, id="cli", kind="cli", display_name="Command line")
+                self._say("Registered the cli connector 'cli'.")
+        try:
+            if row.status in (ConnectorStatus.STOPPED, ConnectorStatus.ERROR):
+                row = services.start_connector(system, row.pk)
+        except ServiceError as exc:
+            raise CommandError(exc.message)
+        if row.status != ConnectorStatus.CONNECTED:
+            raise CommandError(f"Connector {row.pk!r} is {row.status}: {row.last_error or 'cannot chat now'}.")
+        return row.pk
+
+    # --- output ---------------------------------------------------------------------------
+    def _say(self, text):
+        with self.print_lock:
+            self.stdout.write(text)
+            self.stdout.flush()
+
+    def _show_new_deliveries(self):
+        """Print deliveries to this person not yet shown, oldest first, and mark them delivered."""
+        pending = Delivery.objects.filter(
+            connector_id=self.connector_id, recipient=self.person, status=DeliveryStatus.SENT
+        ).order_by("created_at")
+        for delivery in pending:
+            label = "brain" if delivery.in_reply_to_id else "notice"
+            self._say(f"{label}> {delivery.content}")
+            services.mark_delivered(self.principal, delivery.pk)
+            if delivery.in_reply_to_id and delivery.in_reply_to_id == self.waiting_for:
+                self.answered.set()
+        if self.waiting_for and not self.answered.is_set():
+            inbound = InboundMessage.objects.filter(pk=self.waiting_for).only("brain_status", "brain_error").first()
+            if inbound and inbound.brain_status == InboundMessage.BrainStatus.FAILED:
+                self._say(f"! BRAIN could not answer: {inbound.brain_error}")
+                self.answered.set()
+            elif inbound and inbound.brain_status == InboundMessage.BrainStatus.NO_REPLY:
+                self.answered.set()
+
+    def _poll(self):
+        try:
+            while not self.stopping.wait(POLL_SECONDS):
+                close_old_connections()
+                self._show_new_deliveries()
+        finally:
+            connection.close()
+
+    # --- input ----------------------------------------------------------------------------
+    def _read_loop(self):
+        interactive = sys.stdin.isatty()
+        patience = settings.BRAIN_TIMEOUT * (settings.BRAIN_MAX_RETRIES + 1) + 5
+        while True:
+            if interactive:
+                with self.print_lock:
+                    sys.stdout.write("you> ")
+                    sys.stdout.flush()
+            line = sys.stdin.readline()
+            if not line:
+                return
+            text = line.rstrip("\n")
+            if text.strip() in ("/quit", "/exit"):
+                return
+            if not text.strip():
+                continue
+            try:
+                message = IncomingMessage(sender=self.person, content=text, platform_message_id=f"cli-{uuid.uuid4()}")
+                self.answered.clear()
+                inbound, _ = services.receive_message(self.connector_id, message, principal=self.principal)
+            except MessageValidationError as exc:
+                self._say(f"! Not sent: {exc}")
+                continue
+            except ServiceError as exc:
+                self._say(f"! Not sent: {exc.message}")
+                continue
+            self.waiting_for = inbound.pk
+            self._show_new_deliveries()
+            deadline = time.monotonic() + patience
+            while not self.answered.wait(0.1):
+                if time.monotonic() > deadline:
+                    self._say("! No answer from BRAIN yet; it will be shown when it arrives.")
+                    break

@@ -1,0 +1,199 @@
+"""The persistent registry and what flows through it.
+
+Only `connectors.services` (and `connectors.tokens`) write these rows: they check object
+permissions and write the audit row in the same transaction.
+"""
+import json
+import uuid
+
+from django.conf import settings
+from django.core.validators import RegexValidator
+from django.db import models
+
+from .fields import EncryptedTextField
+
+CONNECTOR_ID_PATTERN = r"^[a-z0-9][a-z0-9_-]{1,62}[a-z0-9]$"
+connector_id_validator = RegexValidator(
+    CONNECTOR_ID_PATTERN,
+    "Use 3-64 lowercase letters, digits, '_' or '-', starting and ending with a letter or digit (e.g. telegram_prod).",
+)
+
+
+class ConnectorStatus(models.TextChoices):
+    STOPPED = "STOPPED"
+    STARTING = "STARTING"
+    CONNECTED = "CONNECTED"
+    ERROR = "ERROR"
+    DISABLED = "DISABLED"
+
+
+# The only status changes services make; anything else is refused with a clear error.
+ALLOWED_TRANSITIONS = {
+    ConnectorStatus.STOPPED: {ConnectorStatus.STARTING, ConnectorStatus.DISABLED},
+    ConnectorStatus.STARTING: {ConnectorStatus.CONNECTED, ConnectorStatus.ERROR, ConnectorStatus.STOPPED},
+    ConnectorStatus.CONNECTED: {ConnectorStatus.STOPPED, ConnectorStatus.ERROR, ConnectorStatus.DISABLED},
+    ConnectorStatus.ERROR: {ConnectorStatus.STARTING, ConnectorStatus.STOPPED, ConnectorStatus.DISABLED},
+    ConnectorStatus.DISABLED: {ConnectorStatus.STOPPED},
+}
+
+# Object permissions (django-guardian). Higher levels imply lower ones: see permissions.py.
+PERM_VIEW = "view_connector"
+PERM_SEND = "send_via_connector"
+PERM_MANAGE = "manage_connector"
+PERM_ADMIN = "admin_connector"
+
+
+class Connector(models.Model):
+    id = models.CharField(primary_key=True, max_length=64, validators=[connector_id_validator])
+    kind = models.CharField(max_length=32, db_index=True)
+    display_name = models.CharField(max_length=200)
+    status = models.CharField(
+        max_length=16, choices=ConnectorStatus.choices, default=ConnectorStatus.STOPPED, db_index=True
+    )
+    config = models.JSONField(default=dict, blank=True)
+    # JSON text, encrypted at rest. Write-only: no API, admin page, log or event ever shows it.
+    credentials = EncryptedTextField(blank=True, default="")
+
+    # Quotas: sends per minute for the whole connector and for one recipient on it. Null: no
+    # limit of ours (the platform's own limits still apply). Over quota means delayed, not dropped.
+    quota_per_minute = models.PositiveIntegerField(null=True, blank=True)
+    recipient_quota_per_minute = models.PositiveIntegerField(null=True, blank=True)
+
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+    last_heartbeat = models.DateTimeField(null=True, blank=True)
+    last_error = models.TextField(blank=True, default="")
+
+    # Lease: in a multi-instance deployment exactly one process owns a long-running connector
+    # (polling, heartbeats). The owner renews before `lease_expires_at`; others take over after.
+    lease_owner = models.CharField(max_length=200, blank=True, default="")
+    lease_expires_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["id"]
+        permissions = [
+            (PERM_SEND, "Can send messages via this connector"),
+            (PERM_MANAGE, "Can start, stop, test and configure this connector"),
+            (PERM_ADMIN, "Can delete this connector, change its credentials and grant access to it"),
+        ]
+
+    def __str__(self):
+        return f"{self.display_name} ({self.id})"
+
+    def get_credentials(self) -> dict:
+        return json.loads(self.credentials) if self.credentials else {}
+
+    def set_credentials(self, credentials: dict):
+        self.credentials = json.dumps(credentials, sort_keys=True) if credentials else ""
+
+    @property
+    def has_credentials(self) -> bool:
+        return bool(self.credentials)
+
+
+class InboundMessage(models.Model):
+    """A message a person sent, stored exactly once per (connector, platform message id)."""
+
+    class BrainStatus(models.TextChoices):
+        PENDING = "pending"
+        THINKING = "thinking"  # claimed by one task: BRAIN is asked once per message
+        REPLIED = "replied"
+        NO_REPLY = "no_reply"
+        FAILED = "failed"
+
+    connector = models.ForeignKey(Connector, on_delete=models.CASCADE, related_name="inbound_messages")
+    platform_message_id = models.CharField(max_length=255)
+    sender = models.CharField(max_length=255)
+    sender_name = models.CharField(max_length=200, blank=True, default="")
+    content = EncryptedTextField()
+    metadata = models.JSONField(default=dict, blank=True)
+    received_at = models.DateTimeField(db_index=True)
+    brain_status = models.CharField(max_length=16, choices=BrainStatus.choices, default=BrainStatus.PENDING)
+    brain_error = models.TextField(blank=True, default="")
+
+    class Meta:
+        ordering = ["received_at", "id"]
+        constraints = [
+            models.UniqueConstraint(fields=["connector", "platform_message_id"], name="inbound_dedupe"),
+        ]
+        indexes = [models.Index(fields=["connector", "sender", "received_at"])]
+
+    def __str__(self):
+        return f"inbound {self.platform_message_id} on {self.connector_id}"
+
+
+class DeliveryStatus(models.TextChoices):
+    QUEUED = "queued"
+    SENDING = "sending"
+    SENT = "sent"
+    DELIVERED = "delivered"
+    FAILED = "failed"
+    DEAD = "dead"
+
+
+class Delivery(models.Model):
+    """One outbound message and everything that happened to it."""
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    connector = models.ForeignKey(Connector, on_delete=models.CASCADE, related_name="deliveries")
+    recipient = models.CharField(max_length=255)
+    content = EncryptedTextField()
+    status = models.CharField(max_length=16, choices=DeliveryStatus.choices, default=DeliveryStatus.QUEUED)
+    attempts = models.PositiveIntegerField(default=0)
+    next_attempt_at = models.DateTimeField(null=True, blank=True)
+    platform_message_id = models.CharField(max_length=255, blank=True, default="")
+    last_error = models.TextField(blank=True, default="")
+
+    # Who asked for it: "user:<pk>" or "system:<name>". Idempotency keys are scoped to it.
+    principal = models.CharField(max_length=200)
+    requested_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    idempotency_key = models.CharField(max_length=255, null=True, blank=True)
+    request_hash = models.CharField(max_length=64, blank=True, default="")
+    in_reply_to = models.ForeignKey(
+        InboundMessage, null=True, blank=True, on_delete=models.SET_NULL, related_name="replies"
+    )
+
+    created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+    updated_at = models.DateTimeField(auto_now=True)
+    sent_at = models.DateTimeField(null=True, blank=True)
+    delivered_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["created_at"]
+        verbose_name_plural = "deliveries"
+        constraints = [
+            models.UniqueConstraint(
+                fields=["principal", "idempotency_key"],
+                condition=models.Q(idempotency_key__isnull=False),
+                name="delivery_idempotency_per_principal",
+            ),
+        ]
+        indexes = [
+            models.Index(fields=["connector", "recipient", "status"]),
+            models.Index(fields=["status", "next_attempt_at"]),
+        ]
+
+    def __str__(self):
+        return f"delivery {self.id} ({self.status})"
+
+
+class ApiToken(models.Model):
+    """A bearer token for REST (and MCP). Only its SHA-256 digest is stored; the token itself is
+    shown once, when it is created."""
+
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="api_tokens")
+    name = models.CharField(max_length=100, blank=True, default="")
+    prefix = models.CharField(max_length=16, unique=True, help_text="Public part of the token, for identification.")
+    digest = models.CharField(max_length=64, unique=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    expires_at = models.DateTimeField()
+    revoked_at = models.DateTimeField(null=True, blank=True)
+    last_used_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+
+    def __str__(self):
+        return f"bct_{self.prefix}… ({self.user})"

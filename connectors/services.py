@@ -1,0 +1,745 @@
+"""The only writers of the connector registry, deliveries and inbound messages.
+
+Every function takes the acting `Principal`, checks its object permission, changes state and
+writes the audit row in one transaction. A refused or failed call also leaves an audit row
+(result `denied` or `failure`) and raises a `ServiceError` that every edge reports as is.
+Network calls to platforms happen outside transactions, between two committed states.
+"""
+import hashlib
+import json
+import logging
+import random
+from contextlib import contextmanager
+from datetime import timedelta
+
+from django.conf import settings
+from django.db import IntegrityError, transaction
+from django.utils import timezone
+
+from audit import services as audit
+
+from .base import ConnectorError, IncomingMessage, MessageValidationError, OutgoingMessage
+from .exceptions import Conflict, NotFound, PermissionDenied, ServiceError, ValidationFailed
+from .models import (
+    ALLOWED_TRANSITIONS,
+    PERM_ADMIN,
+    PERM_MANAGE,
+    PERM_SEND,
+    PERM_VIEW,
+    Connector,
+    ConnectorStatus,
+    Delivery,
+    DeliveryStatus,
+    InboundMessage,
+    connector_id_validator,
+)
+from .permissions import Principal, can_create_connectors, has_perm, viewable_connectors
+from .registry import UnknownKind, connector_for, get_connector_class
+
+logger = logging.getLogger(__name__)
+
+BRAIN = Principal.system_actor("brain")
+
+
+# --- auditing helpers ------------------------------------------------------------------------
+
+
+class _Denied(NotFound):
+    """404 to the caller (the object's existence stays hidden), `denied` in the audit log."""
+
+
+@contextmanager
+def _audited_failures(action, principal, target_id, target_type="connector"):
+    """Record a `denied` or `failure` audit row for a ServiceError escaping the block.
+
+    The block's own transaction has rolled back by then, so this row is written on its own:
+    refused attempts stay visible even though they changed nothing.
+    """
+    try:
+        yield
+    except ServiceError as exc:
+        denied = isinstance(exc, (PermissionDenied, _Denied))
+        audit.record(
+            action,
+            principal=principal,
+            result=audit.DENIED if denied else audit.FAILURE,
+            target_type=target_type,
+            target_id=target_id,
+            details={"via": principal.via, "error": exc.code, "message": exc.message},
+        )
+        raise
+
+
+def _record(action, principal, target_id, target_type="connector", **details):
+    audit.record(
+        action,
+        principal=principal,
+        target_type=target_type,
+        target_id=target_id,
+        details={"via": principal.via, **details},
+    )
+
+
+def _load(principal, connector_id, perm, *, for_update=False):
+    qs = Connector.objects.select_for_update() if for_update else Connector.objects.all()
+    try:
+        connector = qs.get(pk=connector_id)
+    except (Connector.DoesNotExist, ValueError, TypeError):
+        raise NotFound(f"Connector {connector_id!r} does not exist.")
+    if not has_perm(principal, PERM_VIEW, connector):
+        raise _Denied(f"Connector {connector_id!r} does not exist.")
+    if not has_perm(principal, perm, connector):
+        raise PermissionDenied(f"You need the {perm} permission on connector {connector_id!r}.")
+    return connector
+
+
+def _transition(connector, new_status):
+    if new_status not in ALLOWED_TRANSITIONS[connector.status]:
+        raise Conflict(
+            f"Connector {connector.id!r} cannot go from {connector.status} to {new_status}.",
+            code="invalid_transition",
+            details={"status": connector.status, "requested": new_status},
+        )
+    connector.status = new_status
+
+
+# --- validation ------------------------------------------------------------------------------
+
+
+def _validated_kind_class(kind):
+    try:
+        return get_connector_class(kind)
+    except UnknownKind as exc:
+        raise ValidationFailed(str(exc), code="unknown_kind", details={"kind": str(exc)})
+
+
+def _check_config(kind_class, config):
+    if not isinstance(config, dict):
+        raise ValidationFailed("config must be a JSON object.", code="invalid_config", details={"config": "must be an object"})
+    errors = kind_class.validate_config(config)
+    if errors:
+        raise ValidationFailed(
+            f"Invalid config for kind {kind_class.kind!r}.", code="invalid_config", details={"config": errors}
+        )
+
+
+def _check_credentials(kind_class, credentials):
+    if not isinstance(credentials, dict):
+        raise ValidationFailed(
+            "credentials must be a JSON object.", code="invalid_credentials", details={"credentials": "must be an object"}
+        )
+    errors = kind_class.validate_credentials(credentials)
+    if errors:
+        raise ValidationFailed(
+            f"Invalid credentials for kind {kind_class.kind!r}.",
+            code="invalid_credentials",
+            details={"credentials": errors},
+        )
+
+
+def _check_quota(name, value):
+    if value is not None and (not isinstance(value, int) or isinstance(value, bool) or not 1 <= value <= 1_000_000):
+        raise ValidationFailed(f"{name} must be an integer from 1 to 1000000, or null.", details={name: "out of range"})
+
+
+def _check_id(connector_id):
+    from django.core.exceptions import ValidationError
+
+    try:
+        connector_id_validator(connector_id if isinstance(connector_id, str) else "")
+    except ValidationError as exc:
+        raise ValidationFailed(exc.messages[0], code="invalid_id", details={"id": exc.messages[0]})
+
+
+# --- registry --------------------------------------------------------------------------------
+
+
+def register_connector(
+    principal,
+    *,
+    id,
+    kind,
+    display_name,
+    config=None,
+    credentials=None,
+    quota_per_minute=None,
+    recipient_quota_per_minute=None,
+):
+    config = {} if config is None else config
+    credentials = {} if credentials is None else credentials
+    with _audited_failures("connector.register", principal, id):
+        if not can_create_connectors(principal):
+            raise PermissionDenied("You need the connectors.add_connector permission to register connectors.")
+        _check_id(id)
+        kind_class = _validated_kind_class(kind)
+        if not isinstance(display_name, str) or not display_name.strip() or len(display_name) > 200:
+            raise ValidationFailed("display_name must be 1-200 characters.", details={"display_name": "invalid"})
+        _check_config(kind_class, config)
+        _check_credentials(kind_class, credentials)
+        _check_quota("quota_per_minute", quota_per_minute)
+        _check_quota("recipient_quota_per_minute", recipient_quota_per_minute)
+        connector = Connector(
+            id=id,
+            kind=kind,
+            display_name=display_name.strip(),
+            config=config,
+            quota_per_minute=quota_per_minute,
+            recipient_quota_per_minute=recipient_quota_per_minute,
+        )
+        connector.set_credentials(credentials)
+        try:
+            with transaction.atomic():
+                # force_insert: a concurrent registration of the same id fails on the primary key
+                # instead of silently updating the winner's row.
+                connector.save(force_insert=True)
+                if principal.user is not None and not principal.user.is_superuser:
+                    from guardian.shortcuts import assign_perm
+
+                    assign_perm(PERM_ADMIN, principal.user, connector)
+                _record("connector.register", principal, connector.id, kind=kind)
+        except IntegrityError:
+            raise Conflict(f"A connector with id {id!r} already exists.", code="duplicate_id")
+    return connector
+
+
+def update_connector(principal, connector_id, **changes):
+    """Change display_name, config, quotas (manage) or credentials (admin)."""
+    allowed = {"display_name", "config", "credentials", "quota_per_minute", "recipient_quota_per_minute"}
+    with _audited_failures("connector.update", principal, connector_id):
+        unknown = set(changes) - allowed
+        if unknown:
+            raise ValidationFailed(f"Cannot change {sorted(unknown)}.", details={k: "read-only" for k in unknown})
+        needed = PERM_ADMIN if "credentials" in changes else PERM_MANAGE
+        with transaction.atomic():
+            connector = _load(principal, connector_id, needed, for_update=True)
+            kind_class = _validated_kind_class(connector.kind)
+            if "display_name" in changes:
+                name = changes["display_name"]
+                if not isinstance(name, str) or not name.strip() or len(name) > 200:
+                    raise ValidationFailed("display_name must be 1-200 characters.", details={"display_name": "invalid"})
+                connector.display_name = name.strip()
+            if "config" in changes:
+                _check_config(kind_class, changes["config"])
+                connector.config = changes["config"]
+            if "credentials" in changes:
+                _check_credentials(kind_class, changes["credentials"])
+                connector.set_credentials(changes["credentials"])
+            for quota in ("quota_per_minute", "recipient_quota_per_minute"):
+                if quota in changes:
+                    _check_quota(quota, changes[quota])
+                    setattr(connector, quota, changes[quota])
+            connector.save()
+            # Field names only: values may be secret (credentials) or large (config).
+            _record("connector.update", principal, connector.id, fields=sorted(changes))
+    return connector
+
+
+def delete_connector(principal, connector_id):
+    with _audited_failures("connector.delete", principal, connector_id):
+        with transaction.atomic():
+            connector = _load(principal, connector_id, PERM_ADMIN, for_update=True)
+            if connector.status in (ConnectorStatus.CONNECTED, ConnectorStatus.STARTING):
+                raise Conflict(
+                    f"Connector {connector_id!r} is {connector.status}; stop it before deleting it.",
+                    code="connector_running",
+                )
+            kind = connector.kind
+            connector.delete()
+            _record("connector.delete", principal, connector_id, kind=kind)
+
+
+def start_connector(principal, connector_id):
+    """STOPPED/ERROR → STARTING (committed) → platform start → CONNECTED or ERROR (committed)."""
+    with _audited_failures("connector.start", principal, connector_id):
+        with transaction.atomic():
+            connector = _load(principal, connector_id, PERM_MANAGE, for_update=True)
+            _transition(connector, ConnectorStatus.STARTING)
+            connector.save(update_fields=["status", "updated_at"])
+        try:
+            connector_for(connector).start()
+        except ConnectorError as exc:
+            return _finish_start(principal, connector_id, error=exc.message)
+        except Exception as exc:  # a bug or an unexpected SDK error must not leave STARTING behind
+            logger.exception("Starting connector %s failed", connector_id)
+            return _finish_start(principal, connector_id, error=f"{type(exc).__name__}: {exc}")
+        return _finish_start(principal, connector_id, error=None)
+
+
+def _finish_start(principal, connector_id, *, error):
+    with transaction.atomic():
+        connector = Connector.objects.select_for_update().get(pk=connector_id)
+        if connector.status != ConnectorStatus.STARTING:  # stopped meanwhile: keep what the later call decided
+            _record("connector.start", principal, connector_id, outcome="superseded", status=connector.status)
+            return connector
+        now = timezone.now()
+        if error is None:
+            connector.status = ConnectorStatus.CONNECTED
+            connector.last_error = ""
+            connector.last_heartbeat = now
+        else:
+            connector.status = ConnectorStatus.ERROR
+            connector.last_error = error[:2000]
+        connector.save(update_fields=["status", "last_error", "last_heartbeat", "updated_at"])
+        if error is None:
+            _record("connector.start", principal, connector_id, status=connector.status)
+        else:
+            audit.record(
+                "connector.start",
+                principal=principal,
+                result=audit.FAILURE,
+                target_type="connector",
+                target_id=connector_id,
+                details={"via": principal.via, "status": connector.status, "error": "platform_error"},
+            )
+    return connector
+
+
+def stop_connector(principal, connector_id):
+    with _audited_failures("connector.stop", principal, connector_id):
+        with transaction.atomic():
+            connector = _load(principal, connector_id, PERM_MANAGE, for_update=True)
+            _transition(connector, ConnectorStatus.STOPPED)
+            connector.lease_owner, connector.lease_expires_at = "", None
+            connector.save(update_fields=["status", "lease_owner", "lease_expires_at", "updated_at"])
+            _record("connector.stop", principal, connector_id)
+        try:
+            connector_for(connector).stop()
+        except Exception as exc:  # the connector is stopped on our side either way; say what failed
+            logger.warning("Platform-side stop of %s failed: %s", connector_id, exc)
+    return connector
+
+
+def set_disabled(principal, connector_id, disabled: bool, reason=""):
+    action = "connector.disable" if disabled else "connector.enable"
+    with _audited_failures(action, principal, connector_id):
+        with transaction.atomic():
+            connector = _load(principal, connector_id, PERM_MANAGE, for_update=True)
+            _transition(connector, ConnectorStatus.DISABLED if disabled else ConnectorStatus.STOPPED)
+            if reason:
+                connector.last_error = reason[:2000]
+            connector.save(update_fields=["status", "last_error", "updated_at"])
+            _record(action, principal, connector_id)
+    return connector
+
+
+def heartbeat(principal, connector_id, *, lease_owner=None, lease_seconds=60):
+    """Record that the connector is alive; with `lease_owner`, also take or renew its lease.
+
+    Returns the connector, or raises Conflict if another live process holds the lease.
+    """
+    with _audited_failures("connector.heartbeat", principal, connector_id):
+        with transaction.atomic():
+            connector = _load(principal, connector_id, PERM_MANAGE, for_update=True)
+            now = timezone.now()
+            fields = ["last_heartbeat", "updated_at"]
+            if lease_owner is not None:
+                held_by_other = (
+                    connector.lease_owner
+                    and connector.lease_owner != lease_owner
+                    and connector.lease_expires_at
+                    and connector.lease_expires_at > now
+                )
+                if held_by_other:
+                    raise Conflict(
+                        f"Connector {connector_id!r} is leased by another process until "
+                        f"{connector.lease_expires_at.isoformat()}.",
+                        code="lease_held",
+                    )
+                connector.lease_owner = lease_owner
+                connector.lease_expires_at = now + timedelta(seconds=lease_seconds)
+                fields += ["lease_owner", "lease_expires_at"]
+            connector.last_heartbeat = now
+            connector.save(update_fields=fields)
+            _record("connector.heartbeat", principal, connector_id, lease_owner=lease_owner or "")
+    return connector
+
+
+def list_connectors(principal, *, kind=None, status=None):
+    qs = viewable_connectors(principal)
+    if kind:
+        qs = qs.filter(kind=kind)
+    if status:
+        if status not in ConnectorStatus.values:
+            with _audited_failures("connector.list", principal, ""):
+                raise ValidationFailed(
+                    f"Unknown status {status!r}; use one of {', '.join(ConnectorStatus.values)}.",
+                    details={"status": "unknown"},
+                )
+        qs = qs.filter(status=status)
+    _record("connector.list", principal, "", filters={"kind": kind or "", "status": status or ""})
+    return qs
+
+
+def get_connector(principal, connector_id, perm=PERM_VIEW):
+    with _audited_failures("connector.get", principal, connector_id):
+        connector = _load(principal, connector_id, perm)
+        _record("connector.get", principal, connector_id)
+    return connector
+
+
+def test_connector(principal, connector_id):
+    """Run the platform's health check now and record the outcome on the connector."""
+    with _audited_failures("connector.test", principal, connector_id):
+        connector = _load(principal, connector_id, PERM_MANAGE)
+        try:
+            result = connector_for(connector).health_check()
+        except ConnectorError as exc:
+            from .base import HealthResult
+
+            result = HealthResult(ok=False, detail=exc.message)
+        with transaction.atomic():
+            connector = Connector.objects.select_for_update().get(pk=connector_id)
+            if result.ok:
+                connector.last_heartbeat = timezone.now()
+            else:
+                connector.last_error = result.detail[:2000]
+            connector.save(update_fields=["last_heartbeat", "last_error", "updated_at"])
+            audit.record(
+                "connector.test",
+                principal=principal,
+                result=audit.SUCCESS if result.ok else audit.FAILURE,
+                target_type="connector",
+                target_id=connector_id,
+                details={"via": principal.via, "ok": result.ok},
+            )
+    return result
+
+
+# --- permissions -----------------------------------------------------------------------------
+
+
+def grant_permission(principal, connector_id, perm, *, user=None, group=None):
+    return _change_permission(principal, connector_id, perm, user=user, group=group, grant=True)
+
+
+def revoke_permission(principal, connector_id, perm, *, user=None, group=None):
+    return _change_permission(principal, connector_id, perm, user=user, group=group, grant=False)
+
+
+def _change_permission(principal, connector_id, perm, *, user, group, grant):
+    from guardian.shortcuts import assign_perm, remove_perm
+
+    from .permissions import LEVELS
+
+    action = "permission.grant" if grant else "permission.revoke"
+    with _audited_failures(action, principal, connector_id):
+        if perm not in LEVELS:
+            raise ValidationFailed(f"Unknown permission {perm!r}; use one of {', '.join(LEVELS)}.")
+        if (user is None) == (group is None):
+            raise ValidationFailed("Name exactly one user or one group.")
+        with transaction.atomic():
+            connector = _load(principal, connector_id, PERM_ADMIN, for_update=True)
+            (assign_perm if grant else remove_perm)(perm, user or group, connector)
+            grantee = f"user:{user.get_username()}" if user else f"group:{group.name}"
+            _record(action, principal, connector_id, permission=perm, grantee=grantee)
+
+
+# --- messages --------------------------------------------------------------------------------
+
+
+def _request_hash(connector_id, recipient, content):
+    canonical = json.dumps([connector_id, recipient, content], ensure_ascii=False, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def send_message(principal, connector_id, recipient, content, *, idempotency_key=None, in_reply_to=None):
+    """Queue one outbound message; returns (delivery, replayed).
+
+    With an idempotency key, the same key and body return the original delivery (replayed=True),
+    and the same key with another body is a Conflict. The delivery task runs after commit.
+    """
+    with _audited_failures("message.send", principal, connector_id):
+        try:
+            message = OutgoingMessage(recipient=recipient, content=content)
+        except MessageValidationError as exc:
+            raise ValidationFailed("Invalid message.", details=exc.errors)
+        if idempotency_key is not None and (
+            not isinstance(idempotency_key, str) or not 1 <= len(idempotency_key) <= 255 or not idempotency_key.isprintable()
+        ):
+            raise ValidationFailed(
+                "Idempotency-Key must be 1-255 printable characters.", details={"idempotency_key": "invalid"}
+            )
+        request_hash = _request_hash(connector_id, message.recipient, message.content)
+        with transaction.atomic():
+            connector = _load(principal, connector_id, PERM_SEND)
+            if idempotency_key is not None:
+                existing = _replay(principal, idempotency_key, request_hash)
+                if existing:
+                    _record("message.send", principal, connector_id, delivery_id=str(existing.id), replayed=True)
+                    return existing, True
+            if connector.status != ConnectorStatus.CONNECTED:
+                raise Conflict(
+                    f"Connector {connector_id!r} is {connector.status}, not CONNECTED; start it first.",
+                    code="connector_not_running",
+                )
+            try:
+                with transaction.atomic():
+                    delivery = Delivery.objects.create(
+                        connector=connector,
+                        recipient=message.recipient,
+                        content=message.content,
+                        principal=principal.key,
+                        requested_by=principal.user,
+                        idempotency_key=idempotency_key,
+                        request_hash=request_hash,
+                        in_reply_to=in_reply_to,
+                    )
+            except IntegrityError:
+                # A concurrent request with the same key won: answer as its replay.
+                existing = _replay(principal, idempotency_key, request_hash)
+                if existing is None:
+                    raise
+                _record("message.send", principal, connector_id, delivery_id=str(existing.id), replayed=True)
+                return existing, True
+            _record(
+                "message.queued", principal, connector_id, delivery_id=str(delivery.id), length=len(message.content)
+            )
+            transaction.on_commit(lambda: enqueue_delivery(delivery.id))
+    return delivery, False
+
+
+def _replay(principal, idempotency_key, request_hash):
+    existing = Delivery.objects.filter(principal=principal.key, idempotency_key=idempotency_key).first()
+    if existing and existing.request_hash != request_hash:
+        raise Conflict(
+            "This Idempotency-Key was already used with a different request body.",
+            code="idempotency_conflict",
+            details={"delivery_id": str(existing.id)},
+        )
+    return existing
+
+
+def enqueue_delivery(delivery_id, countdown=None):
+    from .tasks import deliver
+
+    if countdown:
+        deliver.apply_async(args=[str(delivery_id)], countdown=countdown)
+    else:
+        deliver.delay(str(delivery_id))
+
+
+def retry_delay(attempts, retry_after=None):
+    """Exponential backoff with full jitter, capped at 15 minutes; the platform's ask wins if longer."""
+    delay = random.uniform(0, min(900, 2 ** min(attempts, 10)))
+    if retry_after:
+        delay = max(delay, float(retry_after))
+    return delay
+
+
+def attempt_delivery(delivery_id):
+    """Deliver one queued message: claim it, call the platform, record the outcome."""
+    with transaction.atomic():
+        delivery = Delivery.objects.select_for_update().select_related("connector").filter(pk=delivery_id).first()
+        if delivery is None or delivery.status != DeliveryStatus.QUEUED:
+            return delivery
+        now = timezone.now()
+        if delivery.connector.status != ConnectorStatus.CONNECTED:
+            # Not dropped: it waits queued until the connector runs again.
+            delivery.next_attempt_at = now + timedelta(seconds=60)
+            delivery.last_error = f"connector is {delivery.connector.status}"
+            delivery.save(update_fields=["next_attempt_at", "last_error", "updated_at"])
+            return delivery
+        delivery.status = DeliveryStatus.SENDING
+        delivery.attempts += 1
+        delivery.save(update_fields=["status", "attempts", "updated_at"])
+    connector = delivery.connector
+    system = Principal.system_actor("delivery")
+    try:
+        result = connector_for(connector).send(
+            OutgoingMessage(recipient=delivery.recipient, content=delivery.content), delivery_id=str(delivery.id)
+        )
+    except ConnectorError as exc:
+        return _record_send_failure(system, delivery, exc)
+    except Exception as exc:
+        logger.exception("Unexpected error delivering %s", delivery.id)
+        return _record_send_failure(system, delivery, ConnectorError(f"{type(exc).__name__}: {exc}"))
+    with transaction.atomic():
+        delivery = Delivery.objects.select_for_update().get(pk=delivery.pk)
+        now = timezone.now()
+        delivery.status = DeliveryStatus.DELIVERED if result.delivered else DeliveryStatus.SENT
+        delivery.platform_message_id = result.platform_message_id or ""
+        delivery.sent_at = now
+        if result.delivered:
+            delivery.delivered_at = now
+        delivery.last_error = ""
+        delivery.save()
+        _record(
+            "message.sent", system, connector.id, delivery_id=str(delivery.id), attempts=delivery.attempts
+        )
+    return delivery
+
+
+def _record_send_failure(principal, delivery, error: ConnectorError):
+    retry = None
+    with transaction.atomic():
+        delivery = Delivery.objects.select_for_update().get(pk=delivery.pk)
+        delivery.last_error = error.message[:2000]
+        if error.permanent:
+            delivery.status = DeliveryStatus.FAILED
+        elif delivery.attempts >= settings.DELIVERY_MAX_ATTEMPTS:
+            delivery.status = DeliveryStatus.DEAD
+        else:
+            retry = retry_delay(delivery.attempts, error.retry_after)
+            delivery.status = DeliveryStatus.QUEUED
+            delivery.next_attempt_at = timezone.now() + timedelta(seconds=retry)
+        delivery.save()
+        audit.record(
+            "message.failed" if retry is None else "message.retry",
+            principal=principal,
+            result=audit.FAILURE,
+            target_type="connector",
+            target_id=delivery.connector_id,
+            details={
+                "via": principal.via,
+                "delivery_id": str(delivery.id),
+                "status": delivery.status,
+                "permanent": error.permanent,
+                "error": error.code,
+            },
+        )
+        # Eager mode (make run) would retry in a tight loop; there the row waits for a sweep.
+        if retry is not None and not settings.CELERY_TASK_ALWAYS_EAGER:
+            transaction.on_commit(lambda: enqueue_delivery(delivery.id, countdown=retry))
+    return delivery
+
+
+def get_delivery(principal, delivery_id):
+    with _audited_failures("delivery.get", principal, str(delivery_id), target_type="delivery"):
+        delivery = Delivery.objects.select_related("connector").filter(pk=_uuid_or_none(delivery_id)).first()
+        if delivery is None:
+            raise NotFound(f"Delivery {delivery_id!r} does not exist.")
+        if not has_perm(principal, PERM_VIEW, delivery.connector):
+            raise _Denied(f"Delivery {delivery_id!r} does not exist.")
+    return delivery
+
+
+def _uuid_or_none(value):
+    import uuid
+
+    try:
+        return uuid.UUID(str(value))
+    except ValueError:
+        return None
+
+
+def mark_delivered(principal, delivery_id):
+    """A receipt (or the CLI showing the message) confirms the person has it."""
+    with transaction.atomic():
+        delivery = Delivery.objects.select_for_update().get(pk=delivery_id)
+        if delivery.status != DeliveryStatus.SENT:
+            return delivery
+        delivery.status = DeliveryStatus.DELIVERED
+        delivery.delivered_at = timezone.now()
+        delivery.save(update_fields=["status", "delivered_at", "updated_at"])
+        _record("message.delivered", principal, delivery.connector_id, delivery_id=str(delivery.id))
+    return delivery
+
+
+def receive_message(connector_id, message: IncomingMessage, principal=None):
+    """Store one inbound message exactly once; returns (inbound, created).
+
+    A duplicate (same connector and platform message id, even concurrently) returns the stored
+    row with created=False and triggers nothing. BRAIN is asked after commit, in a task.
+    """
+    principal = principal or Principal.system_actor("platform", via="webhook")
+    with _audited_failures("message.receive", principal, connector_id):
+        with transaction.atomic():
+            connector = Connector.objects.filter(pk=connector_id).first()
+            if connector is None:
+                raise NotFound(f"Connector {connector_id!r} does not exist.")
+            if connector.status != ConnectorStatus.CONNECTED:
+                raise Conflict(
+                    f"Connector {connector_id!r} is {connector.status}, not CONNECTED.", code="connector_not_running"
+                )
+            try:
+                with transaction.atomic():
+                    inbound = InboundMessage.objects.create(
+                        connector=connector,
+                        platform_message_id=message.platform_message_id,
+                        sender=message.sender,
+                        sender_name=message.sender_name,
+                        content=message.content,
+                        metadata=message.metadata,
+                        received_at=message.received_at or timezone.now(),
+                    )
+            except IntegrityError:
+                existing = InboundMessage.objects.get(
+                    connector=connector, platform_message_id=message.platform_message_id
+                )
+                _record("message.receive", principal, connector_id, inbound_id=existing.pk, duplicate=True)
+                return existing, False
+            _record("message.received", principal, connector_id, inbound_id=inbound.pk, length=len(message.content))
+            transaction.on_commit(lambda: _enqueue_brain(inbound.pk))
+    return inbound, True
+
+
+def _enqueue_brain(inbound_id):
+    from .tasks import handle_inbound
+
+    handle_inbound.delay(inbound_id)
+
+
+def conversation_context(inbound, limit=None):
+    """The person's recent exchange on this connector before `inbound`, oldest first."""
+    limit = settings.BRAIN_CONTEXT_LIMIT if limit is None else limit
+    earlier_in = InboundMessage.objects.filter(
+        connector_id=inbound.connector_id, sender=inbound.sender, received_at__lte=inbound.received_at
+    ).exclude(pk=inbound.pk).order_by("-received_at")[:limit]
+    earlier_out = Delivery.objects.filter(
+        connector_id=inbound.connector_id, recipient=inbound.sender, created_at__lte=inbound.received_at
+    ).order_by("-created_at")[:limit]
+    items = [{"role": "user", "content": m.content, "time": m.received_at} for m in earlier_in]
+    items += [{"role": "assistant", "content": d.content, "time": d.created_at} for d in earlier_out]
+    items.sort(key=lambda item: item["time"])
+    return [{**item, "time": item["time"].isoformat()} for item in items[-limit:]]
+
+
+def reply_with_brain(inbound_id):
+    """Ask BRAIN about one stored inbound message and send its reply, at most once."""
+    from .brain import BrainError, BrainRequest, get_brain
+
+    with transaction.atomic():
+        inbound = (
+            InboundMessage.objects.select_for_update().select_related("connector").filter(pk=inbound_id).first()
+        )
+        if inbound is None or inbound.brain_status != InboundMessage.BrainStatus.PENDING:
+            return inbound
+        inbound.brain_status = InboundMessage.BrainStatus.THINKING
+        inbound.save(update_fields=["brain_status"])
+    request = BrainRequest(
+        connector_id=inbound.connector_id,
+        connector_kind=inbound.connector.kind,
+        sender=inbound.sender,
+        sender_name=inbound.sender_name,
+        content=inbound.content,
+        message_id=inbound.platform_message_id,
+        context=conversation_context(inbound),
+    )
+    try:
+        reply = get_brain().reply(request)
+    except BrainError as exc:
+        with transaction.atomic():
+            InboundMessage.objects.filter(pk=inbound.pk).update(
+                brain_status=InboundMessage.BrainStatus.FAILED, brain_error=str(exc)[:2000]
+            )
+            audit.record(
+                "brain.reply",
+                principal=BRAIN,
+                result=audit.FAILURE,
+                target_type="connector",
+                target_id=inbound.connector_id,
+                details={"via": "task", "inbound_id": inbound.pk, "error": exc.code},
+            )
+        return inbound
+    if reply:
+        try:
+            # The key makes a re-run of this task (after a crash) reuse the first reply.
+            send_message(BRAIN, inbound.connector_id, inbound.sender, reply, idempotency_key=f"reply:{inbound.pk}", in_reply_to=inbound)
+        except ServiceError as exc:
+            InboundMessage.objects.filter(pk=inbound.pk).update(
+                brain_status=InboundMessage.BrainStatus.FAILED, brain_error=exc.message[:2000]
+            )
+            return inbound
+    status = InboundMessage.BrainStatus.REPLIED if reply else InboundMessage.BrainStatus.NO_REPLY
+    InboundMessage.objects.filter(pk=inbound.pk).update(brain_status=status, brain_error="")
+    return inbound
