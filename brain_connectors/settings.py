@@ -80,7 +80,7 @@ TEMPLATES = [
 
 # --- Database -------------------------------------------------------------------------------
 # The embedded default is SQLite under var/; DATABASE_URL switches to PostgreSQL (psycopg 3).
-(BASE_DIR / "var").mkdir(exist_ok=True)
+(BASE_DIR / "var" / "staticfiles").mkdir(parents=True, exist_ok=True)
 DATABASES = {"default": env.db("DATABASE_URL", default=f"sqlite:///{BASE_DIR / 'var' / 'db.sqlite3'}")}
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     DATABASES["default"].setdefault("OPTIONS", {}).update(

@@ -1,0 +1,190 @@
+"""Shared fixtures. Tests reach the code through its public surface (HTTP, commands,
+subprocesses) as well as through services."""
+import os
+import socket
+import sys
+from urllib.parse import quote
+
+import pytest
+from django.conf import settings
+from django.db import connection
+from rest_framework.test import APIClient
+
+from connectors import services
+from connectors.permissions import Principal
+from connectors.platforms import locmem
+from connectors.tokens import create_token
+
+SYSTEM = Principal.system_actor("tests", via="test")
+BASE_DIR = settings.BASE_DIR
+
+
+# --- services that may be absent -----------------------------------------------------------
+
+
+def _redis_reachable():
+    url = os.environ.get("REDIS_URL")
+    if not url:
+        return False, "REDIS_URL is not set"
+    import redis
+
+    try:
+        redis.Redis.from_url(url, socket_connect_timeout=1).ping()
+    except Exception as exc:
+        return False, f"Redis at REDIS_URL is unreachable: {exc}"
+    return True, ""
+
+
+def pytest_collection_modifyitems(config, items):
+    redis_ok, redis_reason = _redis_reachable()
+    on_postgres = settings.DATABASES["default"]["ENGINE"].endswith("postgresql")
+    for item in items:
+        if "postgres" in item.keywords and not on_postgres:
+            item.add_marker(pytest.mark.skip(reason="needs PostgreSQL: set DATABASE_URL=postgres://…"))
+        if "redis" in item.keywords and not redis_ok:
+            item.add_marker(pytest.mark.skip(reason=f"needs Redis: {redis_reason}"))
+
+
+# --- the audit triggers vs. test flushes -----------------------------------------------------
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _sqlite_flush_keeps_audit_triggers():
+    """Transactional tests end with a flush. On SQLite that is DELETE FROM, which the audit table's
+    append-only triggers refuse (as they should), so the test harness lifts them for the flush
+    only and puts them back. PostgreSQL flushes with TRUNCATE, which row triggers do not see."""
+    from django.db.backends.sqlite3.operations import DatabaseOperations
+
+    from audit import triggers
+
+    original = DatabaseOperations.sql_flush
+
+    def sql_flush(self, style, tables, *args, **kwargs):
+        statements = original(self, style, tables, *args, **kwargs)
+        if triggers.TABLE not in tables:
+            return statements
+        return [*triggers.SQLITE_REMOVE, *statements, *triggers.SQLITE_INSTALL]
+
+    DatabaseOperations.sql_flush = sql_flush
+    yield
+    DatabaseOperations.sql_flush = original
+
+
+# --- people, tokens, clients -----------------------------------------------------------------
+
+
+@pytest.fixture
+def make_user(db, django_user_model):
+    def make(username, *, staff=False, superuser=False, password="pw-for-tests-only"):
+        if superuser:
+            return django_user_model.objects.create_superuser(username=username, password=password, email="")
+        return django_user_model.objects.create_user(username=username, password=password, is_staff=staff)
+
+    return make
+
+
+@pytest.fixture
+def grant():
+    def do(user, perm, connector):
+        services.grant_permission(SYSTEM, connector.pk, perm, user=user)
+
+    return do
+
+
+@pytest.fixture
+def token_for():
+    def make(user, **kwargs):
+        return create_token(SYSTEM, user, **kwargs)[1]
+
+    return make
+
+
+@pytest.fixture
+def api():
+    """An APIClient factory: api(token) sends `Authorization: Bearer <token>`."""
+
+    def make(token=None):
+        client = APIClient()
+        if token:
+            client.credentials(HTTP_AUTHORIZATION=f"Bearer {token}")
+        return client
+
+    return make
+
+
+# --- connectors ------------------------------------------------------------------------------
+
+
+@pytest.fixture(autouse=True)
+def _clear_locmem_outbox():
+    locmem.outbox.clear()
+    yield
+    locmem.outbox.clear()
+
+
+@pytest.fixture
+def make_connector(db):
+    def make(id="locmem_main", kind="locmem", start=True, **kwargs):
+        kwargs.setdefault("display_name", id.replace("_", " ").title())
+        connector = services.register_connector(SYSTEM, id=id, kind=kind, **kwargs)
+        if start:
+            connector = services.start_connector(SYSTEM, id)
+        return connector
+
+    return make
+
+
+# --- subprocesses ----------------------------------------------------------------------------
+
+
+def test_database_url():
+    """DATABASE_URL of the database this test runs on, for subprocesses to share it."""
+    s = connection.settings_dict
+    if connection.vendor == "sqlite":
+        return f"sqlite:///{s['NAME']}"
+    auth = quote(s["USER"] or "")
+    if s.get("PASSWORD"):
+        auth += ":" + quote(s["PASSWORD"])
+    return f"postgres://{auth}@{s['HOST'] or '127.0.0.1'}:{s['PORT'] or 5432}/{s['NAME']}"
+
+
+test_database_url.__test__ = False  # a helper, not a test
+
+
+@pytest.fixture
+def subprocess_env(transactional_db):
+    env = dict(os.environ)
+    env.update(
+        {
+            "DJANGO_SETTINGS_MODULE": "brain_connectors.settings",
+            "BRAIN_READ_DOTENV": "0",
+            "DATABASE_URL": test_database_url(),
+            "PYTHONUNBUFFERED": "1",
+        }
+    )
+    return env
+
+
+@pytest.fixture
+def manage(subprocess_env):
+    """Run `manage.py …` in a new process on the test database."""
+    import subprocess
+
+    def run(*args, input=None, timeout=60, env=None):
+        return subprocess.run(
+            [sys.executable, str(BASE_DIR / "manage.py"), *args],
+            input=input,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            env={**subprocess_env, **(env or {})},
+            cwd=BASE_DIR,
+        )
+
+    return run
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
