@@ -5,6 +5,8 @@ from rest_framework import exceptions, status
 from rest_framework.response import Response
 from rest_framework.views import exception_handler as drf_exception_handler
 
+from audit import services as audit
+
 from .exceptions import ServiceError
 from .fields import DecryptionError
 
@@ -27,6 +29,8 @@ def exception_handler(exc, context):
     response = drf_exception_handler(exc, context)
     if response is None:
         return None
+    if isinstance(exc, (exceptions.ValidationError, exceptions.ParseError)):
+        _audit_refused_request(context.get("request"), response.data)
     if isinstance(exc, exceptions.ValidationError):
         code, message, details = "validation_error", "The request is invalid.", response.data
     elif isinstance(exc, exceptions.Throttled):
@@ -37,3 +41,24 @@ def exception_handler(exc, context):
         message, details = str(detail), {}
     response.data = error_body(code, message, details)
     return response
+
+
+def _audit_refused_request(request, errors):
+    """Requests refused before reaching a service (malformed JSON, wrong types) are audited too;
+    services audit everything after that point themselves."""
+    if request is None:
+        return
+    user = getattr(request, "user", None)
+    principal = f"user:{user.get_username()}" if user is not None and user.is_authenticated else "anonymous"
+    audit.record(
+        "api.invalid_request",
+        principal=principal,
+        result=audit.FAILURE,
+        target_type="endpoint",
+        target_id=request.path[:200],
+        details={
+            "via": "api",
+            "method": request.method,
+            "fields": sorted(errors) if isinstance(errors, dict) else [],
+        },
+    )

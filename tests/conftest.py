@@ -53,6 +53,10 @@ def _sqlite_flush_keeps_audit_triggers():
     """Transactional tests end with a flush. On SQLite that is DELETE FROM, which the audit table's
     append-only triggers refuse (as they should), so the test harness lifts them for the flush
     only and puts them back. PostgreSQL flushes with TRUNCATE, which row triggers do not see."""
+    if not settings.DATABASES["default"]["ENGINE"].endswith("sqlite3"):
+        yield
+        return
+    from django.db.backends.sqlite3.base import DatabaseWrapper  # noqa: F401  (loads the backend first)
     from django.db.backends.sqlite3.operations import DatabaseOperations
 
     from audit import triggers
