@@ -32,8 +32,12 @@ async def _channel_roundtrip():
     await layer.receive(channel)
 
 
+async def _channel_roundtrip_within_timeout():
+    await asyncio.wait_for(_channel_roundtrip(), PROBE_TIMEOUT)
+
+
 def _check_channel_layer():
-    async_to_sync(lambda: asyncio.wait_for(_channel_roundtrip(), PROBE_TIMEOUT))()
+    async_to_sync(_channel_roundtrip_within_timeout)()
     return settings.CHANNEL_LAYERS["default"]["BACKEND"].rsplit(".", 1)[-1]
 
 
