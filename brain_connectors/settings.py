@@ -17,7 +17,7 @@ if os.environ.get("BRAIN_READ_DOTENV", "1") != "0" and (BASE_DIR / ".env").exist
 DEBUG = env.bool("DEBUG", default=False)
 
 # A placeholder keeps Django importable; checks.py refuses to start with it when DEBUG is off.
-MISSING_SECRET_PLACEHOLDER = "missing-secret-key-set-the-SECRET_KEY-environment-variable"
+MISSING_SECRET_PLACEHOLDER = "missing-secret-key-set-the-SECRET_KEY-environment-variable"  # noqa: S105 (a marker, not a key)
 SECRET_KEY = env.str("SECRET_KEY", default="") or MISSING_SECRET_PLACEHOLDER
 FERNET_KEYS = [k.strip() for k in env.str("FERNET_KEYS", default="").split(",") if k.strip()]
 SEARCH_INDEX_KEY = env.str("SEARCH_INDEX_KEY", default="")
@@ -202,7 +202,7 @@ SESSION_COOKIE_SECURE = env.bool("SESSION_COOKIE_SECURE", default=not DEBUG)
 CSRF_COOKIE_SECURE = env.bool("CSRF_COOKIE_SECURE", default=not DEBUG)
 SECURE_HSTS_SECONDS = env.int("SECURE_HSTS_SECONDS", default=0 if DEBUG else 31536000)
 SECURE_HSTS_INCLUDE_SUBDOMAINS = env.bool("SECURE_HSTS_INCLUDE_SUBDOMAINS", default=not DEBUG)
-SECURE_HSTS_PRELOAD = env.bool("SECURE_HSTS_PRELOAD", default=False)
+SECURE_HSTS_PRELOAD = env.bool("SECURE_HSTS_PRELOAD", default=not DEBUG)
 SECURE_CONTENT_TYPE_NOSNIFF = True
 SECURE_REFERRER_POLICY = "same-origin"
 X_FRAME_OPTIONS = "DENY"

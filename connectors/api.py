@@ -253,7 +253,11 @@ class TokenViewSet(viewsets.ViewSet):
             ]
         )
 
-    @extend_schema(summary="Revoke one of your tokens", responses={204: None, **_errors(401, 403, 404)})
+    @extend_schema(
+        summary="Revoke one of your tokens",
+        parameters=[OpenApiParameter("prefix", str, OpenApiParameter.PATH, description="The token's public prefix")],
+        responses={204: None, **_errors(401, 403, 404)},
+    )
     def destroy(self, request, prefix=None):
         tokens.revoke_token(principal_of(request), prefix)
         return Response(status=status.HTTP_204_NO_CONTENT)

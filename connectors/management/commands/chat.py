@@ -36,8 +36,8 @@ class Command(BaseCommand):
         if not self.person:
             raise CommandError("--as must not be empty.")
         self.principal = Principal.system_actor(f"cli:{self.person}", via="cli")
+        self.print_lock = threading.Lock()  # before _pick_connector, which may _say()
         self.connector_id = self._pick_connector(connector)
-        self.print_lock = threading.Lock()
         self.waiting_for = None  # inbound id whose answer we are waiting for
         self.answered = threading.Event()
         self.stopping = threading.Event()
