@@ -30,6 +30,7 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
         "NAME": os.path.join(tempfile.gettempdir(), f"brain_connectors_test_{os.getpid()}.sqlite3")
     }
 
-PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]  # fast test users only
+# MD5 makes test users fast; PBKDF2 still verifies passwords set by subprocesses (ensure_admin).
+PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher", "django.contrib.auth.hashers.PBKDF2PasswordHasher"]
 BRAIN_TIMEOUT = 2.0
 
