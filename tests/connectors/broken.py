@@ -6,3 +6,13 @@ from connectors.platforms.locmem import LocmemConnector
 class FailingStartConnector(LocmemConnector):
     def start(self):
         raise ConnectorError("token rejected by the platform (401)", permanent=True)
+
+
+class CountingBrain:
+    """A BRAIN backend that remembers every request it was asked (like locmem's outbox)."""
+
+    calls = []
+
+    def reply(self, request):
+        CountingBrain.calls.append(request)
+        return f"reply #{len(CountingBrain.calls)}"
