@@ -28,9 +28,19 @@ FAILURE = AuditEvent.Result.FAILURE
 DENIED = AuditEvent.Result.DENIED
 
 
+def _forbidden_keys(value):
+    """Forbidden keys anywhere in `value`, nested dicts and lists included."""
+    if isinstance(value, dict):
+        found = FORBIDDEN_DETAIL_KEYS.intersection(value)
+        return found.union(*(_forbidden_keys(v) for v in value.values()))
+    if isinstance(value, (list, tuple)):
+        return set().union(*(_forbidden_keys(v) for v in value))
+    return set()
+
+
 def _clean_details(details):
     details = dict(details or {})
-    leaked = FORBIDDEN_DETAIL_KEYS.intersection(details)
+    leaked = _forbidden_keys(details)
     if leaked:
         raise ValueError(f"Audit details must not contain {sorted(leaked)}")
     # Round-trip through JSON so the stored value and the hashed value are identical.

@@ -6,6 +6,9 @@ Staff see only the connectors they may view. Credentials are write-only: the for
 """
 from django import forms
 from django.contrib import admin, messages
+from django.contrib.admin.helpers import ACTION_CHECKBOX_NAME
+from django.contrib.admin.options import csrf_protect_m
+from django.contrib.admin.utils import unquote
 from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
 from django.http import Http404
 from guardian.admin import (
@@ -13,6 +16,8 @@ from guardian.admin import (
     AdminUserObjectPermissionsForm,
     GuardedModelAdminMixin,
 )
+
+from audit import services as audit
 
 from . import services, tokens
 from .exceptions import ServiceError
@@ -156,18 +161,52 @@ class ConnectorAdmin(GuardedModelAdminMixin, admin.ModelAdmin):
     def delete_model(self, request, obj):
         services.delete_connector(principal_of(request), obj.pk)
 
+    def get_deleted_objects(self, objs, request):
+        # Deliveries and inbound messages are read-only here but go with their connector; whether
+        # it may be deleted is the service's decision (admin permission, connector stopped).
+        deleted, model_count, perms_needed, protected = super().get_deleted_objects(objs, request)
+        perms_needed -= {Delivery._meta.verbose_name, InboundMessage._meta.verbose_name}
+        return deleted, model_count, perms_needed, protected
+
+    def _audit_refusal(self, request, object_id, perm, action):
+        """Django refuses some requests before any service runs (403, or the "doesn't exist" redirect
+        for a hidden connector): leave the `denied` audit row a refused service call would leave."""
+        connector = Connector.objects.filter(pk=unquote(object_id)).first()
+        principal = principal_of(request)
+        if connector is None or has_perm(principal, perm, connector):
+            return
+        hidden = not has_perm(principal, PERM_VIEW, connector)
+        audit.record(
+            action,
+            principal=principal,
+            result=audit.DENIED,
+            target_type="connector",
+            target_id=connector.pk,
+            details={"via": principal.via, "error": "not_found" if hidden else "permission_denied"},
+        )
+
+    # Not Django's changeform_view/delete_view: they run a POST in one transaction, whose rollback
+    # would take the audit row of a refused or failed service call with it. Services are atomic.
+    @csrf_protect_m
     def changeform_view(self, request, object_id=None, form_url="", extra_context=None):
+        if object_id is not None:
+            if request.method == "POST":
+                self._audit_refusal(request, object_id, PERM_MANAGE, "connector.update")
+            else:
+                self._audit_refusal(request, object_id, PERM_VIEW, "connector.get")
         try:
-            return super().changeform_view(request, object_id, form_url, extra_context)
+            return self._changeform_view(request, object_id, form_url, extra_context)
         except ServiceError as exc:
             self.message_user(request, exc.message, messages.ERROR)
             from django.shortcuts import redirect
 
             return redirect(request.path)
 
+    @csrf_protect_m
     def delete_view(self, request, object_id, extra_context=None):
+        self._audit_refusal(request, object_id, PERM_ADMIN, "connector.delete")
         try:
-            return super().delete_view(request, object_id, extra_context)
+            return self._delete_view(request, object_id, extra_context)
         except ServiceError as exc:
             self.message_user(request, exc.message, messages.ERROR)
             from django.shortcuts import redirect
@@ -176,18 +215,22 @@ class ConnectorAdmin(GuardedModelAdminMixin, admin.ModelAdmin):
 
     def _run_each(self, request, queryset, service, verb):
         principal = principal_of(request)
-        for connector in queryset:
+        ids = list(queryset.values_list("pk", flat=True))
+        # Selected ids the user may not view are not in `queryset`: the service refuses them (as
+        # "does not exist", audited) instead of the action skipping them silently.
+        ids += sorted(set(request.POST.getlist(ACTION_CHECKBOX_NAME)) - set(ids))
+        for connector_id in ids:
             try:
-                result = service(principal, connector.pk)
+                result = service(principal, connector_id)
             except ServiceError as exc:
-                self.message_user(request, f"{connector.pk}: {exc.message}", messages.ERROR)
+                self.message_user(request, f"{connector_id}: {exc.message}", messages.ERROR)
                 continue
             if hasattr(result, "ok"):
                 level = messages.SUCCESS if result.ok else messages.WARNING
-                self.message_user(request, f"{connector.pk}: {'healthy' if result.ok else 'unhealthy'} {result.detail}", level)
+                self.message_user(request, f"{connector_id}: {'healthy' if result.ok else 'unhealthy'} {result.detail}", level)
             else:
                 level = messages.SUCCESS if result.status != "ERROR" else messages.WARNING
-                self.message_user(request, f"{connector.pk}: {verb}, now {result.status}. {result.last_error}", level)
+                self.message_user(request, f"{connector_id}: {verb}, now {result.status}. {result.last_error}", level)
 
     @admin.action(description="Start selected connectors")
     def start_selected(self, request, queryset):
@@ -203,6 +246,8 @@ class ConnectorAdmin(GuardedModelAdminMixin, admin.ModelAdmin):
 
     # --- object permissions (guardian's pages, writes through services) ------------------------
     def _admin_object_or_404(self, request, object_pk):
+        action = "permission.grant" if request.method == "POST" else "connector.get"
+        self._audit_refusal(request, object_pk, PERM_ADMIN, action)
         connector = Connector.objects.filter(pk=object_pk).first()
         principal = principal_of(request)
         if connector is None or not has_perm(principal, PERM_VIEW, connector):

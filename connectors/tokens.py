@@ -82,28 +82,30 @@ def revoke_token(principal, prefix):
         allowed = token is not None and (
             principal.is_system or principal.user.is_superuser or token.user_id == principal.user.pk
         )
-        if not allowed:
+        if allowed:
+            if token.revoked_at is None:
+                token.revoked_at = timezone.now()
+                token.save(update_fields=["revoked_at"])
             audit.record(
                 "token.revoke",
                 principal=principal,
-                result=audit.FAILURE if token is None else audit.DENIED,
                 target_type="api_token",
-                target_id=str(prefix)[:16],
-                details={"via": principal.via},
+                target_id=prefix,
+                details={"via": principal.via, "user": token.user.get_username()},
             )
-            if token is None:
-                raise NotFound(f"No token with prefix {prefix!r}.")
-            raise PermissionDenied("You may revoke only your own tokens.")
-        if token.revoked_at is None:
-            token.revoked_at = timezone.now()
-            token.save(update_fields=["revoked_at"])
+    if not allowed:
+        # Recorded outside the transaction above: raising inside it would roll this row back too.
         audit.record(
             "token.revoke",
             principal=principal,
+            result=audit.FAILURE if token is None else audit.DENIED,
             target_type="api_token",
-            target_id=prefix,
-            details={"via": principal.via, "user": token.user.get_username()},
+            target_id=str(prefix)[:16],
+            details={"via": principal.via},
         )
+        if token is None:
+            raise NotFound(f"No token with prefix {prefix!r}.")
+        raise PermissionDenied("You may revoke only your own tokens.")
     return token
 
 

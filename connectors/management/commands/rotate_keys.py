@@ -62,16 +62,25 @@ class Command(BaseCommand):
                     try:
                         updates.append((every_key.rotate(token.encode()).decode(), row_pk, token))
                     except InvalidToken:
+                        # Keep the rows of this batch re-encrypted before the bad one: "done stays done".
+                        self._write(table, pk, col, updates)
                         raise CommandError(
                             f"{label} row {row_pk}: no key in FERNET_KEYS decrypts it. Add the key it was written "
                             "with to FERNET_KEYS and run rotate_keys again; rows done so far stay done."
                         )
-                with transaction.atomic(), connection.cursor() as cursor:
-                    for new_token, row_pk, old_token in updates:
-                        cursor.execute(
-                            f"UPDATE {table} SET {col} = %s WHERE {pk} = %s AND {col} = %s", [new_token, row_pk, old_token]
-                        )
-                        rotated += cursor.rowcount
+                rotated += self._write(table, pk, col, updates)
                 last_pk = rows[-1][0]
                 bar.update(len(rows))
         return rotated, current
+
+    @staticmethod
+    def _write(table, pk, col, updates):
+        """Compare-and-set each (new_token, pk, old_token); returns how many rows changed."""
+        written = 0
+        with transaction.atomic(), connection.cursor() as cursor:
+            for new_token, row_pk, old_token in updates:
+                cursor.execute(
+                    f"UPDATE {table} SET {col} = %s WHERE {pk} = %s AND {col} = %s", [new_token, row_pk, old_token]
+                )
+                written += cursor.rowcount
+        return written
