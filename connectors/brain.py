@@ -41,10 +41,18 @@ class BrainRequest:
 
 
 class EchoBrain:
-    """Replies with what it received and how much context came with it."""
+    """Replies with what it received and how much context came with it.
+
+    Long messages are quoted up to ECHO_QUOTE characters, so the reply itself stays sendable.
+    """
+
+    ECHO_QUOTE = 500
 
     def reply(self, request: BrainRequest) -> str:
-        return f'Echo: "{request.content}" ({len(request.context)} context messages)'
+        text = request.content
+        if len(text) > self.ECHO_QUOTE:
+            text = f"{text[: self.ECHO_QUOTE]}… ({len(request.content)} characters)"
+        return f'Echo: "{text}" ({len(request.context)} context messages)'
 
 
 class HttpBrain:
@@ -52,7 +60,7 @@ class HttpBrain:
         self.url = url or settings.BRAIN_URL
         self.signing_key = signing_key or settings.BRAIN_SIGNING_KEY
         self.timeout = settings.BRAIN_TIMEOUT if timeout is None else timeout
-        self.max_retries = settings.BRAIN_MAX_RETRIES if max_retries is None else max_retries
+        self.max_retries = max(0, settings.BRAIN_MAX_RETRIES if max_retries is None else max_retries)
         self.backoff = backoff
         if not self.url:
             raise BrainError("BRAIN_URL is not set", code="brain_misconfigured")
@@ -77,12 +85,17 @@ class HttpBrain:
             if attempt:
                 time.sleep(self.backoff * 2 ** (attempt - 1))
             # Fresh id and timestamp per attempt: each attempt is its own signed message.
-            headers = {"content-type": "application/json", **signing.signed_headers(self.signing_key, body)}
+            try:
+                headers = {"content-type": "application/json", **signing.signed_headers(self.signing_key, body)}
+            except (signing.SignatureError, ValueError) as exc:
+                raise BrainError(f"BRAIN_SIGNING_KEY is unusable: {exc}", code="brain_misconfigured")
             try:
                 response = httpx.post(self.url, content=body, headers=headers, timeout=self.timeout)
             except httpx.TimeoutException:
                 last_error = BrainError(f"BRAIN did not answer within {self.timeout}s", code="brain_timeout")
                 continue
+            except httpx.InvalidURL as exc:
+                raise BrainError(f"BRAIN_URL is invalid: {exc}", code="brain_misconfigured")
             except httpx.HTTPError as exc:
                 last_error = BrainError(f"BRAIN is unreachable: {type(exc).__name__}", code="brain_unreachable")
                 continue

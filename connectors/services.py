@@ -717,7 +717,10 @@ def reply_with_brain(inbound_id):
     )
     try:
         reply = get_brain().reply(request)
-    except BrainError as exc:
+    except Exception as exc:  # BrainError, or a bug/misconfiguration: never leave the message "thinking"
+        if not isinstance(exc, BrainError):
+            logger.exception("BRAIN backend failed unexpectedly for inbound %s", inbound.pk)
+            exc = BrainError(f"{type(exc).__name__}: {exc}", code="brain_backend_error")
         with transaction.atomic():
             InboundMessage.objects.filter(pk=inbound.pk).update(
                 brain_status=InboundMessage.BrainStatus.FAILED, brain_error=str(exc)[:2000]

@@ -37,6 +37,9 @@ class Command(BaseCommand):
             raise CommandError("--as must not be empty.")
         self.principal = Principal.system_actor(f"cli:{self.person}", via="cli")
         self.print_lock = threading.Lock()  # before _pick_connector, which may _say()
+        # The reader and the poller both show deliveries: one at a time, or both could print
+        # the same row before either marks it delivered.
+        self.show_lock = threading.Lock()
         self.connector_id = self._pick_connector(connector)
         self.waiting_for = None  # inbound id whose answer we are waiting for
         self.answered = threading.Event()
@@ -87,6 +90,10 @@ class Command(BaseCommand):
 
     def _show_new_deliveries(self):
         """Print deliveries to this person not yet shown, oldest first, and mark them delivered."""
+        with self.show_lock:
+            self._show_new_deliveries_locked()
+
+    def _show_new_deliveries_locked(self):
         pending = Delivery.objects.filter(
             connector_id=self.connector_id, recipient=self.person, status=DeliveryStatus.SENT
         ).order_by("created_at")
@@ -132,14 +139,16 @@ class Command(BaseCommand):
             try:
                 message = IncomingMessage(sender=self.person, content=text, platform_message_id=f"cli-{uuid.uuid4()}")
                 self.answered.clear()
-                inbound, _ = services.receive_message(self.connector_id, message, principal=self.principal)
+                # Under show_lock: the poller must not show the reply before we know to wait for it.
+                with self.show_lock:
+                    inbound, _ = services.receive_message(self.connector_id, message, principal=self.principal)
+                    self.waiting_for = inbound.pk
             except MessageValidationError as exc:
                 self._say(f"! Not sent: {exc}")
                 continue
             except ServiceError as exc:
                 self._say(f"! Not sent: {exc.message}")
                 continue
-            self.waiting_for = inbound.pk
             self._show_new_deliveries()
             deadline = time.monotonic() + patience
             while not self.answered.wait(0.1):

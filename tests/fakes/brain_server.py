@@ -1,0 +1,346 @@
+"""A loopback fake BRAIN: a real HTTP server for tests and bench/ scripts.
+
+    fake = FakeBrain(secret="whsec_...").start()   # 127.0.0.1, a free port, a background thread
+    fake.url                                        # http://127.0.0.1:<port>/brain
+    fake.mode = "error_500"                         # switch behaviour at run time
+    fake.requests                                   # every request received, accepted or not
+    fake.stop()
+
+It verifies Standard-Webhooks signatures on its own (it deliberately does not import
+connectors.signing, so a bug there cannot hide itself): base64(HMAC-SHA256(key,
+f"{webhook-id}.{webhook-timestamp}.{body}")) offered as `v1,<b64>` in `webhook-signature`
+(possibly several, space-separated), with a 5-minute replay window. The key is the base64-decoded
+rest of a `whsec_` secret, else the secret's UTF-8 bytes. Anything that does not verify gets 401.
+
+Modes (for requests whose signature verified):
+    normal       200 {"reply": "fake brain got: <content> with <n> context"}
+    no_reply     200 {"reply": null}
+    slow         sleeps `slow_seconds` (longer than the client's timeout), then answers as normal
+    garbage      200 with a body that is not JSON
+    wrong_shape  200 with JSON lacking "reply"
+    error_500    500
+    error_400    400 (a refusal that retrying cannot fix)
+`queue_modes(...)` makes the next accepted requests use the given modes, one each, before falling
+back to `mode` (e.g. two 500s, then a normal answer). `down()` stops the server but keeps `.url`,
+which then points at a closed port; `closed_url()` gives such a URL without any server.
+
+Only the standard library is used, so bench scripts can import it without Django.
+"""
+import base64
+import binascii
+import hashlib
+import hmac
+import json
+import socket
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+MODES = ("normal", "no_reply", "slow", "garbage", "wrong_shape", "error_500", "error_400")
+TOLERANCE_SECONDS = 5 * 60
+
+
+# --- the fake's own signature check ----------------------------------------------------------
+
+
+def secret_key(secret: str) -> bytes:
+    if secret.startswith("whsec_"):
+        return base64.b64decode(secret[len("whsec_"):], validate=True)
+    return secret.encode("utf-8")
+
+
+def compute_signature(secret: str, msg_id: str, timestamp, body: bytes) -> str:
+    """The base64 signature (without the `v1,` prefix) a sender with `secret` would offer."""
+    to_sign = f"{msg_id}.{timestamp}.".encode("utf-8") + body
+    return base64.b64encode(hmac.new(secret_key(secret), to_sign, hashlib.sha256).digest()).decode("ascii")
+
+
+def check_signature(secrets, headers, body: bytes, *, now=None, tolerance=TOLERANCE_SECONDS):
+    """Return None if one of `secrets` signed this request recently, else the reason it did not."""
+    lowered = {k.lower(): v for k, v in headers.items()}
+    msg_id = lowered.get("webhook-id", "")
+    raw_timestamp = lowered.get("webhook-timestamp", "")
+    offered_header = lowered.get("webhook-signature", "")
+    if not msg_id or not raw_timestamp or not offered_header:
+        return "missing webhook-id, webhook-timestamp or webhook-signature"
+    if not raw_timestamp.isdigit():
+        return "webhook-timestamp is not a non-negative integer"
+    timestamp = int(raw_timestamp)
+    now = time.time() if now is None else now
+    if abs(now - timestamp) > tolerance:
+        return f"webhook-timestamp is {int(now - timestamp)}s away from now (tolerance {tolerance}s)"
+    offered = []
+    for part in offered_header.split(" "):
+        version, _, value = part.partition(",")
+        if version == "v1" and value:
+            offered.append(value.encode("ascii", "replace"))
+    if not offered:
+        return "no v1 signature offered"
+    for secret in secrets:
+        try:
+            expected = compute_signature(secret, msg_id, raw_timestamp, body).encode("ascii")
+        except (binascii.Error, ValueError):
+            continue
+        if any(hmac.compare_digest(expected, candidate) for candidate in offered):
+            return None
+    return "no offered signature matches"
+
+
+# --- recording -------------------------------------------------------------------------------
+
+
+@dataclass
+class RecordedRequest:
+    method: str
+    path: str
+    headers: dict  # lower-cased names
+    body: bytes
+    json: object  # the parsed body, or None if it was not JSON
+    accepted: bool  # the signature verified (and the request was inside the replay window)
+    rejection: str = ""  # why it was not accepted
+    mode: str = ""  # the mode that answered an accepted request
+    status: int = 0  # the status code the fake answered (or would have, had the client waited)
+    received_at: float = field(default_factory=time.time)
+
+    @property
+    def content(self):
+        """The message content BRAIN was asked about, if the body had the expected shape."""
+        try:
+            return self.json["message"]["content"]
+        except (TypeError, KeyError):
+            return None
+
+    @property
+    def context(self):
+        try:
+            return self.json["context"]
+        except (TypeError, KeyError):
+            return None
+
+
+# --- the server ------------------------------------------------------------------------------
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+    block_on_close = False  # stop() must not wait for a handler sleeping in slow mode
+    allow_reuse_address = True
+
+    def handle_error(self, request, client_address):
+        # Clients that gave up (timeouts) close their socket; writing the late answer then fails.
+        # That is expected here and not worth a traceback on stderr.
+        pass
+
+
+class _Handler(BaseHTTPRequestHandler):
+    server_version = "FakeBrain/1.0"
+    protocol_version = "HTTP/1.1"
+
+    def log_message(self, format, *args):  # quiet: tests read `fake.requests` instead
+        pass
+
+    def do_POST(self):
+        self.server.fake._handle(self)
+
+    def do_GET(self):
+        self._send(405, b'{"error": "POST only"}')
+
+    do_PUT = do_PATCH = do_DELETE = do_GET
+
+    def _send(self, status, payload: bytes, content_type="application/json"):
+        try:
+            self.send_response(status)
+            self.send_header("Content-Type", content_type)
+            self.send_header("Content-Length", str(len(payload)))
+            self.send_header("Connection", "close")
+            self.end_headers()
+            self.wfile.write(payload)
+            self.wfile.flush()
+        except OSError:
+            pass  # the client went away (e.g. it timed out on a slow answer)
+        self.close_connection = True
+
+
+class FakeBrain:
+    def __init__(self, secret, *, mode="normal", path="/brain", slow_seconds=5.0, tolerance=TOLERANCE_SECONDS,
+                 host="127.0.0.1"):
+        """`secret` is one signing secret or a list of them (all accepted, as during key rotation)."""
+        self.secrets = [secret] if isinstance(secret, str) else list(secret)
+        if not self.secrets or not all(self.secrets):
+            raise ValueError("FakeBrain needs at least one non-empty signing secret")
+        self.mode = mode
+        self.path = path
+        self.slow_seconds = slow_seconds
+        self.tolerance = tolerance
+        self.host = host
+        self._lock = threading.Lock()
+        self._requests: list[RecordedRequest] = []
+        self._queued_modes: deque = deque()
+        self._server = None
+        self._thread = None
+        self._stopping = threading.Event()
+        self._port = None
+
+    # --- life cycle ---
+    def start(self):
+        if self._server is not None:
+            return self
+        self._stopping.clear()
+        server = _Server((self.host, self._port or 0), _Handler)  # same port again after down()/up()
+        server.fake = self
+        self._server = server
+        self._port = server.server_address[1]
+        self._thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05},
+                                        name=f"fake-brain-{self._port}", daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self):
+        server, self._server = self._server, None
+        if server is None:
+            return
+        self._stopping.set()  # wakes handlers sleeping in slow mode
+        server.shutdown()
+        server.server_close()
+        self._thread.join(timeout=5)
+        self._thread = None
+
+    def down(self):
+        """Simulate an unreachable BRAIN: stop listening; `.url` now points at a closed port."""
+        self.stop()
+
+    def up(self):
+        """Listen again on the same port after down()."""
+        return self.start()
+
+    @property
+    def running(self):
+        return self._server is not None
+
+    def __enter__(self):
+        return self.start()
+
+    def __exit__(self, *exc):
+        self.stop()
+
+    @property
+    def port(self):
+        if self._port is None:
+            raise RuntimeError("FakeBrain has not been started")
+        return self._port
+
+    @property
+    def url(self):
+        return f"http://{self.host}:{self.port}{self.path}"
+
+    @staticmethod
+    def closed_url(path="/brain"):
+        """A loopback URL nothing listens on (the port was free a moment ago)."""
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        return f"http://127.0.0.1:{port}{path}"
+
+    # --- control and inspection ---
+    def set_mode(self, mode):
+        if mode not in MODES:
+            raise ValueError(f"unknown mode {mode!r}; use one of {', '.join(MODES)}")
+        self.mode = mode
+
+    def queue_modes(self, *modes):
+        for mode in modes:
+            if mode not in MODES:
+                raise ValueError(f"unknown mode {mode!r}; use one of {', '.join(MODES)}")
+        with self._lock:
+            self._queued_modes.extend(modes)
+
+    def reset(self):
+        with self._lock:
+            self._requests.clear()
+            self._queued_modes.clear()
+        self.mode = "normal"
+
+    @property
+    def requests(self) -> list[RecordedRequest]:
+        with self._lock:
+            return list(self._requests)
+
+    @property
+    def accepted(self) -> list[RecordedRequest]:
+        return [r for r in self.requests if r.accepted]
+
+    @property
+    def rejected(self) -> list[RecordedRequest]:
+        return [r for r in self.requests if not r.accepted]
+
+    def wait_for_requests(self, count, timeout=5.0):
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if len(self.requests) >= count:
+                return self.requests
+            time.sleep(0.01)
+        raise TimeoutError(f"FakeBrain got {len(self.requests)} requests, expected {count}")
+
+    # --- answering ---
+    def reply_for(self, data):
+        """The reply text in normal mode; override or monkeypatch for other scripted answers."""
+        content = data["message"]["content"]
+        return f"fake brain got: {content} with {len(data.get('context') or [])} context"
+
+    def _next_mode(self):
+        with self._lock:
+            if self._queued_modes:
+                return self._queued_modes.popleft()
+        if self.mode not in MODES:
+            raise ValueError(f"unknown mode {self.mode!r}")
+        return self.mode
+
+    def _handle(self, handler):
+        length = int(handler.headers.get("Content-Length") or 0)
+        body = handler.rfile.read(length) if length else b""
+        headers = {k.lower(): v for k, v in handler.headers.items()}
+        try:
+            parsed = json.loads(body)
+        except ValueError:
+            parsed = None
+        rejection = check_signature(self.secrets, headers, body, tolerance=self.tolerance)
+        record = RecordedRequest(
+            method=handler.command, path=handler.path, headers=headers, body=body, json=parsed,
+            accepted=rejection is None, rejection=rejection or "",
+        )
+        if rejection is not None:
+            record.status = 401
+            self._append(record)
+            handler._send(401, json.dumps({"error": "invalid signature", "detail": rejection}).encode())
+            return
+        mode = record.mode = self._next_mode()
+        status, payload, content_type = self._answer(mode, parsed)
+        record.status = status
+        self._append(record)  # recorded before a slow answer, so tests can count it at once
+        if mode == "slow":
+            self._stopping.wait(self.slow_seconds)
+        handler._send(status, payload, content_type)
+
+    def _append(self, record):
+        with self._lock:
+            self._requests.append(record)
+
+    def _answer(self, mode, data):
+        if mode == "error_500":
+            return 500, b'{"error": "fake brain failure"}', "application/json"
+        if mode == "error_400":
+            return 400, b'{"error": "fake brain refuses this request"}', "application/json"
+        if mode == "garbage":
+            return 200, b"<html>this is not json</html>", "text/html"
+        if mode == "wrong_shape":
+            return 200, json.dumps({"answer": "I have no reply field"}).encode(), "application/json"
+        if mode == "no_reply":
+            return 200, b'{"reply": null}', "application/json"
+        # normal and slow
+        try:
+            reply = self.reply_for(data)
+        except (TypeError, KeyError, AttributeError):
+            return 400, b'{"error": "body lacks message.content"}', "application/json"
+        return 200, json.dumps({"reply": reply}, ensure_ascii=False).encode(), "application/json"
