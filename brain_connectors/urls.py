@@ -5,6 +5,7 @@ from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 from rest_framework.routers import DefaultRouter
 
 from connectors.api import ConnectorViewSet, DeliveryViewSet, TokenViewSet
+from connectors.webhooks import platform_webhook
 
 from . import health
 
@@ -21,4 +22,20 @@ urlpatterns = [
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
     # The docs page is for people in a browser: send them to the admin login instead of a 401.
     path("api/docs/", login_required(SpectacularSwaggerView.as_view(url_name="schema")), name="swagger-ui"),
+    # Platform webhooks: no session or token; each platform verifies its own signature or secret.
+    path("webhooks/telegram/<str:connector_id>/", platform_webhook, {"family": "telegram"}, name="webhook-telegram"),
+    path("webhooks/twilio/<str:connector_id>/", platform_webhook, {"family": "twilio"}, name="webhook-twilio"),
+    path(
+        "webhooks/twilio/<str:connector_id>/voice/",
+        platform_webhook,
+        {"family": "twilio", "channel": "voice"},
+        name="webhook-twilio-voice",
+    ),
+    path(
+        "webhooks/twilio/<str:connector_id>/status/",
+        platform_webhook,
+        {"family": "twilio", "channel": "status"},
+        name="webhook-twilio-status",
+    ),
+    path("webhooks/inbound/<str:connector_id>/", platform_webhook, {"family": "inbound"}, name="webhook-inbound"),
 ]

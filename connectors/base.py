@@ -101,6 +101,32 @@ class HealthResult:
     detail: str = ""
 
 
+@dataclass(frozen=True)
+class Receipt:
+    """A platform's word on a message we sent (Twilio status callback, call status)."""
+
+    platform_message_id: str
+    status: str  # "delivered" or "failed"
+    error: str = ""
+
+
+@dataclass
+class WebhookResult:
+    """What one inbound webhook request carried, parsed by the platform."""
+
+    messages: list[IncomingMessage] = field(default_factory=list)
+    receipts: list[Receipt] = field(default_factory=list)
+
+
+class WebhookRejected(Exception):
+    """Signature or secret missing, forged or stale: answered 403 before anything is written."""
+
+
+class WebhookIgnored(Exception):
+    """A well-signed payload we do not handle (unknown update type, malformed shape). Answered 200
+    with nothing done, so the platform stops retrying it."""
+
+
 class BaseConnector:
     """One platform. Instances wrap one registry row (`connectors.models.Connector`)."""
 
@@ -139,7 +165,32 @@ class BaseConnector:
 
     # --- traffic ---
     def send(self, message: OutgoingMessage, *, delivery_id: str) -> SendResult:
+        """Send one message. `message.metadata` may hold `reply_to` (the inbound message's platform
+        id and metadata) for platforms that thread replies. Raise ConnectorError on failure."""
         raise NotImplementedError
+
+    # --- inbound webhooks (connectors/webhooks.py calls these, in this order) ---
+    def verify_webhook(self, request, channel: str) -> None:
+        """Raise WebhookRejected unless the request provably comes from the platform. Constant-time
+        comparisons only; no database writes. `channel` is "messages", "voice" or "status"."""
+        raise WebhookRejected(f"{self.kind} connectors accept no webhooks")
+
+    def parse_webhook(self, request, channel: str) -> WebhookResult:
+        """Turn a verified request into messages and receipts. Raise WebhookIgnored for payloads
+        that should be acknowledged and dropped."""
+        raise WebhookIgnored("no parser")
+
+    def webhook_response(self, request, channel: str, result: WebhookResult, stored: list):
+        """The HTTP answer after everything was committed; `stored` holds (InboundMessage,
+        created) pairs. None means a plain 200 JSON acknowledgement."""
+        return None
+
+    # --- long-running work owned by `manage.py runconnectors` under a lease ---
+    runs_poller: ClassVar[bool] = False
+
+    def poll_once(self, stop_event) -> int:
+        """Fetch and store one batch of inbound messages; return how many were handled."""
+        return 0
 
 
 def _schema_errors(schema, value, redact=False) -> dict[str, str]:

@@ -69,6 +69,11 @@ class Connector(models.Model):
     lease_owner = models.CharField(max_length=200, blank=True, default="")
     lease_expires_at = models.DateTimeField(null=True, blank=True)
 
+    # What the platform module keeps between runs (e.g. Telegram's getUpdates offset), and a
+    # secret it generated itself (e.g. the webhook secret_token); neither is user configuration.
+    platform_state = models.JSONField(default=dict, blank=True)
+    platform_secret = EncryptedTextField(blank=True, default="")
+
     class Meta:
         ordering = ["id"]
         permissions = [

@@ -544,9 +544,15 @@ def attempt_delivery(delivery_id):
         delivery.save(update_fields=["status", "attempts", "updated_at"])
     connector = delivery.connector
     system = Principal.system_actor("delivery")
+    metadata = {}
+    if delivery.in_reply_to_id:
+        inbound = InboundMessage.objects.filter(pk=delivery.in_reply_to_id).first()
+        if inbound is not None:
+            metadata["reply_to"] = {"platform_message_id": inbound.platform_message_id, "metadata": inbound.metadata}
     try:
         result = connector_for(connector).send(
-            OutgoingMessage(recipient=delivery.recipient, content=delivery.content), delivery_id=str(delivery.id)
+            OutgoingMessage(recipient=delivery.recipient, content=delivery.content, metadata=metadata),
+            delivery_id=str(delivery.id),
         )
     except ConnectorError as exc:
         return _record_send_failure(system, delivery, exc)
@@ -633,6 +639,59 @@ def mark_delivered(principal, delivery_id):
         delivery.save(update_fields=["status", "delivered_at", "updated_at"])
         _record("message.delivered", principal, delivery.connector_id, delivery_id=str(delivery.id))
     return delivery
+
+
+def apply_receipt(connector_id, receipt, principal=None):
+    """A delivery receipt: move the delivery with this platform id to delivered or failed.
+
+    A receipt never moves a delivery backwards (a late "failed" after "delivered" is kept only
+    in the audit log). Unknown ids are recorded and otherwise ignored.
+    """
+    principal = principal or Principal.system_actor("platform", via="webhook")
+    if receipt.status not in (DeliveryStatus.DELIVERED, DeliveryStatus.FAILED):
+        raise ValidationFailed(f"Unknown receipt status {receipt.status!r}.")
+    with transaction.atomic():
+        delivery = (
+            Delivery.objects.select_for_update()
+            .filter(connector_id=connector_id, platform_message_id=receipt.platform_message_id)
+            .first()
+        )
+        if delivery is None:
+            audit.record(
+                "message.receipt",
+                principal=principal,
+                result=audit.FAILURE,
+                target_type="connector",
+                target_id=connector_id,
+                details={"via": principal.via, "error": "unknown_message", "status": receipt.status},
+            )
+            return None
+        previous = delivery.status
+        if previous in (DeliveryStatus.SENT, DeliveryStatus.SENDING, DeliveryStatus.QUEUED):
+            delivery.status = receipt.status
+            if receipt.status == DeliveryStatus.DELIVERED:
+                delivery.delivered_at = timezone.now()
+            else:
+                delivery.last_error = (receipt.error or "the platform reported the message undelivered")[:2000]
+            delivery.save(update_fields=["status", "delivered_at", "last_error", "updated_at"])
+        _record(
+            "message.delivered" if receipt.status == DeliveryStatus.DELIVERED else "message.failed",
+            principal,
+            connector_id,
+            delivery_id=str(delivery.id),
+            receipt=receipt.status,
+            previous=previous,
+        )
+    return delivery
+
+
+def save_platform_state(connector_id, **state):
+    """Merge keys into the connector's platform_state (in the caller's transaction, if any)."""
+    with transaction.atomic():
+        connector = Connector.objects.select_for_update().get(pk=connector_id)
+        connector.platform_state = {**connector.platform_state, **state}
+        connector.save(update_fields=["platform_state", "updated_at"])
+    return connector
 
 
 def receive_message(connector_id, message: IncomingMessage, principal=None):
