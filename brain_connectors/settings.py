@@ -145,6 +145,7 @@ REST_FRAMEWORK = {
         "rest_framework.authentication.SessionAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
+    "DEFAULT_THROTTLE_CLASSES": ["connectors.throttling.ClientQuotaThrottle"],
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "EXCEPTION_HANDLER": "connectors.api_errors.exception_handler",
     "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.LimitOffsetPagination",
@@ -178,6 +179,18 @@ BRAIN_MAX_RETRIES = env.int("BRAIN_MAX_RETRIES", default=2)
 BRAIN_CONTEXT_LIMIT = env.int("BRAIN_CONTEXT_LIMIT", default=10)
 
 DELIVERY_MAX_ATTEMPTS = env.int("DELIVERY_MAX_ATTEMPTS", default=8)
+# A delivery left in `sending` this long lost its worker; the sweeper queues it again.
+DELIVERY_SENDING_TIMEOUT = env.int("DELIVERY_SENDING_TIMEOUT", default=120)
+# Work younger than this is left to its own task before the sweeper re-drives it.
+DELIVERY_SWEEP_GRACE = env.int("DELIVERY_SWEEP_GRACE", default=10)
+BRAIN_CLAIM_TIMEOUT = env.int("BRAIN_CLAIM_TIMEOUT", default=120)
+SWEEP_INTERVAL_SECONDS = env.float("SWEEP_INTERVAL_SECONDS", default=15.0)
+# Celery beat (DatabaseScheduler) copies this into django-celery-beat's tables on start.
+CELERY_BEAT_SCHEDULE = {
+    "sweep-deliveries": {"task": "connectors.tasks.sweep", "schedule": SWEEP_INTERVAL_SECONDS},
+}
+API_RATE_LIMIT_PER_MINUTE = env.int("API_RATE_LIMIT_PER_MINUTE", default=600)
+QUOTA_KEY_PREFIX = env.str("QUOTA_KEY_PREFIX", default="brain:quota:")
 
 # --- Internationalisation, static ------------------------------------------------------------
 LANGUAGE_CODE = "en-us"

@@ -34,3 +34,5 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher", "django.contrib.auth.hashers.PBKDF2PasswordHasher"]
 BRAIN_TIMEOUT = 2.0
 
+API_RATE_LIMIT_PER_MINUTE = 100_000  # tests that check the quota lower it
+QUOTA_KEY_PREFIX = f"brain:test:{os.getpid()}:{os.urandom(4).hex()}:"  # no state shared between runs

@@ -115,6 +115,8 @@ class InboundMessage(models.Model):
     received_at = models.DateTimeField(db_index=True)
     brain_status = models.CharField(max_length=16, choices=BrainStatus.choices, default=BrainStatus.PENDING)
     brain_error = models.TextField(blank=True, default="")
+    # When a task claimed it (THINKING): the sweeper re-drives claims whose worker died.
+    brain_claimed_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         ordering = ["received_at", "id"]
@@ -202,3 +204,14 @@ class ApiToken(models.Model):
 
     def __str__(self):
         return f"bct_{self.prefix}… ({self.user})"
+
+
+class QuotaBucket(models.Model):
+    """A token bucket kept in the database when there is no Redis (see connectors.quotas)."""
+
+    key = models.CharField(max_length=300, primary_key=True)
+    tokens = models.FloatField()
+    stamp = models.FloatField(help_text="Unix time of the last refill.")
+
+    def __str__(self):
+        return f"{self.key}: {self.tokens:.2f}"

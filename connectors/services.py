@@ -13,11 +13,12 @@ from contextlib import contextmanager
 from datetime import timedelta
 
 from django.conf import settings
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, models, transaction
 from django.utils import timezone
 
 from audit import services as audit
 
+from . import quotas
 from .base import ConnectorError, IncomingMessage, MessageValidationError, OutgoingMessage
 from .exceptions import Conflict, NotFound, PermissionDenied, ServiceError, ValidationFailed
 from .models import (
@@ -535,10 +536,29 @@ def attempt_delivery(delivery_id):
         now = timezone.now()
         if delivery.connector.status != ConnectorStatus.CONNECTED:
             # Not dropped: it waits queued until the connector runs again.
-            delivery.next_attempt_at = now + timedelta(seconds=60)
-            delivery.last_error = f"connector is {delivery.connector.status}"
-            delivery.save(update_fields=["next_attempt_at", "last_error", "updated_at"])
-            return delivery
+            return _defer(delivery, 60, f"connector is {delivery.connector.status}")
+        earlier = (
+            Delivery.objects.filter(
+                connector_id=delivery.connector_id,
+                recipient=delivery.recipient,
+                status__in=[DeliveryStatus.QUEUED, DeliveryStatus.SENDING],
+                created_at__lt=delivery.created_at,
+            )
+            .order_by("created_at")
+            .first()
+        )
+        if earlier is not None:
+            # In order per recipient: wait behind the earlier message (it kicks us when done).
+            wait = (earlier.next_attempt_at - now).total_seconds() if earlier.next_attempt_at else 0
+            return _defer(delivery, max(1.0, wait + 0.5), "", kick=False)
+        wait = quotas.take(
+            [
+                (f"connector:{delivery.connector_id}", delivery.connector.quota_per_minute),
+                (f"recipient:{delivery.connector_id}:{delivery.recipient}", delivery.connector.recipient_quota_per_minute),
+            ]
+        )
+        if wait > 0:
+            return _defer(delivery, wait, "")  # over quota: delayed, never dropped
         delivery.status = DeliveryStatus.SENDING
         delivery.attempts += 1
         delivery.save(update_fields=["status", "attempts", "updated_at"])
@@ -572,7 +592,36 @@ def attempt_delivery(delivery_id):
         _record(
             "message.sent", system, connector.id, delivery_id=str(delivery.id), attempts=delivery.attempts
         )
+        _kick_next_for_recipient(delivery)
     return delivery
+
+
+def _defer(delivery, seconds, reason, kick=True):
+    """Keep a delivery queued for later (inside the caller's transaction)."""
+    delivery.next_attempt_at = timezone.now() + timedelta(seconds=seconds)
+    if reason:
+        delivery.last_error = reason
+    delivery.save(update_fields=["next_attempt_at", "last_error", "updated_at"])
+    if kick and not settings.CELERY_TASK_ALWAYS_EAGER:
+        transaction.on_commit(lambda: enqueue_delivery(delivery.id, countdown=seconds))
+    return delivery
+
+
+def _kick_next_for_recipient(delivery):
+    """After a delivery settles, send the next one queued for the same person right away."""
+    following = (
+        Delivery.objects.filter(
+            connector_id=delivery.connector_id,
+            recipient=delivery.recipient,
+            status=DeliveryStatus.QUEUED,
+            created_at__gt=delivery.created_at,
+        )
+        .order_by("created_at")
+        .values_list("pk", flat=True)
+        .first()
+    )
+    if following is not None:
+        transaction.on_commit(lambda: enqueue_delivery(following))
 
 
 def _record_send_failure(principal, delivery, error: ConnectorError):
@@ -606,6 +655,8 @@ def _record_send_failure(principal, delivery, error: ConnectorError):
         # Eager mode (make run) would retry in a tight loop; there the row waits for a sweep.
         if retry is not None and not settings.CELERY_TASK_ALWAYS_EAGER:
             transaction.on_commit(lambda: enqueue_delivery(delivery.id, countdown=retry))
+        if retry is None:
+            _kick_next_for_recipient(delivery)
     return delivery
 
 
@@ -764,7 +815,8 @@ def reply_with_brain(inbound_id):
         if inbound is None or inbound.brain_status != InboundMessage.BrainStatus.PENDING:
             return inbound
         inbound.brain_status = InboundMessage.BrainStatus.THINKING
-        inbound.save(update_fields=["brain_status"])
+        inbound.brain_claimed_at = timezone.now()
+        inbound.save(update_fields=["brain_status", "brain_claimed_at"])
     request = BrainRequest(
         connector_id=inbound.connector_id,
         connector_kind=inbound.connector.kind,
@@ -805,3 +857,57 @@ def reply_with_brain(inbound_id):
     status = InboundMessage.BrainStatus.REPLIED if reply else InboundMessage.BrainStatus.NO_REPLY
     InboundMessage.objects.filter(pk=inbound.pk).update(brain_status=status, brain_error="")
     return inbound
+
+
+def sweep(limit=500):
+    """Re-drive work the broker may have lost; run periodically (Celery beat) and by runconnectors.
+
+    - queued deliveries that are due get their task again (a duplicate task is harmless: the
+      claim under a row lock lets one through);
+    - deliveries stuck in `sending` past DELIVERY_SENDING_TIMEOUT (their worker died) go back to
+      `queued`: if the platform had accepted the send just before the crash, this is the one
+      place a duplicate can come from, and it is audited as `message.redrive`;
+    - inbound messages whose BRAIN task never ran, or whose claim is stale, are asked again.
+    Returns counts per kind of work.
+    """
+    now = timezone.now()
+    system = Principal.system_actor("sweeper")
+    due = list(
+        Delivery.objects.filter(status=DeliveryStatus.QUEUED)
+        .filter(models.Q(next_attempt_at__isnull=True) | models.Q(next_attempt_at__lte=now))
+        .filter(updated_at__lte=now - timedelta(seconds=settings.DELIVERY_SWEEP_GRACE))
+        .order_by("created_at")
+        .values_list("pk", flat=True)[:limit]
+    )
+    stuck = list(
+        Delivery.objects.filter(
+            status=DeliveryStatus.SENDING,
+            updated_at__lte=now - timedelta(seconds=settings.DELIVERY_SENDING_TIMEOUT),
+        ).values_list("pk", flat=True)[:limit]
+    )
+    for pk in stuck:
+        with transaction.atomic():
+            delivery = Delivery.objects.select_for_update().filter(pk=pk, status=DeliveryStatus.SENDING).first()
+            if delivery is None:
+                continue
+            delivery.status = DeliveryStatus.QUEUED
+            delivery.last_error = "re-driven: the worker sending it stopped"
+            delivery.save(update_fields=["status", "last_error", "updated_at"])
+            _record("message.redrive", system, delivery.connector_id, delivery_id=str(delivery.pk))
+    for pk in [*stuck, *due]:
+        enqueue_delivery(pk)
+
+    stale_claim = now - timedelta(seconds=settings.BRAIN_CLAIM_TIMEOUT)
+    waiting = list(
+        InboundMessage.objects.filter(
+            models.Q(brain_status=InboundMessage.BrainStatus.PENDING,
+                     received_at__lte=now - timedelta(seconds=settings.DELIVERY_SWEEP_GRACE))
+            | models.Q(brain_status=InboundMessage.BrainStatus.THINKING, brain_claimed_at__lte=stale_claim)
+        ).values_list("pk", flat=True)[:limit]
+    )
+    InboundMessage.objects.filter(pk__in=waiting, brain_status=InboundMessage.BrainStatus.THINKING).update(
+        brain_status=InboundMessage.BrainStatus.PENDING
+    )
+    for pk in waiting:
+        _enqueue_brain(pk)
+    return {"deliveries_due": len(due), "deliveries_redriven": len(stuck), "inbound_redriven": len(waiting)}

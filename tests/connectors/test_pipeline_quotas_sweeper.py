@@ -1,0 +1,160 @@
+"""The delivery pipeline's guarantees: quotas delay and never drop, order per recipient, and the
+sweeper re-drives whatever the broker lost."""
+import threading
+from datetime import timedelta
+
+import pytest
+from django.db import connection
+from django.utils import timezone
+
+from audit.models import AuditEvent
+from connectors import quotas, services
+from connectors.models import Delivery, InboundMessage
+from connectors.platforms import locmem
+from tests.conftest import SYSTEM
+
+
+@pytest.fixture(params=["database", "redis"])
+def quota_store(request, settings):
+    """Run a test against both bucket stores."""
+    if request.param == "redis":
+        import os
+
+        url = os.environ.get("REDIS_URL")
+        if not url:
+            pytest.skip("needs Redis: REDIS_URL is not set")
+        settings.REDIS_URL = url
+    else:
+        settings.REDIS_URL = ""
+    quotas._redis_client = None
+    yield request.param
+    quotas._redis_client = None
+
+
+@pytest.mark.django_db
+def test_bucket_refills_over_time(quota_store):
+    key = [("bucket:refill", 2)]  # 2 per minute: one token every 30 s
+    assert quotas.take(key, now=1000.0) == 0
+    assert quotas.take(key, now=1000.0) == 0
+    assert quotas.take(key, now=1000.0) == pytest.approx(30.0, abs=0.01)
+    assert quotas.take(key, now=1015.0) == pytest.approx(15.0, abs=0.01)
+    assert quotas.take(key, now=1030.5) == 0
+
+
+@pytest.mark.django_db
+def test_all_or_nothing_across_buckets(quota_store):
+    assert quotas.take([("b:wide", 10), ("b:narrow", 1)], now=50.0) == 0
+    # narrow is empty: nothing may be taken from wide either
+    assert quotas.take([("b:wide", 10), ("b:narrow", 1)], now=50.0) > 0
+    for _ in range(9):
+        assert quotas.take([("b:wide", 10)], now=50.0) == 0
+    assert quotas.take([("b:wide", 10)], now=50.0) > 0
+
+
+@pytest.mark.django_db(transaction=True)
+def test_quota_holds_under_concurrent_workers(quota_store):
+    granted = []
+    barrier = threading.Barrier(8)
+
+    def worker():
+        try:
+            barrier.wait()
+            for _ in range(5):
+                if quotas.take([("b:shared", 12)], now=500.0) == 0:
+                    granted.append(1)
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=worker) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    assert len(granted) == 12  # 40 attempts, exactly one bucket's worth granted
+
+
+@pytest.mark.django_db(transaction=True)
+def test_over_quota_delays_and_never_drops(make_connector):
+    make_connector("quota_one", quota_per_minute=1)
+    first, _ = services.send_message(SYSTEM, "quota_one", "a", "first")
+    second, _ = services.send_message(SYSTEM, "quota_one", "b", "second")
+    first.refresh_from_db()
+    second.refresh_from_db()
+    assert first.status == "sent"
+    assert second.status == "queued" and second.attempts == 0
+    assert 50 < (second.next_attempt_at - timezone.now()).total_seconds() <= 61
+    assert [m.content for _, m in locmem.outbox] == ["first"]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_per_recipient_quota_does_not_hold_back_others(make_connector):
+    make_connector("quota_two", recipient_quota_per_minute=1)
+    services.send_message(SYSTEM, "quota_two", "ann", "one")
+    services.send_message(SYSTEM, "quota_two", "ann", "two")
+    services.send_message(SYSTEM, "quota_two", "bob", "three")
+    assert sorted(m.content for _, m in locmem.outbox) == ["one", "three"]
+    assert Delivery.objects.get(recipient="ann", status="queued")
+
+
+@pytest.mark.django_db(transaction=True)
+def test_backlog_drains_in_order_per_recipient_after_an_outage(make_connector):
+    make_connector("order_one", config={"fail_with": "transient"})
+    ids = [services.send_message(SYSTEM, "order_one", "ann", f"m{i}")[0].pk for i in range(4)]
+    statuses = dict(Delivery.objects.values_list("pk", "status"))
+    assert [statuses[i] for i in ids] == ["queued"] * 4
+    assert Delivery.objects.get(pk=ids[0]).attempts == 1
+    assert all(Delivery.objects.get(pk=i).attempts == 0 for i in ids[1:])  # waiting behind m0, untried
+
+    services.update_connector(SYSTEM, "order_one", config={})  # the provider is back
+    services.attempt_delivery(ids[0])  # m0's retry; each success kicks the next in line
+    assert [m.content for _, m in locmem.outbox] == ["m0", "m1", "m2", "m3"]
+    assert set(Delivery.objects.values_list("status", flat=True)) == {"sent"}
+
+
+@pytest.mark.django_db(transaction=True)
+def test_sweeper_redrives_lost_and_stuck_work(make_connector, settings):
+    settings.DELIVERY_SWEEP_GRACE = 0
+    make_connector("sweep_one")
+    # A task the broker lost: the row is queued and nobody will run it.
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(services, "enqueue_delivery", lambda *a, **k: None)
+        lost, _ = services.send_message(SYSTEM, "sweep_one", "ann", "lost task")
+    # A worker that died mid-send.
+    stuck, _ = services.send_message(SYSTEM, "sweep_one", "bob", "stuck")
+    Delivery.objects.filter(pk=stuck.pk).update(
+        status="sending", updated_at=timezone.now() - timedelta(seconds=settings.DELIVERY_SENDING_TIMEOUT + 5)
+    )
+    locmem.outbox.clear()
+
+    counts = services.sweep()
+    assert counts["deliveries_due"] == 1 and counts["deliveries_redriven"] == 1
+    assert sorted(m.content for _, m in locmem.outbox) == ["lost task", "stuck"]
+    assert AuditEvent.objects.filter(action="message.redrive").count() == 1
+    assert services.sweep() == {"deliveries_due": 0, "deliveries_redriven": 0, "inbound_redriven": 0}
+
+
+@pytest.mark.django_db(transaction=True)
+def test_sweeper_asks_brain_for_inbound_whose_task_was_lost(make_connector, settings):
+    from connectors.base import IncomingMessage
+
+    settings.DELIVERY_SWEEP_GRACE = 0
+    make_connector("sweep_two")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(services, "_enqueue_brain", lambda *a, **k: None)
+        services.receive_message("sweep_two", IncomingMessage(sender="ann", content="hi", platform_message_id="x1"))
+    assert InboundMessage.objects.get().brain_status == "pending" and locmem.outbox == []
+    assert services.sweep()["inbound_redriven"] == 1
+    assert InboundMessage.objects.get().brain_status == "replied"
+    assert [m.recipient for _, m in locmem.outbox] == ["ann"]
+
+
+@pytest.mark.django_db
+def test_rest_client_over_its_quota_gets_429_with_retry_after(settings, make_user, token_for, api):
+    settings.API_RATE_LIMIT_PER_MINUTE = 2
+    client = api(token_for(make_user("busy")))
+    assert client.get("/api/v1/connectors/").status_code == 200
+    assert client.get("/api/v1/connectors/").status_code == 200
+    r = client.get("/api/v1/connectors/")
+    assert r.status_code == 429
+    assert int(r.headers["Retry-After"]) >= 1
+    assert r.json()["error"]["code"] == "rate_limited"
