@@ -21,7 +21,7 @@ from audit import services as audit
 
 from . import services, tokens
 from .exceptions import ServiceError
-from .models import PERM_ADMIN, PERM_MANAGE, PERM_VIEW, ApiToken, Connector, Delivery, InboundMessage
+from .models import PERM_ADMIN, PERM_MANAGE, PERM_SEND, PERM_VIEW, ApiToken, Connector, Delivery, InboundMessage
 from .permissions import LEVELS, Principal, can_create_connectors, has_perm, viewable_connectors
 from .registry import UnknownKind, available_kinds, get_connector_class
 
@@ -73,6 +73,13 @@ class ConnectorAdminForm(forms.ModelForm):
                 for path, error in kind_class.validate_credentials(credentials).items():
                     self.add_error("new_credentials", f"{path}: {error}")
         return cleaned
+
+
+class SendTestForm(forms.Form):
+    recipient = forms.CharField(max_length=255, help_text="A platform address: chat id, phone number, e-mail, CLI user.")
+    content = forms.CharField(
+        widget=forms.Textarea(attrs={"rows": 3}), initial="Test message from BRAIN Connectors.", max_length=10_000
+    )
 
 
 class ConnectorAdmin(GuardedModelAdminMixin, admin.ModelAdmin):
@@ -244,6 +251,55 @@ class ConnectorAdmin(GuardedModelAdminMixin, admin.ModelAdmin):
     def test_selected(self, request, queryset):
         self._run_each(request, queryset, services.test_connector, "tested")
 
+    # --- send a test message, see deliveries -----------------------------------------------
+    change_form_template = "admin/connectors/connector/change_form.html"
+
+    def get_urls(self):
+        from django.urls import path
+
+        custom = [
+            path(
+                "<path:object_id>/send-test/",
+                self.admin_site.admin_view(self.send_test_view),
+                name="connectors_connector_send_test",
+            )
+        ]
+        return custom + super().get_urls()
+
+    def send_test_view(self, request, object_id):
+        """A form that sends one message through the normal pipeline (send permission)."""
+        from django.shortcuts import redirect
+        from django.template.response import TemplateResponse
+
+        connector = Connector.objects.filter(pk=unquote(object_id)).first()
+        principal = principal_of(request)
+        if connector is None or not has_perm(principal, PERM_VIEW, connector):
+            self._audit_refusal(request, object_id, PERM_SEND, "message.send")
+            raise Http404("No such connector.")
+        form = SendTestForm(request.POST or None)
+        if request.method == "POST" and form.is_valid():
+            try:
+                delivery, _ = services.send_message(
+                    principal, connector.pk, form.cleaned_data["recipient"], form.cleaned_data["content"]
+                )
+            except ServiceError as exc:
+                form.add_error(None, exc.message)
+            else:
+                delivery.refresh_from_db()
+                self.message_user(
+                    request, f"Test message queued as delivery {delivery.pk}: now {delivery.status}.", messages.SUCCESS
+                )
+                return redirect(f"../../../delivery/?connector__id__exact={connector.pk}")
+        context = {
+            **self.admin_site.each_context(request),
+            "opts": self.model._meta,
+            "original": connector,
+            "form": form,
+            "title": f"Send a test message via {connector}",
+            "can_send": has_perm(principal, PERM_SEND, connector),
+        }
+        return TemplateResponse(request, "admin/connectors/connector/send_test.html", context)
+
     # --- object permissions (guardian's pages, writes through services) ------------------------
     def _admin_object_or_404(self, request, object_pk):
         action = "permission.grant" if request.method == "POST" else "connector.get"
@@ -316,7 +372,7 @@ class DeliveryAdmin(_ReadOnlyAdmin):
     """Status and errors only: message content stays out of the admin."""
 
     list_display = ("id", "connector", "recipient", "status", "attempts", "created_at", "sent_at", "last_error")
-    list_filter = ("status", "connector")
+    list_filter = ("status", ("connector", admin.RelatedOnlyFieldListFilter))  # only viewable connectors
     search_fields = ("id", "recipient", "platform_message_id")
     fields = ("id", "connector", "recipient", "status", "attempts", "next_attempt_at", "platform_message_id",
               "last_error", "principal", "idempotency_key", "created_at", "updated_at", "sent_at", "delivered_at")
@@ -335,7 +391,7 @@ class DeliveryAdmin(_ReadOnlyAdmin):
 @admin.register(InboundMessage)
 class InboundMessageAdmin(DeliveryAdmin):
     list_display = ("platform_message_id", "connector", "sender", "received_at", "brain_status")
-    list_filter = ("brain_status", "connector")
+    list_filter = ("brain_status", ("connector", admin.RelatedOnlyFieldListFilter))
     search_fields = ("platform_message_id", "sender")
     fields = ("connector", "platform_message_id", "sender", "sender_name", "received_at", "brain_status", "brain_error")
     readonly_fields = fields

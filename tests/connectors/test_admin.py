@@ -129,3 +129,30 @@ def test_ensure_admin_prints_a_working_password_once(manage, django_user_model, 
     assert client.login(username="admin", password=password)
     second = manage("ensure_admin")
     assert second.returncode == 0 and password not in second.stdout and "exists" in second.stdout
+
+
+@pytest.mark.django_db(transaction=True)
+def test_send_test_message_page_sends_through_the_pipeline(client, make_user, make_connector, grant):
+    from connectors.platforms import locmem
+
+    connector = make_connector("test_send")
+    sender, viewer = make_user("sender", staff=True), make_user("viewer", staff=True)
+    grant(sender, "send_via_connector", connector)
+    grant(viewer, "view_connector", connector)
+    url = "/admin/connectors/connector/test_send/send-test/"
+
+    client.force_login(viewer)
+    r = client.post(url, {"recipient": "+15550100", "content": "ping"})
+    assert r.status_code == 200 and "send_via_connector" in r.content.decode()
+    assert locmem.outbox == []
+    assert AuditEvent.objects.filter(action="message.send", result="denied", principal="user:viewer").exists()
+
+    client.force_login(sender)
+    assert "Send test message" in client.get("/admin/connectors/connector/test_send/change/").content.decode()
+    r = client.post(url, {"recipient": "+15550100", "content": "ping"}, follow=True)
+    assert [(m.recipient, m.content) for _, m in locmem.outbox] == [("+15550100", "ping")]
+    page = r.content.decode()
+    assert "+15550100" in page and "sent" in page  # the per-connector delivery list, with status
+
+    client.force_login(make_user("stranger", staff=True))
+    assert client.get(url).status_code == 404
