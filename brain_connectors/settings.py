@@ -118,6 +118,7 @@ CELERY_TASK_IGNORE_RESULT = True
 # Longer than any task, so Redis does not hand an unacknowledged task to a second worker.
 CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": 3600}
 CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
+CELERY_TASK_DEFAULT_QUEUE = env.str("CELERY_QUEUE", default="celery")
 CELERY_TIMEZONE = "UTC"
 
 # --- Auth, permissions -----------------------------------------------------------------------
