@@ -170,8 +170,27 @@ SPECTACULAR_SETTINGS = {
 CONNECTOR_CLASSES = {
     "cli": "connectors.platforms.cli.CliConnector",
     "locmem": "connectors.platforms.locmem.LocmemConnector",
+    "telegram": "connectors.platforms.telegram.TelegramConnector",
+    "email": "connectors.platforms.email.EmailConnector",
+    "webhook": "connectors.platforms.webhook.WebhookConnector",
+    "sms": "connectors.platforms.sms.SmsConnector",
+    "whatsapp": "connectors.platforms.whatsapp.WhatsAppConnector",
+    "voice": "connectors.platforms.voice.VoiceConnector",
 }
 CONNECTOR_CLASSES.update(env.dict("CONNECTOR_CLASSES_EXTRA", default={}))
+
+# --- Email (the `email` connector) -----------------------------------------------------------
+# EMAIL_URL (e.g. smtp+tls://user:pass@host:587; consolemail://) sets the backend, host, port, login
+# and TLS at once. Without it: the console backend under DEBUG (make run), else SMTP with Django's
+# defaults (localhost:25). An explicit EMAIL_BACKEND wins. pytest-django swaps in locmem.
+EMAIL_BACKEND = "django.core.mail.backends." + ("console" if DEBUG else "smtp") + ".EmailBackend"
+EMAIL_TIMEOUT = env.float("EMAIL_TIMEOUT", default=10.0)  # Django's default is to wait forever
+if env.str("EMAIL_URL", default=""):
+    _email = {k: v for k, v in env.email_url("EMAIL_URL").items() if v not in (None, "")}
+    if "EMAIL_PORT" not in _email:  # the usual port for the scheme, not always Django's 25
+        _email["EMAIL_PORT"] = 465 if _email.get("EMAIL_USE_SSL") else 587 if _email.get("EMAIL_USE_TLS") else 25
+    globals().update(_email)
+EMAIL_BACKEND = env.str("EMAIL_BACKEND", default=EMAIL_BACKEND)
 
 BRAIN_BACKEND = env.str("BRAIN_BACKEND", default="connectors.brain.EchoBrain")
 BRAIN_URL = env.str("BRAIN_URL", default="")
@@ -240,5 +259,6 @@ LOGGING = {
         }
     },
     "root": {"handlers": ["stderr"], "level": env.str("LOG_LEVEL", default="INFO")},
-    "loggers": {"django.db.backends": {"level": "WARNING"}},
+    # httpx logs every request URL at INFO, and Telegram's URLs carry the bot token.
+    "loggers": {"django.db.backends": {"level": "WARNING"}, "httpx": {"level": "WARNING"}},
 }

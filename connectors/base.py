@@ -127,6 +127,18 @@ class WebhookIgnored(Exception):
     with nothing done, so the platform stops retrying it."""
 
 
+class WebhookMalformed(Exception):
+    """A well-signed body that breaks the platform's documented format (not JSON, wrong shape).
+    Answered 400 with the reasons and nothing stored: for formats we define ourselves (the generic
+    `webhook` kind) such a body is a bug in the sender, which it should see. Platforms whose sender
+    retries anything but 2xx raise WebhookIgnored instead."""
+
+    def __init__(self, message, details=None):
+        super().__init__(message)
+        self.message = message
+        self.details = details or {}
+
+
 class BaseConnector:
     """One platform. Instances wrap one registry row (`connectors.models.Connector`)."""
 
@@ -148,6 +160,12 @@ class BaseConnector:
     def validate_credentials(cls, credentials) -> dict[str, str]:
         # Redacted: a schema message quotes the offending value, and here that value is a secret.
         return _schema_errors(cls.credentials_schema, credentials, redact=True)
+
+    @classmethod
+    def validate_recipient(cls, recipient: str) -> str | None:
+        """Why `recipient` cannot be an address on this platform, or None. Checked when a message
+        is queued, so the caller hears at once instead of through a failed delivery."""
+        return None
 
     @property
     def credentials(self) -> dict:

@@ -8,7 +8,7 @@ from django.conf import settings
 _PATTERNS = [
     re.compile(r"bct_[a-z0-9]{8}_[A-Za-z0-9_-]{43}"),
     re.compile(r"(?i)(authorization:\s*bearer\s+)\S+"),
-    re.compile(r"\d{6,12}:[A-Za-z0-9_-]{30,}"),  # Telegram bot tokens
+    re.compile(r"\d{6,12}:[A-Za-z0-9_-]{20,}"),  # Telegram bot tokens
 ]
 
 

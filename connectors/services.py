@@ -259,14 +259,14 @@ def start_connector(principal, connector_id):
         try:
             connector_for(connector).start()
         except ConnectorError as exc:
-            return _finish_start(principal, connector_id, error=exc.message)
+            return _finish_start(principal, connector_id, error=exc.message, code=exc.code)
         except Exception as exc:  # a bug or an unexpected SDK error must not leave STARTING behind
             logger.exception("Starting connector %s failed", connector_id)
             return _finish_start(principal, connector_id, error=f"{type(exc).__name__}: {exc}")
         return _finish_start(principal, connector_id, error=None)
 
 
-def _finish_start(principal, connector_id, *, error):
+def _finish_start(principal, connector_id, *, error, code="platform_error"):
     with transaction.atomic():
         connector = Connector.objects.select_for_update().get(pk=connector_id)
         if connector.status != ConnectorStatus.STARTING:  # stopped meanwhile: keep what the later call decided
@@ -290,7 +290,7 @@ def _finish_start(principal, connector_id, *, error):
                 result=audit.FAILURE,
                 target_type="connector",
                 target_id=connector_id,
-                details={"via": principal.via, "status": connector.status, "error": "platform_error"},
+                details={"via": principal.via, "status": connector.status, "error": code},
             )
     return connector
 
@@ -353,6 +353,19 @@ def heartbeat(principal, connector_id, *, lease_owner=None, lease_seconds=60):
             connector.save(update_fields=fields)
             _record("connector.heartbeat", principal, connector_id, lease_owner=lease_owner or "")
     return connector
+
+
+def release_lease(principal, connector_id, lease_owner):
+    """Give up a lease this owner holds (a clean shutdown), so another process need not wait for
+    it to expire. A lease held by someone else is left alone. Returns True if released."""
+    with transaction.atomic():
+        connector = Connector.objects.select_for_update().filter(pk=connector_id).first()
+        if connector is None or not lease_owner or connector.lease_owner != lease_owner:
+            return False
+        connector.lease_owner, connector.lease_expires_at = "", None
+        connector.save(update_fields=["lease_owner", "lease_expires_at", "updated_at"])
+        _record("connector.lease_released", principal, connector_id, lease_owner=lease_owner)
+    return True
 
 
 def list_connectors(principal, *, kind=None, status=None):
@@ -463,6 +476,7 @@ def send_message(principal, connector_id, recipient, content, *, idempotency_key
         request_hash = _request_hash(connector_id, message.recipient, message.content)
         with transaction.atomic():
             connector = _load(principal, connector_id, PERM_SEND)
+            _check_recipient(connector, message.recipient)
             if idempotency_key is not None:
                 existing = _replay(principal, idempotency_key, request_hash)
                 if existing:
@@ -497,6 +511,20 @@ def send_message(principal, connector_id, recipient, content, *, idempotency_key
             )
             transaction.on_commit(lambda: enqueue_delivery(delivery.id))
     return delivery, False
+
+
+def _check_recipient(connector, recipient):
+    """The platform's own address rules (e.g. a valid email address), so the caller hears at once."""
+    try:
+        problem = get_connector_class(connector.kind).validate_recipient(recipient)
+    except UnknownKind:
+        return  # the delivery task reports the missing kind
+    if problem:
+        raise ValidationFailed(
+            f"Invalid recipient for a {connector.kind} connector: {problem}.",
+            code="invalid_recipient",
+            details={"recipient": problem},
+        )
 
 
 def _replay(principal, idempotency_key, request_hash):
@@ -652,6 +680,8 @@ def _record_send_failure(principal, delivery, error: ConnectorError):
                 "error": error.code,
             },
         )
+        if error.permanent and error.code in CONNECTOR_FATAL_CODES:
+            record_connector_error(principal, delivery.connector_id, error)
         # Eager mode (make run) would retry in a tight loop; there the row waits for a sweep.
         if retry is not None and not settings.CELERY_TASK_ALWAYS_EAGER:
             transaction.on_commit(lambda: enqueue_delivery(delivery.id, countdown=retry))
@@ -689,6 +719,43 @@ def mark_delivered(principal, delivery_id):
         delivery.delivered_at = timezone.now()
         delivery.save(update_fields=["status", "delivered_at", "updated_at"])
         _record("message.delivered", principal, delivery.connector_id, delivery_id=str(delivery.id))
+    return delivery
+
+
+def acknowledge_delivery(connector_id, delivery_id, *, platform_message_id="", principal=None):
+    """The person confirmed a message (e.g. pressed 1 on a notification call).
+
+    Recorded as an audit row `message.acknowledged`; a `sent` delivery also becomes `delivered`.
+    `platform_message_id`, when given, must match the delivery's (once it has one), so an
+    acknowledgement cannot land on another message. Returns the delivery, or None if refused.
+    """
+    principal = principal or Principal.system_actor("platform", via="webhook")
+    with transaction.atomic():
+        delivery = (
+            Delivery.objects.select_for_update().filter(pk=_uuid_or_none(delivery_id), connector_id=connector_id).first()
+        )
+        mismatch = (
+            delivery is not None
+            and platform_message_id
+            and delivery.platform_message_id
+            and delivery.platform_message_id != platform_message_id
+        )
+        if delivery is None or mismatch:
+            audit.record(
+                "message.acknowledged",
+                principal=principal,
+                result=audit.FAILURE,
+                target_type="connector",
+                target_id=connector_id,
+                details={"via": principal.via, "error": "platform_id_mismatch" if mismatch else "unknown_message"},
+            )
+            return None
+        previous = delivery.status
+        if previous == DeliveryStatus.SENT:
+            delivery.status = DeliveryStatus.DELIVERED
+            delivery.delivered_at = timezone.now()
+            delivery.save(update_fields=["status", "delivered_at", "updated_at"])
+        _record("message.acknowledged", principal, connector_id, delivery_id=str(delivery.id), previous=previous)
     return delivery
 
 
@@ -742,6 +809,55 @@ def save_platform_state(connector_id, **state):
         connector = Connector.objects.select_for_update().get(pk=connector_id)
         connector.platform_state = {**connector.platform_state, **state}
         connector.save(update_fields=["platform_state", "updated_at"])
+    return connector
+
+
+def discard_platform_state(connector_id, *keys):
+    """Remove keys from the connector's platform_state (in the caller's transaction, if any)."""
+    with transaction.atomic():
+        connector = Connector.objects.select_for_update().get(pk=connector_id)
+        if any(key in connector.platform_state for key in keys):
+            connector.platform_state = {k: v for k, v in connector.platform_state.items() if k not in keys}
+            connector.save(update_fields=["platform_state", "updated_at"])
+    return connector
+
+
+def save_platform_secret(connector_id, secret, principal=None):
+    """Replace the secret a platform generated for itself (e.g. Telegram's webhook secret_token),
+    encrypted at rest. Audited without the value."""
+    principal = principal or Principal.system_actor("platform", via="platform")
+    with transaction.atomic():
+        connector = Connector.objects.select_for_update().get(pk=connector_id)
+        connector.platform_secret = secret
+        connector.save(update_fields=["platform_secret", "updated_at"])
+        _record("connector.platform_secret", principal, connector_id, set=bool(secret))
+    return connector
+
+
+# ConnectorError codes meaning the whole connector is unusable, not one recipient or one message
+# (the platform rejected its credentials): the connector goes to ERROR with the reason.
+CONNECTOR_FATAL_CODES = frozenset({"invalid_token", "invalid_credentials"})
+
+
+def record_connector_error(principal, connector_id, error: ConnectorError):
+    """A running connector hit an error that stops it (e.g. its token was revoked): CONNECTED →
+    ERROR with the reason, lease released, audited. Anything but CONNECTED is left as it is."""
+    with transaction.atomic():
+        connector = Connector.objects.select_for_update().filter(pk=connector_id).first()
+        if connector is None or connector.status != ConnectorStatus.CONNECTED:
+            return connector
+        connector.status = ConnectorStatus.ERROR
+        connector.last_error = error.message[:2000]
+        connector.lease_owner, connector.lease_expires_at = "", None
+        connector.save(update_fields=["status", "last_error", "lease_owner", "lease_expires_at", "updated_at"])
+        audit.record(
+            "connector.error",
+            principal=principal,
+            result=audit.FAILURE,
+            target_type="connector",
+            target_id=connector_id,
+            details={"via": principal.via, "status": connector.status, "error": error.code},
+        )
     return connector
 
 

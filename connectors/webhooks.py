@@ -3,7 +3,8 @@
 Order matters and is the same for all: find the connector → the platform verifies the request
 (secret or signature, constant time) → only then parse → store through services, committed →
 answer. A forged or stale request is refused with 403 before any database write. A payload we do
-not handle is acknowledged with 200 and dropped, so the platform stops retrying it. If the
+not handle is acknowledged with 200 and dropped, so the platform stops retrying it; a body that
+breaks a format we define ourselves (WebhookMalformed) gets 400 with the reasons. If the
 database is down, or the connector is not running, the answer is 503 and the platform retries
 later: nothing is acknowledged before it is stored.
 """
@@ -14,7 +15,7 @@ from django.http import HttpResponseNotAllowed, JsonResponse
 from django.views.decorators.csrf import csrf_exempt
 
 from . import services
-from .base import WebhookIgnored, WebhookRejected
+from .base import WebhookIgnored, WebhookMalformed, WebhookRejected
 from .exceptions import Conflict, NotFound
 from .models import Connector
 from .registry import UnknownKind, connector_for
@@ -62,6 +63,11 @@ def platform_webhook(request, family, connector_id, channel="messages"):
     except WebhookIgnored as exc:
         logger.info("Ignored %s webhook for %s: %s", channel, connector_id, exc)
         return JsonResponse({"ok": True, "ignored": str(exc)})
+    except WebhookMalformed as exc:
+        logger.info("Malformed %s webhook for %s: %s", channel, connector_id, exc.message)
+        return JsonResponse(
+            {"error": {"code": "malformed_payload", "message": exc.message, "details": exc.details}}, status=400
+        )
 
     stored = []
     try:

@@ -1,0 +1,128 @@
+"""Calling the Bot API through python-telegram-bot from synchronous code.
+
+PTB is asyncio-only. Every operation here runs in a fresh event loop (`asyncio.run`, or a helper
+thread when the caller already runs a loop) with its own `Bot` and HTTP clients, which are closed
+before the loop ends: nothing is shared between loops, and nothing leaks. The `Bot` is not
+`initialize()`d, because that calls getMe before every operation (doubling the API traffic) and
+repeats the token in its error message; we open and close its HTTP clients ourselves.
+
+`translate()` turns PTB's exceptions into ConnectorError, deciding what is permanent.
+"""
+import asyncio
+import concurrent.futures
+import datetime
+import warnings
+
+from telegram import Bot
+from telegram.error import (
+    BadRequest,
+    ChatMigrated,
+    Forbidden,
+    InvalidToken,
+    NetworkError,
+    RetryAfter,
+    TelegramError,
+    TimedOut,
+)
+from telegram.request import HTTPXRequest
+from telegram.warnings import PTBDeprecationWarning
+
+from ...base import ConnectorError
+
+# PTB 22 warns, from inside RetryAfter.__init__ itself, that `retry_after` becomes a timedelta one
+# day; retry_after_seconds() handles both, so that one warning is only noise on every 429.
+warnings.filterwarnings("ignore", message=r".*attribute `retry_after` will be of type", category=PTBDeprecationWarning)
+
+OFFICIAL_API_BASE_URL = "https://api.telegram.org"
+DEFAULT_TIMEOUT = 10.0  # seconds, per request (connect, read, write)
+
+# Error codes of ConnectorError, for callers and the audit log.
+INVALID_TOKEN = "invalid_token"  # noqa: S105 (an error code) - the whole connector is unusable until fixed
+RECIPIENT_BLOCKED = "recipient_blocked"
+RECIPIENT_FORBIDDEN = "recipient_forbidden"  # kicked from a group, user deactivated, …
+CHAT_NOT_FOUND = "chat_not_found"
+BAD_REQUEST = "bad_request"
+RATE_LIMITED = "rate_limited"
+TIMEOUT = "timeout"
+NETWORK_ERROR = "network_error"
+
+
+def run(coroutine_function, *args, **kwargs):
+    """Run `await coroutine_function(*args, **kwargs)` to completion from synchronous code."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return asyncio.run(coroutine_function(*args, **kwargs))
+    # Called from inside a running loop (an async caller): never nest loops; use a thread.
+    with concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="telegram-call") as pool:
+        return pool.submit(asyncio.run, coroutine_function(*args, **kwargs)).result()
+
+
+class BotSession:
+    """`async with BotSession(token, api_base_url) as bot:` a Bot whose HTTP clients live exactly
+    as long as the block. `poll_timeout` lengthens getUpdates' read timeout for long polling."""
+
+    def __init__(self, token, api_base_url=OFFICIAL_API_BASE_URL, *, timeout=DEFAULT_TIMEOUT, poll_timeout=0):
+        self._requests = (
+            HTTPXRequest(connection_pool_size=4, connect_timeout=timeout, read_timeout=timeout,
+                         write_timeout=timeout, pool_timeout=timeout),
+            HTTPXRequest(connection_pool_size=1, connect_timeout=timeout, read_timeout=timeout + poll_timeout,
+                         write_timeout=timeout, pool_timeout=timeout),
+        )
+        self.bot = Bot(
+            token,
+            base_url=f"{api_base_url.rstrip('/')}/bot",
+            request=self._requests[0],
+            get_updates_request=self._requests[1],
+        )
+
+    async def __aenter__(self):
+        for request in self._requests:
+            await request.initialize()
+        return self.bot
+
+    async def __aexit__(self, *exc_info):
+        for request in self._requests:
+            await request.shutdown()
+
+
+def retry_after_seconds(exc: RetryAfter) -> float:
+    with warnings.catch_warnings():  # int seconds today; a timedelta with PTB_TIMEDELTA=1 or in PTB 23
+        warnings.simplefilter("ignore", PTBDeprecationWarning)
+        value = exc.retry_after
+    if isinstance(value, datetime.timedelta):
+        return value.total_seconds()
+    return float(value)
+
+
+def scrub(text: str, token: str) -> str:
+    """Error texts may quote the request URL, which holds the token."""
+    return text.replace(token, "[redacted]") if token else text
+
+
+def translate(exc: TelegramError, token: str = "") -> ConnectorError:
+    """What a Bot API failure means for us: permanent for the recipient, for the whole connector
+    (invalid token), or worth retrying (flood control, 5xx, network, timeouts)."""
+    message = scrub(getattr(exc, "message", None) or str(exc), token)
+    lowered = message.lower()
+    if isinstance(exc, RetryAfter):
+        seconds = retry_after_seconds(exc)
+        return ConnectorError(f"Telegram flood control: retry after {seconds:g}s", retry_after=seconds, code=RATE_LIMITED)
+    if isinstance(exc, InvalidToken):  # PTB's name for both 401 and 404
+        hint = " (or api_base_url is not a Bot API server)" if "not found" in lowered else ""
+        return ConnectorError(f"Telegram rejected the bot token ({message}){hint}", permanent=True,
+                              code=INVALID_TOKEN)
+    if isinstance(exc, Forbidden):
+        code = RECIPIENT_BLOCKED if "blocked" in lowered else RECIPIENT_FORBIDDEN
+        return ConnectorError(f"Telegram refused: {message}", permanent=True, code=code)
+    if isinstance(exc, ChatMigrated):  # callers follow migrations; reaching here means a loop
+        return ConnectorError(f"Telegram: {message}", permanent=True, code="chat_migrated")
+    if isinstance(exc, BadRequest):  # before NetworkError: BadRequest subclasses it
+        code = CHAT_NOT_FOUND if "chat not found" in lowered else BAD_REQUEST
+        return ConnectorError(f"Telegram refused the request: {message}", permanent=True, code=code)
+    if isinstance(exc, TimedOut):
+        return ConnectorError(f"Telegram did not answer in time: {message}", code=TIMEOUT)
+    if isinstance(exc, NetworkError):  # 5xx, connection refused or reset, DNS, …
+        return ConnectorError(f"Telegram unreachable or failing: {message}", code=NETWORK_ERROR)
+    # 409 Conflict (a webhook is set, or another getUpdates is running), unparseable answers, …
+    return ConnectorError(f"Telegram error: {message}", code="platform_error")

@@ -1,0 +1,103 @@
+"""`whatsapp`: WhatsApp through Twilio.
+
+Credentials `account_sid`, `auth_token`; config `from_number` (`+14155550100` or
+`whatsapp:+14155550100`), optional `template_content_sid` (an approved Content template, `HX…`)
+and `template_variable` (default "1"), `api_base_url`, `timeout`. Recipients are accepted with or
+without the `whatsapp:` prefix.
+
+WhatsApp allows free text only within 24 hours of the person's last message to us (the session
+window). The window is measured from the newest InboundMessage of that person on this
+connector, less a small safety margin:
+- inside: the text is sent as is;
+- outside, with a template: the template is sent, the text in its variable;
+- outside, without a template: ConnectorError(permanent, code="outside_window"), so that routing
+  can fall back to another channel.
+If Twilio still answers 63016 (outside the window) to a free-text send, the template is sent
+instead when there is one.
+"""
+import json
+import re
+from datetime import timedelta
+
+from django.db.models import Max
+from django.utils import timezone
+
+from ..base import ConnectorError, OutgoingMessage, SendResult
+from .twilio_common import E164, TwilioMessagingConnector, config_schema, normalize_phone
+
+PREFIX = "whatsapp:"
+WINDOW = timedelta(hours=24)
+WINDOW_MARGIN = timedelta(minutes=5)  # our received_at is a little later than the person's message
+MAX_BODY = 1600  # Twilio's limit for a WhatsApp body
+
+
+def wa_address(value: str) -> str:
+    """`whatsapp:+E164` from `+E164` or `whatsapp:+E164`; ConnectorError(invalid_recipient) otherwise."""
+    value = value.strip()
+    if value.lower().startswith(PREFIX):
+        value = value[len(PREFIX):]
+    return PREFIX + normalize_phone(value)
+
+
+def template_value(content: str) -> str:
+    """WhatsApp refuses template parameters with newlines, tabs or more than four spaces in a row."""
+    return re.sub(r" {4,}", "   ", re.sub(r"[\r\n\t]+", " ", content)).strip()
+
+
+class WhatsAppConnector(TwilioMessagingConnector):
+    kind = "whatsapp"
+    label = "WhatsApp (Twilio)"
+    config_schema = config_schema(
+        rf"^(whatsapp:)?{E164}$",
+        template_content_sid={"type": "string", "pattern": "^HX[0-9a-fA-F]{32}$"},
+        template_variable={"type": "string", "pattern": "^[A-Za-z0-9_]{1,32}$"},
+    )
+
+    @classmethod
+    def normalize_recipient(cls, recipient: str) -> str:
+        return wa_address(recipient)
+
+    def last_inbound_at(self, address: str):
+        from ..models import InboundMessage
+
+        # Inbound senders are stored as Twilio's `From`, which always carries the prefix.
+        return InboundMessage.objects.filter(connector_id=self.connector.id, sender=address).aggregate(
+            last=Max("received_at")
+        )["last"]
+
+    def window_open(self, address: str, now=None) -> bool:
+        last = self.last_inbound_at(address)
+        now = now or timezone.now()
+        return last is not None and now - last < WINDOW - WINDOW_MARGIN
+
+    def send(self, message: OutgoingMessage, *, delivery_id: str) -> SendResult:
+        to = self.normalize_recipient(message.recipient)
+        params = {"to": to, "from_": wa_address(self.config["from_number"])}
+        callback = self.status_callback_url()
+        if callback:
+            params["status_callback"] = callback
+        template = self.config.get("template_content_sid")
+        if self.window_open(to):
+            if len(message.content) > MAX_BODY:
+                raise ConnectorError(
+                    f"WhatsApp messages are limited to {MAX_BODY} characters (got {len(message.content)}).",
+                    permanent=True,
+                    code="too_long",
+                )
+            try:
+                created = self.call(lambda c: c.messages.create(body=message.content, **params))
+                return SendResult(platform_message_id=created.sid)
+            except ConnectorError as exc:
+                if exc.code != "outside_window" or not template:
+                    raise
+        elif not template:
+            raise ConnectorError(
+                "Outside the WhatsApp 24-hour window and no template_content_sid is configured.",
+                permanent=True,
+                code="outside_window",
+            )
+        variables = json.dumps({self.config.get("template_variable", "1"): template_value(message.content)})
+        created = self.call(
+            lambda c: c.messages.create(content_sid=template, content_variables=variables, **params)
+        )
+        return SendResult(platform_message_id=created.sid)

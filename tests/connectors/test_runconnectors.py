@@ -1,0 +1,241 @@
+"""`manage.py runconnectors`: heartbeats and one lease per polling connector, so that of several
+processes exactly one polls a bot at a time, and another takes over when it dies.
+
+In-process tests drive connectors.runner directly; the last ones run real `manage.py
+runconnectors` processes against the loopback fake Telegram."""
+import json
+import signal
+import subprocess
+import sys
+import threading
+import time
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+from django.db import connection
+from django.utils import timezone
+
+from audit.models import AuditEvent
+from connectors import services
+from connectors.models import Connector, InboundMessage
+from connectors.runner import Runner
+from tests.conftest import BASE_DIR, SYSTEM
+from tests.fakes.telegram_server import FakeTelegram
+
+FIXTURES = Path(__file__).resolve().parent.parent / "fixtures" / "telegram"
+TOKEN = "7000000001:AAHdqTcvCH1vGWJxfSeofSAs0K5PALDsaw"
+OTHER_TOKEN = "7000000002:AAFakeOtherBotTokenForTests0123456789"
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+def update(update_id, text="hello"):
+    data = json.loads((FIXTURES / "message_text.json").read_text())
+    data["update_id"] = update_id
+    data["message"]["text"] = text
+    return data
+
+
+def wait_until(predicate, timeout, message):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.05)
+    raise AssertionError(f"timed out after {timeout}s waiting for: {message}")
+
+
+@pytest.fixture
+def fake():
+    server = FakeTelegram(max_long_poll=1).start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def poller(make_connector, fake, settings):
+    settings.PUBLIC_BASE_URL = "https://brain.example.org"
+
+    def make(id="tg_poll", mode="polling"):
+        make_connector(id, kind="telegram", config={"mode": mode, "api_base_url": fake.url, "poll_timeout": 1},
+                       credentials={"bot_token": TOKEN})
+        return Connector.objects.get(pk=id)
+
+    return make
+
+
+def lease_owner(connector_id="tg_poll"):
+    return Connector.objects.get(pk=connector_id).lease_owner
+
+
+# --- the runner, in process -----------------------------------------------------------------------
+
+
+def test_one_round_heartbeats_leases_polls_and_releases(poller, fake):
+    row = poller()
+    started_heartbeat = row.last_heartbeat
+    fake.enqueue_update(update(100))
+    Runner(owner="test-host:1:aaaa", lease_seconds=30, interval=1).run(once=True)
+    assert list(InboundMessage.objects.values_list("platform_message_id", flat=True)) == ["100"]
+    row.refresh_from_db()
+    assert row.last_heartbeat > started_heartbeat
+    assert row.lease_owner == "" and row.lease_expires_at is None  # released on the way out
+    heartbeats = AuditEvent.objects.filter(action="connector.heartbeat", target_id="tg_poll")
+    assert [h.details["lease_owner"] for h in heartbeats] == ["test-host:1:aaaa"]
+    assert AuditEvent.objects.filter(action="connector.lease_released", target_id="tg_poll").count() == 1
+
+
+def test_a_connector_leased_by_another_live_process_is_left_alone(poller, fake):
+    poller()
+    services.heartbeat(SYSTEM, "tg_poll", lease_owner="other-host:2:bbbb", lease_seconds=60)
+    fake.enqueue_update(update(101))
+    Runner(owner="test-host:1:aaaa", lease_seconds=30, interval=1).run(once=True)
+    assert fake.calls_to("getUpdates") == []
+    assert InboundMessage.objects.count() == 0
+    assert lease_owner() == "other-host:2:bbbb"  # not released by someone who does not hold it
+    # A lease plainly held is skipped without even asking: no refused heartbeat fills the audit log.
+    assert not AuditEvent.objects.filter(action="connector.heartbeat", result="failure").exists()
+
+
+def test_an_expired_lease_is_taken_over(poller, fake):
+    poller()
+    services.heartbeat(SYSTEM, "tg_poll", lease_owner="dead-host:3:cccc", lease_seconds=60)
+    # The owner died a while ago: its lease ran out.
+    Connector.objects.filter(pk="tg_poll").update(lease_expires_at=timezone.now() - timedelta(seconds=1))
+    fake.enqueue_update(update(102))
+    Runner(owner="test-host:1:aaaa", lease_seconds=30, interval=1).run(once=True)
+    assert InboundMessage.objects.count() == 1
+
+
+def test_only_connectors_that_need_a_process_are_leased(poller, make_connector, fake):
+    poller("tg_hook", mode="webhook")
+    make_connector("plain_locmem")
+    poller("tg_stopped")
+    services.stop_connector(SYSTEM, "tg_stopped")
+    runner = Runner(owner="test-host:1:aaaa", lease_seconds=30, interval=1)
+    assert runner.candidates() == {}
+    runner.run(once=True)
+    assert fake.calls_to("getUpdates") == []
+    assert not AuditEvent.objects.filter(action="connector.heartbeat").exists()
+
+
+def test_an_invalid_token_while_polling_puts_the_connector_in_error(poller, fake):
+    poller()
+    fake.tokens = {OTHER_TOKEN}  # revoked after start
+    Runner(owner="test-host:1:aaaa", lease_seconds=30, interval=1).run(once=True)
+    row = Connector.objects.get(pk="tg_poll")
+    assert row.status == "ERROR" and "rejected the bot token" in row.last_error
+    assert TOKEN not in row.last_error
+    assert row.lease_owner == ""
+    assert AuditEvent.objects.filter(action="connector.error", details__error="invalid_token").count() == 1
+
+
+def test_a_running_loop_polls_until_the_connector_stops_then_releases_on_exit(poller, fake):
+    poller()
+    runner = Runner(owner="test-host:1:aaaa", lease_seconds=3, interval=0.2)
+
+    def run():
+        try:
+            runner.run()
+        finally:
+            connection.close()  # this thread's own connection
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    try:
+        fake.enqueue_update(update(200, "first"))
+        wait_until(lambda: InboundMessage.objects.filter(platform_message_id="200").exists(), 15, "update 200 stored")
+        assert lease_owner() == "test-host:1:aaaa"
+        services.stop_connector(SYSTEM, "tg_poll")
+        wait_until(lambda: "tg_poll" not in runner.pollers, 10, "the poller to stop")
+        calls = len(fake.calls_to("getUpdates"))
+        fake.enqueue_update(update(201, "while stopped"))
+        time.sleep(1)
+        assert len(fake.calls_to("getUpdates")) == calls  # nobody polls a stopped connector
+        services.start_connector(SYSTEM, "tg_poll")
+        wait_until(lambda: InboundMessage.objects.filter(platform_message_id="201").exists(), 15, "update 201 stored")
+    finally:
+        runner.stop()
+        thread.join(30)
+    assert not thread.is_alive()
+    assert lease_owner() == ""
+    assert fake.get_updates_conflicts == 0
+
+
+def test_interval_must_be_shorter_than_the_lease(manage):
+    result = manage("runconnectors", "--interval", "5", "--lease-seconds", "5")
+    assert result.returncode != 0
+    assert "interval must be shorter than lease_seconds" in result.stderr
+
+
+# --- two real processes ------------------------------------------------------------------------------
+
+
+def _start_runner(subprocess_env, log_path, lease_seconds):
+    log = open(log_path, "w")  # noqa: SIM115 (closed by the caller through proc.log)
+    proc = subprocess.Popen(
+        [sys.executable, str(BASE_DIR / "manage.py"), "runconnectors", "--interval", "0.3",
+         "--lease-seconds", str(lease_seconds)],
+        cwd=BASE_DIR, env=subprocess_env, stdout=subprocess.DEVNULL, stderr=log,
+    )
+    proc.log = log
+    return proc
+
+
+def _owned_by(proc):
+    return f":{proc.pid}:" in lease_owner()
+
+
+@pytest.mark.slow
+def test_two_processes_one_lease_and_a_takeover_after_kill_9(poller, fake, subprocess_env, tmp_path):
+    poller()
+    lease_seconds = 3
+    first = _start_runner(subprocess_env, tmp_path / "first.log", lease_seconds)
+    second = None
+    try:
+        wait_until(lambda: _owned_by(first), 60, "the first process to take the lease")
+        fake.wait_for_calls("getUpdates", 1, timeout=30)
+
+        second = _start_runner(subprocess_env, tmp_path / "second.log", lease_seconds)
+        wait_until(lambda: "is leased by" in (tmp_path / "second.log").read_text(), 60,
+                   "the second process to find the lease taken")
+        fake.enqueue_update(update(300, "while the first one runs"))
+        wait_until(lambda: InboundMessage.objects.filter(platform_message_id="300").exists(), 15, "update 300 stored")
+        time.sleep(1)  # a few more rounds of both processes
+        assert _owned_by(first)
+        second_log = (tmp_path / "second.log").read_text()
+        assert "polling tg_poll" not in second_log and "leased tg_poll" not in second_log
+        assert fake.get_updates_conflicts == 0  # never two getUpdates at once for the bot
+
+        first.send_signal(signal.SIGKILL)  # no clean-up: the lease stays until it expires
+        first.wait(timeout=10)
+        killed_at = timezone.now()
+        assert _owned_by(first)
+        wait_until(lambda: _owned_by(second), lease_seconds + 15, "the second process to take over")
+        # Not before the dead process's lease ran out.
+        heartbeats = AuditEvent.objects.filter(action="connector.heartbeat", target_id="tg_poll").order_by("seq")
+        takeover = next(h for h in heartbeats if f":{second.pid}:" in h.details.get("lease_owner", ""))
+        assert takeover.time >= killed_at - timedelta(seconds=1)
+
+        fake.enqueue_update(update(301, "after the takeover"))
+        wait_until(lambda: InboundMessage.objects.filter(platform_message_id="301").exists(), 15, "update 301 stored")
+        assert sorted(InboundMessage.objects.values_list("platform_message_id", flat=True)) == ["300", "301"]
+        wait_until(lambda: len(fake.sent) >= 2, 15, "BRAIN's replies")  # sent after the commit
+        time.sleep(0.5)
+        assert len(fake.sent) == 2  # BRAIN answered each once, through the process that stored it
+        row = Connector.objects.get(pk="tg_poll")
+        assert row.last_heartbeat > timezone.now() - timedelta(seconds=5)  # heartbeats keep coming
+
+        second.send_signal(signal.SIGTERM)
+        assert second.wait(timeout=30) == 0
+        assert lease_owner() == ""  # a clean stop hands the lease back at once
+        assert "released tg_poll" in (tmp_path / "second.log").read_text()
+    finally:
+        for proc in (first, second):
+            if proc is not None:
+                if proc.poll() is None:
+                    proc.kill()
+                    proc.wait(timeout=10)
+                proc.log.close()

@@ -1,0 +1,481 @@
+"""A loopback fake Telegram Bot API: a real HTTP server for tests and bench/ scripts.
+
+    fake = FakeTelegram().start()       # 127.0.0.1, a free port, a background thread
+    fake.url                            # http://127.0.0.1:<port>: a connector's `api_base_url`
+    fake.fail("flood", times=2)         # the next two calls answer 429 retry_after
+    fake.enqueue_update({...})          # served by getUpdates
+    fake.calls_to("sendMessage")        # every call received: method, params, token, status
+    fake.stop()
+
+Routes `/bot<token>/<method>` (method names are case-insensitive, as on Telegram) for getMe,
+sendMessage, setWebhook, deleteWebhook, getWebhookInfo, getUpdates and answerCallbackQuery. Bodies
+may be form-encoded (what python-telegram-bot sends; structured values are JSON strings), JSON,
+or query strings. Every call is recorded, also refused ones.
+
+Behaviour that follows Telegram's:
+- tokens: any `<digits>:<secret>` token is accepted unless `tokens` is given, in which case the
+  others get 401 Unauthorized; a malformed token gets 404 Not Found;
+- getUpdates: `offset` confirms (drops) every update with a smaller update_id; answers the
+  pending updates from `offset` on, up to `limit`; waits up to `timeout` seconds (capped by
+  `max_long_poll`) for one to arrive; answers 409 while a webhook is set, and a second getUpdates
+  for the same bot while one is waiting makes the first answer 409 "terminated by other
+  getUpdates request" (counted in `get_updates_conflicts`);
+- setWebhook: needs an https URL (unless `allow_http_webhooks`) and a secret_token of 1-256 of
+  A-Z a-z 0-9 _ -; getUpdates is refused until deleteWebhook;
+- per-chat rules: `block_chat(id)` → 403 "bot was blocked by the user"; `forget_chat(id)` → 400
+  "chat not found"; `migrate_chat(old, new)` → 400 with parameters.migrate_to_chat_id for sends
+  to the old id.
+
+Failure modes switched at run time with `fail(mode, method=None, times=None, after=0)` for calls
+to `method` (any method if None): the next `after` matching calls still succeed, then `times`
+calls fail (None: until `clear_failures()`):
+    flood           429 with parameters.retry_after (`retry_after`, default 7; error_flood.json)
+    blocked         403 Forbidden: bot was blocked by the user (error_blocked.json)
+    chat_not_found  400 Bad Request: chat not found (error_chat_not_found.json)
+    migrated        400 with parameters.migrate_to_chat_id (`migrate_to`; error_migrated.json)
+    invalid_token   401 Unauthorized
+    server_error    500 Internal Server Error
+    bad_gateway     502 with an HTML body
+    slow            waits `slow_seconds`, then answers normally
+`down()` stops listening ("connection refused"; `.url` stays the same), `up()` listens again on
+the same port. `on_call(call)`, if set, runs in the server thread when a call arrives, before it
+is answered (e.g. to check what the database holds at that moment).
+
+Only the standard library is used, so bench scripts can import it without Django.
+"""
+import itertools
+import json
+import re
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from urllib.parse import parse_qsl, urlsplit
+
+FAILURE_MODES = ("flood", "blocked", "chat_not_found", "migrated", "invalid_token", "server_error", "bad_gateway",
+                 "slow")
+TOKEN_PATTERN = re.compile(r"^[0-9]+:[A-Za-z0-9_-]+$")
+SECRET_TOKEN_PATTERN = re.compile(r"^[A-Za-z0-9_-]{1,256}$")
+PATH_PATTERN = re.compile(r"^/bot(?P<token>[^/]+)/(?P<method>[A-Za-z]+)$")
+
+DEFAULT_MIGRATE_TO = -1001234567891  # as in fixtures/telegram/error_migrated.json
+
+
+@dataclass
+class Call:
+    method: str  # canonical camelCase name, e.g. "sendMessage"
+    params: dict  # form/query values are strings; JSON bodies keep their types
+    token: str
+    http_method: str = "POST"
+    content_type: str = ""
+    status: int = 0
+    response: object = None
+    received_at: float = field(default_factory=time.time)
+
+    def param(self, name, default=None):
+        """A parameter decoded the way Telegram reads it: JSON objects, arrays and booleans that
+        arrive as form strings are parsed; anything else is returned as sent."""
+        value = self.params.get(name, default)
+        if isinstance(value, str) and (value[:1] in ("{", "[") or value in ("true", "false")):
+            try:
+                return json.loads(value)
+            except ValueError:
+                return value
+        return value
+
+
+@dataclass
+class _Failure:
+    mode: str
+    method: str | None
+    remaining: int | None
+    skip: int = 0
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+    block_on_close = False
+    allow_reuse_address = True
+
+    def handle_error(self, request, client_address):
+        pass  # clients that gave up (timeouts) close their socket; that is expected here
+
+
+class _Handler(BaseHTTPRequestHandler):
+    server_version = "FakeTelegram/1.0"
+    protocol_version = "HTTP/1.1"
+    # Headers and body go out in separate writes: without this, Nagle + delayed ACK add ~40 ms.
+    disable_nagle_algorithm = True
+
+    def log_message(self, format, *args):
+        pass
+
+    def do_POST(self):
+        self.server.fake._handle(self)
+
+    do_GET = do_POST
+
+    def _send(self, status, payload: bytes, content_type="application/json"):
+        try:
+            self.send_response(status)
+            self.send_header("Content-Type", content_type)
+            self.send_header("Content-Length", str(len(payload)))
+            self.end_headers()
+            self.wfile.write(payload)
+            self.wfile.flush()
+        except OSError:
+            pass
+
+
+class FakeTelegram:
+    METHODS = ("getMe", "sendMessage", "setWebhook", "deleteWebhook", "getWebhookInfo", "getUpdates",
+               "answerCallbackQuery")
+
+    def __init__(self, *, tokens=None, bot_id=7000000001, bot_username="brain_connectors_bot", host="127.0.0.1",
+                 retry_after=7, migrate_to=DEFAULT_MIGRATE_TO, slow_seconds=3.0, max_long_poll=5.0,
+                 allow_http_webhooks=False):
+        self.tokens = set(tokens) if tokens is not None else None
+        self.bot_id = bot_id
+        self.bot_username = bot_username
+        self.host = host
+        self.retry_after = retry_after
+        self.migrate_to = migrate_to
+        self.slow_seconds = slow_seconds
+        self.max_long_poll = max_long_poll
+        self.allow_http_webhooks = allow_http_webhooks
+        self._lock = threading.Condition()
+        self._calls: list[Call] = []
+        self._failures: list[_Failure] = []
+        self._updates: deque = deque()
+        self._update_ids = itertools.count(820013400)
+        self._message_ids = itertools.count(1211)
+        self.blocked_chats: set[str] = set()
+        self.missing_chats: set[str] = set()
+        self.migrated_chats: dict[str, int] = {}
+        self.webhook: dict = {}
+        self.sent: list[dict] = []  # messages accepted by sendMessage, in order
+        self.get_updates_conflicts = 0
+        self._poll_generation: dict[str, int] = {}  # per bot token
+        self._server = None
+        self._thread = None
+        self._port = None
+        self._stopping = threading.Event()
+        self.on_call = None
+
+    # --- life cycle ---
+    def start(self):
+        if self._server is not None:
+            return self
+        self._stopping.clear()
+        server = _Server((self.host, self._port or 0), _Handler)
+        server.fake = self
+        self._server = server
+        self._port = server.server_address[1]
+        self._thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05},
+                                        name=f"fake-telegram-{self._port}", daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self):
+        server, self._server = self._server, None
+        if server is None:
+            return
+        self._stopping.set()  # wakes long polls and slow answers
+        with self._lock:
+            self._lock.notify_all()
+        server.shutdown()
+        server.server_close()
+        self._thread.join(timeout=5)
+        self._thread = None
+
+    def down(self):
+        """Stop listening: calls now get "connection refused"; `.url` keeps pointing here."""
+        self.stop()
+
+    def up(self):
+        return self.start()
+
+    def __enter__(self):
+        return self.start()
+
+    def __exit__(self, *exc):
+        self.stop()
+
+    @property
+    def running(self):
+        return self._server is not None
+
+    @property
+    def port(self):
+        if self._port is None:
+            raise RuntimeError("FakeTelegram has not been started")
+        return self._port
+
+    @property
+    def url(self):
+        return f"http://{self.host}:{self.port}"
+
+    # --- control ---
+    def fail(self, mode, *, method=None, times=None, after=0):
+        if mode not in FAILURE_MODES:
+            raise ValueError(f"unknown failure mode {mode!r}; use one of {', '.join(FAILURE_MODES)}")
+        with self._lock:
+            self._failures.append(_Failure(mode, method, times, after))
+
+    def clear_failures(self):
+        with self._lock:
+            self._failures.clear()
+
+    def block_chat(self, chat_id):
+        self.blocked_chats.add(str(chat_id))
+
+    def forget_chat(self, chat_id):
+        self.missing_chats.add(str(chat_id))
+
+    def migrate_chat(self, old_chat_id, new_chat_id=None):
+        self.migrated_chats[str(old_chat_id)] = int(new_chat_id or self.migrate_to)
+
+    def enqueue_update(self, update: dict) -> dict:
+        """Queue an Update for getUpdates (an update_id is assigned if it has none)."""
+        update = dict(update)
+        with self._lock:
+            if "update_id" not in update:
+                update["update_id"] = next(self._update_ids)
+            self._updates.append(update)
+            self._lock.notify_all()
+        return update
+
+    @property
+    def pending_updates(self) -> list[dict]:
+        with self._lock:
+            return list(self._updates)
+
+    def reset(self):
+        with self._lock:
+            self._calls.clear()
+            self._failures.clear()
+            self._updates.clear()
+            self.sent.clear()
+        self.blocked_chats.clear()
+        self.missing_chats.clear()
+        self.migrated_chats.clear()
+        self.webhook = {}
+        self.get_updates_conflicts = 0
+
+    # --- inspection ---
+    @property
+    def calls(self) -> list[Call]:
+        with self._lock:
+            return list(self._calls)
+
+    def calls_to(self, method) -> list[Call]:
+        return [c for c in self.calls if c.method.lower() == method.lower()]
+
+    def wait_for_calls(self, method, count=1, timeout=10.0) -> list[Call]:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            calls = self.calls_to(method)
+            if len(calls) >= count:
+                return calls
+            time.sleep(0.02)
+        raise TimeoutError(f"FakeTelegram got {len(self.calls_to(method))} {method} calls, expected {count}")
+
+    # --- answering ---
+    def _handle(self, handler):
+        parsed = urlsplit(handler.path)
+        length = int(handler.headers.get("Content-Length") or 0)
+        body = handler.rfile.read(length) if length else b""
+        content_type = (handler.headers.get("Content-Type") or "").split(";")[0].strip().lower()
+        params = dict(parse_qsl(parsed.query, keep_blank_values=True))
+        if content_type == "application/json" and body:
+            try:
+                loaded = json.loads(body)
+            except ValueError:
+                loaded = None
+            if not isinstance(loaded, dict):
+                return self._reply(handler, Call("?", {}, "", handler.command, content_type), 400,
+                                   _error(400, "Bad Request: can't parse JSON object"))
+            params.update(loaded)
+        elif body:
+            params.update(parse_qsl(body.decode("utf-8", "replace"), keep_blank_values=True))
+        match = PATH_PATTERN.match(parsed.path)
+        method = self._canonical(match.group("method")) if match else parsed.path
+        call = Call(method=method, params=params, token=match.group("token") if match else "",
+                    http_method=handler.command, content_type=content_type)
+        if not match or not TOKEN_PATTERN.match(call.token):
+            return self._reply(handler, call, 404, _error(404, "Not Found"))
+        if self.tokens is not None and call.token not in self.tokens:
+            return self._reply(handler, call, 401, _error(401, "Unauthorized"))
+        if self.on_call is not None:
+            self.on_call(call)
+        failure = self._next_failure(method)
+        if failure == "slow":
+            self._stopping.wait(self.slow_seconds)
+        elif failure is not None:
+            return self._reply(handler, call, *self._failure_answer(failure))
+        answer = getattr(self, f"_api_{method}", None)
+        if answer is None:
+            return self._reply(handler, call, 404, _error(404, "Not Found"))
+        status, payload = answer(call)
+        return self._reply(handler, call, status, payload)
+
+    def _canonical(self, name):
+        for method in self.METHODS:
+            if method.lower() == name.lower():
+                return method
+        return name
+
+    def _reply(self, handler, call, status, payload):
+        call.status, call.response = status, payload
+        with self._lock:
+            self._calls.append(call)
+        if isinstance(payload, bytes):
+            handler._send(status, payload, "text/html")
+        else:
+            handler._send(status, json.dumps(payload).encode())
+
+    def _next_failure(self, method):
+        with self._lock:
+            for failure in self._failures:
+                if failure.method is not None and failure.method.lower() != method.lower():
+                    continue
+                if failure.skip > 0:
+                    failure.skip -= 1
+                    return None
+                if failure.remaining is not None:
+                    failure.remaining -= 1
+                    if failure.remaining <= 0:
+                        self._failures.remove(failure)
+                return failure.mode
+        return None
+
+    def _failure_answer(self, mode):
+        if mode == "flood":
+            return 429, _error(429, f"Too Many Requests: retry after {self.retry_after}",
+                               parameters={"retry_after": self.retry_after})
+        if mode == "blocked":
+            return 403, _error(403, "Forbidden: bot was blocked by the user")
+        if mode == "chat_not_found":
+            return 400, _error(400, "Bad Request: chat not found")
+        if mode == "migrated":
+            return 400, _error(400, "Bad Request: group chat was upgraded to a supergroup chat",
+                               parameters={"migrate_to_chat_id": self.migrate_to})
+        if mode == "invalid_token":
+            return 401, _error(401, "Unauthorized")
+        if mode == "server_error":
+            return 500, _error(500, "Internal Server Error")
+        if mode == "bad_gateway":
+            return 502, b"<html><body><h1>502 Bad Gateway</h1></body></html>"
+        raise ValueError(mode)
+
+    # --- methods ---
+    def _me(self):
+        return {"id": self.bot_id, "is_bot": True, "first_name": "BRAIN", "username": self.bot_username,
+                "can_join_groups": True, "can_read_all_group_messages": False, "supports_inline_queries": False}
+
+    def _api_getMe(self, call):
+        return 200, {"ok": True, "result": self._me()}
+
+    def _api_sendMessage(self, call):
+        chat_id = str(call.params.get("chat_id", ""))
+        text = call.params.get("text")
+        if not chat_id:
+            return 400, _error(400, "Bad Request: chat_id is empty")
+        if not isinstance(text, str) or not text.strip():
+            return 400, _error(400, "Bad Request: message text is empty")
+        if len(text.encode("utf-16-le")) // 2 > 4096:
+            return 400, _error(400, "Bad Request: message is too long")
+        if chat_id in self.migrated_chats:
+            return 400, _error(400, "Bad Request: group chat was upgraded to a supergroup chat",
+                               parameters={"migrate_to_chat_id": self.migrated_chats[chat_id]})
+        if chat_id in self.blocked_chats:
+            return 403, _error(403, "Forbidden: bot was blocked by the user")
+        if chat_id in self.missing_chats or not re.match(r"^(-?[0-9]+|@[A-Za-z0-9_]+)$", chat_id):
+            return 400, _error(400, "Bad Request: chat not found")
+        numeric = int(chat_id) if chat_id.lstrip("-").isdigit() else -1009999999999
+        message = {
+            "message_id": next(self._message_ids),
+            "date": int(time.time()),
+            "from": {"id": self.bot_id, "is_bot": True, "first_name": "BRAIN", "username": self.bot_username},
+            "chat": {"id": numeric, "type": "private" if numeric > 0 else "supergroup"},
+            "text": text,
+        }
+        reply = call.param("reply_parameters")
+        if isinstance(reply, dict):
+            message["reply_to_message_id"] = reply.get("message_id")  # recorded for inspection only
+        with self._lock:
+            self.sent.append({"chat_id": chat_id, "text": text, "message_id": message["message_id"],
+                              "reply_parameters": reply})
+        return 200, {"ok": True, "result": message}
+
+    def _api_setWebhook(self, call):
+        url = call.params.get("url", "")
+        secret = call.params.get("secret_token")
+        if not url:
+            return self._api_deleteWebhook(call)
+        if not url.startswith("https://") and not self.allow_http_webhooks:
+            return 400, _error(400, "Bad Request: bad webhook: An HTTPS URL must be provided for webhook")
+        if secret is not None and not SECRET_TOKEN_PATTERN.match(secret):
+            return 400, _error(400, "Bad Request: secret token contains unallowed characters")
+        self.webhook = {"url": url, "secret_token": secret, "allowed_updates": call.param("allowed_updates")}
+        if call.param("drop_pending_updates") is True:
+            with self._lock:
+                self._updates.clear()
+        return 200, {"ok": True, "result": True, "description": "Webhook was set"}
+
+    def _api_deleteWebhook(self, call):
+        was_set = bool(self.webhook)
+        self.webhook = {}
+        if call.param("drop_pending_updates") is True:
+            with self._lock:
+                self._updates.clear()
+        return 200, {"ok": True, "result": True,
+                     "description": "Webhook was deleted" if was_set else "Webhook is already deleted"}
+
+    def _api_getWebhookInfo(self, call):
+        result = {"url": self.webhook.get("url", ""), "has_custom_certificate": False,
+                  "pending_update_count": len(self.pending_updates)}
+        if self.webhook.get("allowed_updates") is not None:
+            result["allowed_updates"] = self.webhook["allowed_updates"]
+        return 200, {"ok": True, "result": result}
+
+    def _api_answerCallbackQuery(self, call):
+        if not call.params.get("callback_query_id"):
+            return 400, _error(400, "Bad Request: query is too old and response timeout expired or query ID is invalid")
+        return 200, {"ok": True, "result": True}
+
+    def _api_getUpdates(self, call):
+        if self.webhook:
+            return 409, _error(409, "Conflict: can't use getUpdates method while webhook is active; "
+                                    "use deleteWebhook to delete the webhook first")
+        try:
+            offset = int(call.params["offset"]) if call.params.get("offset") not in (None, "") else None
+            limit = int(call.params.get("limit") or 100)
+            timeout = float(call.params.get("timeout") or 0)
+        except (TypeError, ValueError):
+            return 400, _error(400, "Bad Request: wrong parameter")
+        deadline = time.monotonic() + min(timeout, self.max_long_poll)
+        with self._lock:
+            if offset is not None:  # confirms everything before it
+                while self._updates and self._updates[0]["update_id"] < offset:
+                    self._updates.popleft()
+            generation = self._poll_generation[call.token] = self._poll_generation.get(call.token, 0) + 1
+            self._lock.notify_all()  # a getUpdates already waiting for this bot must give way
+            while True:
+                if generation != self._poll_generation[call.token]:  # a newer getUpdates for this bot arrived
+                    self.get_updates_conflicts += 1
+                    return 409, _error(409, "Conflict: terminated by other getUpdates request; make sure that "
+                                            "only one bot instance is running")
+                ready = [u for u in self._updates if offset is None or u["update_id"] >= offset][:limit]
+                remaining = deadline - time.monotonic()
+                if ready or remaining <= 0 or self._stopping.is_set():
+                    return 200, {"ok": True, "result": ready}
+                self._lock.wait(min(remaining, 0.1))
+
+
+def _error(code, description, parameters=None):
+    payload = {"ok": False, "error_code": code, "description": description}
+    if parameters:
+        payload["parameters"] = parameters
+    return payload
