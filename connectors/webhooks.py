@@ -10,7 +10,8 @@ later: nothing is acknowledged before it is stored.
 """
 import logging
 
-from django.db import DatabaseError, InterfaceError, OperationalError
+from asgiref.sync import sync_to_async
+from django.db import DatabaseError, InterfaceError, OperationalError, close_old_connections
 from django.http import HttpResponseNotAllowed, JsonResponse
 from django.views.decorators.csrf import csrf_exempt
 
@@ -37,9 +38,23 @@ def _json(status, code, message):
 
 
 @csrf_exempt
-def platform_webhook(request, family, connector_id, channel="messages"):
+async def platform_webhook(request, family, connector_id, channel="messages"):
+    """Async only to leave the event loop: the work runs in a pool thread (not the single
+    thread-sensitive one Django gives sync views), so concurrent webhooks are stored in parallel."""
     if request.method != "POST":
         return HttpResponseNotAllowed(["POST"])
+    return await sync_to_async(_handle, thread_sensitive=False)(request, family, connector_id, channel)
+
+
+def _handle(request, family, connector_id, channel):
+    close_old_connections()  # pool threads get no request signals: drop broken or expired connections
+    try:
+        return _handle_webhook(request, family, connector_id, channel)
+    finally:
+        close_old_connections()
+
+
+def _handle_webhook(request, family, connector_id, channel):
     if len(request.body) > MAX_BODY_BYTES:
         return _json(413, "payload_too_large", "The payload is too large.")
     try:

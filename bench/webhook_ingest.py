@@ -1,0 +1,170 @@
+"""Inbound ingest: real-format Telegram webhooks POSTed to daphne, each persisted before its 200,
+on PostgreSQL (BRAIN tasks go to Redis; no worker runs, so only ingest is measured).
+Prints req/s and p50/p99 latency (goal: ≥ 300 req/s with p99 < 50 ms) and checks that every
+acknowledged update is in the database.
+
+    .venv/bin/python bench/webhook_ingest.py --requests 3000 --concurrency 16
+"""
+import argparse
+import json
+import shutil
+import subprocess
+import sys
+import threading
+import time
+
+import httpx
+from common import ROOT, emit, fresh_database, prepare_environment, setup_django, summary_ms
+
+TOKEN = "7000000001:AAH-bench-token-0123456789abcdefghij"
+FIXTURE = json.loads((ROOT / "tests" / "fixtures" / "telegram" / "message_text.json").read_text())
+
+
+def start_daphne(env, port):
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port), "brain_connectors.asgi:application"],
+        cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+    )
+    for _ in range(150):
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200:
+                return proc
+        except httpx.HTTPError:
+            time.sleep(0.1)
+    proc.kill()
+    raise SystemExit("daphne did not start: " + proc.stderr.read().decode(errors="replace")[-2000:])
+
+
+def load(url, secret, total, concurrency, first_id=0):
+    latencies, failures = [], []
+    counter = iter(range(total))
+    lock = threading.Lock()
+
+    def worker():
+        with httpx.Client(timeout=30) as client:
+            while True:
+                with lock:
+                    i = next(counter, None)
+                if i is None:
+                    return
+                update = json.loads(json.dumps(FIXTURE))
+                update["update_id"] = 900000000 + first_id + i
+                update["message"]["message_id"] = 100000 + first_id + i
+                body = json.dumps(update).encode()
+                started = time.perf_counter()
+                r = client.post(url, content=body, headers={
+                    "Content-Type": "application/json", "X-Telegram-Bot-Api-Secret-Token": secret})
+                elapsed = time.perf_counter() - started
+                with lock:
+                    (latencies if r.status_code == 200 else failures).append(elapsed if r.status_code == 200 else r.status_code)
+
+    threads = [threading.Thread(target=worker) for _ in range(concurrency)]
+    started = time.perf_counter()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return time.perf_counter() - started, latencies, failures
+
+
+WRK_SCRIPT = """
+local thread_counter = 0
+function setup(thread)
+  thread:set("tid", thread_counter)
+  thread_counter = thread_counter + 1
+end
+function init(args)
+  n = 0
+  wrk.method = "POST"
+  wrk.headers["Content-Type"] = "application/json"
+  wrk.headers["X-Telegram-Bot-Api-Secret-Token"] = "%(secret)s"
+end
+function request()
+  n = n + 1
+  local uid = 500000000 + tid * 10000000 + n
+  return wrk.format(nil, nil, nil, string.format([[%(template)s]], uid, uid))
+end
+"""
+
+
+def wrk_load(url, secret, seconds, connections):
+    """Load from a second, native process (wrk), so the Python client does not eat the CPU."""
+    import re
+    import tempfile
+
+    template = dict(FIXTURE)
+    template = json.dumps({**template, "update_id": 0, "message": {**FIXTURE["message"], "message_id": 0}})
+    template = template.replace('"update_id": 0', '"update_id": %d').replace('"message_id": 0', '"message_id": %d')
+    with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as script:
+        script.write(WRK_SCRIPT % {"secret": secret, "template": template})
+    out = subprocess.run(
+        ["wrk", "-t2", f"-c{connections}", f"-d{seconds}s", "--latency", "-s", script.name, url],
+        capture_output=True, text=True, check=True,
+    ).stdout
+
+    def ms(label):
+        value, unit = re.search(rf"{label}\s+([\d.]+)(us|ms|s)", out).groups()
+        return round(float(value) * {"us": 0.001, "ms": 1, "s": 1000}[unit], 2)
+
+    total = int(re.search(r"(\d+) requests in", out).group(1))
+    non_2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    return {
+        "requests": total,
+        "non_2xx": int(non_2xx.group(1)) if non_2xx else 0,
+        "req_per_s": float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1)),
+        "p50_ms": ms("50%"),
+        "p99_ms": ms("99%"),
+    }
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--requests", type=int, default=3000)
+    parser.add_argument("--concurrency", type=int, default=16)
+    parser.add_argument("--port", type=int, default=8791)
+    parser.add_argument("--seconds", type=int, default=15, help="wrk run length")
+    parser.add_argument("--client", choices=["wrk", "python"], default="wrk" if shutil.which("wrk") else "python")
+    args = parser.parse_args()
+
+    env = prepare_environment(PUBLIC_BASE_URL="https://bench.example.org")
+    fresh_database(env["DATABASE_URL"])
+    setup_django()
+    from connectors import services
+    from connectors.models import Connector, InboundMessage
+    from connectors.permissions import Principal
+    from tests.fakes.telegram_server import FakeTelegram
+
+    fake = FakeTelegram().start()
+    system = Principal.system_actor("bench", via="bench")
+    services.register_connector(system, id="tg_ingest", kind="telegram", display_name="Ingest",
+                                config={"mode": "webhook", "api_base_url": fake.url}, credentials={"bot_token": TOKEN})
+    services.start_connector(system, "tg_ingest")
+    secret = Connector.objects.get(pk="tg_ingest").platform_secret
+    server = start_daphne(env, args.port)
+    try:
+        url = f"http://127.0.0.1:{args.port}/webhooks/telegram/tg_ingest/"
+        load(url, secret, min(200, args.requests), args.concurrency)  # warm-up (its rows are counted too)
+        warm = InboundMessage.objects.count()
+        if args.client == "wrk":
+            figures = wrk_load(url, secret, args.seconds, args.concurrency)
+            stored = InboundMessage.objects.count() - warm
+            emit(bench="webhook_ingest", client="wrk", concurrency=args.concurrency, stored=stored,
+                 all_acknowledged_stored=stored == figures["requests"] - figures["non_2xx"], **figures,
+                 goal="≥300 req/s, p99 < 50 ms")
+            return
+        seconds, latencies, failures = load(url, secret, args.requests, args.concurrency, first_id=10_000_000)
+        stored = InboundMessage.objects.count() - warm
+    finally:
+        server.terminate()
+        try:
+            server.wait(10)
+        except subprocess.TimeoutExpired:
+            server.kill()
+        fake.stop()
+    emit(bench="webhook_ingest", client="python", requests=args.requests, concurrency=args.concurrency,
+         ok=len(latencies), failed=len(failures), stored=stored, seconds=round(seconds, 3),
+         req_per_s=round(len(latencies) / seconds, 1), **summary_ms(latencies), goal="≥300 req/s, p99 < 50 ms")
+
+
+if __name__ == "__main__":
+    main()
