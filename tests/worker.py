@@ -58,21 +58,21 @@ def use_broker(queue):
     """Point this (test) process's Celery app at Redis and the worker's queue; returns a restore function."""
     from brain_connectors.celery import app
 
-    saved = (app.conf.task_always_eager, app.conf.broker_url, app.conf.task_default_queue)
+    keys = ("task_always_eager", "broker_url", "task_default_queue")
 
     def reset_pool():
-        # Producers are pooled per broker URL: drop the pool so the next publish uses the new one.
-        if app._pool is not None:
-            app._pool.force_close_all()
-            app._pool = None
+        # Drop the app's references only: kombu's global registry keeps one live pool per broker
+        # URL, and closing it here would break whoever uses that URL next ("Acquire on closed pool").
+        app._pool = None
+        app.amqp._producer_pool = None
 
-    app.conf.task_always_eager = False
-    app.conf.broker_url = os.environ["REDIS_URL"]
-    app.conf.task_default_queue = queue
+    app.conf.update(task_always_eager=False, broker_url=os.environ["REDIS_URL"], task_default_queue=queue)
     reset_pool()
 
     def restore():
-        app.conf.task_always_eager, app.conf.broker_url, app.conf.task_default_queue = saved
+        # Remove our overrides, so the values come from Django settings again.
+        for key in keys:
+            app.conf.changes.pop(key, None)
         reset_pool()
 
     return restore

@@ -164,6 +164,18 @@ def test_a_running_loop_polls_until_the_connector_stops_then_releases_on_exit(po
     assert fake.get_updates_conflicts == 0
 
 
+@pytest.mark.slow
+def test_the_command_with_once_does_one_round_and_exits(poller, fake, manage):
+    poller()
+    fake.enqueue_update(update(150, "from the command"))
+    result = manage("runconnectors", "--once", "--lease-seconds", "20", "--interval", "2")
+    assert result.returncode == 0, result.stderr
+    assert InboundMessage.objects.filter(platform_message_id="150").exists()
+    assert "leased tg_poll" in result.stderr and "released tg_poll" in result.stderr  # progress goes to stderr
+    assert result.stdout == ""
+    assert lease_owner() == ""
+
+
 def test_interval_must_be_shorter_than_the_lease(manage):
     result = manage("runconnectors", "--interval", "5", "--lease-seconds", "5")
     assert result.returncode != 0

@@ -2,6 +2,7 @@
 (tests/fakes/telegram_server.py): starting and stopping (setWebhook/deleteWebhook with the secret),
 webhooks posted to the public URL with the shared real-format fixtures, verification, sending
 (splitting, migrations, each error class and the Delivery it leaves), and polling."""
+import asyncio
 import json
 import random
 import re
@@ -18,7 +19,7 @@ from audit.models import AuditEvent
 from connectors import services
 from connectors.exceptions import Conflict, ValidationFailed
 from connectors.models import Connector, Delivery, InboundMessage
-from connectors.platforms.telegram import split_text
+from connectors.platforms.telegram import client, split_text
 from connectors.platforms.telegram.text import MAX_MESSAGE_LENGTH, utf16_len
 from connectors.registry import connector_for
 from tests.conftest import SYSTEM
@@ -126,6 +127,24 @@ def test_a_10000_character_message_is_split_on_paragraphs():
     assert all(len(p) <= MAX_MESSAGE_LENGTH for p in parts)
     blocks = ["\n\n".join(paragraphs[i:i + 4]) for i in (0, 4, 8)]
     assert parts == [blocks[0].rstrip(), blocks[1].rstrip(), blocks[2]]  # whitespace goes at cuts only
+
+
+# --- running the async SDK from synchronous code ------------------------------------------------
+
+
+def test_calls_work_from_inside_a_running_event_loop_too(fake):
+    """Under ASGI a caller may already run a loop in its thread: the call must not nest loops."""
+
+    async def get_me():
+        async with client.BotSession(TOKEN, fake.url) as bot:
+            return await bot.get_me()
+
+    async def async_caller():
+        return client.run(get_me)  # a synchronous call made from async code
+
+    assert client.run(get_me).username == "brain_connectors_bot"
+    assert asyncio.run(async_caller()).username == "brain_connectors_bot"
+    assert [c.method for c in fake.calls] == ["getMe", "getMe"]
 
 
 # --- configuration -------------------------------------------------------------------------------
@@ -448,6 +467,19 @@ def test_a_voice_message_is_stored_as_a_file_reference(telegram):
     assert inbound.content == "[voice message]"
     assert inbound.metadata["type"] == "voice"
     assert inbound.metadata["file_id"] == "AwACAgIAAxkBAAIBVWVoice" and inbound.metadata["duration"] == 3
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_photo_with_a_caption_is_stored_as_its_caption(telegram):
+    telegram()
+    update = fixture("message_text")
+    message = update["message"]
+    del message["text"]
+    message["caption"] = "What is this plant?"
+    message["photo"] = [{"file_id": "AgACAgIAAxkBAAIBp", "file_unique_id": "AQADp", "width": 90, "height": 90}]
+    assert post_update("tg_main", update, secret_of("tg_main")).json()["stored"] == 1
+    inbound = InboundMessage.objects.get()
+    assert inbound.content == "What is this plant?" and inbound.metadata["type"] == "caption"
 
 
 @pytest.mark.django_db(transaction=True)
