@@ -46,6 +46,7 @@ Only the standard library is used, so bench scripts can import it without Django
 import itertools
 import json
 import re
+import socket
 import threading
 import time
 from collections import deque
@@ -100,6 +101,26 @@ class _Server(ThreadingHTTPServer):
 
     def handle_error(self, request, client_address):
         pass  # clients that gave up (timeouts) close their socket; that is expected here
+
+    def process_request(self, request, client_address):
+        with self.fake._lock:
+            self.fake._connections.add(request)
+        super().process_request(request, client_address)
+
+    def shutdown_request(self, request):
+        with self.fake._lock:
+            self.fake._connections.discard(request)
+        super().shutdown_request(request)
+
+    def drop_connections(self):
+        """A server that goes down takes its kept-alive connections with it, as a real one does."""
+        with self.fake._lock:
+            connections, self.fake._connections = list(self.fake._connections), set()
+        for sock in connections:
+            try:
+                sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -161,6 +182,7 @@ class FakeTelegram:
         self._thread = None
         self._port = None
         self._stopping = threading.Event()
+        self._connections = set()
         self.on_call = None
 
     # --- life cycle ---
@@ -186,6 +208,7 @@ class FakeTelegram:
             self._lock.notify_all()
         server.shutdown()
         server.server_close()
+        server.drop_connections()
         self._thread.join(timeout=5)
         self._thread = None
 

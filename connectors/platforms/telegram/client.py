@@ -9,7 +9,9 @@ repeats the token in its error message; we open and close its HTTP clients ourse
 `translate()` turns PTB's exceptions into ConnectorError, deciding what is permanent.
 """
 import asyncio
+import atexit
 import concurrent.futures
+import threading
 import datetime
 import warnings
 
@@ -84,6 +86,58 @@ class BotSession:
     async def __aexit__(self, *exc_info):
         for request in self._requests:
             await request.shutdown()
+
+
+# --- reused sessions, for sending ---------------------------------------------------------------
+# A new Bot per call builds two HTTP clients (each with its own TLS context) and a new event loop:
+# tens of milliseconds of CPU, which caps a worker at a few dozen sends a second. Calls from the
+# same thread therefore share one event loop and one open session per (token, endpoint, timeout).
+_local = threading.local()
+_open_sessions = []  # (loop, session), closed at interpreter exit
+_open_lock = threading.Lock()
+
+
+def run_with_bot(token, api_base_url, operation, *, timeout=DEFAULT_TIMEOUT):
+    """`await operation(bot)` on this thread's own loop, with a session kept open between calls."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        pass
+    else:  # inside someone else's loop: the per-call path never nests loops
+        async def once():
+            async with BotSession(token, api_base_url, timeout=timeout) as bot:
+                return await operation(bot)
+
+        return run(once)
+    loop = getattr(_local, "loop", None)
+    if loop is None or loop.is_closed():
+        loop = _local.loop = asyncio.new_event_loop()
+        _local.sessions = {}
+    key = (token, api_base_url, timeout)
+
+    async def call():
+        session = _local.sessions.get(key)
+        if session is None:
+            session = BotSession(token, api_base_url, timeout=timeout)
+            await session.__aenter__()
+            _local.sessions[key] = session
+            with _open_lock:
+                _open_sessions.append((loop, session))
+        return await operation(session.bot)
+
+    return loop.run_until_complete(call())
+
+
+@atexit.register
+def _close_open_sessions():
+    with _open_lock:
+        sessions, _open_sessions[:] = list(_open_sessions), []
+    for loop, session in sessions:
+        if not loop.is_closed() and not loop.is_running():
+            try:
+                loop.run_until_complete(session.__aexit__(None, None, None))
+            except Exception:  # interpreter shutdown: best effort only
+                pass
 
 
 def retry_after_seconds(exc: RetryAfter) -> float:

@@ -97,19 +97,19 @@ class TelegramConnector(BaseConnector):
         """Run `await operation(bot)` against the Bot API; PTB errors become ConnectorError
         (ChatMigrated passes through when `follow_migrations`)."""
 
+        api_base_url = self.config.get("api_base_url") or client.OFFICIAL_API_BASE_URL
+        timeout = self.config.get("timeout", client.DEFAULT_TIMEOUT)
+
         async def call():
-            async with client.BotSession(
-                self.token,
-                self.config.get("api_base_url") or client.OFFICIAL_API_BASE_URL,
-                timeout=self.config.get("timeout", client.DEFAULT_TIMEOUT),
-                poll_timeout=poll_timeout,
-            ) as bot:
+            async with client.BotSession(self.token, api_base_url, timeout=timeout, poll_timeout=poll_timeout) as bot:
                 return await operation(bot)
 
         if not self.token:
             raise ConnectorError("No bot_token is set for this connector.", permanent=True, code=client.INVALID_TOKEN)
         try:
-            return client.run(call)
+            if poll_timeout:  # long polls keep their own session, with their longer read timeout
+                return client.run(call)
+            return client.run_with_bot(self.token, api_base_url, operation, timeout=timeout)
         except ChatMigrated:
             if follow_migrations:
                 raise
