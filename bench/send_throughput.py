@@ -2,15 +2,23 @@
 loopback fake Telegram, on PostgreSQL and Redis; then the same N with a plain python-telegram-bot
 loop to the same fake. Prints msg/s, enqueue→sent p50/p99, and the ratio (goal: ≥ 0.8).
 
-    .venv/bin/python bench/send_throughput.py --messages 1000 --chats 50 --concurrency 8
+    .venv/bin/python bench/send_throughput.py --messages 1000 --chats 50 --concurrency 8 --enqueuers 4
 """
 import argparse
 import asyncio
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 from common import emit, fresh_database, prepare_environment, setup_django, summary_ms
 
 TOKEN = "7000000001:AAH-bench-token-0123456789abcdefghij"
+
+
+def enqueue(services, system, i, chats):
+    from django.db import close_old_connections
+
+    services.send_message(system, "tg_bench", str(5550000000 + i % chats), f"bench message {i}")
+    close_old_connections()
 
 
 def pipeline_run(args, fake, env):
@@ -32,8 +40,9 @@ def pipeline_run(args, fake, env):
     try:
         fake.reset()
         started = time.perf_counter()
-        for i in range(args.messages):
-            services.send_message(system, "tg_bench", str(5550000000 + i % args.chats), f"bench message {i}")
+        # Several concurrent callers, as REST clients are; each message is one send_message call.
+        with ThreadPoolExecutor(args.enqueuers) as pool:
+            list(pool.map(lambda i: enqueue(services, system, i, args.chats), range(args.messages)))
         enqueued = time.perf_counter()
         while len(fake.sent) < args.messages:
             if time.perf_counter() - started > args.timeout:
@@ -76,6 +85,7 @@ def main():
     parser.add_argument("--messages", type=int, default=1000)
     parser.add_argument("--chats", type=int, default=50)
     parser.add_argument("--concurrency", type=int, default=8, help="worker threads")
+    parser.add_argument("--enqueuers", type=int, default=4, help="concurrent send_message callers")
     parser.add_argument("--timeout", type=float, default=600)
     args = parser.parse_args()
 

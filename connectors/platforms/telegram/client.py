@@ -11,8 +11,9 @@ repeats the token in its error message; we open and close its HTTP clients ourse
 import asyncio
 import atexit
 import concurrent.futures
-import threading
+import contextlib
 import datetime
+import threading
 import warnings
 
 from telegram import Bot
@@ -134,10 +135,8 @@ def _close_open_sessions():
         sessions, _open_sessions[:] = list(_open_sessions), []
     for loop, session in sessions:
         if not loop.is_closed() and not loop.is_running():
-            try:
+            with contextlib.suppress(Exception):  # interpreter shutdown: best effort only
                 loop.run_until_complete(session.__aexit__(None, None, None))
-            except Exception:  # interpreter shutdown: best effort only
-                pass
 
 
 def retry_after_seconds(exc: RetryAfter) -> float:
