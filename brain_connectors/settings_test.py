@@ -25,6 +25,10 @@ os.environ.setdefault("ALLOWED_HOSTS", "testserver,127.0.0.1,localhost")
 from .settings import *  # noqa: E402,F403
 from .settings import DATABASES  # noqa: E402
 
+# Webhooks run in pool threads; persistent connections there would keep the test database busy
+# when pytest-django drops it.
+DATABASES["default"]["CONN_MAX_AGE"] = 0
+
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     DATABASES["default"]["TEST"] = {
         "NAME": os.path.join(tempfile.gettempdir(), f"brain_connectors_test_{os.getpid()}.sqlite3")

@@ -836,7 +836,7 @@ def save_platform_secret(connector_id, secret, principal=None):
 
 # ConnectorError codes meaning the whole connector is unusable, not one recipient or one message
 # (the platform rejected its credentials): the connector goes to ERROR with the reason.
-CONNECTOR_FATAL_CODES = frozenset({"invalid_token", "invalid_credentials"})
+CONNECTOR_FATAL_CODES = frozenset({"invalid_token", "invalid_credentials", "account_inactive"})
 
 
 def record_connector_error(principal, connector_id, error: ConnectorError):

@@ -234,7 +234,7 @@ def test_send_reaches_twilio_with_status_callback(settings, twilio_connector, tw
         "StatusCallback": f"{PUBLIC}/webhooks/twilio/sms_send/status/",
     }
     assert delivery.status == "sent"
-    assert delivery.platform_message_id.startswith("SM") and len(delivery.platform_message_id) == 34
+    assert delivery.platform_message_id == sent.response["sid"] and sent.response["sid"].startswith("SM")
     assert sent.headers["authorization"].startswith("Basic ")
 
 
@@ -323,6 +323,9 @@ def test_credentials_revoked_after_start_fail_the_delivery(twilio_connector, twi
     delivery.refresh_from_db()
     assert delivery.status == "failed"
     assert audit_details("message.failed")[-1]["error"] == "invalid_credentials"
+    # The whole connector is unusable until its credentials are fixed: it goes to ERROR.
+    connector = Connector.objects.get(pk="sms_revoked")
+    assert connector.status == "ERROR" and "auth token" in connector.last_error
 
 
 def test_transient_error_then_success_on_retry(twilio_connector, twilio_fake):

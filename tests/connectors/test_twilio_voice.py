@@ -132,6 +132,19 @@ def test_speech_is_stored_answered_spoken_and_marked_delivered(client, voice, tw
     assert query(root.find("Gather").get("action")) == {"turn": "2", "silence": "0"}
 
 
+@pytest.mark.parametrize("caller, sender", [
+    ("client:alice", "client:alice"),  # a Twilio Client (browser/app) caller
+    ("Anonymous", f"anonymous:{CALL_SID}"),  # no caller ID
+])
+def test_callers_without_a_phone_number_are_answered_too(client, voice, twilio_fake, caller, sender):
+    voice()
+    _, action = greet(client)
+    root = twiml(call(client, action, speech("Hello", From=caller, Caller=caller)))
+    assert says(root) == ['Echo: "Hello" (0 context messages)']
+    assert InboundMessage.objects.get().sender == sender
+    assert Delivery.objects.get().status == "delivered"
+
+
 def test_a_retried_speech_request_is_stored_once_and_spoken_again(client, voice, twilio_fake):
     voice()
     _, action = greet(client)
@@ -267,6 +280,26 @@ def test_waiting_too_long_gives_up_politely(client, voice, twilio_fake, gated_br
         gated_brain.gate.set()
 
 
+def test_a_reply_still_queued_is_not_spoken_until_it_is_sent(client, voice, twilio_fake):
+    """Only a reply that went through send() (the delivery pipeline: quotas, retries) is spoken."""
+    voice(reply_wait_seconds=0.2)
+    services.receive_message("voice_main", IncomingMessage(
+        sender=CALLER, content="Status?", platform_message_id=f"{CALL_SID}:1:q",
+        metadata={"call_sid": CALL_SID, "turn": 1, "channel": "voice"}))
+    reply = Delivery.objects.get()
+    Delivery.objects.filter(pk=reply.pk).update(status="queued", platform_message_id="")  # not attempted yet
+    inbound = InboundMessage.objects.get()
+    url = f"http://testserver/webhooks/twilio/voice_main/voice/?turn=1&pending={inbound.pk}&wait=1"
+    in_call = fixture("voice_incoming", CallStatus="in-progress")
+    root = twiml(call(client, url, in_call))
+    assert verbs(root) == ["Redirect"] and says(root) == []
+    services.attempt_delivery(reply.pk)  # what the worker does next
+    root = twiml(call(client, root.find("Redirect").text, in_call))
+    assert says(root) == ['Echo: "Status?" (0 context messages)']
+    reply.refresh_from_db()
+    assert reply.status == "delivered"
+
+
 def test_a_pending_id_of_another_call_is_not_spoken(client, voice, twilio_fake):
     voice()
     _, action = greet(client)
@@ -323,6 +356,17 @@ def test_notification_places_a_call_that_says_the_text(settings, voice, twilio_f
     assert verbs(root) == ["Say"] and says(root) == ["Your build <b>failed</b> & needs you."]  # escaped, not markup
     assert root.find("Say").get("voice") == "alice"
     assert delivery.status == "sent" and delivery.platform_message_id == placed.response["sid"]
+
+
+def test_calls_to_client_addresses_but_not_back_to_anonymous_callers(voice, twilio_fake):
+    voice("voice_addr")
+    placed, _ = services.send_message(SYSTEM, "voice_addr", "client:alice", "Ping")
+    anonymous, _ = services.send_message(SYSTEM, "voice_addr", f"anonymous:{CALL_SID}", "Ping")
+    placed.refresh_from_db()
+    anonymous.refresh_from_db()
+    assert placed.status == "sent" and twilio_fake.calls[0].form["To"] == "client:alice"
+    assert anonymous.status == "failed" and "anonymous" in anonymous.last_error
+    assert len(twilio_fake.calls) == 1
 
 
 def test_notification_with_ack_records_the_digit(client, settings, voice, twilio_fake):

@@ -146,6 +146,13 @@ def test_window_is_per_connector_and_per_person(twilio_connector, twilio_fake, n
     assert send("wa_a", ADA).status == "sent"
 
 
+def test_someone_else_writing_does_not_open_the_window(twilio_connector, twilio_fake, no_reply):
+    twilio_connector("wa_other", "whatsapp")
+    heard_from("wa_other", sender="whatsapp:+15005550123", hours_ago=1)  # same last digits as Ada
+    assert send("wa_other", ADA).status == "failed"
+    assert send("wa_other", "whatsapp:+15005550123").status == "sent"
+
+
 def test_twilio_saying_outside_window_falls_back_to_the_template(twilio_connector, twilio_fake, no_reply):
     twilio_connector("wa_fb", "whatsapp", template_content_sid=TEMPLATE)
     heard_from("wa_fb", hours_ago=1)

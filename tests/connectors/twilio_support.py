@@ -89,7 +89,12 @@ def embedded_worker():
 
     app = Celery("brain_connectors_test_worker", set_as_current=False)
     app.config_from_object("django.conf:settings", namespace="CELERY")
-    app.conf.update(broker_url="memory://", task_always_eager=False, broker_transport_options={})
+    app.conf.update(
+        broker_url="memory://",
+        task_always_eager=False,
+        broker_transport_options={},
+        worker_hijack_root_logger=False,  # leave the logging of the test process alone
+    )
     app.loader.import_default_modules()
     import connectors.tasks  # noqa: F401  (registers the shared tasks)
 

@@ -21,6 +21,7 @@ answer is recorded through services.acknowledge_delivery. Call status callbacks 
 delivered; no-answer, busy, failed, canceled → failed) come back to …/status/.
 """
 import logging
+import re
 
 from django.conf import settings
 
@@ -35,13 +36,15 @@ from ...base import (
     WebhookResult,
 )
 from ...permissions import Principal
-from ..twilio_common import E164, TwilioConnector, config_schema, receipt_from_status, twiml_response
+from ..twilio_common import E164, E164_RE, TwilioConnector, config_schema, receipt_from_status, twiml_response
 from .conversation import CallState, is_goodbye, url_with, wait_for_reply
 from .twiml import Speaker
 
 logger = logging.getLogger(__name__)
 
 TWIML_PARAM_LIMIT = 4000  # Twilio refuses inline TwiML longer than this
+CLIENT_OR_SIP = re.compile(r"^(client:[A-Za-z0-9_.-]{1,100}|sip:[^\s<>\"]{3,200})$")
+ANONYMOUS = re.compile(r"^anonymous:CA[0-9a-fA-F]{32}$")
 DEFAULTS = {"reply_wait_seconds": 3.0, "max_wait_rounds": 5, "gather_timeout": 5}
 
 
@@ -65,6 +68,34 @@ class VoiceConnector(TwilioConnector):
         max_wait_rounds={"type": "integer", "minimum": 1, "maximum": 20},
         gather_timeout={"type": "integer", "minimum": 1, "maximum": 30},
     )
+
+    @classmethod
+    def normalize_recipient(cls, recipient: str) -> str:
+        """E.164, or a Twilio Client / SIP address (`client:alice`, `sip:ada@example.org`), which
+        Twilio can call too. `anonymous:<CallSid>` (a caller without caller ID) can only be
+        answered inside its call."""
+        value = str(recipient).strip()
+        if CLIENT_OR_SIP.match(value):
+            return value
+        if ANONYMOUS.match(value):
+            raise ConnectorError(
+                "An anonymous caller cannot be called back.", permanent=True, code="invalid_recipient"
+            )
+        return super().normalize_recipient(value)
+
+    @classmethod
+    def validate_recipient(cls, recipient: str):
+        if ANONYMOUS.match(str(recipient).strip()):
+            return None  # valid as the address of a reply within the call; send() refuses a new call
+        return super().validate_recipient(recipient)
+
+    @staticmethod
+    def caller_address(state):
+        """The caller as a recipient: their number or client/SIP address, else `anonymous:<CallSid>`."""
+        caller = state.caller
+        if CLIENT_OR_SIP.match(caller) or E164_RE.match(caller):
+            return caller
+        return f"anonymous:{state.call_sid}"
 
     def option(self, name):
         return self.config.get(name, DEFAULTS.get(name))
@@ -121,7 +152,7 @@ class VoiceConnector(TwilioConnector):
             return WebhookResult()  # nothing to store; webhook_response answers
         try:
             message = IncomingMessage(
-                sender=state.caller or "unknown caller",
+                sender=self.caller_address(state),
                 content=state.speech,
                 platform_message_id=state.speech_message_id(),
                 metadata={"call_sid": state.call_sid, "turn": state.turn or 0, "channel": "voice"},

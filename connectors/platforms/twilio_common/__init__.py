@@ -1,0 +1,178 @@
+"""What the three Twilio kinds (`sms`, `whatsapp`, `voice`) share.
+
+- `make_client()`: a `twilio.rest.Client` from the connector's credentials and config. Config
+  `api_base_url` (a regional edge such as https://api.dublin.ie1.twilio.com, or a loopback fake)
+  replaces the scheme and host of every request the SDK makes (`BaseUrlHttpClient`).
+- `map_twilio_error()`: a Twilio REST error or a network failure → `ConnectorError` with a
+  stable `code` and the right `permanent` / `retry_after`.
+- `TwilioConnector`: signature verification (X-Twilio-Signature over the public URL, before any
+  database write), delivery receipts from status callbacks, the health check (fetch the
+  account) and the StatusCallback URL given to every send when PUBLIC_BASE_URL is set.
+"""
+import logging
+import re
+
+from django.conf import settings
+from twilio.request_validator import RequestValidator
+
+from ...base import BaseConnector, ConnectorError, HealthResult, WebhookIgnored, WebhookRejected, WebhookResult
+from .client import DEFAULT_TIMEOUT, BaseUrlHttpClient, make_client
+from .errors import PERMANENT_CODES, call_twilio, map_twilio_error, parse_retry_after
+from .inbound import inbound_message, receipt_from_status, twiml_response
+
+__all__ = [
+    "DEFAULT_TIMEOUT", "E164", "E164_RE", "NOT_E164", "PERMANENT_CODES", "BaseUrlHttpClient", "TwilioConnector",
+    "TwilioMessagingConnector", "call_twilio", "config_schema", "inbound_message", "make_client",
+    "map_twilio_error", "normalize_phone", "parse_retry_after", "receipt_from_status", "twiml_response",
+]
+
+logger = logging.getLogger(__name__)
+
+E164 = r"\+[1-9][0-9]{6,14}"
+E164_RE = re.compile(rf"^{E164}$")
+# https anywhere (regional edges, a proxy); plain http only to a loopback fake.
+API_BASE_URL_PATTERN = r"^(https://[A-Za-z0-9.-]+(:[0-9]{1,5})?|http://(127\.0\.0\.1|localhost|\[::1\])(:[0-9]{1,5})?)(/[^\s?#]*)?$"
+
+CREDENTIALS_SCHEMA = {
+    "type": "object",
+    "additionalProperties": False,
+    "required": ["account_sid", "auth_token"],
+    "properties": {
+        "account_sid": {"type": "string", "pattern": "^AC[0-9a-fA-F]{32}$"},
+        "auth_token": {"type": "string", "pattern": "^[A-Za-z0-9_-]{16,128}$"},
+    },
+}
+
+COMMON_CONFIG_PROPERTIES = {
+    "api_base_url": {"type": "string", "maxLength": 200, "pattern": API_BASE_URL_PATTERN},
+    "timeout": {"type": "number", "minimum": 1, "maximum": 60},
+}
+
+
+def config_schema(from_number_pattern, **extra_properties):
+    return {
+        "type": "object",
+        "additionalProperties": False,
+        "required": ["from_number"],
+        "properties": {
+            "from_number": {"type": "string", "maxLength": 64, "pattern": from_number_pattern},
+            **COMMON_CONFIG_PROPERTIES,
+            **extra_properties,
+        },
+    }
+
+
+NOT_E164 = "not a phone number in E.164 form (+<country code><number>, e.g. +14155550123)"
+
+
+def normalize_phone(recipient: str) -> str:
+    """E.164 with the spaces, dashes, dots and brackets people type removed; ConnectorError otherwise."""
+    cleaned = "".join(ch for ch in str(recipient).strip() if ch not in " -.()\u00a0")
+    if not E164_RE.match(cleaned):
+        raise ConnectorError(f"The recipient is {NOT_E164}.", permanent=True, code="invalid_recipient")
+    return cleaned
+
+
+# --- the shared connector --------------------------------------------------------------------
+
+
+class TwilioConnector(BaseConnector):
+    """Base of the three Twilio kinds. Subclasses implement send() and the messages/voice channels."""
+
+    credentials_schema = CREDENTIALS_SCHEMA
+    webhook_channels = ("messages", "status")
+
+    @classmethod
+    def normalize_recipient(cls, recipient: str) -> str:
+        return normalize_phone(recipient)
+
+    @classmethod
+    def validate_recipient(cls, recipient: str):
+        """Checked by send_message when the message is queued (400 at once, no failed delivery)."""
+        try:
+            cls.normalize_recipient(recipient)
+        except ConnectorError:
+            return NOT_E164
+        return None
+
+    def client(self):
+        return make_client(self.credentials, self.config)
+
+    def call(self, operation):
+        return call_twilio(self.client(), operation)
+
+    # --- lifecycle and health ---
+    def _fetch_account(self):
+        sid = self.credentials.get("account_sid", "")
+        return self.call(lambda c: c.api.v2010.accounts(sid).fetch())
+
+    def health_check(self) -> HealthResult:
+        account = self._fetch_account()
+        status = getattr(account, "status", None) or "unknown"
+        if status != "active":
+            return HealthResult(ok=False, detail=f"Twilio account status is {status}")
+        return HealthResult(ok=True, detail=f"Twilio account {account.sid} is active")
+
+    def start(self) -> None:
+        """Check the credentials. A permanent refusal (bad SID/token, closed account) fails the
+        start; a transient one (Twilio down, timeout) does not: sends are retried anyway, and
+        inbound webhooks keep arriving."""
+        try:
+            self._fetch_account()
+        except ConnectorError as exc:
+            if exc.permanent:
+                raise
+            logger.warning("Twilio unreachable while starting %s (%s); starting anyway", self.connector.id, exc.code)
+
+    # --- outbound helpers ---
+    def status_callback_url(self):
+        """Where Twilio should report delivery status, or None when PUBLIC_BASE_URL is unset."""
+        if not settings.PUBLIC_BASE_URL:
+            return None
+        from ...webhooks import webhook_url
+
+        return webhook_url("webhook-twilio-status", self.connector.id)
+
+    # --- inbound webhooks ---
+    def verify_webhook(self, request, channel: str) -> None:
+        from ...webhooks import public_url
+
+        signature = request.headers.get("X-Twilio-Signature", "")
+        if not signature:
+            raise WebhookRejected("missing X-Twilio-Signature")
+        token = self.credentials.get("auth_token")
+        if not token:
+            raise WebhookRejected("the connector has no auth_token to check signatures with")
+        if not RequestValidator(token).validate(public_url(request), request.POST, signature):
+            raise WebhookRejected("X-Twilio-Signature does not match the URL and parameters")
+
+    def parse_webhook(self, request, channel: str) -> WebhookResult:
+        if channel not in self.webhook_channels:
+            raise WebhookIgnored(f"{self.kind} connectors take no {channel} webhooks")
+        if channel == "status":
+            return self.parse_status(request)
+        return self.parse_channel(request, channel)
+
+    def parse_status(self, request) -> WebhookResult:
+        receipt = receipt_from_status(request.POST)
+        if receipt is None:
+            raise WebhookIgnored("intermediate status")
+        return WebhookResult(receipts=[receipt])
+
+    def parse_channel(self, request, channel) -> WebhookResult:
+        raise WebhookIgnored(f"{self.kind} connectors take no {channel} webhooks")
+
+
+class TwilioMessagingConnector(TwilioConnector):
+    """SMS and WhatsApp: inbound messages on /webhooks/twilio/<id>/, receipts on …/status/."""
+
+    def parse_channel(self, request, channel) -> WebhookResult:
+        if channel != "messages":
+            raise WebhookIgnored(f"{self.kind} connectors take no {channel} webhooks")
+        return WebhookResult(messages=[inbound_message(request.POST)])
+
+    def webhook_response(self, request, channel, result, stored):
+        if channel == "messages":
+            # An empty TwiML document: acknowledged, no auto-reply (BRAIN answers through the API).
+            return twiml_response("<?xml version=\"1.0\" encoding=\"UTF-8\"?><Response />")
+        return None
