@@ -94,6 +94,14 @@ def _load(principal, connector_id, perm, *, for_update=False):
     return connector
 
 
+def _require_running(connector):
+    if connector.status != ConnectorStatus.CONNECTED:
+        raise Conflict(
+            f"Connector {connector.id!r} is {connector.status}, not CONNECTED; start it first.",
+            code="connector_not_running",
+        )
+
+
 def _transition(connector, new_status):
     if new_status not in ALLOWED_TRANSITIONS[connector.status]:
         raise Conflict(
@@ -482,11 +490,7 @@ def send_message(principal, connector_id, recipient, content, *, idempotency_key
                 if existing:
                     _record("message.send", principal, connector_id, delivery_id=str(existing.id), replayed=True)
                     return existing, True
-            if connector.status != ConnectorStatus.CONNECTED:
-                raise Conflict(
-                    f"Connector {connector_id!r} is {connector.status}, not CONNECTED; start it first.",
-                    code="connector_not_running",
-                )
+            _require_running(connector)
             try:
                 with transaction.atomic():
                     delivery = Delivery.objects.create(
@@ -873,10 +877,7 @@ def receive_message(connector_id, message: IncomingMessage, principal=None):
             connector = Connector.objects.filter(pk=connector_id).first()
             if connector is None:
                 raise NotFound(f"Connector {connector_id!r} does not exist.")
-            if connector.status != ConnectorStatus.CONNECTED:
-                raise Conflict(
-                    f"Connector {connector_id!r} is {connector.status}, not CONNECTED.", code="connector_not_running"
-                )
+            _require_running(connector)
             try:
                 with transaction.atomic():
                     inbound = InboundMessage.objects.create(
