@@ -20,19 +20,34 @@ TOKEN = "7000000001:AAH-bench-token-0123456789abcdefghij"
 FIXTURE = json.loads((ROOT / "tests" / "fixtures" / "telegram" / "message_text.json").read_text())
 
 
-def start_daphne(env, port):
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port), "brain_connectors.asgi:application"],
-        cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-    )
-    for _ in range(150):
+def start_daphne(env, port, processes=1):
+    """`processes` daphne processes sharing one listening socket (--fd), as systemd socket
+    activation or a process manager would run them: one per core."""
+    import socket
+
+    listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    listener.bind(("127.0.0.1", port))
+    listener.listen(1024)
+    listener.set_inheritable(True)
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-m", "daphne", "--fd", str(listener.fileno()), "brain_connectors.asgi:application"],
+            cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, pass_fds=[listener.fileno()],
+        )
+        for _ in range(processes)
+    ]
+    listener.close()  # the children hold it now
+    for _ in range(300):
         try:
             if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200:
-                return proc
+                time.sleep(1.0 if processes > 1 else 0)  # let every process finish starting
+                return procs
         except httpx.HTTPError:
             time.sleep(0.1)
-    proc.kill()
-    raise SystemExit("daphne did not start: " + proc.stderr.read().decode(errors="replace")[-2000:])
+    for proc in procs:
+        proc.kill()
+    raise SystemExit("daphne did not start")
 
 
 def load(url, secret, total, concurrency, first_id=0):
@@ -123,6 +138,7 @@ def main():
     parser.add_argument("--concurrency", type=int, default=16)
     parser.add_argument("--port", type=int, default=8791)
     parser.add_argument("--seconds", type=int, default=15, help="wrk run length")
+    parser.add_argument("--processes", type=int, default=1, help="daphne processes sharing the socket")
     parser.add_argument("--client", choices=["wrk", "python"], default="wrk" if shutil.which("wrk") else "python")
     args = parser.parse_args()
 
@@ -140,7 +156,7 @@ def main():
                                 config={"mode": "webhook", "api_base_url": fake.url}, credentials={"bot_token": TOKEN})
     services.start_connector(system, "tg_ingest")
     secret = Connector.objects.get(pk="tg_ingest").platform_secret
-    server = start_daphne(env, args.port)
+    servers = start_daphne(env, args.port, args.processes)
     try:
         url = f"http://127.0.0.1:{args.port}/webhooks/telegram/tg_ingest/"
         load(url, secret, min(200, args.requests), args.concurrency)  # warm-up (its rows are counted too)
@@ -148,18 +164,20 @@ def main():
         if args.client == "wrk":
             figures = wrk_load(url, secret, args.seconds, args.concurrency)
             stored = InboundMessage.objects.count() - warm
-            emit(bench="webhook_ingest", client="wrk", concurrency=args.concurrency, stored=stored,
+            emit(bench="webhook_ingest", client="wrk", processes=args.processes, concurrency=args.concurrency,
+                 stored=stored,
                  all_acknowledged_stored=stored == figures["requests"] - figures["non_2xx"], **figures,
                  goal="≥300 req/s, p99 < 50 ms")
             return
         seconds, latencies, failures = load(url, secret, args.requests, args.concurrency, first_id=10_000_000)
         stored = InboundMessage.objects.count() - warm
     finally:
-        server.terminate()
-        try:
-            server.wait(10)
-        except subprocess.TimeoutExpired:
-            server.kill()
+        for server in servers:
+            server.terminate()
+            try:
+                server.wait(10)
+            except subprocess.TimeoutExpired:
+                server.kill()
         fake.stop()
     emit(bench="webhook_ingest", client="python", requests=args.requests, concurrency=args.concurrency,
          ok=len(latencies), failed=len(failures), stored=stored, seconds=round(seconds, 3),
