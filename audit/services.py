@@ -50,7 +50,9 @@ def _clean_details(details):
 def record(action, *, principal, result=SUCCESS, target_type="", target_id="", details=None):
     """Append one row to the audit chain in the current transaction (or its own)."""
     details = _clean_details(details)
-    with transaction.atomic():
+    # No savepoint when nested: an audit failure must fail the caller's whole transaction anyway,
+    # and two round trips fewer matter on hot paths such as webhook ingest.
+    with transaction.atomic(savepoint=False):
         if connection.vendor == "postgresql":
             with connection.cursor() as cursor:
                 cursor.execute("SELECT pg_advisory_xact_lock(%s)", [_CHAIN_LOCK_KEY])
