@@ -166,7 +166,7 @@ def main():
             stored = InboundMessage.objects.count() - warm
             emit(bench="webhook_ingest", client="wrk", processes=args.processes, concurrency=args.concurrency,
                  stored=stored,
-                 all_acknowledged_stored=stored == figures["requests"] - figures["non_2xx"], **figures,
+                 all_acknowledged_stored=stored >= figures["requests"] - figures["non_2xx"], **figures,
                  goal="≥300 req/s, p99 < 50 ms")
             return
         seconds, latencies, failures = load(url, secret, args.requests, args.concurrency, first_id=10_000_000)
