@@ -27,71 +27,16 @@ the same port.
 
 Only the standard library is used, so bench scripts can import it without Django.
 """
-import base64
-import binascii
-import hashlib
-import hmac
 import json
 import threading
 import time
 from collections import deque
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+from .base import LoopbackServer, QuietHandler
+from .standard_webhooks import TOLERANCE_SECONDS, check_signature, compute_signature, sign_request  # noqa: F401
 
 MODES = ("ok", "rate_limited", "error_500", "error_503", "error_400", "slow")
-TOLERANCE_SECONDS = 5 * 60
-
-
-# --- the receiver's own signature check ------------------------------------------------------
-
-
-def secret_key(secret: str) -> bytes:
-    if secret.startswith("whsec_"):
-        return base64.b64decode(secret[len("whsec_"):], validate=True)
-    return secret.encode("utf-8")
-
-
-def compute_signature(secret: str, msg_id: str, timestamp, body: bytes) -> str:
-    """The base64 signature (without `v1,`) that a sender holding `secret` offers."""
-    to_sign = f"{msg_id}.{timestamp}.".encode("utf-8") + body
-    return base64.b64encode(hmac.new(secret_key(secret), to_sign, hashlib.sha256).digest()).decode("ascii")
-
-
-def sign_request(secret: str, body: bytes, msg_id: str, timestamp=None) -> dict:
-    """Headers a Standard-Webhooks sender would send: for tests that play the sender's part."""
-    timestamp = int(time.time()) if timestamp is None else int(timestamp)
-    return {
-        "webhook-id": msg_id,
-        "webhook-timestamp": str(timestamp),
-        "webhook-signature": "v1," + compute_signature(secret, msg_id, timestamp, body),
-    }
-
-
-def check_signature(secrets, headers, body: bytes, *, now=None, tolerance=TOLERANCE_SECONDS):
-    """None if one of `secrets` signed this request recently, else the reason it did not verify."""
-    lowered = {k.lower(): v for k, v in headers.items()}
-    msg_id = lowered.get("webhook-id", "")
-    raw_timestamp = lowered.get("webhook-timestamp", "")
-    offered_header = lowered.get("webhook-signature", "")
-    if not msg_id or not raw_timestamp or not offered_header:
-        return "missing webhook-id, webhook-timestamp or webhook-signature"
-    if not raw_timestamp.isdigit():
-        return "webhook-timestamp is not a non-negative integer"
-    now = time.time() if now is None else now
-    if abs(now - int(raw_timestamp)) > tolerance:
-        return f"webhook-timestamp is {int(now - int(raw_timestamp))}s away from now (tolerance {tolerance}s)"
-    offered = [value.encode("ascii", "replace") for version, _, value in
-               (part.partition(",") for part in offered_header.split(" ")) if version == "v1" and value]
-    if not offered:
-        return "no v1 signature offered"
-    for secret in secrets:
-        try:
-            expected = compute_signature(secret, msg_id, raw_timestamp, body).encode("ascii")
-        except (binascii.Error, ValueError):
-            continue
-        if any(hmac.compare_digest(expected, candidate) for candidate in offered):
-            return None
-    return "no offered signature matches"
 
 
 # --- recording -------------------------------------------------------------------------------
@@ -118,24 +63,11 @@ class ReceivedRequest:
 # --- the server ------------------------------------------------------------------------------
 
 
-class _Server(ThreadingHTTPServer):
-    daemon_threads = True
-    block_on_close = False  # stop() must not wait for a handler sleeping in slow mode
-    allow_reuse_address = True
-
-    def handle_error(self, request, client_address):
-        pass  # clients that timed out closed their socket; the late answer then fails: expected
-
-
-class _Handler(BaseHTTPRequestHandler):
+class _Handler(QuietHandler):
     server_version = "FakeReceiver/1.0"
-    protocol_version = "HTTP/1.1"
-
-    def log_message(self, format, *args):  # quiet: tests read `receiver.requests`
-        pass
 
     def do_POST(self):
-        self.server.receiver._handle(self)
+        self.server.fake._handle(self)
 
     def do_GET(self):
         self._send(405, b'{"error": "POST only"}', {})
@@ -158,7 +90,10 @@ class _Handler(BaseHTTPRequestHandler):
         self.close_connection = True
 
 
-class FakeReceiver:
+class FakeReceiver(LoopbackServer):
+    handler_class = _Handler
+    thread_name = "fake-receiver"
+
     def __init__(self, secret=None, *, mode="ok", path="/hook", retry_after=7, slow_seconds=5.0,
                  require_signature=None, tolerance=TOLERANCE_SECONDS, host="127.0.0.1"):
         """`secret`: one signing secret, a list (all accepted, as during key rotation), or None to
@@ -181,61 +116,7 @@ class FakeReceiver:
         self._lock = threading.Lock()
         self._requests: list[ReceivedRequest] = []
         self._queued_modes: deque = deque()
-        self._server = None
-        self._thread = None
-        self._stopping = threading.Event()
-        self._port = None
-
-    # --- life cycle ---
-    def start(self):
-        if self._server is not None:
-            return self
-        self._stopping.clear()
-        server = _Server((self.host, self._port or 0), _Handler)  # the same port again after down()/up()
-        server.receiver = self
-        self._server = server
-        self._port = server.server_address[1]
-        self._thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05},
-                                        name=f"fake-receiver-{self._port}", daemon=True)
-        self._thread.start()
-        return self
-
-    def stop(self):
-        server, self._server = self._server, None
-        if server is None:
-            return
-        self._stopping.set()  # wakes handlers sleeping in slow mode
-        server.shutdown()
-        server.server_close()
-        self._thread.join(timeout=5)
-        self._thread = None
-
-    def down(self):
-        """Simulate an unreachable receiver: stop listening; `.url` now points at a closed port."""
-        self.stop()
-
-    def up(self):
-        return self.start()
-
-    @property
-    def running(self):
-        return self._server is not None
-
-    def __enter__(self):
-        return self.start()
-
-    def __exit__(self, *exc):
-        self.stop()
-
-    @property
-    def port(self):
-        if self._port is None:
-            raise RuntimeError("FakeReceiver has not been started")
-        return self._port
-
-    @property
-    def url(self):
-        return f"http://{self.host}:{self.port}{self.path}"
+        self._init_server()
 
     # --- behaviour and inspection ---
     def queue_modes(self, *modes):

@@ -46,13 +46,13 @@ Only the standard library is used, so bench scripts can import it without Django
 import itertools
 import json
 import re
-import socket
 import threading
 import time
 from collections import deque
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qsl, urlsplit
+
+from .base import LoopbackServer, QuietHandler
 
 FAILURE_MODES = ("flood", "blocked", "chat_not_found", "migrated", "invalid_token", "server_error", "bad_gateway",
                  "slow")
@@ -94,43 +94,8 @@ class _Failure:
     skip: int = 0
 
 
-class _Server(ThreadingHTTPServer):
-    daemon_threads = True
-    block_on_close = False
-    allow_reuse_address = True
-
-    def handle_error(self, request, client_address):
-        pass  # clients that gave up (timeouts) close their socket; that is expected here
-
-    def process_request(self, request, client_address):
-        with self.fake._lock:
-            self.fake._connections.add(request)
-        super().process_request(request, client_address)
-
-    def shutdown_request(self, request):
-        with self.fake._lock:
-            self.fake._connections.discard(request)
-        super().shutdown_request(request)
-
-    def drop_connections(self):
-        """A server that goes down takes its kept-alive connections with it, as a real one does."""
-        with self.fake._lock:
-            connections, self.fake._connections = list(self.fake._connections), set()
-        for sock in connections:
-            try:
-                sock.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
-
-
-class _Handler(BaseHTTPRequestHandler):
+class _Handler(QuietHandler):
     server_version = "FakeTelegram/1.0"
-    protocol_version = "HTTP/1.1"
-    # Headers and body go out in separate writes: without this, Nagle + delayed ACK add ~40 ms.
-    disable_nagle_algorithm = True
-
-    def log_message(self, format, *args):
-        pass
 
     def do_POST(self):
         self.server.fake._handle(self)
@@ -149,7 +114,7 @@ class _Handler(BaseHTTPRequestHandler):
             pass
 
 
-class FakeTelegram:
+class FakeTelegram(LoopbackServer):
     METHODS = ("getMe", "sendMessage", "setWebhook", "deleteWebhook", "getWebhookInfo", "getUpdates",
                "answerCallbackQuery")
 
@@ -178,66 +143,15 @@ class FakeTelegram:
         self.sent: list[dict] = []  # messages accepted by sendMessage, in order
         self.get_updates_conflicts = 0
         self._poll_generation: dict[str, int] = {}  # per bot token
-        self._server = None
-        self._thread = None
-        self._port = None
-        self._stopping = threading.Event()
-        self._connections = set()
+        self._init_server()
         self.on_call = None
 
-    # --- life cycle ---
-    def start(self):
-        if self._server is not None:
-            return self
-        self._stopping.clear()
-        server = _Server((self.host, self._port or 0), _Handler)
-        server.fake = self
-        self._server = server
-        self._port = server.server_address[1]
-        self._thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05},
-                                        name=f"fake-telegram-{self._port}", daemon=True)
-        self._thread.start()
-        return self
+    handler_class = _Handler
+    thread_name = "fake-telegram"
 
-    def stop(self):
-        server, self._server = self._server, None
-        if server is None:
-            return
-        self._stopping.set()  # wakes long polls and slow answers
+    def _wake_waiters(self):  # long polls wait on the condition
         with self._lock:
             self._lock.notify_all()
-        server.shutdown()
-        server.server_close()
-        server.drop_connections()
-        self._thread.join(timeout=5)
-        self._thread = None
-
-    def down(self):
-        """Stop listening: calls now get "connection refused"; `.url` keeps pointing here."""
-        self.stop()
-
-    def up(self):
-        return self.start()
-
-    def __enter__(self):
-        return self.start()
-
-    def __exit__(self, *exc):
-        self.stop()
-
-    @property
-    def running(self):
-        return self._server is not None
-
-    @property
-    def port(self):
-        if self._port is None:
-            raise RuntimeError("FakeTelegram has not been started")
-        return self._port
-
-    @property
-    def url(self):
-        return f"http://{self.host}:{self.port}"
 
     # --- control ---
     def fail(self, mode, *, method=None, times=None, after=0):
@@ -502,3 +416,4 @@ def _error(code, description, parameters=None):
     if parameters:
         payload["parameters"] = parameters
     return payload
+

@@ -38,8 +38,9 @@ import time
 from collections import deque
 from dataclasses import dataclass, field
 from email.utils import formatdate
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, urlsplit
+
+from .base import LoopbackServer, QuietHandler
 
 MODES = ("normal", "rate_limited", "invalid_to", "unsubscribed", "outside_window", "error_500", "slow")
 API = "/2010-04-01/Accounts/"
@@ -92,21 +93,8 @@ class RecordedRequest:
         return "account" if re.fullmatch(rf"{API}AC\w+\.json", self.path) else "other"
 
 
-class _Server(ThreadingHTTPServer):
-    daemon_threads = True
-    block_on_close = False
-    allow_reuse_address = True
-
-    def handle_error(self, request, client_address):
-        pass  # clients that timed out close their socket; the late answer then fails to write
-
-
-class _Handler(BaseHTTPRequestHandler):
+class _Handler(QuietHandler):
     server_version = "FakeTwilio/1.0"
-    protocol_version = "HTTP/1.1"
-
-    def log_message(self, format, *args):
-        pass
 
     def do_GET(self):
         self.server.fake._handle(self, "GET")
@@ -134,7 +122,10 @@ class _Handler(BaseHTTPRequestHandler):
         self.close_connection = True
 
 
-class FakeTwilio:
+class FakeTwilio(LoopbackServer):
+    handler_class = _Handler
+    thread_name = "fake-twilio"
+
     def __init__(self, account_sid="AC" + "0" * 32, auth_token="fake_auth_token_0123456789abcdef", *, mode="normal",
                  retry_after="7", slow_seconds=5.0, host="127.0.0.1"):
         self.account_sid = account_sid
@@ -147,53 +138,7 @@ class FakeTwilio:
         self._lock = threading.Lock()
         self._requests: list[RecordedRequest] = []
         self._queued: deque = deque()
-        self._server = None
-        self._thread = None
-        self._port = None
-        self._stopping = threading.Event()
-
-    # --- life cycle ---
-    def start(self):
-        if self._server is not None:
-            return self
-        self._stopping.clear()
-        server = _Server((self.host, self._port or 0), _Handler)
-        server.fake = self
-        self._server = server
-        self._port = server.server_address[1]
-        self._thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05},
-                                        name=f"fake-twilio-{self._port}", daemon=True)
-        self._thread.start()
-        return self
-
-    def stop(self):
-        server, self._server = self._server, None
-        if server is None:
-            return
-        self._stopping.set()
-        server.shutdown()
-        server.server_close()
-        self._thread.join(timeout=5)
-        self._thread = None
-
-    def down(self):
-        """Connection refused from now on; `.url` keeps pointing at the closed port."""
-        self.stop()
-
-    def up(self):
-        return self.start()
-
-    def __enter__(self):
-        return self.start()
-
-    def __exit__(self, *exc):
-        self.stop()
-
-    @property
-    def url(self):
-        if self._port is None:
-            raise RuntimeError("FakeTwilio has not been started")
-        return f"http://{self.host}:{self._port}"
+        self._init_server()
 
     # --- control and inspection ---
     def set_mode(self, mode):
