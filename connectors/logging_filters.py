@@ -13,7 +13,8 @@ _PATTERNS = [
 
 
 def _secret_values():
-    values = [settings.SECRET_KEY, settings.BRAIN_SIGNING_KEY, settings.SEARCH_INDEX_KEY, *settings.FERNET_KEYS]
+    values = [settings.SECRET_KEY, settings.BRAIN_SIGNING_KEY, settings.SEARCH_INDEX_KEY, *settings.FERNET_KEYS,
+              getattr(settings, "EMAIL_HOST_PASSWORD", "")]
     return [v for v in values if v and len(v) >= 8]
 
 
