@@ -60,21 +60,23 @@ def _audited_failures(action, principal, target_id, target_type="connector"):
         yield
     except ServiceError as exc:
         denied = isinstance(exc, (PermissionDenied, _Denied))
-        audit.record(
+        _record(
             action,
-            principal=principal,
-            result=audit.DENIED if denied else audit.FAILURE,
+            principal,
+            target_id,
             target_type=target_type,
-            target_id=target_id,
-            details={"via": principal.via, "error": exc.code, "message": exc.message},
+            result=audit.DENIED if denied else audit.FAILURE,
+            error=exc.code,
+            message=exc.message,
         )
         raise
 
 
-def _record(action, principal, target_id, target_type="connector", **details):
+def _record(action, principal, target_id, target_type="connector", result=audit.SUCCESS, **details):
     audit.record(
         action,
         principal=principal,
+        result=result,
         target_type=target_type,
         target_id=target_id,
         details={"via": principal.via, **details},
@@ -292,13 +294,13 @@ def _finish_start(principal, connector_id, *, error, code="platform_error"):
         if error is None:
             _record("connector.start", principal, connector_id, status=connector.status)
         else:
-            audit.record(
+            _record(
                 "connector.start",
-                principal=principal,
+                principal,
+                connector_id,
                 result=audit.FAILURE,
-                target_type="connector",
-                target_id=connector_id,
-                details={"via": principal.via, "status": connector.status, "error": code},
+                status=connector.status,
+                error=code,
             )
     return connector
 
@@ -416,13 +418,12 @@ def test_connector(principal, connector_id):
             else:
                 connector.last_error = result.detail[:2000]
             connector.save(update_fields=["last_heartbeat", "last_error", "updated_at"])
-            audit.record(
+            _record(
                 "connector.test",
-                principal=principal,
+                principal,
+                connector_id,
                 result=audit.SUCCESS if result.ok else audit.FAILURE,
-                target_type="connector",
-                target_id=connector_id,
-                details={"via": principal.via, "ok": result.ok},
+                ok=result.ok,
             )
     return result
 
@@ -670,19 +671,15 @@ def _record_send_failure(principal, delivery, error: ConnectorError):
             delivery.status = DeliveryStatus.QUEUED
             delivery.next_attempt_at = timezone.now() + timedelta(seconds=retry)
         delivery.save()
-        audit.record(
+        _record(
             "message.failed" if retry is None else "message.retry",
-            principal=principal,
+            principal,
+            delivery.connector_id,
             result=audit.FAILURE,
-            target_type="connector",
-            target_id=delivery.connector_id,
-            details={
-                "via": principal.via,
-                "delivery_id": str(delivery.id),
-                "status": delivery.status,
-                "permanent": error.permanent,
-                "error": error.code,
-            },
+            delivery_id=str(delivery.id),
+            status=delivery.status,
+            permanent=error.permanent,
+            error=error.code,
         )
         if error.permanent and error.code in CONNECTOR_FATAL_CODES:
             record_connector_error(principal, delivery.connector_id, error)
@@ -745,13 +742,12 @@ def acknowledge_delivery(connector_id, delivery_id, *, platform_message_id="", p
             and delivery.platform_message_id != platform_message_id
         )
         if delivery is None or mismatch:
-            audit.record(
+            _record(
                 "message.acknowledged",
-                principal=principal,
+                principal,
+                connector_id,
                 result=audit.FAILURE,
-                target_type="connector",
-                target_id=connector_id,
-                details={"via": principal.via, "error": "platform_id_mismatch" if mismatch else "unknown_message"},
+                error="platform_id_mismatch" if mismatch else "unknown_message",
             )
             return None
         previous = delivery.status
@@ -779,13 +775,13 @@ def apply_receipt(connector_id, receipt, principal=None):
             .first()
         )
         if delivery is None:
-            audit.record(
+            _record(
                 "message.receipt",
-                principal=principal,
+                principal,
+                connector_id,
                 result=audit.FAILURE,
-                target_type="connector",
-                target_id=connector_id,
-                details={"via": principal.via, "error": "unknown_message", "status": receipt.status},
+                error="unknown_message",
+                status=receipt.status,
             )
             return None
         previous = delivery.status
@@ -854,13 +850,13 @@ def record_connector_error(principal, connector_id, error: ConnectorError):
         connector.last_error = error.message[:2000]
         connector.lease_owner, connector.lease_expires_at = "", None
         connector.save(update_fields=["status", "last_error", "lease_owner", "lease_expires_at", "updated_at"])
-        audit.record(
+        _record(
             "connector.error",
-            principal=principal,
+            principal,
+            connector_id,
             result=audit.FAILURE,
-            target_type="connector",
-            target_id=connector_id,
-            details={"via": principal.via, "status": connector.status, "error": error.code},
+            status=connector.status,
+            error=error.code,
         )
     return connector
 
@@ -953,13 +949,13 @@ def reply_with_brain(inbound_id):
             InboundMessage.objects.filter(pk=inbound.pk).update(
                 brain_status=InboundMessage.BrainStatus.FAILED, brain_error=str(exc)[:2000]
             )
-            audit.record(
+            _record(
                 "brain.reply",
-                principal=BRAIN,
+                BRAIN,
+                inbound.connector_id,
                 result=audit.FAILURE,
-                target_type="connector",
-                target_id=inbound.connector_id,
-                details={"via": "task", "inbound_id": inbound.pk, "error": exc.code},
+                inbound_id=inbound.pk,
+                error=exc.code,
             )
         return inbound
     if reply:

@@ -1,8 +1,11 @@
 """What every loopback fake HTTP server shares: a real ThreadingHTTPServer on 127.0.0.1 in a
 background thread, that can go down and come back up on the same port. Standard library only, so
 bench/ scripts use the fakes without Django."""
+import json
 import socket
 import threading
+import time
+from collections import deque
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 
@@ -118,3 +121,72 @@ class LoopbackServer:
     @property
     def url(self):
         return f"http://{self.host}:{self.port}{self.path}"
+
+
+class ScriptedModes:
+    """How a fake answers: `mode` until changed, and `queue_modes(...)` for the next requests,
+    one mode each. Subclasses list their modes in MODES; requests are kept in `_requests`."""
+
+    MODES: tuple = ()
+
+    def _init_modes(self, mode):
+        self.mode = mode
+        self._lock = threading.Lock()
+        self._requests = []
+        self._queued_modes = deque()
+
+    def _check_mode(self, mode):
+        if mode not in self.MODES:
+            raise ValueError(f"unknown mode {mode!r}; use one of {', '.join(self.MODES)}")
+
+    def set_mode(self, mode):
+        self._check_mode(mode)
+        self.mode = mode
+
+    def queue_modes(self, *modes):
+        for mode in modes:
+            self._check_mode(mode)
+        with self._lock:
+            self._queued_modes.extend(modes)
+
+    def _next_mode(self):
+        with self._lock:
+            if self._queued_modes:
+                return self._queued_modes.popleft()
+        self._check_mode(self.mode)
+        return self.mode
+
+    def _record(self, request):
+        with self._lock:
+            self._requests.append(request)
+
+    def clear(self):
+        """Forget the requests and the queued modes (the current mode stays)."""
+        with self._lock:
+            self._requests.clear()
+            self._queued_modes.clear()
+
+    @property
+    def requests(self):
+        with self._lock:
+            return list(self._requests)
+
+    def wait_for_requests(self, count, timeout=5.0):
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if len(self.requests) >= count:
+                return self.requests
+            time.sleep(0.01)
+        raise TimeoutError(f"{type(self).__name__} got {len(self.requests)} requests, expected {count}")
+
+
+def read_request(handler):
+    """(raw body, lower-cased headers, parsed JSON or None) of the request a handler is serving."""
+    length = int(handler.headers.get("Content-Length") or 0)
+    body = handler.rfile.read(length) if length else b""
+    headers = {k.lower(): v for k, v in handler.headers.items()}
+    try:
+        parsed = json.loads(body)
+    except ValueError:
+        parsed = None
+    return body, headers, parsed

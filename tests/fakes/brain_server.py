@@ -28,12 +28,10 @@ Only the standard library is used, so bench scripts can import it without Django
 """
 import json
 import socket
-import threading
 import time
-from collections import deque
 from dataclasses import dataclass, field
 
-from .base import LoopbackServer, QuietHandler
+from .base import LoopbackServer, QuietHandler, ScriptedModes, read_request
 from .standard_webhooks import TOLERANCE_SECONDS, check_signature, compute_signature, sign_request  # noqa: F401
 
 MODES = ("normal", "no_reply", "slow", "garbage", "wrong_shape", "error_500", "error_400")
@@ -99,7 +97,8 @@ class _Handler(QuietHandler):
         self.close_connection = True
 
 
-class FakeBrain(LoopbackServer):
+class FakeBrain(ScriptedModes, LoopbackServer):
+    MODES = MODES
     handler_class = _Handler
     thread_name = "fake-brain"
 
@@ -109,14 +108,11 @@ class FakeBrain(LoopbackServer):
         self.secrets = [secret] if isinstance(secret, str) else list(secret)
         if not self.secrets or not all(self.secrets):
             raise ValueError("FakeBrain needs at least one non-empty signing secret")
-        self.mode = mode
+        self._init_modes(mode)
         self.path = path
         self.slow_seconds = slow_seconds
         self.tolerance = tolerance
         self.host = host
-        self._lock = threading.Lock()
-        self._requests: list[RecordedRequest] = []
-        self._queued_modes: deque = deque()
         self._init_server()
 
     @staticmethod
@@ -128,28 +124,9 @@ class FakeBrain(LoopbackServer):
         return f"http://127.0.0.1:{port}{path}"
 
     # --- control and inspection ---
-    def set_mode(self, mode):
-        if mode not in MODES:
-            raise ValueError(f"unknown mode {mode!r}; use one of {', '.join(MODES)}")
-        self.mode = mode
-
-    def queue_modes(self, *modes):
-        for mode in modes:
-            if mode not in MODES:
-                raise ValueError(f"unknown mode {mode!r}; use one of {', '.join(MODES)}")
-        with self._lock:
-            self._queued_modes.extend(modes)
-
     def reset(self):
-        with self._lock:
-            self._requests.clear()
-            self._queued_modes.clear()
+        self.clear()
         self.mode = "normal"
-
-    @property
-    def requests(self) -> list[RecordedRequest]:
-        with self._lock:
-            return list(self._requests)
 
     @property
     def accepted(self) -> list[RecordedRequest]:
@@ -159,36 +136,14 @@ class FakeBrain(LoopbackServer):
     def rejected(self) -> list[RecordedRequest]:
         return [r for r in self.requests if not r.accepted]
 
-    def wait_for_requests(self, count, timeout=5.0):
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if len(self.requests) >= count:
-                return self.requests
-            time.sleep(0.01)
-        raise TimeoutError(f"FakeBrain got {len(self.requests)} requests, expected {count}")
-
     # --- answering ---
     def reply_for(self, data):
         """The reply text in normal mode; override or monkeypatch for other scripted answers."""
         content = data["message"]["content"]
         return f"fake brain got: {content} with {len(data.get('context') or [])} context"
 
-    def _next_mode(self):
-        with self._lock:
-            if self._queued_modes:
-                return self._queued_modes.popleft()
-        if self.mode not in MODES:
-            raise ValueError(f"unknown mode {self.mode!r}")
-        return self.mode
-
     def _handle(self, handler):
-        length = int(handler.headers.get("Content-Length") or 0)
-        body = handler.rfile.read(length) if length else b""
-        headers = {k.lower(): v for k, v in handler.headers.items()}
-        try:
-            parsed = json.loads(body)
-        except ValueError:
-            parsed = None
+        body, headers, parsed = read_request(handler)
         rejection = check_signature(self.secrets, headers, body, tolerance=self.tolerance)
         record = RecordedRequest(
             method=handler.command, path=handler.path, headers=headers, body=body, json=parsed,
@@ -196,20 +151,16 @@ class FakeBrain(LoopbackServer):
         )
         if rejection is not None:
             record.status = 401
-            self._append(record)
+            self._record(record)
             handler._send(401, json.dumps({"error": "invalid signature", "detail": rejection}).encode())
             return
         mode = record.mode = self._next_mode()
         status, payload, content_type = self._answer(mode, parsed)
         record.status = status
-        self._append(record)  # recorded before a slow answer, so tests can count it at once
+        self._record(record)  # recorded before a slow answer, so tests can count it at once
         if mode == "slow":
             self._stopping.wait(self.slow_seconds)
         handler._send(status, payload, content_type)
-
-    def _append(self, record):
-        with self._lock:
-            self._requests.append(record)
 
     def _answer(self, mode, data):
         if mode == "error_500":

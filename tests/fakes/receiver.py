@@ -28,12 +28,10 @@ the same port.
 Only the standard library is used, so bench scripts can import it without Django.
 """
 import json
-import threading
 import time
-from collections import deque
 from dataclasses import dataclass, field
 
-from .base import LoopbackServer, QuietHandler
+from .base import LoopbackServer, QuietHandler, ScriptedModes, read_request
 from .standard_webhooks import TOLERANCE_SECONDS, check_signature, compute_signature, sign_request  # noqa: F401
 
 MODES = ("ok", "rate_limited", "error_500", "error_503", "error_400", "slow")
@@ -90,7 +88,8 @@ class _Handler(QuietHandler):
         self.close_connection = True
 
 
-class FakeReceiver(LoopbackServer):
+class FakeReceiver(ScriptedModes, LoopbackServer):
+    MODES = MODES
     handler_class = _Handler
     thread_name = "fake-receiver"
 
@@ -107,64 +106,22 @@ class FakeReceiver(LoopbackServer):
         self.require_signature = bool(self.secrets) if require_signature is None else require_signature
         if self.require_signature and not self.secrets:
             raise ValueError("require_signature needs a secret")
-        self.mode = mode
+        self._init_modes(mode)
         self.path = path
         self.retry_after = retry_after
         self.slow_seconds = slow_seconds
         self.tolerance = tolerance
         self.host = host
-        self._lock = threading.Lock()
-        self._requests: list[ReceivedRequest] = []
-        self._queued_modes: deque = deque()
         self._init_server()
 
     # --- behaviour and inspection ---
-    def queue_modes(self, *modes):
-        for mode in modes:
-            if mode not in MODES:
-                raise ValueError(f"unknown mode {mode!r}; use one of {MODES}")
-        with self._lock:
-            self._queued_modes.extend(modes)
-
-    @property
-    def requests(self) -> list[ReceivedRequest]:
-        with self._lock:
-            return list(self._requests)
-
     @property
     def verified(self) -> list[ReceivedRequest]:
         return [r for r in self.requests if r.verified]
 
-    def clear(self):
-        with self._lock:
-            self._requests.clear()
-            self._queued_modes.clear()
-
-    def wait_for_requests(self, count, timeout=5.0):
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if len(self.requests) >= count:
-                return self.requests
-            time.sleep(0.01)
-        raise TimeoutError(f"FakeReceiver got {len(self.requests)} requests, expected {count}")
-
     # --- answering ---
-    def _next_mode(self):
-        with self._lock:
-            if self._queued_modes:
-                return self._queued_modes.popleft()
-        if self.mode not in MODES:
-            raise ValueError(f"unknown mode {self.mode!r}")
-        return self.mode
-
     def _handle(self, handler):
-        length = int(handler.headers.get("Content-Length") or 0)
-        body = handler.rfile.read(length) if length else b""
-        headers = {k.lower(): v for k, v in handler.headers.items()}
-        try:
-            parsed = json.loads(body)
-        except ValueError:
-            parsed = None
+        body, headers, parsed = read_request(handler)
         rejection = check_signature(self.secrets, headers, body, tolerance=self.tolerance) if self.secrets else None
         record = ReceivedRequest(
             method=handler.command, path=handler.path, headers=headers, body=body, json=parsed,
@@ -172,7 +129,7 @@ class FakeReceiver(LoopbackServer):
         )
         if rejection is not None and self.require_signature:
             record.status = 401
-            self._append(record)
+            self._record(record)
             handler._send(401, json.dumps({"error": "invalid signature", "detail": rejection}).encode(), {})
             return
         mode = record.mode = self._next_mode()
@@ -185,12 +142,8 @@ class FakeReceiver(LoopbackServer):
             "error_400": (400, {}),
         }[mode]
         record.status = status
-        self._append(record)  # recorded before a slow answer, so tests can count it at once
+        self._record(record)  # recorded before a slow answer, so tests can count it at once
         if mode == "slow":
             self._stopping.wait(self.slow_seconds)
         payload = {"ok": True} if status == 200 else {"error": f"fake receiver answers {status}"}
         handler._send(status, json.dumps(payload).encode(), extra)
-
-    def _append(self, record):
-        with self._lock:
-            self._requests.append(record)

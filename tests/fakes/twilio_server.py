@@ -33,14 +33,12 @@ import base64
 import json
 import re
 import secrets
-import threading
 import time
-from collections import deque
 from dataclasses import dataclass, field
 from email.utils import formatdate
 from urllib.parse import parse_qs, urlsplit
 
-from .base import LoopbackServer, QuietHandler
+from .base import LoopbackServer, QuietHandler, ScriptedModes
 
 MODES = ("normal", "rate_limited", "invalid_to", "unsubscribed", "outside_window", "error_500", "slow")
 API = "/2010-04-01/Accounts/"
@@ -122,7 +120,8 @@ class _Handler(QuietHandler):
         self.close_connection = True
 
 
-class FakeTwilio(LoopbackServer):
+class FakeTwilio(ScriptedModes, LoopbackServer):
+    MODES = MODES
     handler_class = _Handler
     thread_name = "fake-twilio"
 
@@ -130,40 +129,17 @@ class FakeTwilio(LoopbackServer):
                  retry_after="7", slow_seconds=5.0, host="127.0.0.1"):
         self.account_sid = account_sid
         self.auth_token = auth_token
-        self.mode = mode
+        self._init_modes(mode)
         self.retry_after = retry_after
         self.slow_seconds = slow_seconds
         self.account_status = "active"
         self.host = host
-        self._lock = threading.Lock()
-        self._requests: list[RecordedRequest] = []
-        self._queued: deque = deque()
         self._init_server()
 
     # --- control and inspection ---
-    def set_mode(self, mode):
-        if mode not in MODES:
-            raise ValueError(f"unknown mode {mode!r}; use one of {', '.join(MODES)}")
-        self.mode = mode
-
-    def queue_modes(self, *modes):
-        """The next creating requests use these modes, one each, then `mode` again."""
-        for mode in modes:
-            if mode not in MODES:
-                raise ValueError(f"unknown mode {mode!r}; use one of {', '.join(MODES)}")
-        with self._lock:
-            self._queued.extend(modes)
-
     def reset(self):
-        with self._lock:
-            self._requests.clear()
-            self._queued.clear()
+        self.clear()
         self.mode = "normal"
-
-    @property
-    def requests(self):
-        with self._lock:
-            return list(self._requests)
 
     def _accepted(self, kind):
         return [r for r in self.requests if r.kind == kind and r.authorized and r.status == 201]
@@ -189,10 +165,6 @@ class FakeTwilio(LoopbackServer):
         return secrets.compare_digest(user, self.account_sid) and secrets.compare_digest(
             password, self.auth_token) and path_sid == self.account_sid
 
-    def _next_mode(self):
-        with self._lock:
-            return self._queued.popleft() if self._queued else self.mode
-
     def _handle(self, handler, method):
         parts = urlsplit(handler.path)
         length = int(handler.headers.get("Content-Length") or 0)
@@ -200,8 +172,7 @@ class FakeTwilio(LoopbackServer):
         params = parse_qs(raw if method == "POST" else parts.query, keep_blank_values=True)
         headers = {k.lower(): v for k, v in handler.headers.items()}
         record = RecordedRequest(method, parts.path, headers, params, self._authorized(headers, parts.path))
-        with self._lock:
-            self._requests.append(record)
+        self._record(record)
         status, payload, extra = self._answer(record, method)
         record.status, record.response = status, payload
         handler.send_json(status, payload, extra)
