@@ -2,17 +2,17 @@
 `manage.py verify_audit` finds and names."""
 
 import re
-import threading
 from datetime import datetime, timezone
 from io import StringIO
 
 import pytest
 from django.core.management import call_command
 from django.core.management.base import CommandError
-from django.db import DatabaseError, connection, connections, transaction
+from django.db import DatabaseError, connection, transaction
 
 from audit import services, triggers
 from audit.models import GENESIS_HASH, AppendOnlyError, AuditEvent, compute_hash
+from tests.concurrency import run_at_once
 
 TABLE = triggers.TABLE
 
@@ -346,30 +346,14 @@ def test_verify_audit_command_in_a_subprocess(manage):
 @pytest.mark.django_db(transaction=True)
 def test_concurrent_writers_keep_one_unbroken_chain():
     threads_count, per_thread = 8, 12
-    start = threading.Barrier(threads_count)
-    errors = []
 
     def writer(n):
-        try:
-            start.wait(timeout=30)
-            for i in range(per_thread):
-                services.record(
-                    "test.concurrent",
-                    principal=f"system:writer{n}",
-                    target_id=f"{n}:{i}",
-                    details={"writer": n, "i": i},
-                )
-        except Exception as exc:  # reported below, with the thread that hit it
-            errors.append((n, repr(exc)))
-        finally:
-            connections.close_all()
+        for i in range(per_thread):
+            services.record(
+                "test.concurrent", principal=f"system:writer{n}", target_id=f"{n}:{i}", details={"writer": n, "i": i}
+            )
 
-    threads = [threading.Thread(target=writer, args=(n,)) for n in range(threads_count)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(timeout=120)
-    assert not any(t.is_alive() for t in threads), "a writer hung"
+    _, errors = run_at_once(writer, threads_count, timeout=120)
     assert errors == []
 
     rows = list(AuditEvent.objects.order_by("seq"))

@@ -1,16 +1,15 @@
 """The delivery pipeline's guarantees: quotas delay and never drop, order per recipient, and the
 sweeper re-drives whatever the broker lost."""
-import threading
 from datetime import timedelta
 
 import pytest
-from django.db import connection
 from django.utils import timezone
 
 from audit.models import AuditEvent
 from connectors import quotas, services
 from connectors.models import Delivery, InboundMessage
 from connectors.platforms import locmem
+from tests.concurrency import run_at_once
 from tests.conftest import SYSTEM
 
 
@@ -53,24 +52,12 @@ def test_all_or_nothing_across_buckets(quota_store):
 
 @pytest.mark.django_db(transaction=True)
 def test_quota_holds_under_concurrent_workers(quota_store):
-    granted = []
-    barrier = threading.Barrier(8)
+    def take_five(i):
+        return sum(1 for _ in range(5) if quotas.take([("b:shared", 12)], now=500.0) == 0)
 
-    def worker():
-        try:
-            barrier.wait()
-            for _ in range(5):
-                if quotas.take([("b:shared", 12)], now=500.0) == 0:
-                    granted.append(1)
-        finally:
-            connection.close()
-
-    threads = [threading.Thread(target=worker) for _ in range(8)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(30)
-    assert len(granted) == 12  # 40 attempts, exactly one bucket's worth granted
+    counts, errors = run_at_once(take_five, 8, timeout=30)
+    assert errors == []
+    assert sum(counts) == 12  # 40 attempts, exactly one bucket's worth granted
 
 
 @pytest.mark.django_db(transaction=True)

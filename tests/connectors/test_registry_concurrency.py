@@ -1,43 +1,21 @@
 """Races: concurrent registration of one id, and concurrent sends with one idempotency key."""
-import threading
-
 import pytest
-from django.db import connection
 
 from audit.services import verify_chain
 from connectors import services
 from connectors.exceptions import Conflict
 from connectors.models import Connector, Delivery
+from tests.concurrency import run_at_once
 from tests.conftest import SYSTEM
 
 THREADS = 8
 
 
-def run_at_once(fn, count=THREADS):
-    barrier = threading.Barrier(count)
-    results, errors = [], []
-
-    def worker(i):
-        try:
-            barrier.wait()
-            results.append(fn(i))
-        except Exception as exc:  # collected and asserted on below
-            errors.append(exc)
-        finally:
-            connection.close()
-
-    threads = [threading.Thread(target=worker, args=(i,)) for i in range(count)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(timeout=60)
-    return results, errors
-
-
 @pytest.mark.django_db(transaction=True)
 def test_concurrent_registration_has_exactly_one_winner():
     results, errors = run_at_once(
-        lambda i: services.register_connector(SYSTEM, id="race_one", kind="locmem", display_name=f"racer {i}")
+        lambda i: services.register_connector(SYSTEM, id="race_one", kind="locmem", display_name=f"racer {i}"),
+        THREADS,
     )
     assert len(results) == 1, errors
     assert len(errors) == THREADS - 1
@@ -62,7 +40,7 @@ def test_concurrent_registration_over_http_on_postgres(live_server, make_user, t
             timeout=30,
         ).status_code
 
-    statuses, errors = run_at_once(post)
+    statuses, errors = run_at_once(post, THREADS)
     assert not errors
     assert sorted(statuses) == [201] + [409] * (THREADS - 1)
 
@@ -71,7 +49,8 @@ def test_concurrent_registration_over_http_on_postgres(live_server, make_user, t
 def test_concurrent_sends_with_one_idempotency_key_create_one_delivery(make_connector):
     make_connector("race_send")
     results, errors = run_at_once(
-        lambda i: services.send_message(SYSTEM, "race_send", "r", "same body", idempotency_key="one-key")
+        lambda i: services.send_message(SYSTEM, "race_send", "r", "same body", idempotency_key="one-key"),
+        THREADS,
     )
     assert not errors, errors
     assert len({delivery.pk for delivery, _ in results}) == 1

@@ -1,5 +1,4 @@
 """Services below the edges: inbound dedupe, the delivery task's outcomes, heartbeats and leases."""
-import threading
 from datetime import timedelta
 
 import pytest
@@ -12,6 +11,7 @@ from connectors.base import IncomingMessage, MessageValidationError, OutgoingMes
 from connectors.exceptions import Conflict, NotFound
 from connectors.models import Connector, Delivery, InboundMessage
 from connectors.platforms import locmem
+from tests.concurrency import run_at_once
 from tests.conftest import SYSTEM
 from tests.connectors.broken import CountingBrain
 
@@ -63,21 +63,10 @@ def test_duplicate_inbound_is_stored_once_and_asks_brain_once(make_connector, co
 @pytest.mark.django_db(transaction=True)
 def test_concurrent_duplicate_inbound_gives_one_row_and_one_brain_call(make_connector, counting_brain):
     make_connector("in_two")
-    barrier = threading.Barrier(6)
-    created_flags = []
-
-    def deliver_same_update():
-        try:
-            barrier.wait()
-            created_flags.append(services.receive_message("in_two", incoming("update-77"))[1])
-        finally:
-            connection.close()
-
-    threads = [threading.Thread(target=deliver_same_update) for _ in range(6)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(30)
+    created_flags, errors = run_at_once(
+        lambda i: services.receive_message("in_two", incoming("update-77"))[1], 6, timeout=30
+    )
+    assert errors == []
     assert sorted(created_flags) == [False] * 5 + [True]
     assert InboundMessage.objects.filter(platform_message_id="update-77").count() == 1
     assert len(counting_brain) == 1 and len(locmem.outbox) == 1

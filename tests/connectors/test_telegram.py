@@ -22,6 +22,7 @@ from connectors.models import Connector, Delivery, InboundMessage
 from connectors.platforms.telegram import client, split_text
 from connectors.platforms.telegram.text import MAX_MESSAGE_LENGTH, utf16_len
 from connectors.registry import connector_for
+from tests.concurrency import run_at_once
 from tests.conftest import SYSTEM
 from tests.fakes.telegram_server import FakeTelegram
 
@@ -628,22 +629,8 @@ def test_a_redelivered_update_is_stored_once(telegram, fake):
 def test_concurrent_redeliveries_store_one_row_and_answer_once(telegram, fake):
     telegram()
     secret = secret_of("tg_main")
-    barrier = threading.Barrier(5)
-    statuses = []
-
-    def deliver():
-        try:
-            barrier.wait()
-            statuses.append(post_update("tg_main", fixture("message_voice"), secret).status_code)
-        finally:
-            connection.close()
-
-    threads = [threading.Thread(target=deliver) for _ in range(5)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(60)
-    assert statuses == [200] * 5
+    statuses, errors = run_at_once(lambda i: post_update("tg_main", fixture("message_voice"), secret).status_code, 5)
+    assert errors == [] and statuses == [200] * 5
     assert InboundMessage.objects.count() == 1
     assert len(fake.sent) == 1
 

@@ -1,12 +1,10 @@
 """`sms` over the real Twilio SDK against the loopback fake: segmenting, sending, error
 classification, signed inbound webhooks and status callbacks. Shared Twilio code is covered here."""
 import json
-import threading
 import time
 from datetime import timedelta
 
 import pytest
-from django.db import connection
 from django.test import Client
 from django.utils import timezone
 
@@ -16,6 +14,7 @@ from connectors.exceptions import ValidationFailed
 from connectors.models import Connector, Delivery, InboundMessage
 from connectors.platforms.sms import GSM7, UCS2, count_segments, encode_sms, is_gsm7
 from connectors.platforms.twilio_common import BaseUrlHttpClient, map_twilio_error, parse_retry_after
+from tests.concurrency import run_at_once
 from tests.conftest import SYSTEM
 from tests.connectors import twilio_support
 from tests.connectors.twilio_support import (
@@ -365,22 +364,10 @@ def test_inbound_sms_is_stored_once_and_answered(client, twilio_connector, twili
 def test_concurrent_duplicate_webhooks_store_one_row(twilio_connector, twilio_fake, no_reply):
     twilio_connector("sms_race", "sms")
     payload = fixture("sms_inbound")
-    barrier = threading.Barrier(6)
-    statuses = []
-
-    def post():
-        try:
-            barrier.wait()
-            statuses.append(post_twilio(Client(), "/webhooks/twilio/sms_race/", payload).status_code)
-        finally:
-            connection.close()
-
-    threads = [threading.Thread(target=post) for _ in range(6)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(30)
-    assert statuses == [200] * 6
+    statuses, errors = run_at_once(
+        lambda i: post_twilio(Client(), "/webhooks/twilio/sms_race/", payload).status_code, 6, timeout=30
+    )
+    assert errors == [] and statuses == [200] * 6
     assert InboundMessage.objects.count() == 1
     assert len(audit_details("message.received")) == 1
 

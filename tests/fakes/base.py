@@ -53,7 +53,25 @@ class QuietHandler(BaseHTTPRequestHandler):
         pass
 
 
-class LoopbackServer:
+class Restartable:
+    """down()/up() and `with fake:` for any fake with start() and stop()."""
+
+    def down(self):
+        """Stop listening: calls now get "connection refused"; the address stays the same."""
+        self.stop()
+
+    def up(self):
+        """Listen again on the same port after down()."""
+        return self.start()
+
+    def __enter__(self):
+        return self.start()
+
+    def __exit__(self, *exc):
+        self.stop()
+
+
+class LoopbackServer(Restartable):
     """start()/stop(), down()/up() (connection refused in between, same `.url`), `with fake:`."""
 
     handler_class = QuietHandler
@@ -93,20 +111,6 @@ class LoopbackServer:
         server.drop_connections()
         self._thread.join(timeout=5)
         self._thread = None
-
-    def down(self):
-        """Stop listening: calls now get "connection refused"; `.url` keeps pointing here."""
-        self.stop()
-
-    def up(self):
-        """Listen again on the same port after down()."""
-        return self.start()
-
-    def __enter__(self):
-        return self.start()
-
-    def __exit__(self, *exc):
-        self.stop()
 
     @property
     def running(self):

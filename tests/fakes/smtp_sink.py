@@ -25,6 +25,8 @@ from dataclasses import dataclass
 
 from aiosmtpd.controller import Controller
 
+from .base import Restartable
+
 MODES = ("accept", "refuse_recipient", "temporary", "refuse_sender", "drop")
 
 
@@ -79,7 +81,7 @@ def _free_port():
         return s.getsockname()[1]
 
 
-class SmtpSink:
+class SmtpSink(Restartable):
     def __init__(self, *, mode="accept", host="127.0.0.1"):
         self.mode = mode
         self.host = host
@@ -102,18 +104,6 @@ class SmtpSink:
         controller, self._controller = self._controller, None
         if controller is not None:
             controller.stop()
-
-    def down(self):
-        self.stop()
-
-    def up(self):
-        return self.start()
-
-    def __enter__(self):
-        return self.start()
-
-    def __exit__(self, *exc):
-        self.stop()
 
     @property
     def messages(self) -> list[ReceivedMail]:
