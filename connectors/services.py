@@ -962,13 +962,15 @@ def reply_with_brain(inbound_id):
         try:
             # The key makes a re-run of this task (after a crash) reuse the first reply.
             send_message(BRAIN, inbound.connector_id, inbound.sender, reply, idempotency_key=f"reply:{inbound.pk}", in_reply_to=inbound)
-        except ServiceError as exc:
+        except ServiceError as exc:  # send_message audited the refusal itself
             InboundMessage.objects.filter(pk=inbound.pk).update(
                 brain_status=InboundMessage.BrainStatus.FAILED, brain_error=exc.message[:2000]
             )
             return inbound
     status = InboundMessage.BrainStatus.REPLIED if reply else InboundMessage.BrainStatus.NO_REPLY
-    InboundMessage.objects.filter(pk=inbound.pk).update(brain_status=status, brain_error="")
+    with transaction.atomic():
+        InboundMessage.objects.filter(pk=inbound.pk).update(brain_status=status, brain_error="")
+        _record("brain.reply", BRAIN, inbound.connector_id, inbound_id=inbound.pk, outcome=status)
     return inbound
 
 
@@ -1018,9 +1020,12 @@ def sweep(limit=500):
             | models.Q(brain_status=InboundMessage.BrainStatus.THINKING, brain_claimed_at__lte=stale_claim)
         ).values_list("pk", flat=True)[:limit]
     )
-    InboundMessage.objects.filter(pk__in=waiting, brain_status=InboundMessage.BrainStatus.THINKING).update(
-        brain_status=InboundMessage.BrainStatus.PENDING
-    )
+    with transaction.atomic():
+        reclaimed = InboundMessage.objects.filter(
+            pk__in=waiting, brain_status=InboundMessage.BrainStatus.THINKING
+        ).update(brain_status=InboundMessage.BrainStatus.PENDING)
+        if reclaimed:  # their worker died while asking BRAIN: BRAIN may be asked a second time
+            _record("brain.redrive", system, "", target_type="inbound", count=reclaimed)
     for pk in waiting:
         _enqueue_brain(pk)
     return {"deliveries_due": len(due), "deliveries_redriven": len(stuck), "inbound_redriven": len(waiting)}

@@ -20,6 +20,7 @@ from connectors.models import Connector, Delivery
 from connectors.platforms.email import EmailConnector, classify, html_body
 from connectors.registry import connector_for
 from tests.conftest import BASE_DIR, SYSTEM
+from tests.deliveries import retry_now, send_now
 from tests.fakes.smtp_sink import SmtpSink
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -48,17 +49,7 @@ def sink(settings):
 
 
 def send(recipient, content="Your build finished.", connector_id="mail"):
-    delivery, _ = services.send_message(SYSTEM, connector_id, recipient, content)
-    delivery.refresh_from_db()  # the eager task ran on commit
-    return delivery
-
-
-def retry_now(delivery):
-    """Let the backoff elapse, then run the delivery task again."""
-    Delivery.objects.filter(pk=delivery.pk).update(next_attempt_at=timezone.now())
-    services.attempt_delivery(delivery.pk)
-    delivery.refresh_from_db()
-    return delivery
+    return send_now(connector_id, recipient, content)
 
 
 # --- configuration and recipients ------------------------------------------------------------

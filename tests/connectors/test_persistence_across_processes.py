@@ -19,6 +19,10 @@ def test_connector_registered_here_is_listed_by_a_new_process(make_connector, ma
     lines = {line.split()[0]: line.split()[2] for line in result.stdout.splitlines()[1:]}
     assert lines == {"seen_elsewhere": "CONNECTED", "stopped_one": "STOPPED"}
 
+    refused = manage("list_connectors", "--status", "SLEEPING")
+    assert refused.returncode != 0 and "Unknown status 'SLEEPING'" in refused.stderr
+    assert "Traceback" not in refused.stderr
+
 
 def _start_daphne(env, port):
     proc = subprocess.Popen(

@@ -145,3 +145,22 @@ def test_rest_client_over_its_quota_gets_429_with_retry_after(settings, make_use
     assert r.status_code == 429
     assert int(r.headers["Retry-After"]) >= 1
     assert r.json()["error"]["code"] == "rate_limited"
+
+
+@pytest.mark.django_db(transaction=True)
+def test_sweeper_reclaims_a_brain_call_whose_worker_died(make_connector, settings):
+    from connectors.base import IncomingMessage
+
+    settings.DELIVERY_SWEEP_GRACE = 0
+    make_connector("sweep_three")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(services, "_enqueue_brain", lambda *a, **k: None)
+        services.receive_message("sweep_three", IncomingMessage(sender="ann", content="hi", platform_message_id="x2"))
+    # A worker claimed it and died before BRAIN answered.
+    InboundMessage.objects.update(
+        brain_status="thinking", brain_claimed_at=timezone.now() - timedelta(seconds=settings.BRAIN_CLAIM_TIMEOUT + 5)
+    )
+    assert services.sweep()["inbound_redriven"] == 1
+    assert InboundMessage.objects.get().brain_status == "replied"
+    assert AuditEvent.objects.get(action="brain.redrive").details["count"] == 1
+    assert [m.recipient for _, m in locmem.outbox] == ["ann"]

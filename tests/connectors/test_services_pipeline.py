@@ -58,6 +58,8 @@ def test_duplicate_inbound_is_stored_once_and_asks_brain_once(make_connector, co
     assert len(counting_brain) == 1
     assert [m.content for _, m in locmem.outbox] == ["reply #1"]
     assert InboundMessage.objects.get().brain_status == "replied"
+    outcome = AuditEvent.objects.get(action="brain.reply")
+    assert outcome.result == "success" and outcome.details["outcome"] == "replied"
 
 
 @pytest.mark.django_db(transaction=True)

@@ -24,6 +24,7 @@ from connectors.platforms.telegram.text import MAX_MESSAGE_LENGTH, utf16_len
 from connectors.registry import connector_for
 from tests.concurrency import run_at_once
 from tests.conftest import SYSTEM
+from tests.deliveries import send_now
 from tests.fakes.telegram_server import FakeTelegram
 
 # Real-format Bot API payloads (updates as Telegram POSTs them, and its error bodies).
@@ -275,9 +276,7 @@ def test_health_check_calls_get_me_and_checks_the_webhook(telegram, fake):
 
 
 def send(connector_id, content, recipient=ADA, **kwargs):
-    delivery, _ = services.send_message(SYSTEM, connector_id, recipient, content, **kwargs)
-    delivery.refresh_from_db()
-    return delivery
+    return send_now(connector_id, recipient, content, **kwargs)
 
 
 @pytest.mark.django_db(transaction=True)

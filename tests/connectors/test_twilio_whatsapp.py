@@ -14,6 +14,7 @@ from connectors.platforms.whatsapp import template_value, wa_address
 from tests.conftest import SYSTEM
 from tests.connectors import twilio_support
 from tests.connectors.twilio_support import PUBLIC, audit_details, counts, fixture, post_twilio
+from tests.deliveries import send_now
 
 pytestmark = pytest.mark.django_db(transaction=True)
 twilio_fake = twilio_support.twilio_fake
@@ -42,9 +43,7 @@ def heard_from(connector_id, sender=ADA, hours_ago=1.0, msg_id=None):
 
 
 def send(connector_id, recipient, content="Your 3pm moved to Thursday."):
-    delivery, _ = services.send_message(SYSTEM, connector_id, recipient, content)
-    delivery.refresh_from_db()
-    return delivery
+    return send_now(connector_id, recipient, content)
 
 
 # --- pure ------------------------------------------------------------------------------------

@@ -17,6 +17,7 @@ from connectors.exceptions import ValidationFailed
 from connectors.models import Connector, Delivery, InboundMessage
 from connectors.platforms.webhook import MAX_RETRY_AFTER, parse_retry_after
 from tests.conftest import SYSTEM
+from tests.deliveries import retry_now, send_now
 from tests.fakes.receiver import FakeReceiver, check_signature, sign_request
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -41,16 +42,7 @@ def hook(make_connector, receiver):
 
 
 def send(recipient="ada", content="Your build finished."):
-    delivery, _ = services.send_message(SYSTEM, "hook", recipient, content)
-    delivery.refresh_from_db()  # the eager task ran on commit
-    return delivery
-
-
-def retry_now(delivery):
-    Delivery.objects.filter(pk=delivery.pk).update(next_attempt_at=timezone.now())
-    services.attempt_delivery(delivery.pk)
-    delivery.refresh_from_db()
-    return delivery
+    return send_now("hook", recipient, content)
 
 
 def counts():

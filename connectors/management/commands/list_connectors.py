@@ -1,6 +1,7 @@
-from django.core.management.base import BaseCommand
+from django.core.management.base import BaseCommand, CommandError
 
 from connectors import services
+from connectors.exceptions import ServiceError
 from connectors.permissions import Principal
 
 
@@ -13,7 +14,10 @@ class Command(BaseCommand):
 
     def handle(self, *args, kind, status, **options):
         principal = Principal.system_actor("list_connectors", via="command")
-        rows = services.list_connectors(principal, kind=kind, status=status)
+        try:
+            rows = services.list_connectors(principal, kind=kind, status=status)
+        except ServiceError as exc:
+            raise CommandError(exc.message)
         self.stdout.write(f"{'ID':<24} {'KIND':<10} {'STATUS':<10} LAST HEARTBEAT")
         for c in rows:
             beat = c.last_heartbeat.isoformat(timespec="seconds") if c.last_heartbeat else "-"
