@@ -11,6 +11,8 @@ from django.contrib.admin.options import csrf_protect_m
 from django.contrib.admin.utils import unquote
 from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
 from django.http import Http404
+from django.shortcuts import redirect
+from django.urls import reverse
 from guardian.admin import (
     AdminGroupObjectPermissionsForm,
     AdminUserObjectPermissionsForm,
@@ -205,8 +207,6 @@ class ConnectorAdmin(GuardedModelAdminMixin, admin.ModelAdmin):
             return self._changeform_view(request, object_id, form_url, extra_context)
         except ServiceError as exc:
             self.message_user(request, exc.message, messages.ERROR)
-            from django.shortcuts import redirect
-
             return redirect(request.path)
 
     @csrf_protect_m
@@ -216,8 +216,6 @@ class ConnectorAdmin(GuardedModelAdminMixin, admin.ModelAdmin):
             return self._delete_view(request, object_id, extra_context)
         except ServiceError as exc:
             self.message_user(request, exc.message, messages.ERROR)
-            from django.shortcuts import redirect
-
             return redirect(request.path)
 
     def _run_each(self, request, queryset, service, verb):
@@ -268,7 +266,6 @@ class ConnectorAdmin(GuardedModelAdminMixin, admin.ModelAdmin):
 
     def send_test_view(self, request, object_id):
         """A form that sends one message through the normal pipeline (send permission)."""
-        from django.shortcuts import redirect
         from django.template.response import TemplateResponse
 
         connector = Connector.objects.filter(pk=unquote(object_id)).first()
@@ -289,7 +286,9 @@ class ConnectorAdmin(GuardedModelAdminMixin, admin.ModelAdmin):
                 self.message_user(
                     request, f"Test message queued as delivery {delivery.pk}: now {delivery.status}.", messages.SUCCESS
                 )
-                return redirect(f"../../../delivery/?connector__id__exact={connector.pk}")
+                return redirect(
+                    reverse("admin:connectors_delivery_changelist") + f"?connector__id__exact={connector.pk}"
+                )
         context = {
             **self.admin_site.each_context(request),
             "opts": self.model._meta,
