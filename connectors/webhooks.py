@@ -87,7 +87,7 @@ def _handle_webhook(request, family, connector_id, channel):
     stored = []
     try:
         for message in result.messages:
-            stored.append(services.receive_message(connector_id, message))
+            stored.append(services.receive_message(connector_id, message, connector=row))
         for receipt in result.receipts:
             services.apply_receipt(connector_id, receipt)
     except Conflict as exc:  # connector not running: let the platform retry later

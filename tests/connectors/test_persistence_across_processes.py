@@ -1,4 +1,6 @@
 """The registry lives in the database: another process sees it, and a server restart keeps it."""
+import base64
+import json
 import subprocess
 import sys
 import time
@@ -67,3 +69,38 @@ def test_connector_created_over_rest_survives_a_server_restart(subprocess_env, m
     finally:
         server.kill()
         server.wait(timeout=10)
+
+
+def test_webhooks_are_served_through_daphne_without_the_site_middleware(subprocess_env, make_connector):
+    """brain_connectors.asgi sends /webhooks/ to a Django handler without sessions, CSRF or
+    auth middleware (they cost a thread hop each); everything else keeps the full stack."""
+    from connectors.models import InboundMessage
+    from tests.fakes.receiver import sign_request
+
+    secret = "whsec_" + base64.b64encode(b"daphne-webhook-secret-0123456789").decode()
+    forger = "whsec_" + base64.b64encode(b"somebody-elses-secret-0123456789").decode()
+    make_connector("hook_daphne", kind="webhook", config={"url": "https://example.org/hook"},
+                   credentials={"signing_secret": secret})
+    port = free_port()
+    server = _start_daphne(subprocess_env, port)
+    try:
+        url = f"http://127.0.0.1:{port}/webhooks/inbound/hook_daphne/"
+        body = json.dumps({"sender": "ada", "content": "through daphne", "id": "d-1"}).encode()
+        first = httpx.post(url, content=body, headers={"Content-Type": "application/json",
+                                                       **sign_request(secret, body, "wh-d1")}, timeout=10)
+        again = httpx.post(url, content=body, headers={"Content-Type": "application/json",
+                                                       **sign_request(secret, body, "wh-d2")}, timeout=10)
+        forged = httpx.post(url, content=body, headers={"Content-Type": "application/json",
+                                                        **sign_request(forger, body, "wh-d3")}, timeout=10)
+        admin = httpx.get(f"http://127.0.0.1:{port}/admin/login/", timeout=10)
+    finally:
+        server.kill()
+        server.wait(timeout=10)
+
+    assert (first.status_code, first.json()["stored"]) == (200, 1)
+    assert (again.status_code, again.json()["stored"]) == (200, 0)
+    assert forged.status_code == 403
+    assert [m.content for m in InboundMessage.objects.filter(connector_id="hook_daphne")] == ["through daphne"]
+    # The site keeps its middleware (clickjacking header, CSRF cookie); webhooks do not need them.
+    assert admin.headers.get("X-Frame-Options") == "DENY" and "csrftoken" in admin.cookies
+    assert "X-Frame-Options" not in first.headers and not first.cookies
