@@ -65,15 +65,21 @@ def _granted(user, connector):
     return granted
 
 
-def has_perm(principal: Principal, perm: str, connector: Connector) -> bool:
+def permission_test(principal: Principal, connector: Connector):
+    """A check `perm -> bool` for this principal on this connector, reading the grants once."""
     if principal.is_system:
-        return True
+        return lambda perm: True
     user = principal.user
     if not (user and user.is_active and user.is_authenticated):
-        return False
+        return lambda perm: False
     if user.is_superuser:
-        return True
-    return bool(SATISFIED_BY[perm] & _granted(user, connector))
+        return lambda perm: True
+    granted = _granted(user, connector)
+    return lambda perm: bool(SATISFIED_BY[perm] & granted)
+
+
+def has_perm(principal: Principal, perm: str, connector: Connector) -> bool:
+    return permission_test(principal, connector)(perm)
 
 
 def viewable_connectors(principal: Principal):

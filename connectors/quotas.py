@@ -65,6 +65,22 @@ def take(buckets, now=None):
     return _take_in_database(buckets, now)
 
 
+def level(key, per_minute, now=None):
+    """Tokens in one bucket now, without taking any (a full bucket if it was never used)."""
+    now = time.time() if now is None else now
+    rate = int(per_minute)
+    if settings.REDIS_URL:
+        _redis()  # connects once, as take() does
+        tokens, stamp = _redis_client.hmget(f"{settings.QUOTA_KEY_PREFIX}{key}", "tokens", "ts")
+        tokens, stamp = (float(tokens), float(stamp)) if tokens is not None else (rate, now)
+    else:
+        from .models import QuotaBucket
+
+        row = QuotaBucket.objects.filter(key=key).first()
+        tokens, stamp = (row.tokens, row.stamp) if row else (rate, now)
+    return min(rate, tokens + max(0.0, now - stamp) * rate / 60.0)
+
+
 def _take_in_database(buckets, now):
     from .models import QuotaBucket
 

@@ -34,7 +34,7 @@ from .models import (
     InboundMessage,
     connector_id_validator,
 )
-from .permissions import Principal, can_create_connectors, has_perm, viewable_connectors
+from .permissions import Principal, can_create_connectors, has_perm, permission_test, viewable_connectors
 from .registry import UnknownKind, connector_for, get_connector_class
 
 logger = logging.getLogger(__name__)
@@ -89,9 +89,10 @@ def _load(principal, connector_id, perm, *, for_update=False):
         connector = qs.get(pk=connector_id)
     except (Connector.DoesNotExist, ValueError, TypeError):
         raise NotFound(f"Connector {connector_id!r} does not exist.")
-    if not has_perm(principal, PERM_VIEW, connector):
+    allowed = permission_test(principal, connector)
+    if not allowed(PERM_VIEW):
         raise _Denied(f"Connector {connector_id!r} does not exist.")
-    if not has_perm(principal, perm, connector):
+    if not allowed(perm):
         raise PermissionDenied(f"You need the {perm} permission on connector {connector_id!r}.")
     return connector
 
@@ -493,7 +494,8 @@ def send_message(principal, connector_id, recipient, content, *, idempotency_key
                     return existing, True
             _require_running(connector)
             try:
-                with transaction.atomic():
+                # A savepoint only when a concurrent request with the same key can collide.
+                with transaction.atomic(savepoint=idempotency_key is not None):
                     delivery = Delivery.objects.create(
                         connector=connector,
                         recipient=message.recipient,
@@ -698,6 +700,7 @@ def get_delivery(principal, delivery_id):
             raise NotFound(f"Delivery {delivery_id!r} does not exist.")
         if not has_perm(principal, PERM_VIEW, delivery.connector):
             raise _Denied(f"Delivery {delivery_id!r} does not exist.")
+        _record("delivery.get", principal, str(delivery.id), target_type="delivery")
     return delivery
 
 

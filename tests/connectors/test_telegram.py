@@ -411,6 +411,19 @@ def test_timeouts_and_an_unreachable_api_are_transient(telegram, fake):
 
 
 @pytest.mark.django_db(transaction=True)
+def test_a_network_latency_on_the_fake_delays_answers_but_loses_nothing(telegram, fake):
+    """The fake's latency models the round trip to the real Bot API (bench/send_throughput.py)."""
+    import time
+
+    telegram()
+    fake.latency_seconds = 0.3
+    started = time.monotonic()
+    delivery = send("tg_main", "after a round trip")
+    assert time.monotonic() - started >= 0.3
+    assert delivery.status == "sent" and [m["text"] for m in fake.sent] == ["after a round trip"]
+
+
+@pytest.mark.django_db(transaction=True)
 def test_a_revoked_token_fails_the_delivery_and_puts_the_connector_in_error(telegram, fake):
     telegram()
     fake.tokens = {OTHER_TOKEN}  # the token was revoked after start

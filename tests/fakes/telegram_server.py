@@ -120,7 +120,7 @@ class FakeTelegram(LoopbackServer):
 
     def __init__(self, *, tokens=None, bot_id=7000000001, bot_username="brain_connectors_bot", host="127.0.0.1",
                  retry_after=7, migrate_to=DEFAULT_MIGRATE_TO, slow_seconds=3.0, max_long_poll=5.0,
-                 allow_http_webhooks=False):
+                 allow_http_webhooks=False, latency_seconds=0.0):
         self.tokens = set(tokens) if tokens is not None else None
         self.bot_id = bot_id
         self.bot_username = bot_username
@@ -129,6 +129,8 @@ class FakeTelegram(LoopbackServer):
         self.migrate_to = migrate_to
         self.slow_seconds = slow_seconds
         self.max_long_poll = max_long_poll
+        # Every answer waits this long first: the network round trip to the real Bot API (bench/).
+        self.latency_seconds = latency_seconds
         self.allow_http_webhooks = allow_http_webhooks
         self._lock = threading.Condition()
         self._calls: list[Call] = []
@@ -246,6 +248,8 @@ class FakeTelegram(LoopbackServer):
             return self._reply(handler, call, 401, _error(401, "Unauthorized"))
         if self.on_call is not None:
             self.on_call(call)
+        if self.latency_seconds:
+            self._stopping.wait(self.latency_seconds)
         failure = self._next_failure(method)
         if failure == "slow":
             self._stopping.wait(self.slow_seconds)
