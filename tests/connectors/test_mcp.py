@@ -286,7 +286,10 @@ def test_stdio_writes_only_protocol_to_stdout_and_a_revoked_token_stops_working(
 
     @sync_to_async
     def revoke():
+        from django.db import connection
+
         ApiToken.objects.filter(user=user).update(revoked_at=timezone.now())
+        connection.close()  # this executor thread's own connection would outlive the test database
 
     async def scenario():
         async with stdio_session(stdio_env(subprocess_env, token)) as session:
