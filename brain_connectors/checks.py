@@ -67,12 +67,19 @@ def check_brain_backend(app_configs=None, **kwargs):
                     id="brain_connectors.E005",
                 )
             )
-    if not settings.DEBUG and not settings.SEARCH_INDEX_KEY:
-        messages.append(
-            Warning(
-                "SEARCH_INDEX_KEY is not set.",
-                hint="Conversation search needs its own key; set SEARCH_INDEX_KEY to a random string.",
-                id="brain_connectors.W001",
-            )
-        )
     return messages
+
+
+@register(deploy=True)
+def check_search_index_key(app_configs=None, **kwargs):
+    """A deployment check (`check --deploy`): nothing uses the key yet, so every other command
+    (migrate, makemigrations, runmcp…) stays quiet about it."""
+    if settings.DEBUG or settings.SEARCH_INDEX_KEY:
+        return []
+    return [
+        Warning(
+            "SEARCH_INDEX_KEY is not set.",
+            hint="Conversation search needs its own key; set SEARCH_INDEX_KEY to a random string.",
+            id="brain_connectors.W001",
+        )
+    ]

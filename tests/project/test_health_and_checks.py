@@ -90,3 +90,12 @@ def test_unknown_connector_class_is_a_check_error(settings):
     settings.CONNECTOR_CLASSES = {**settings.CONNECTOR_CLASSES, "pigeon": "nowhere.Pigeon"}
     with pytest.raises(SystemCheckError, match="CONNECTOR_CLASSES\\['pigeon'\\] cannot be imported"):
         call_command("check")
+
+
+def test_a_missing_search_index_key_is_a_deployment_warning_only(manage):
+    env = {"DEBUG": "false", "SEARCH_INDEX_KEY": ""}
+    deploy = manage("check", "--deploy", "--fail-level", "WARNING", env=env)
+    assert deploy.returncode != 0 and "brain_connectors.W001" in deploy.stderr
+    everyday = manage("makemigrations", "--check", "--dry-run", env=env)
+    assert everyday.returncode == 0, everyday.stderr
+    assert everyday.stdout.strip() == "No changes detected" and "W001" not in everyday.stderr
