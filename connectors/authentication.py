@@ -1,8 +1,6 @@
 """DRF authentication with hashed bearer tokens (`Authorization: Bearer bct_…`)."""
 from rest_framework import authentication, exceptions
 
-from audit import services as audit
-
 from . import tokens
 
 
@@ -19,14 +17,7 @@ class BearerTokenAuthentication(authentication.BaseAuthentication):
         try:
             user, token = tokens.authenticate(raw.strip())
         except tokens.TokenRejected as exc:
-            audit.record(
-                "auth.token",
-                principal="anonymous",
-                result=audit.DENIED,
-                target_type="api_token",
-                target_id=exc.prefix,
-                details={"via": "api", "reason": exc.reason},
-            )
+            tokens.record_rejection(exc, via="api")
             raise exceptions.AuthenticationFailed(f"Invalid token: {exc.reason.replace('_', ' ')}.")
         return user, token
 

@@ -24,7 +24,6 @@ a model can tell data from instructions.
 import functools
 import inspect
 import json
-import logging
 from typing import Annotated
 
 from asgiref.sync import sync_to_async
@@ -36,6 +35,7 @@ from mcp.server.auth.provider import AccessToken
 from mcp.server.auth.settings import AuthSettings
 from mcp.server.mcpserver import MCPServer
 from mcp.server.mcpserver.exceptions import ResourceError, ToolError
+from mcp.types import Resource, ToolAnnotations
 from pydantic import Field, ValidationError
 
 from audit import services as audit
@@ -45,8 +45,6 @@ from .base import MAX_CONTENT_LENGTH
 from .exceptions import ServiceError
 from .models import ConnectorStatus, DeliveryStatus
 from .permissions import Principal
-
-logger = logging.getLogger(__name__)
 
 VIA = "mcp"
 
@@ -115,20 +113,9 @@ def current_principal():
     try:
         user, _ = tokens.authenticate(raw)
     except tokens.TokenRejected as exc:
-        _record_rejected_token(exc)
+        tokens.record_rejection(exc, VIA)
         raise _Unauthenticated(f"The API token is {exc.reason.replace('_', ' ')}; ask for a new one.")
     return Principal.for_user(user, VIA)
-
-
-def _record_rejected_token(exc):
-    audit.record(
-        "auth.token",
-        principal="anonymous",
-        result=audit.DENIED,
-        target_type="api_token",
-        target_id=exc.prefix,
-        details={"via": VIA, "reason": exc.reason},
-    )
 
 
 class ApiTokenVerifier:
@@ -143,7 +130,7 @@ class ApiTokenVerifier:
         try:
             user, row = tokens.authenticate(token)
         except tokens.TokenRejected as exc:
-            _record_rejected_token(exc)
+            tokens.record_rejection(exc, VIA)
             return None
         finally:
             close_old_connections()
@@ -292,8 +279,6 @@ class ConnectorsMCP(MCPServer):
             raise
 
     async def list_resources(self):
-        from mcp.types import Resource
-
         rows = await sync_to_async(_viewable_connector_rows, thread_sensitive=False)()
         return [
             Resource(uri=f"connector://{row.id}", name=row.id, title=row.display_name,
@@ -353,8 +338,6 @@ def build_server(*, stdio_token=None, http_base_url=None):
             "auth": AuthSettings(issuer_url=http_base_url, resource_server_url=f"{http_base_url}/mcp"),
         }
     server = ConnectorsMCP(name="brain-connectors", instructions=INSTRUCTIONS, log_level="WARNING", **auth)
-    from mcp.types import ToolAnnotations
-
     for fn, description, annotations in _TOOLS:
         server.tool(description=description, annotations=ToolAnnotations(**annotations) if annotations else None)(fn)
     server.resource(

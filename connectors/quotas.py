@@ -78,7 +78,12 @@ def level(key, per_minute, now=None):
 
         row = QuotaBucket.objects.filter(key=key).first()
         tokens, stamp = (row.tokens, row.stamp) if row else (rate, now)
-    return min(rate, tokens + max(0.0, now - stamp) * rate / 60.0)
+    return _refilled(tokens, stamp, rate, now)
+
+
+def _refilled(tokens, stamp, per_minute, now):
+    """A bucket's level now: what it held at `stamp`, plus the refill since, up to capacity."""
+    return min(per_minute, tokens + max(0.0, now - stamp) * per_minute / 60.0)
 
 
 def _take_in_database(buckets, now):
@@ -92,7 +97,7 @@ def _take_in_database(buckets, now):
                     row = QuotaBucket.objects.select_for_update().filter(key=key).first()
                     if row is None:
                         row = QuotaBucket.objects.create(key=key, tokens=rate, stamp=now)
-                    row.tokens = min(rate, row.tokens + max(0.0, now - row.stamp) * rate / 60.0)
+                    row.tokens = _refilled(row.tokens, row.stamp, rate, now)
                     row.stamp = now
                     rows.append((row, rate))
                 wait = max((1 - row.tokens) / (rate / 60.0) if row.tokens < 1 else 0.0 for row, rate in rows)

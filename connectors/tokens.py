@@ -29,6 +29,18 @@ class TokenRejected(Exception):
         self.prefix = prefix
 
 
+def record_rejection(exc: TokenRejected, via):
+    """The audit row for a refused token, the same from every edge (REST, MCP)."""
+    audit.record(
+        "auth.token",
+        principal="anonymous",
+        result=audit.DENIED,
+        target_type="api_token",
+        target_id=exc.prefix,
+        details={"via": via, "reason": exc.reason},
+    )
+
+
 def digest(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
 

@@ -41,6 +41,17 @@ def test_bucket_refills_over_time(quota_store):
 
 
 @pytest.mark.django_db
+def test_level_reads_a_bucket_without_taking(quota_store):
+    assert quotas.level("bucket:peek", 6, now=500.0) == 6  # never used: full
+    quotas.take([("bucket:peek", 6)], now=500.0)
+    quotas.take([("bucket:peek", 6)], now=500.0)
+    assert quotas.level("bucket:peek", 6, now=500.0) == pytest.approx(4.0)
+    assert quotas.level("bucket:peek", 6, now=500.0) == pytest.approx(4.0)  # reading took nothing
+    assert quotas.level("bucket:peek", 6, now=510.0) == pytest.approx(5.0)  # one token per 10 s
+    assert quotas.level("bucket:peek", 6, now=900.0) == 6  # never above capacity
+
+
+@pytest.mark.django_db
 def test_all_or_nothing_across_buckets(quota_store):
     assert quotas.take([("b:wide", 10), ("b:narrow", 1)], now=50.0) == 0
     # narrow is empty: nothing may be taken from wide either

@@ -29,7 +29,7 @@ class Command(BaseCommand):
             try:
                 user, _ = tokens.authenticate(raw)
             except tokens.TokenRejected as exc:
-                mcp._record_rejected_token(exc)
+                tokens.record_rejection(exc, mcp.VIA)
                 raise CommandError(f"The API token is {exc.reason.replace('_', ' ')}: the MCP server will not start.")
             sys.stderr.write(f"MCP server on stdio, acting as {user.get_username()}.\n")
             mcp.build_server(stdio_token=raw).run("stdio")
