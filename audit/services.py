@@ -28,23 +28,34 @@ FAILURE = AuditEvent.Result.FAILURE
 DENIED = AuditEvent.Result.DENIED
 
 
-def _forbidden_keys(value):
+def forbidden_keys(value):
     """Forbidden keys anywhere in `value`, nested dicts and lists included."""
     if isinstance(value, dict):
         found = FORBIDDEN_DETAIL_KEYS.intersection(value)
-        return found.union(*(_forbidden_keys(v) for v in value.values()))
+        return found.union(*(forbidden_keys(v) for v in value.values()))
     if isinstance(value, (list, tuple)):
-        return set().union(*(_forbidden_keys(v) for v in value))
+        return set().union(*(forbidden_keys(v) for v in value))
     return set()
 
 
 def _clean_details(details):
     details = dict(details or {})
-    leaked = _forbidden_keys(details)
+    leaked = forbidden_keys(details)
     if leaked:
         raise ValueError(f"Audit details must not contain {sorted(leaked)}")
     # Round-trip through JSON so the stored value and the hashed value are identical.
     return json.loads(json.dumps(details, cls=DjangoJSONEncoder))
+
+
+def lock_log():
+    """Serialise appends to the audit chain until the current transaction ends.
+
+    The event log (connectors.events) takes this same lock rather than one of its own: both are
+    written in the same transactions, and one lock cannot deadlock against itself.
+    """
+    if connection.vendor == "postgresql":
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT pg_advisory_xact_lock(%s)", [_CHAIN_LOCK_KEY])
 
 
 def record(action, *, principal, result=SUCCESS, target_type="", target_id="", details=None):
@@ -53,9 +64,7 @@ def record(action, *, principal, result=SUCCESS, target_type="", target_id="", d
     # No savepoint when nested: an audit failure must fail the caller's whole transaction anyway,
     # and two round trips fewer matter on hot paths such as webhook ingest.
     with transaction.atomic(savepoint=False):
-        if connection.vendor == "postgresql":
-            with connection.cursor() as cursor:
-                cursor.execute("SELECT pg_advisory_xact_lock(%s)", [_CHAIN_LOCK_KEY])
+        lock_log()
         last = AuditEvent.objects.order_by("-seq").values("seq", "hash").first()
         seq = last["seq"] + 1 if last else 1
         prev_hash = last["hash"] if last else GENESIS_HASH

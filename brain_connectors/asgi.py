@@ -1,4 +1,4 @@
-"""ASGI entry point for daphne: HTTP now, websockets as later issues add them.
+"""ASGI entry point for daphne: HTTP, and websockets at /ws/events/ (session or token auth).
 
 Configuration errors (a missing SECRET_KEY or FERNET_KEYS with DEBUG off, …) stop start-up here
 with the system-check message that names the variable, before any request is served.
@@ -13,11 +13,15 @@ import django  # noqa: E402
 
 django.setup()
 
-from channels.routing import ProtocolTypeRouter  # noqa: E402
+from channels.auth import AuthMiddlewareStack  # noqa: E402
+from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 from django.core.asgi import get_asgi_application  # noqa: E402
 from django.core.handlers.asgi import ASGIHandler  # noqa: E402
 from django.core.handlers.exception import convert_exception_to_response  # noqa: E402
 from django.core.management import call_command  # noqa: E402
+from django.urls import path  # noqa: E402
+
+from connectors.consumers import EventStreamConsumer  # noqa: E402
 
 call_command("check", fail_level="ERROR")
 
@@ -51,7 +55,14 @@ def http_router(site, webhooks):
     return route
 
 
-application = ProtocolTypeRouter({"http": http_router(get_asgi_application(), WebhookASGIHandler())})
+# The Origin check lives in the consumer, so that a refusal carries a close code and a reason.
+websocket_routes = URLRouter([path("ws/events/", EventStreamConsumer.as_asgi())])
+application = ProtocolTypeRouter(
+    {
+        "http": http_router(get_asgi_application(), WebhookASGIHandler()),
+        "websocket": AuthMiddlewareStack(websocket_routes),
+    }
+)
 # Everything imported so far lives as long as the process: move it out of the collector's sight,
 # so that full collections stay short. Without this, they stalled requests for tens of ms
 # (bench/webhook_ingest.py: p99 ~75 ms before, ~20 ms after).

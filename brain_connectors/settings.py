@@ -212,8 +212,47 @@ SWEEP_INTERVAL_SECONDS = env.float("SWEEP_INTERVAL_SECONDS", default=15.0)
 CELERY_BEAT_SCHEDULE = {
     "sweep-deliveries": {"task": "connectors.tasks.sweep", "schedule": SWEEP_INTERVAL_SECONDS},
 }
+# --- Event log, live stream -----------------------------------------------------------------
+# CloudEvents `source` of everything this deployment emits.
+EVENT_SOURCE = env.str("EVENT_SOURCE", default="/brain-connectors")
+EVENT_RETENTION_DAYS = env.int("EVENT_RETENTION_DAYS", default=30)
+# Events unpushed this long after commit are pushed again by the relay.
+EVENT_RELAY_GRACE_SECONDS = env.float("EVENT_RELAY_GRACE_SECONDS", default=5.0)
+EVENT_RELAY_INTERVAL_SECONDS = env.float("EVENT_RELAY_INTERVAL_SECONDS", default=5.0)
+# Websocket /ws/events/: events in flight without an ack before the client counts as slow, how
+# long it may stay that way before it is disconnected, the ping interval, and how often each
+# connection checks the log for events the channel layer lost.
+EVENTS_WS_WINDOW = env.int("EVENTS_WS_WINDOW", default=500)
+EVENTS_WS_SLOW_CLIENT_SECONDS = env.float("EVENTS_WS_SLOW_CLIENT_SECONDS", default=30.0)
+EVENTS_WS_PING_SECONDS = env.float("EVENTS_WS_PING_SECONDS", default=20.0)
+EVENTS_WS_CATCHUP_SECONDS = env.float("EVENTS_WS_CATCHUP_SECONDS", default=5.0)
+CELERY_BEAT_SCHEDULE["relay-events"] = {"task": "connectors.tasks.relay_events", "schedule": EVENT_RELAY_INTERVAL_SECONDS}
+CELERY_BEAT_SCHEDULE["purge-events"] = {"task": "connectors.tasks.purge_events", "schedule": 3600.0}
+
 API_RATE_LIMIT_PER_MINUTE = env.int("API_RATE_LIMIT_PER_MINUTE", default=600)
 QUOTA_KEY_PREFIX = env.str("QUOTA_KEY_PREFIX", default="brain:quota:")
+
+# --- Health checks, downtime alerts, metrics (connectors.monitoring, connectors.metrics) ------
+HEALTH_CHECK_INTERVAL_SECONDS = env.float("HEALTH_CHECK_INTERVAL_SECONDS", default=60.0)
+# Failed checks in a row before a CONNECTED connector goes to ERROR (and an incident opens).
+HEALTH_FAILURE_THRESHOLD = env.int("HEALTH_FAILURE_THRESHOLD", default=3)
+# A CONNECTED connector whose last heartbeat is older than this goes to ERROR.
+HEALTH_STALE_SECONDS = env.int("HEALTH_STALE_SECONDS", default=300)
+# Restart an ERROR connector (non-polling kinds) once its health check passes again.
+HEALTH_AUTO_RESTART = env.bool("HEALTH_AUTO_RESTART", default=True)
+# Overlapping rounds (a slow round, two beat processes) skip connectors checked this recently.
+HEALTH_CHECK_MIN_SPACING_SECONDS = env.float(
+    "HEALTH_CHECK_MIN_SPACING_SECONDS", default=HEALTH_CHECK_INTERVAL_SECONDS / 2
+)
+CELERY_BEAT_SCHEDULE["health-checks"] = {
+    "task": "connectors.tasks.health_checks",
+    "schedule": HEALTH_CHECK_INTERVAL_SECONDS,
+}
+# /metrics: staff sessions and staff API tokens, or these client addresses (CIDRs, REMOTE_ADDR).
+METRICS_ALLOWED_IPS = env.list("METRICS_ALLOWED_IPS", default=[])
+METRICS_LATENCY_BUCKETS = [
+    float(b) for b in env.list("METRICS_LATENCY_BUCKETS", default=["0.1", "0.25", "0.5", "1", "2.5", "5", "10", "30", "60", "300"])
+]
 
 # --- Internationalisation, static ------------------------------------------------------------
 LANGUAGE_CODE = "en-us"
@@ -246,6 +285,21 @@ SESSION_COOKIE_HTTPONLY = True
 # healthz/readyz are probed over plain HTTP by load balancers inside the deployment.
 SECURE_REDIRECT_EXEMPT = [r"^healthz$", r"^readyz$"]
 SILENCED_SYSTEM_CHECKS = env.list("SILENCED_SYSTEM_CHECKS", default=[])
+
+# --- Event subscriptions (connectors.subscriptions) ------------------------------------------
+# Refused unless allowed here: loopback (127.0.0.0/8, ::1) and other non-public addresses
+# (RFC 1918, fc00::/7, 100.64/10, ...). Link-local (169.254/16, cloud metadata), unspecified,
+# multicast and reserved addresses are always refused. Listed host names skip the address checks.
+EVENT_SUBSCRIPTION_ALLOW_LOOPBACK = env.bool("EVENT_SUBSCRIPTION_ALLOW_LOOPBACK", default=False)
+EVENT_SUBSCRIPTION_ALLOW_PRIVATE = env.bool("EVENT_SUBSCRIPTION_ALLOW_PRIVATE", default=False)
+EVENT_SUBSCRIPTION_ALLOWED_HOSTS = env.list("EVENT_SUBSCRIPTION_ALLOWED_HOSTS", default=[])
+EVENT_SUBSCRIPTION_TIMEOUT = env.float("EVENT_SUBSCRIPTION_TIMEOUT", default=10.0)
+# How long each process caches the list of active subscriptions (publishing checks it).
+EVENT_SUBSCRIPTION_CACHE_SECONDS = env.float("EVENT_SUBSCRIPTION_CACHE_SECONDS", default=2.0)
+CELERY_BEAT_SCHEDULE["sweep-event-deliveries"] = {
+    "task": "connectors.tasks.sweep_event_deliveries",
+    "schedule": SWEEP_INTERVAL_SECONDS,
+}
 
 # --- Logging: secrets never reach it (see connectors.logging_filters) -----------------------
 LOGGING = {

@@ -4,7 +4,10 @@ from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 from rest_framework.routers import DefaultRouter
 
-from connectors.api import ConnectorViewSet, DeliveryViewSet, TokenViewSet
+from connectors import dashboard
+from connectors.api import ConnectorViewSet, DeliveryViewSet, EventListView, TokenViewSet
+from connectors.api_subscriptions import SubscriptionViewSet
+from connectors.metrics import metrics_view
 from connectors.webhooks import platform_webhook
 
 from . import health
@@ -13,11 +16,16 @@ router = DefaultRouter(trailing_slash=True)
 router.register("connectors", ConnectorViewSet, basename="connector")
 router.register("deliveries", DeliveryViewSet, basename="delivery")
 router.register("tokens", TokenViewSet, basename="token")
+router.register("subscriptions", SubscriptionViewSet, basename="subscription")
 
 urlpatterns = [
     path("healthz", health.healthz, name="healthz"),
     path("readyz", health.readyz, name="readyz"),
+    path("metrics", metrics_view, name="metrics"),
     path("admin/", admin.site.urls),
+    path("dashboard/", dashboard.dashboard, name="dashboard"),
+    path("dashboard/state/", dashboard.dashboard_state, name="dashboard-state"),
+    path("api/v1/events/", EventListView.as_view(), name="event-list"),
     path("api/v1/", include(router.urls)),
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
     # The docs page is for people in a browser: send them to the admin login instead of a 401.

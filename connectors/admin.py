@@ -426,3 +426,223 @@ class ApiTokenAdmin(_ReadOnlyAdmin):
                 self.message_user(request, f"{token.prefix}: {exc.message}", messages.ERROR)
         self.message_user(request, "Revoked.", messages.SUCCESS)
 
+
+
+
+# --- alert recipients (connectors.monitoring) ---------------------------------------------------
+from .models import AlertRecipient  # noqa: E402  (kept with the admin that uses it)
+
+
+@admin.register(AlertRecipient)
+class AlertRecipientAdmin(admin.ModelAdmin):
+    """Who hears about downtime. Writes go through connectors.monitoring (permission checks, audit):
+    Django's model permissions on alert recipients, plus send permission on the channel connector."""
+
+    fields = ("connector", "recipient", "description", "active")
+    list_display = ("recipient", "connector", "description", "active", "created_at")
+    list_filter = ("active", ("connector", admin.RelatedOnlyFieldListFilter))
+    search_fields = ("recipient", "description")
+
+    def get_queryset(self, request):
+        return super().get_queryset(request).filter(connector__in=viewable_connectors(principal_of(request)))
+
+    def formfield_for_foreignkey(self, db_field, request, **kwargs):
+        if db_field.name == "connector":
+            kwargs["queryset"] = viewable_connectors(principal_of(request))
+        return super().formfield_for_foreignkey(db_field, request, **kwargs)
+
+    def save_model(self, request, obj, form, change):
+        from . import monitoring
+
+        saved = monitoring.save_alert_recipient(
+            principal_of(request), pk=obj.pk if change else None, connector_id=obj.connector_id,
+            recipient=obj.recipient, description=obj.description, active=obj.active,
+        )
+        obj.pk = saved.pk
+
+    def delete_model(self, request, obj):
+        from . import monitoring
+
+        monitoring.delete_alert_recipient(principal_of(request), obj.pk)
+
+    def delete_queryset(self, request, queryset):
+        for obj in queryset:
+            self.delete_model(request, obj)
+
+    # As for connectors: not Django's atomic views, whose rollback would take the audit row of a
+    # refused service call with it; a refusal becomes an error message instead of a 500.
+    @csrf_protect_m
+    def changeform_view(self, request, object_id=None, form_url="", extra_context=None):
+        try:
+            return self._changeform_view(request, object_id, form_url, extra_context)
+        except ServiceError as exc:
+            self.message_user(request, exc.message, messages.ERROR)
+            return redirect(request.path)
+
+    @csrf_protect_m
+    def delete_view(self, request, object_id, extra_context=None):
+        try:
+            return self._delete_view(request, object_id, extra_context)
+        except ServiceError as exc:
+            self.message_user(request, exc.message, messages.ERROR)
+            return redirect(request.path)
+
+
+# --- event subscriptions -------------------------------------------------------------------------
+
+from .models import EventDelivery, EventSubscription  # noqa: E402  (this section's own models)
+
+
+class EventSubscriptionForm(forms.ModelForm):
+    """No secret field: the server generates it, and shows it once in a message (create, rotate)."""
+
+    event_types = forms.CharField(
+        max_length=2000,
+        help_text="Comma-separated event types or prefixes ending in .* (e.g. connector.message.*, connector.error).",
+    )
+
+    class Meta:
+        model = EventSubscription
+        fields = ["url", "event_types", "description", "active"]
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        if self.instance.pk and isinstance(self.instance.event_types, list):
+            self.initial["event_types"] = ", ".join(self.instance.event_types)
+
+    def clean_event_types(self):
+        # Shape only; the service judges the types (and audits a refusal).
+        return [t.strip() for t in self.cleaned_data["event_types"].split(",") if t.strip()]
+
+
+@admin.register(EventSubscription)
+class EventSubscriptionAdmin(admin.ModelAdmin):
+    """Staff manage their own subscriptions (superusers: all) through connectors.subscriptions, so
+    the admin checks the same rules (unsafe URLs, event types, ownership) and writes the same audit
+    rows as the API."""
+
+    form = EventSubscriptionForm
+    list_display = ("__str__", "url", "types_display", "active", "owner", "created_at")
+    list_filter = ("active",)
+    search_fields = ("url", "description")
+    readonly_fields = ("id", "owner", "created_at", "updated_at")
+    actions = ["rotate_secret_selected"]
+
+    @admin.display(description="Event types")
+    def types_display(self, obj):
+        return ", ".join(obj.event_types or [])
+
+    def get_fields(self, request, obj=None):
+        fields = ["url", "event_types", "description", "active"]
+        return fields + list(self.readonly_fields) if obj else fields
+
+    def get_queryset(self, request):
+        qs = super().get_queryset(request).select_related("owner")
+        return qs if request.user.is_superuser else qs.filter(owner=request.user)
+
+    def _mine(self, request, obj):
+        return obj is None or request.user.is_superuser or obj.owner_id == request.user.pk
+
+    def has_module_permission(self, request):
+        return request.user.is_active and request.user.is_staff
+
+    def has_view_permission(self, request, obj=None):
+        return self.has_module_permission(request) and self._mine(request, obj)
+
+    has_change_permission = has_view_permission
+    has_delete_permission = has_view_permission
+
+    def has_add_permission(self, request):
+        return self.has_module_permission(request)
+
+    def get_actions(self, request):
+        actions = super().get_actions(request)
+        actions.pop("delete_selected", None)  # deletion goes one by one, through the service
+        return actions
+
+    def save_model(self, request, obj, form, change):
+        from . import subscriptions
+
+        data = form.cleaned_data
+        principal = principal_of(request)
+        if change:
+            changes = {name: data[name] for name in ("url", "event_types", "description", "active")
+                       if name in form.changed_data}
+            if changes:
+                subscriptions.update_subscription(principal, obj.pk, **changes)
+        else:
+            created, secret = subscriptions.create_subscription(
+                principal, url=data["url"], event_types=data["event_types"],
+                description=data.get("description") or "", active=data.get("active", True),
+            )
+            obj.pk = created.pk
+            self.message_user(
+                request,
+                f"Signing secret of {created}: {secret} (shown this once: copy it now).",
+                messages.SUCCESS,
+            )
+        obj.refresh_from_db()
+
+    def delete_model(self, request, obj):
+        from . import subscriptions
+
+        subscriptions.delete_subscription(principal_of(request), obj.pk)
+
+    # Not Django's changeform_view/delete_view: they run a POST in one transaction, whose rollback
+    # would take the audit row of a refused service call with it. The services are atomic.
+    @csrf_protect_m
+    def changeform_view(self, request, object_id=None, form_url="", extra_context=None):
+        try:
+            return self._changeform_view(request, object_id, form_url, extra_context)
+        except ServiceError as exc:
+            self.message_user(request, exc.message, messages.ERROR)
+            return redirect(request.path)
+
+    @csrf_protect_m
+    def delete_view(self, request, object_id, extra_context=None):
+        try:
+            return self._delete_view(request, object_id, extra_context)
+        except ServiceError as exc:
+            self.message_user(request, exc.message, messages.ERROR)
+            return redirect(request.path)
+
+    @admin.action(description="Rotate secret (the new one is shown once)")
+    def rotate_secret_selected(self, request, queryset):
+        from . import subscriptions
+
+        for pk in list(queryset.values_list("pk", flat=True)):
+            try:
+                subscription, secret = subscriptions.rotate_secret(principal_of(request), pk)
+            except ServiceError as exc:
+                self.message_user(request, f"{pk}: {exc.message}", messages.ERROR)
+                continue
+            self.message_user(
+                request, f"New signing secret of {subscription}: {secret} (shown this once: copy it now).",
+                messages.SUCCESS,
+            )
+
+
+@admin.register(EventDelivery)
+class EventDeliveryAdmin(_ReadOnlyAdmin):
+    """What happened to each event sent to a subscription: statuses and errors, read-only."""
+
+    list_display = ("event", "subscription", "status", "attempts", "response_status", "created_at", "sent_at",
+                    "last_error")
+    list_filter = ("status",)
+    list_select_related = ("event", "subscription")
+    search_fields = ("id", "event__event_id", "subscription__url")
+    fields = ("id", "subscription", "event", "status", "attempts", "next_attempt_at", "response_status",
+              "last_error", "created_at", "updated_at", "sent_at")
+    readonly_fields = fields
+
+    def get_queryset(self, request):
+        qs = super().get_queryset(request)
+        return qs if request.user.is_superuser else qs.filter(subscription__owner=request.user)
+
+    def has_module_permission(self, request):
+        return request.user.is_active and request.user.is_staff
+
+    def has_view_permission(self, request, obj=None):
+        if not self.has_module_permission(request):
+            return False
+        return obj is None or request.user.is_superuser or obj.subscription.owner_id == request.user.pk

@@ -7,6 +7,7 @@ from guardian.shortcuts import get_groups_with_perms, get_users_with_perms
 from rest_framework import mixins, status, viewsets
 from rest_framework.decorators import action
 from rest_framework.response import Response
+from rest_framework.views import APIView
 
 from . import services, tokens
 from .exceptions import ValidationFailed
@@ -261,3 +262,72 @@ class TokenViewSet(viewsets.ViewSet):
     def destroy(self, request, prefix=None):
         tokens.revoke_token(principal_of(request), prefix)
         return Response(status=status.HTTP_204_NO_CONTENT)
+
+
+EVENT_QUERY_PARAMETERS = {"type", "connector", "after", "from", "to", "limit"}
+
+
+def _event_query(params):
+    """Parse the event listing's query string; ValidationFailed names every bad parameter."""
+    from django.utils.dateparse import parse_datetime
+
+    from . import events
+
+    problems = {name: "unknown filter" for name in set(params) - EVENT_QUERY_PARAMETERS}
+    query = {"types": [], "connector_ids": [], "after": 0, "time_from": None, "time_to": None, "limit": 100}
+    try:
+        query["types"] = events.parse_types(params.get("type", ""))
+    except events.EventFilterError as exc:
+        problems["type"] = str(exc)
+    query["connector_ids"] = [c.strip() for c in params.get("connector", "").split(",") if c.strip()]
+    for name, key, low, high in (("after", "after", 0, 2**63 - 1), ("limit", "limit", 1, 1000)):
+        raw = params.get(name)
+        if raw is None:
+            continue
+        if not raw.isdigit() or not low <= int(raw) <= high:
+            problems[name] = f"must be an integer from {low} to {high}"
+        else:
+            query[key] = int(raw)
+    for name, key in (("from", "time_from"), ("to", "time_to")):
+        raw = params.get(name)
+        if raw is None:
+            continue
+        try:
+            value = parse_datetime(raw)
+        except ValueError:
+            value = None
+        if value is None or value.tzinfo is None:
+            problems[name] = "must be an ISO 8601 date-time with a time zone (e.g. 2026-11-25T20:00:00Z)"
+        else:
+            query[key] = value
+    if problems:
+        raise ValidationFailed("Invalid event query.", code="invalid_query", details=problems)
+    return query
+
+
+class EventListView(APIView):
+    """The durable event log, oldest first, cursor-paginated on `seq` (pass `after` = `next_after`)."""
+
+    @extend_schema(
+        summary="Events of the connectors you may view",
+        parameters=[
+            OpenApiParameter("type", str, description="Comma-separated types, or prefixes like connector.message.*"),
+            OpenApiParameter("connector", str, description="Comma-separated connector ids"),
+            OpenApiParameter("after", int, description="Only events with seq greater than this (the cursor)"),
+            OpenApiParameter("from", OpenApiTypes.DATETIME, description="Only events at or after this time"),
+            OpenApiParameter("to", OpenApiTypes.DATETIME, description="Only events before this time"),
+            OpenApiParameter("limit", int, description="Page size, 1-1000 (default 100)"),
+        ],
+        responses={200: OpenApiTypes.OBJECT, **_errors(400, 401)},
+    )
+    def get(self, request):
+        from . import events
+
+        query = _event_query(request.query_params)
+        rows, next_after = events.list_events(principal_of(request), **query)
+        next_url = None
+        if next_after is not None:
+            params = request.query_params.copy()
+            params["after"] = str(next_after)
+            next_url = request.build_absolute_uri(f"{request.path}?{params.urlencode()}")
+        return Response({"results": [row.envelope() for row in rows], "next_after": next_after, "next": next_url})

@@ -63,6 +63,10 @@ class Connector(models.Model):
     updated_at = models.DateTimeField(auto_now=True)
     last_heartbeat = models.DateTimeField(null=True, blank=True)
     last_error = models.TextField(blank=True, default="")
+    # Periodic health checks: failures in a row, and when the current downtime incident began
+    # (null while healthy), so that staff are alerted once per incident and told of recovery.
+    health_failures = models.PositiveIntegerField(default=0)
+    incident_started_at = models.DateTimeField(null=True, blank=True)
 
     # Lease: in a multi-instance deployment exactly one process owns a long-running connector
     # (polling, heartbeats). The owner renews before `lease_expires_at`; others take over after.
@@ -215,3 +219,113 @@ class QuotaBucket(models.Model):
 
     def __str__(self):
         return f"{self.key}: {self.tokens:.2f}"
+
+
+class Event(models.Model):
+    """One entry of the durable event log: a CloudEvents 1.0 envelope plus `seq`.
+
+    `seq` is allocated under the log lock held until commit (see connectors.events), so rows
+    become visible in `seq` order and a reader resuming after seq N can never skip one.
+    Events outlive their connector (no foreign key) and never hold message content.
+    """
+
+    seq = models.BigIntegerField(primary_key=True)
+    event_id = models.UUIDField(unique=True, default=uuid.uuid4, editable=False)
+    type = models.CharField(max_length=100, db_index=True)
+    source = models.CharField(max_length=200)
+    subject = models.CharField(max_length=200, blank=True, default="")
+    connector_id = models.CharField(max_length=64, blank=True, default="", db_index=True)
+    time = models.DateTimeField(db_index=True)
+    data = models.JSONField(default=dict, blank=True)
+    # Set once the event reached the channel layer; the relay re-pushes rows left unset.
+    pushed_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["seq"]
+        indexes = [
+            models.Index(fields=["connector_id", "seq"]),
+            models.Index(fields=["type", "seq"]),
+            models.Index(fields=["seq"], condition=models.Q(pushed_at__isnull=True), name="event_unpushed"),
+        ]
+
+    def __str__(self):
+        return f"#{self.seq} {self.type} {self.connector_id}"
+
+    def envelope(self) -> dict:
+        """The wire form (websocket, REST, subscriptions)."""
+        return {
+            "specversion": "1.0",
+            "id": str(self.event_id),
+            "source": self.source,
+            "type": self.type,
+            "time": self.time.isoformat().replace("+00:00", "Z"),
+            "subject": self.subject,
+            "datacontenttype": "application/json",
+            "data": self.data,
+            "seq": self.seq,
+            "connector": self.connector_id,
+        }
+
+
+class EventSubscription(models.Model):
+    """Another system's standing request: POST these event types to this URL, signed with this secret."""
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    owner = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="event_subscriptions")
+    description = models.CharField(max_length=200, blank=True, default="")
+    url = models.CharField(max_length=2000)
+    # Exact types ("connector.message.sent") or prefixes ending in ".*" ("connector.message.*").
+    event_types = models.JSONField(default=list)
+    # whsec_… (Standard Webhooks), encrypted at rest, shown once when created or rotated.
+    secret = EncryptedTextField()
+    active = models.BooleanField(default=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["created_at"]
+
+    def __str__(self):
+        return f"{self.description or self.url} ({self.id})"
+
+
+class EventDelivery(models.Model):
+    """One event POSTed to one subscription, with the delivery pipeline's statuses and retries."""
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    subscription = models.ForeignKey(EventSubscription, on_delete=models.CASCADE, related_name="deliveries")
+    event = models.ForeignKey(Event, on_delete=models.CASCADE, related_name="subscription_deliveries")
+    status = models.CharField(max_length=16, choices=DeliveryStatus.choices, default=DeliveryStatus.QUEUED)
+    attempts = models.PositiveIntegerField(default=0)
+    next_attempt_at = models.DateTimeField(null=True, blank=True)
+    response_status = models.PositiveIntegerField(null=True, blank=True)
+    last_error = models.TextField(blank=True, default="")
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+    sent_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["created_at"]
+        verbose_name_plural = "event deliveries"
+        constraints = [models.UniqueConstraint(fields=["subscription", "event"], name="event_delivery_once")]
+        indexes = [models.Index(fields=["status", "next_attempt_at"])]
+
+    def __str__(self):
+        return f"event {self.event_id} → {self.subscription_id} ({self.status})"
+
+
+class AlertRecipient(models.Model):
+    """A staff member told when a connector goes down (and when it recovers), through `connector`."""
+
+    connector = models.ForeignKey(Connector, on_delete=models.CASCADE, related_name="alert_recipients")
+    recipient = models.CharField(max_length=255)
+    description = models.CharField(max_length=200, blank=True, default="")
+    active = models.BooleanField(default=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["connector_id", "recipient"]
+        constraints = [models.UniqueConstraint(fields=["connector", "recipient"], name="alert_recipient_once")]
+
+    def __str__(self):
+        return f"{self.recipient} via {self.connector_id}"

@@ -9,6 +9,7 @@ import hashlib
 import json
 import logging
 import random
+import time
 from contextlib import contextmanager
 from datetime import timedelta
 
@@ -18,7 +19,7 @@ from django.utils import timezone
 
 from audit import services as audit
 
-from . import quotas
+from . import events, quotas
 from .base import ConnectorError, IncomingMessage, MessageValidationError, OutgoingMessage
 from .exceptions import Conflict, NotFound, PermissionDenied, ServiceError, ValidationFailed
 from .models import (
@@ -81,6 +82,12 @@ def _record(action, principal, target_id, target_type="connector", result=audit.
         target_id=target_id,
         details={"via": principal.via, **details},
     )
+
+
+def _emit(event_type, connector_id, **data):
+    """Append an event in the current transaction (see connectors.events): ids, statuses and
+    lengths only, never content."""
+    events.publish(event_type, connector_id=connector_id, data=data)
 
 
 def _load(principal, connector_id, perm, *, for_update=False):
@@ -209,6 +216,7 @@ def register_connector(
 
                     assign_perm(PERM_ADMIN, principal.user, connector)
                 _record("connector.register", principal, connector.id, kind=kind)
+                _emit("connector.registered", connector.id, kind=kind, status=connector.status)
         except IntegrityError:
             raise Conflict(f"A connector with id {id!r} already exists.", code="duplicate_id")
     return connector
@@ -243,6 +251,7 @@ def update_connector(principal, connector_id, **changes):
             connector.save()
             # Field names only: values may be secret (credentials) or large (config).
             _record("connector.update", principal, connector.id, fields=sorted(changes))
+            _emit("connector.updated", connector.id, fields=sorted(changes), status=connector.status)
     return connector
 
 
@@ -258,6 +267,7 @@ def delete_connector(principal, connector_id):
             kind = connector.kind
             connector.delete()
             _record("connector.delete", principal, connector_id, kind=kind)
+            _emit("connector.deleted", connector_id, kind=kind)
 
 
 def start_connector(principal, connector_id):
@@ -294,6 +304,7 @@ def _finish_start(principal, connector_id, *, error, code="platform_error"):
         connector.save(update_fields=["status", "last_error", "last_heartbeat", "updated_at"])
         if error is None:
             _record("connector.start", principal, connector_id, status=connector.status)
+            _emit("connector.started", connector_id, status=connector.status)
         else:
             _record(
                 "connector.start",
@@ -303,6 +314,7 @@ def _finish_start(principal, connector_id, *, error, code="platform_error"):
                 status=connector.status,
                 error=code,
             )
+            _emit("connector.error", connector_id, status=connector.status, error=code, during="start")
     return connector
 
 
@@ -314,6 +326,7 @@ def stop_connector(principal, connector_id):
             connector.lease_owner, connector.lease_expires_at = "", None
             connector.save(update_fields=["status", "lease_owner", "lease_expires_at", "updated_at"])
             _record("connector.stop", principal, connector_id)
+            _emit("connector.stopped", connector_id, status=connector.status)
         try:
             connector_for(connector).stop()
         except Exception as exc:  # the connector is stopped on our side either way; say what failed
@@ -331,6 +344,10 @@ def set_disabled(principal, connector_id, disabled: bool, reason=""):
                 connector.last_error = reason[:2000]
             connector.save(update_fields=["status", "last_error", "updated_at"])
             _record(action, principal, connector_id)
+            if disabled:
+                _emit("connector.stopped", connector_id, status=connector.status, disabled=True)
+            else:
+                _emit("connector.updated", connector_id, fields=["status"], status=connector.status)
     return connector
 
 
@@ -406,12 +423,14 @@ def test_connector(principal, connector_id):
     """Run the platform's health check now and record the outcome on the connector."""
     with _audited_failures("connector.test", principal, connector_id):
         connector = _load(principal, connector_id, PERM_MANAGE)
+        started = time.monotonic()
         try:
             result = connector_for(connector).health_check()
         except ConnectorError as exc:
             from .base import HealthResult
 
             result = HealthResult(ok=False, detail=exc.message)
+        latency_ms = round((time.monotonic() - started) * 1000, 1)
         with transaction.atomic():
             connector = Connector.objects.select_for_update().get(pk=connector_id)
             if result.ok:
@@ -426,6 +445,7 @@ def test_connector(principal, connector_id):
                 result=audit.SUCCESS if result.ok else audit.FAILURE,
                 ok=result.ok,
             )
+            _emit("connector.health.check", connector_id, ok=result.ok, latency_ms=latency_ms, trigger="manual")
     return result
 
 
@@ -516,6 +536,7 @@ def send_message(principal, connector_id, recipient, content, *, idempotency_key
             _record(
                 "message.queued", principal, connector_id, delivery_id=str(delivery.id), length=len(message.content)
             )
+            _emit("connector.message.queued", connector_id, delivery_id=str(delivery.id), length=len(message.content))
             transaction.on_commit(lambda: enqueue_delivery(delivery.id))
     return delivery, False
 
@@ -627,8 +648,16 @@ def attempt_delivery(delivery_id):
         _record(
             "message.sent", system, connector.id, delivery_id=str(delivery.id), attempts=delivery.attempts
         )
+        sent = {"delivery_id": str(delivery.id), "attempts": delivery.attempts, "length": len(delivery.content)}
+        _emit("connector.message.sent", connector.id, **sent, latency_ms=_ms_since(delivery.created_at, now))
+        if result.delivered:
+            _emit("connector.message.delivered", connector.id, delivery_id=str(delivery.id), via="platform")
         _kick_next_for_recipient(delivery)
     return delivery
+
+
+def _ms_since(start, end):
+    return round((end - start).total_seconds() * 1000, 1)
 
 
 def _defer(delivery, seconds, reason, kick=True):
@@ -683,6 +712,16 @@ def _record_send_failure(principal, delivery, error: ConnectorError):
             permanent=error.permanent,
             error=error.code,
         )
+        if retry is None:
+            _emit(
+                "connector.message.failed",
+                delivery.connector_id,
+                delivery_id=str(delivery.id),
+                status=delivery.status,
+                attempts=delivery.attempts,
+                permanent=error.permanent,
+                error=error.code,
+            )
         if error.permanent and error.code in CONNECTOR_FATAL_CODES:
             record_connector_error(principal, delivery.connector_id, error)
         # Eager mode (make run) would retry in a tight loop; there the row waits for a sweep.
@@ -723,6 +762,7 @@ def mark_delivered(principal, delivery_id):
         delivery.delivered_at = timezone.now()
         delivery.save(update_fields=["status", "delivered_at", "updated_at"])
         _record("message.delivered", principal, delivery.connector_id, delivery_id=str(delivery.id))
+        _emit("connector.message.delivered", delivery.connector_id, delivery_id=str(delivery.id), via="confirmation")
     return delivery
 
 
@@ -758,6 +798,7 @@ def acknowledge_delivery(connector_id, delivery_id, *, platform_message_id="", p
             delivery.status = DeliveryStatus.DELIVERED
             delivery.delivered_at = timezone.now()
             delivery.save(update_fields=["status", "delivered_at", "updated_at"])
+            _emit("connector.message.delivered", connector_id, delivery_id=str(delivery.id), via="acknowledgement")
         _record("message.acknowledged", principal, connector_id, delivery_id=str(delivery.id), previous=previous)
     return delivery
 
@@ -795,6 +836,13 @@ def apply_receipt(connector_id, receipt, principal=None):
             else:
                 delivery.last_error = (receipt.error or "the platform reported the message undelivered")[:2000]
             delivery.save(update_fields=["status", "delivered_at", "last_error", "updated_at"])
+            _emit(
+                f"connector.message.{receipt.status}",
+                connector_id,
+                delivery_id=str(delivery.id),
+                status=receipt.status,
+                via="receipt",
+            )
         _record(
             "message.delivered" if receipt.status == DeliveryStatus.DELIVERED else "message.failed",
             principal,
@@ -861,6 +909,7 @@ def record_connector_error(principal, connector_id, error: ConnectorError):
             status=connector.status,
             error=error.code,
         )
+        _emit("connector.error", connector_id, status=connector.status, error=error.code)
     return connector
 
 
@@ -900,6 +949,7 @@ def receive_message(connector_id, message: IncomingMessage, principal=None, conn
                 except IntegrityError as exc:
                     raise _DuplicateInbound from exc
                 _record("message.received", principal, connector_id, inbound_id=inbound.pk, length=len(message.content))
+                _emit("connector.message.received", connector_id, inbound_id=inbound.pk, length=len(message.content))
                 transaction.on_commit(lambda: _enqueue_brain(inbound.pk))
         except _DuplicateInbound:
             with transaction.atomic():

@@ -18,3 +18,43 @@ def handle_inbound(inbound_id):
 def sweep():
     """Periodic (Celery beat): re-drive deliveries and inbound messages the broker may have lost."""
     return services.sweep()
+
+
+@shared_task(ignore_result=True)
+def relay_events():
+    """Periodic (Celery beat): push committed events the channel layer never got."""
+    from . import events
+
+    return events.relay()
+
+
+@shared_task(ignore_result=True)
+def purge_events():
+    """Periodic (Celery beat): delete events past EVENT_RETENTION_DAYS (audited)."""
+    from . import events
+
+    return events.purge_expired()
+
+
+@shared_task(ignore_result=True)
+def health_checks():
+    """Periodic (Celery beat): check every running connector's health, open and close incidents."""
+    from . import monitoring
+
+    return monitoring.run_health_checks()
+
+
+@shared_task(acks_late=True, reject_on_worker_lost=True, ignore_result=True)
+def deliver_event(event_delivery_id):
+    """POST one event to one subscription (connectors.subscriptions)."""
+    from . import subscriptions
+
+    subscriptions.deliver_event(event_delivery_id)
+
+
+@shared_task(ignore_result=True)
+def sweep_event_deliveries():
+    """Periodic (Celery beat): re-drive event deliveries the broker may have lost."""
+    from . import subscriptions
+
+    return subscriptions.sweep()

@@ -1,9 +1,11 @@
 """`locmem`: an outbox in memory, the default platform in unit tests (like Django's locmem mail
 backend). `outbox` is a module-level list of (connector_id, OutgoingMessage); tests clear it.
 
-Config `fail_with` makes sends fail on purpose: "transient" or "permanent".
+Config `fail_with` makes sends fail on purpose: "transient" or "permanent". Config `health`
+makes the periodic health check fail on purpose: "fail" (an unhealthy answer) or "raise" (the
+platform call itself errors), so the monitoring's failure paths run against a real platform class.
 """
-from ..base import BaseConnector, ConnectorError, OutgoingMessage, SendResult
+from ..base import BaseConnector, ConnectorError, HealthResult, OutgoingMessage, SendResult
 
 outbox: list[tuple[str, OutgoingMessage]] = []
 
@@ -14,7 +16,10 @@ class LocmemConnector(BaseConnector):
     config_schema = {
         "type": "object",
         "additionalProperties": False,
-        "properties": {"fail_with": {"enum": ["transient", "permanent"]}},
+        "properties": {
+            "fail_with": {"enum": ["transient", "permanent"]},
+            "health": {"enum": ["ok", "fail", "raise"]},
+        },
     }
     credentials_schema = {
         "type": "object",
@@ -28,3 +33,11 @@ class LocmemConnector(BaseConnector):
             raise ConnectorError(f"locmem configured to fail ({failure})", permanent=failure == "permanent")
         outbox.append((self.connector.id, message))
         return SendResult(platform_message_id=f"locmem-{len(outbox)}")
+
+    def health_check(self) -> HealthResult:
+        health = self.config.get("health", "ok")
+        if health == "raise":
+            raise ConnectorError("locmem configured to error in its health check")
+        if health == "fail":
+            return HealthResult(ok=False, detail="locmem configured to fail its health check")
+        return HealthResult(ok=True, detail="in-memory outbox")

@@ -1,0 +1,302 @@
+"""Websocket `/ws/events/`: the event log, replayed from `?since=` and then live, with no gaps.
+
+Protocol (README "Event stream"):
+    server → {"type": "hello", "cursor", "latest_seq", "oldest_seq", "window"}
+             {"type": "event", "event": {CloudEvents envelope + "seq"}}   strictly in seq order
+             {"type": "ping", "latest_seq", "time"}                         every EVENTS_WS_PING_SECONDS
+    client → {"type": "ack", "seq": N}                                      the last event processed
+
+How nothing is lost: live pushes from the channel layer are only a fast path. The consumer keeps
+a cursor (the seq up to which it has sent everything the client may see). A push that is not
+the cursor's direct successor, a full window or a timer makes it read the log after the cursor.
+Rows become visible in seq order (see connectors.events), so reading `cursor < seq <= latest`
+covers everything committed up to `latest`.
+
+Flow control: at most EVENTS_WS_WINDOW events may be unacknowledged. Beyond that nothing more is
+sent (the rest waits in the database, not in memory), and a client that stays full for
+EVENTS_WS_SLOW_CLIENT_SECONDS is disconnected with 4408 so it can resume with `since`.
+"""
+import asyncio
+import json
+import logging
+import time
+from collections import deque
+from datetime import UTC, datetime
+from urllib.parse import parse_qs, urlsplit
+
+from channels.db import database_sync_to_async
+from channels.generic.websocket import AsyncWebsocketConsumer
+from django.conf import settings
+from django.contrib.auth import get_user_model
+from django.http.request import validate_host
+
+from . import events, tokens
+from .models import Connector
+from .permissions import Principal
+
+logger = logging.getLogger(__name__)
+
+CLOSE_BAD_REQUEST = 4400
+CLOSE_UNAUTHENTICATED = 4401
+CLOSE_FORBIDDEN_ORIGIN = 4403
+CLOSE_UNKNOWN_CONNECTOR = 4404
+CLOSE_SLOW_CONSUMER = 4408
+
+QUERY_PARAMETERS = frozenset({"since", "types", "connector"})
+READ_BATCH = 500
+MAX_SEQ = 2**63 - 1
+
+
+class StreamRequestError(Exception):
+    def __init__(self, code, reason):
+        super().__init__(reason)
+        self.code = code
+        self.reason = reason
+
+
+def origin_allowed(headers: dict) -> bool:
+    """Browsers always send Origin on websockets: it must name one of our hosts. Clients without
+    one (scripts, services) are not browsers carrying someone's cookies, and authenticate anyway."""
+    origin = headers.get("origin")
+    if origin is None:
+        return True
+    if origin in settings.CSRF_TRUSTED_ORIGINS:
+        return True
+    parts = urlsplit(origin)
+    return parts.scheme in ("http", "https") and bool(parts.hostname) and validate_host(parts.hostname, settings.ALLOWED_HOSTS)
+
+
+def parse_stream_query(query_string: bytes):
+    """(since or None, type patterns, connector ids) from the query string, or StreamRequestError."""
+    try:
+        query = parse_qs(query_string.decode("ascii"), keep_blank_values=True, strict_parsing=False)
+    except UnicodeDecodeError:
+        raise StreamRequestError(CLOSE_BAD_REQUEST, "the query string must be ASCII")
+    unknown = sorted(set(query) - QUERY_PARAMETERS)
+    if unknown:
+        raise StreamRequestError(CLOSE_BAD_REQUEST, f"unknown filter {unknown[0]!r}; use since, types or connector")
+    if any(len(values) > 1 for values in query.values()):
+        raise StreamRequestError(CLOSE_BAD_REQUEST, "give each parameter once (comma-separate several values)")
+    since = None
+    if "since" in query:
+        raw = query["since"][0]
+        if not raw.isdigit() or len(raw) > 19 or int(raw) > MAX_SEQ:
+            raise StreamRequestError(CLOSE_BAD_REQUEST, "since must be a non-negative integer (an event seq)")
+        since = int(raw)
+    try:
+        types = events.parse_types(query.get("types", [""])[0])
+    except events.EventFilterError as exc:
+        raise StreamRequestError(CLOSE_BAD_REQUEST, str(exc)[:120])
+    connectors = [c.strip() for c in query.get("connector", [""])[0].split(",") if c.strip()]
+    return since, types, connectors
+
+
+class EventStreamConsumer(AsyncWebsocketConsumer):
+    async def connect(self):
+        self.groups_joined = set()
+        self.ticker = None
+        self.lock = asyncio.Lock()
+        self.inflight = deque()  # seqs sent and not yet acknowledged
+        self.behind = False  # the log holds events for us that were not sent yet
+        self.full_since = None  # when the window last filled up (monotonic)
+        self.last_ping = time.monotonic()
+        # Accept first: only an open socket can carry a close code and a reason.
+        await self.accept()
+        try:
+            await self._open_stream()
+        except StreamRequestError as exc:
+            await self.close(code=exc.code, reason=exc.reason[:120])
+
+    async def _open_stream(self):
+        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in self.scope.get("headers", [])}
+        if not origin_allowed(headers):
+            raise StreamRequestError(CLOSE_FORBIDDEN_ORIGIN, "origin not allowed")
+        self.raw_token = None
+        user = self.scope.get("user")
+        authorization = headers.get("authorization", "")
+        if authorization:
+            scheme, _, raw = authorization.partition(" ")
+            if scheme.lower() != "bearer":
+                raise StreamRequestError(CLOSE_UNAUTHENTICATED, "use Authorization: Bearer <token>")
+            user = await database_sync_to_async(self._token_user)(raw.strip())
+            self.raw_token = raw.strip()
+        if user is None or not user.is_authenticated or not user.is_active:
+            raise StreamRequestError(CLOSE_UNAUTHENTICATED, "log in, or send Authorization: Bearer <token>")
+        self.principal = Principal.for_user(user, via="websocket")
+        since, self.types, requested = parse_stream_query(self.scope.get("query_string", b""))
+        self.visible, self.cursor, latest, oldest = await database_sync_to_async(self._initial_state)(requested, since)
+        self.connector_filter = set(requested)
+        self.acked_seq = self.cursor
+        await self._join_groups()
+        await self._send_json(
+            {"type": "hello", "cursor": self.cursor, "latest_seq": latest, "oldest_seq": oldest, "window": self.window}
+        )
+        async with self.lock:
+            await self._catch_up()
+        self.ticker = asyncio.ensure_future(self._tick_forever())
+
+    @property
+    def window(self):
+        return settings.EVENTS_WS_WINDOW
+
+    def _token_user(self, raw):
+        try:
+            user, _ = tokens.authenticate(raw)
+        except tokens.TokenRejected as exc:
+            tokens.record_rejection(exc, via="websocket")
+            raise StreamRequestError(CLOSE_UNAUTHENTICATED, f"invalid token: {exc.reason.replace('_', ' ')}")
+        return user
+
+    def _initial_state(self, requested, since):
+        visible = events.visible_connector_ids(self.principal)
+        for connector_id in requested:
+            exists = Connector.objects.filter(pk=connector_id).exists() if visible is None else connector_id in visible
+            # Events of deleted connectors stay in the log; a superuser may still ask for them.
+            if not exists and (visible is not None or not events.visible_query(None).filter(connector_id=connector_id).exists()):
+                raise StreamRequestError(CLOSE_UNKNOWN_CONNECTOR, f"unknown connector {connector_id[:64]!r}")
+        latest = events.latest_seq()
+        return visible, (latest if since is None else since), latest, events.oldest_seq()
+
+    # --- groups and permissions -------------------------------------------------------------
+
+    def _wanted_groups(self):
+        if self.connector_filter:
+            return {events.connector_group(c) for c in self.connector_filter}
+        if self.visible is None:
+            return {events.GROUP_ALL}
+        return {events.connector_group(c) for c in self.visible}
+
+    async def _join_groups(self, refresh=False):
+        """Join the groups for what the client may see. `refresh` re-adds them all: a Redis flush
+        or group expiry silently drops memberships, and re-adding is idempotent."""
+        wanted = self._wanted_groups()
+        for group in wanted if refresh else wanted - self.groups_joined:
+            await self.channel_layer.group_add(group, self.channel_name)
+        for group in self.groups_joined - wanted:
+            await self.channel_layer.group_discard(group, self.channel_name)
+        self.groups_joined = wanted
+
+    def _refresh_access(self):
+        """(still allowed, visible connector ids): a deactivated user or a revoked token ends
+        the stream, and grants given or taken since it opened apply from now on."""
+        user = get_user_model().objects.filter(pk=self.principal.user.pk).first()
+        if user is None or not user.is_active:
+            return False, set()
+        if self.raw_token is not None:
+            try:
+                tokens.authenticate(self.raw_token)
+            except tokens.TokenRejected:
+                return False, set()
+        self.principal = Principal.for_user(user, via="websocket")
+        return True, events.visible_connector_ids(self.principal)
+
+    # --- sending --------------------------------------------------------------------------
+
+    async def _send_json(self, payload):
+        await self.send(text_data=json.dumps(payload, separators=(",", ":")))
+
+    def _selected(self, envelope):
+        connector_id = envelope["connector"]
+        if self.visible is not None and connector_id not in self.visible:
+            return False
+        if self.connector_filter and connector_id not in self.connector_filter:
+            return False
+        return events.type_matches(envelope["type"], self.types)
+
+    async def _send_event(self, envelope):
+        await self._send_json({"type": "event", "event": envelope})
+        self.inflight.append(envelope["seq"])
+
+    def _read_log(self, cursor, limit):
+        latest = events.latest_seq()
+        rows = events.read_after(
+            self.visible, cursor, types=self.types, connector_ids=self.connector_filter, limit=limit, up_to=latest
+        )
+        return latest, [row.envelope() for row in rows]
+
+    async def _catch_up(self):
+        """Send what the log holds after the cursor, as far as the window allows (lock held)."""
+        while True:
+            room = self.window - len(self.inflight)
+            if room <= 0:
+                self.behind = True
+                self.full_since = self.full_since or time.monotonic()
+                return
+            limit = min(room, READ_BATCH)
+            latest, rows = await database_sync_to_async(self._read_log)(self.cursor, limit)
+            for envelope in rows:
+                await self._send_event(envelope)
+            if len(rows) < limit:  # everything committed up to `latest` has been seen
+                self.cursor = max(self.cursor, latest)
+                self.behind = False
+                return
+            self.cursor = rows[-1]["seq"]
+
+    async def event_push(self, message):
+        """A live event from the channel layer (type "event.push")."""
+        envelope = message["event"]
+        seq = envelope["seq"]
+        async with self.lock:
+            if seq <= self.cursor:  # already sent (a relay re-push, or read from the log)
+                return
+            if self.behind or seq != self.cursor + 1 or len(self.inflight) >= self.window:
+                await self._catch_up()  # something came before it that we have not seen
+                return
+            if self._selected(envelope):
+                await self._send_event(envelope)
+            self.cursor = seq
+
+    # --- client messages, timers ------------------------------------------------------------
+
+    async def receive(self, text_data=None, bytes_data=None):
+        try:
+            message = json.loads(text_data) if text_data is not None else None
+        except ValueError:
+            message = None
+        seq = message.get("seq") if isinstance(message, dict) and message.get("type") == "ack" else None
+        if not isinstance(seq, int) or isinstance(seq, bool) or seq < 0:
+            await self.close(code=CLOSE_BAD_REQUEST, reason='send {"type": "ack", "seq": <last seq processed>}')
+            return
+        async with self.lock:
+            self.acked_seq = max(self.acked_seq, min(seq, self.cursor))
+            while self.inflight and self.inflight[0] <= seq:
+                self.inflight.popleft()
+            if len(self.inflight) < self.window:
+                self.full_since = None
+            if self.behind:
+                await self._catch_up()
+
+    async def _tick_forever(self):
+        try:
+            while True:
+                await asyncio.sleep(settings.EVENTS_WS_CATCHUP_SECONDS)
+                await self._tick()
+        except asyncio.CancelledError:
+            pass
+        except Exception:  # a broken timer must not leave a half-working stream
+            logger.exception("Event stream timer failed")
+            await self.close(code=1011)
+
+    async def _tick(self):
+        allowed, visible = await database_sync_to_async(self._refresh_access)()
+        if not allowed:
+            await self.close(code=CLOSE_UNAUTHENTICATED, reason="access revoked")
+            return
+        async with self.lock:
+            self.visible = visible
+            await self._join_groups(refresh=True)
+            if self.full_since and time.monotonic() - self.full_since > settings.EVENTS_WS_SLOW_CLIENT_SECONDS:
+                await self.close(code=CLOSE_SLOW_CONSUMER, reason=f"slow consumer: resume with since={self.acked_seq}")
+                return
+            await self._catch_up()  # whatever the channel layer lost
+            if time.monotonic() - self.last_ping >= settings.EVENTS_WS_PING_SECONDS:
+                self.last_ping = time.monotonic()
+                latest = await database_sync_to_async(events.latest_seq)()
+                now = datetime.now(UTC).isoformat().replace("+00:00", "Z")
+                await self._send_json({"type": "ping", "latest_seq": latest, "time": now})
+
+    async def disconnect(self, code):
+        if self.ticker is not None:
+            self.ticker.cancel()
+        for group in getattr(self, "groups_joined", ()):
+            await self.channel_layer.group_discard(group, self.channel_name)
