@@ -248,7 +248,9 @@ def list_events(principal, *, types=(), connector_ids=(), after=0, time_from=Non
 def purge_expired(principal=None, *, days=None, batch_size=5000) -> int:
     """Delete events older than EVENT_RETENTION_DAYS (audited with the cutoff and the count).
 
-    Deleted in batches so a large backlog never holds a long lock. Returns the count.
+    The newest event is always kept: `seq` continues from it, so numbers are never reused and a
+    client resuming with `since` cannot mistake new events for old ones. Deleted in batches so a
+    large backlog never holds a long lock. Returns the count.
     """
     from .permissions import Principal
 
@@ -256,12 +258,14 @@ def purge_expired(principal=None, *, days=None, batch_size=5000) -> int:
     days = settings.EVENT_RETENTION_DAYS if days is None else days
     cutoff = timezone.now() - timedelta(days=days)
     total = 0
+    newest = latest_seq()
     while True:
         with transaction.atomic():
-            seqs = list(Event.objects.filter(time__lt=cutoff).order_by("seq").values_list("seq", flat=True)[:batch_size])
+            expired = Event.objects.filter(time__lt=cutoff, seq__lt=newest)
+            seqs = list(expired.order_by("seq").values_list("seq", flat=True)[:batch_size])
             if not seqs:
                 break
-            deleted, _ = Event.objects.filter(seq__in=seqs).delete()
+            Event.objects.filter(seq__in=seqs).delete()
             total += len(seqs)
     with transaction.atomic():
         audit.record(

@@ -56,8 +56,9 @@ def test_staff_get_the_page_with_its_own_static_assets(make_user):
                    'data-state-url="/dashboard/state/"', 'data-ws-path="/ws/events/"',
                    "/static/dashboard/dashboard.js", "/static/dashboard/dashboard.css"):
         assert marker in html, marker
-    # No CDN: every script and stylesheet comes from this origin.
+    # No CDN: every script and stylesheet comes from this origin; and no inline script (CSP).
     assert "https://" not in html and "http://" not in html.replace("http://www.w3.org", "")
+    assert html.count("<script") == html.count("<script src=") > 0
     assert response["Cache-Control"].startswith("max-age=0")
 
     for asset in ("/static/dashboard/dashboard.js", "/static/dashboard/dashboard.css"):

@@ -11,10 +11,12 @@ import subprocess
 import sys
 import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 import pytest
 from django.contrib.auth.hashers import make_password
+from django.db import connections
 
 from connectors import services
 from connectors.base import IncomingMessage
@@ -44,8 +46,7 @@ def server(subprocess_env):
     proc = subprocess.Popen(
         [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port), "brain_connectors.asgi:application"],
         cwd=BASE_DIR,
-        # The server must keep Django's async-safety checks (see the browser fixture).
-        env={k: v for k, v in subprocess_env.items() if k != "DJANGO_ALLOW_ASYNC_UNSAFE"},
+        env=subprocess_env,
         stdout=log,
         stderr=subprocess.STDOUT,
     )
@@ -70,23 +71,13 @@ def server(subprocess_env):
     proc.kill()
     proc.wait(timeout=10)
     log.close()
-    if os.environ.get("DEBUG_SESSIONS"):
-        from django.db import connection
-        for _ in range(3):
-            with connection.cursor() as c:
-                c.execute("select pid, application_name, state, backend_start, query from pg_stat_activity where datname = current_database() and pid <> pg_backend_pid()")
-                print("SESSIONS", c.fetchall())
-            time.sleep(0.5)
 
 
 @pytest.fixture
-def browser(monkeypatch):
+def browser():
     if not os.path.exists(CHROMIUM):
         pytest.skip(f"needs Chromium at {CHROMIUM}: apt-get install -y chromium (or set CHROMIUM_PATH)")
     sync_api = pytest.importorskip("playwright.sync_api", reason="needs the playwright package")
-    # Playwright's sync API runs an event loop in this thread, and Django then refuses ORM calls
-    # here; the test's own queries are plain blocking ones, which is what it wants.
-    monkeypatch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
     with sync_api.sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         yield browser
@@ -100,6 +91,21 @@ def staff_member(make_user):
     user.password = make_password(PASSWORD, hasher="pbkdf2_sha256")
     user.save(update_fields=["password"])
     return user
+
+
+def _event_seqs():
+    """Every seq in the event log, newest first. Playwright's sync API runs an event loop in this
+    thread (Django refuses ORM calls there), so the query runs in a thread of its own, which
+    closes its connection."""
+
+    def read():
+        try:
+            return sorted(Event.objects.values_list("seq", flat=True), reverse=True)
+        finally:
+            connections.close_all()
+
+    with ThreadPoolExecutor(1) as pool:
+        return pool.submit(read).result()
 
 
 def _feed_seqs(page):
@@ -159,8 +165,8 @@ def history(make_connector):
     """Some history, made by the real pipeline: a send and a message in (BRAIN answers it), a
     connector whose sends wait for a retry, one whose sends fail, and one stopped.
 
-    Requested before `browser`: once Playwright's loop runs in this thread, events pushed after
-    commit go out from a thread of their own, whose database connection would outlive the test.
+    Requested before `browser`: once Playwright's loop runs in this thread, Django refuses the ORM
+    here (see _event_seqs).
     """
     make_connector("locmem_main", display_name="Support line")
     make_connector("locmem_flaky", display_name="Flaky gateway", config={"fail_with": "transient"})
@@ -185,7 +191,7 @@ def test_feed_and_chart_update_live_and_the_stream_resumes_after_a_drop(token, h
     before = _chart(page)
     assert (int(before["totalSent"]), int(before["totalReceived"]), int(before["totalFailed"])) == (1, 1, 1)
     seqs_before = _feed_seqs(page)
-    assert seqs_before == sorted(Event.objects.values_list("seq", flat=True), reverse=True)
+    assert seqs_before == _event_seqs()
 
     # 1. A message is sent: the feed and the chart follow within a second, with no reload.
     delivery = _send(server, token, "locmem_main", "live one")
@@ -212,7 +218,7 @@ def test_feed_and_chart_update_live_and_the_stream_resumes_after_a_drop(token, h
 
     # 2. The socket drops: the page says so at once and receives nothing while disconnected.
     last_seq = page.evaluate("window.dashboard.state.lastSeq")
-    assert last_seq == Event.objects.order_by("-seq").values_list("seq", flat=True).first()
+    assert last_seq == _event_seqs()[0]
     page.evaluate("window.dashboard.holdReconnect = true; window.dashboard.socket.close()")
     page.wait_for_selector("#stream-status[data-state=stale]", timeout=2000)
     assert page.text_content("#stream-status") == "reconnecting…"
@@ -225,7 +231,7 @@ def test_feed_and_chart_update_live_and_the_stream_resumes_after_a_drop(token, h
     page.wait_for_selector("#stream-status[data-state=live]", timeout=5000)
     urls = page.evaluate("window.dashboard.socketUrls")
     assert len(urls) == 2 and urls[1].endswith(f"/ws/events/?since={last_seq}")
-    expected = sorted(Event.objects.values_list("seq", flat=True), reverse=True)
+    expected = _event_seqs()
     page.wait_for_function(
         "n => document.querySelector('#event-feed tbody tr[data-seq]').dataset.seq == n", arg=expected[0], timeout=2000
     )
