@@ -19,7 +19,7 @@ $(STAMP): requirements.txt
 run: $(STAMP)
 	@$(PY) -m brain_connectors.dotenv_init
 	@$(PY) manage.py bootstrap
-	@echo "Serving on http://$(HOST):$(PORT)/  (admin: /admin/, API docs: /api/docs/, health: /healthz)"
+	@echo "Serving on http://$(HOST):$(PORT)/  (admin: /admin/, dashboard: /dashboard/, API docs: /api/docs/, health: /healthz)"
 	exec $(VENV)/bin/daphne -b $(HOST) -p $(PORT) brain_connectors.asgi:application
 
 test: $(STAMP)

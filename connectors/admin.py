@@ -28,6 +28,12 @@ from .permissions import LEVELS, Principal, can_create_connectors, has_perm, vie
 from .registry import UnknownKind, available_kinds, get_connector_class
 
 
+# Staff land on the live dashboard from every admin page's "View site" link.
+admin.site.site_header = "BRAIN Connectors"
+admin.site.site_title = "BRAIN Connectors"
+admin.site.site_url = "/dashboard/"
+
+
 def principal_of(request):
     return Principal.for_user(request.user, via="admin")
 
