@@ -27,7 +27,6 @@ from .models import PERM_ADMIN, PERM_MANAGE, PERM_SEND, PERM_VIEW, ApiToken, Con
 from .permissions import LEVELS, Principal, can_create_connectors, has_perm, viewable_connectors
 from .registry import UnknownKind, available_kinds, get_connector_class
 
-
 # Staff land on the live dashboard from every admin page's "View site" link.
 admin.site.site_header = "BRAIN Connectors"
 admin.site.site_title = "BRAIN Connectors"

@@ -9,7 +9,7 @@ from django.utils import timezone
 
 from audit.models import AuditEvent
 from connectors import events, services
-from connectors.base import ConnectorError, Receipt, IncomingMessage
+from connectors.base import ConnectorError, IncomingMessage, Receipt
 from connectors.models import PERM_VIEW, Event
 from tests.conftest import SYSTEM
 
