@@ -37,6 +37,31 @@ def principal_of(request):
     return Principal.for_user(request.user, via="admin")
 
 
+class ServiceBackedAdmin(admin.ModelAdmin):
+    """An admin whose saves and deletes go through services.
+
+    Not Django's changeform_view/delete_view: they run a POST in one transaction, whose rollback
+    would take the audit row of a refused or failed service call with it (services are atomic
+    themselves). A refusal becomes an error message instead of a 500.
+    """
+
+    @csrf_protect_m
+    def changeform_view(self, request, object_id=None, form_url="", extra_context=None):
+        try:
+            return self._changeform_view(request, object_id, form_url, extra_context)
+        except ServiceError as exc:
+            self.message_user(request, exc.message, messages.ERROR)
+            return redirect(request.path)
+
+    @csrf_protect_m
+    def delete_view(self, request, object_id, extra_context=None):
+        try:
+            return self._delete_view(request, object_id, extra_context)
+        except ServiceError as exc:
+            self.message_user(request, exc.message, messages.ERROR)
+            return redirect(request.path)
+
+
 class ConnectorAdminForm(forms.ModelForm):
     kind = forms.ChoiceField(choices=())
     config = forms.JSONField(required=False, initial=dict, widget=forms.Textarea(attrs={"rows": 4}))
@@ -89,7 +114,7 @@ class SendTestForm(forms.Form):
     )
 
 
-class ConnectorAdmin(GuardedModelAdminMixin, admin.ModelAdmin):
+class ConnectorAdmin(GuardedModelAdminMixin, ServiceBackedAdmin):
     form = ConnectorAdminForm
     list_display = ("id", "display_name", "kind", "status", "last_heartbeat", "has_credentials_display")
     list_filter = ("kind", "status")
@@ -199,8 +224,7 @@ class ConnectorAdmin(GuardedModelAdminMixin, admin.ModelAdmin):
             details={"via": principal.via, "error": "not_found" if hidden else "permission_denied"},
         )
 
-    # Not Django's changeform_view/delete_view: they run a POST in one transaction, whose rollback
-    # would take the audit row of a refused or failed service call with it. Services are atomic.
+    # Refusals the admin itself decides (no service call) are audited here, as the API does.
     @csrf_protect_m
     def changeform_view(self, request, object_id=None, form_url="", extra_context=None):
         if object_id is not None:
@@ -208,20 +232,12 @@ class ConnectorAdmin(GuardedModelAdminMixin, admin.ModelAdmin):
                 self._audit_refusal(request, object_id, PERM_MANAGE, "connector.update")
             else:
                 self._audit_refusal(request, object_id, PERM_VIEW, "connector.get")
-        try:
-            return self._changeform_view(request, object_id, form_url, extra_context)
-        except ServiceError as exc:
-            self.message_user(request, exc.message, messages.ERROR)
-            return redirect(request.path)
+        return super().changeform_view(request, object_id, form_url, extra_context)
 
     @csrf_protect_m
     def delete_view(self, request, object_id, extra_context=None):
         self._audit_refusal(request, object_id, PERM_ADMIN, "connector.delete")
-        try:
-            return self._delete_view(request, object_id, extra_context)
-        except ServiceError as exc:
-            self.message_user(request, exc.message, messages.ERROR)
-            return redirect(request.path)
+        return super().delete_view(request, object_id, extra_context)
 
     def _run_each(self, request, queryset, service, verb):
         principal = principal_of(request)
@@ -439,7 +455,7 @@ from .models import AlertRecipient  # noqa: E402  (kept with the admin that uses
 
 
 @admin.register(AlertRecipient)
-class AlertRecipientAdmin(admin.ModelAdmin):
+class AlertRecipientAdmin(ServiceBackedAdmin):
     """Who hears about downtime. Writes go through connectors.monitoring (permission checks, audit):
     Django's model permissions on alert recipients, plus send permission on the channel connector."""
 
@@ -474,23 +490,6 @@ class AlertRecipientAdmin(admin.ModelAdmin):
         for obj in queryset:
             self.delete_model(request, obj)
 
-    # As for connectors: not Django's atomic views, whose rollback would take the audit row of a
-    # refused service call with it; a refusal becomes an error message instead of a 500.
-    @csrf_protect_m
-    def changeform_view(self, request, object_id=None, form_url="", extra_context=None):
-        try:
-            return self._changeform_view(request, object_id, form_url, extra_context)
-        except ServiceError as exc:
-            self.message_user(request, exc.message, messages.ERROR)
-            return redirect(request.path)
-
-    @csrf_protect_m
-    def delete_view(self, request, object_id, extra_context=None):
-        try:
-            return self._delete_view(request, object_id, extra_context)
-        except ServiceError as exc:
-            self.message_user(request, exc.message, messages.ERROR)
-            return redirect(request.path)
 
 
 # --- event subscriptions -------------------------------------------------------------------------
@@ -521,7 +520,7 @@ class EventSubscriptionForm(forms.ModelForm):
 
 
 @admin.register(EventSubscription)
-class EventSubscriptionAdmin(admin.ModelAdmin):
+class EventSubscriptionAdmin(ServiceBackedAdmin):
     """Staff manage their own subscriptions (superusers: all) through connectors.subscriptions, so
     the admin checks the same rules (unsafe URLs, event types, ownership) and writes the same audit
     rows as the API."""
@@ -593,23 +592,6 @@ class EventSubscriptionAdmin(admin.ModelAdmin):
 
         subscriptions.delete_subscription(principal_of(request), obj.pk)
 
-    # Not Django's changeform_view/delete_view: they run a POST in one transaction, whose rollback
-    # would take the audit row of a refused service call with it. The services are atomic.
-    @csrf_protect_m
-    def changeform_view(self, request, object_id=None, form_url="", extra_context=None):
-        try:
-            return self._changeform_view(request, object_id, form_url, extra_context)
-        except ServiceError as exc:
-            self.message_user(request, exc.message, messages.ERROR)
-            return redirect(request.path)
-
-    @csrf_protect_m
-    def delete_view(self, request, object_id, extra_context=None):
-        try:
-            return self._delete_view(request, object_id, extra_context)
-        except ServiceError as exc:
-            self.message_user(request, exc.message, messages.ERROR)
-            return redirect(request.path)
 
     @admin.action(description="Rotate secret (the new one is shown once)")
     def rotate_secret_selected(self, request, queryset):

@@ -10,8 +10,8 @@ from rest_framework.response import Response
 from rest_framework.settings import api_settings
 
 from . import subscriptions
+from .api import principal_of
 from .models import DeliveryStatus, EventDelivery, EventSubscription
-from .permissions import Principal
 from .serializers import ErrorSerializer
 
 ERRORS = {
@@ -24,10 +24,6 @@ ERRORS = {
 
 def _errors(*codes):
     return {code: ERRORS[code] for code in codes}
-
-
-def principal_of(request):
-    return Principal.for_user(request.user, via="api")
 
 
 class SubscriptionSerializer(serializers.ModelSerializer):

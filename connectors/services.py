@@ -1037,6 +1037,25 @@ def reply_with_brain(inbound_id):
     return inbound
 
 
+def due_and_stuck(model, now, limit):
+    """Ids of `model` rows (Delivery, EventDelivery) to re-drive: queued and due, left alone for
+    DELIVERY_SWEEP_GRACE; and stuck in `sending` past DELIVERY_SENDING_TIMEOUT (worker died)."""
+    due = list(
+        model.objects.filter(status=DeliveryStatus.QUEUED)
+        .filter(models.Q(next_attempt_at__isnull=True) | models.Q(next_attempt_at__lte=now))
+        .filter(updated_at__lte=now - timedelta(seconds=settings.DELIVERY_SWEEP_GRACE))
+        .order_by("created_at")
+        .values_list("pk", flat=True)[:limit]
+    )
+    stuck = list(
+        model.objects.filter(
+            status=DeliveryStatus.SENDING,
+            updated_at__lte=now - timedelta(seconds=settings.DELIVERY_SENDING_TIMEOUT),
+        ).values_list("pk", flat=True)[:limit]
+    )
+    return due, stuck
+
+
 def sweep(limit=500):
     """Re-drive work the broker may have lost; run periodically (Celery beat) and by runconnectors.
 
@@ -1050,19 +1069,7 @@ def sweep(limit=500):
     """
     now = timezone.now()
     system = Principal.system_actor("sweeper")
-    due = list(
-        Delivery.objects.filter(status=DeliveryStatus.QUEUED)
-        .filter(models.Q(next_attempt_at__isnull=True) | models.Q(next_attempt_at__lte=now))
-        .filter(updated_at__lte=now - timedelta(seconds=settings.DELIVERY_SWEEP_GRACE))
-        .order_by("created_at")
-        .values_list("pk", flat=True)[:limit]
-    )
-    stuck = list(
-        Delivery.objects.filter(
-            status=DeliveryStatus.SENDING,
-            updated_at__lte=now - timedelta(seconds=settings.DELIVERY_SENDING_TIMEOUT),
-        ).values_list("pk", flat=True)[:limit]
-    )
+    due, stuck = due_and_stuck(Delivery, now, limit)
     for pk in stuck:
         with transaction.atomic():
             delivery = Delivery.objects.select_for_update().filter(pk=pk, status=DeliveryStatus.SENDING).first()

@@ -45,7 +45,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 import httpx
 from django.conf import settings
-from django.db import models, transaction
+from django.db import transaction
 from django.utils import timezone
 
 from audit import services as audit
@@ -55,7 +55,7 @@ from .exceptions import NotFound, PermissionDenied, ValidationFailed
 from .models import DeliveryStatus, EventDelivery, EventSubscription
 from .permissions import Principal, viewable_connectors
 from .platforms.webhook import parse_retry_after, url_problem
-from .services import _audited_failures, _Denied, _record, retry_delay
+from .services import _audited_failures, _Denied, _record, due_and_stuck, retry_delay
 from .signing import signed_headers
 
 logger = logging.getLogger(__name__)
@@ -607,19 +607,7 @@ def sweep(limit=500):
     Returns counts.
     """
     now = timezone.now()
-    due = list(
-        EventDelivery.objects.filter(status=DeliveryStatus.QUEUED)
-        .filter(models.Q(next_attempt_at__isnull=True) | models.Q(next_attempt_at__lte=now))
-        .filter(updated_at__lte=now - timedelta(seconds=settings.DELIVERY_SWEEP_GRACE))
-        .order_by("created_at")
-        .values_list("pk", flat=True)[:limit]
-    )
-    stuck = list(
-        EventDelivery.objects.filter(
-            status=DeliveryStatus.SENDING,
-            updated_at__lte=now - timedelta(seconds=settings.DELIVERY_SENDING_TIMEOUT),
-        ).values_list("pk", flat=True)[:limit]
-    )
+    due, stuck = due_and_stuck(EventDelivery, now, limit)
     redriven = []
     for pk in stuck:
         with transaction.atomic():
