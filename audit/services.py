@@ -47,15 +47,28 @@ def _clean_details(details):
     return json.loads(json.dumps(details, cls=DjangoJSONEncoder))
 
 
+def _log_lock_released():
+    """Marks, in the transaction's on-commit list, that it holds the log lock (see lock_log)."""
+
+
 def lock_log():
     """Serialise appends to the audit chain until the current transaction ends.
 
     The event log (connectors.events) takes this same lock rather than one of its own: both are
     written in the same transactions, and one lock cannot deadlock against itself.
+
+    Taken once per transaction: a marker callback sits in the transaction's on-commit list
+    until it commits, and Django drops it on rollback (also of the savepoint that took the
+    lock, which releases the lock). One round trip fewer for each further audit row or event.
     """
-    if connection.vendor == "postgresql":
-        with connection.cursor() as cursor:
-            cursor.execute("SELECT pg_advisory_xact_lock(%s)", [_CHAIN_LOCK_KEY])
+    if connection.vendor != "postgresql":
+        return  # SQLite: the IMMEDIATE transaction already holds the database's write lock
+    if connection.in_atomic_block and any(entry[1] is _log_lock_released for entry in connection.run_on_commit):
+        return
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_advisory_xact_lock(%s)", [_CHAIN_LOCK_KEY])
+    if connection.in_atomic_block:
+        transaction.on_commit(_log_lock_released)
 
 
 def record(action, *, principal, result=SUCCESS, target_type="", target_id="", details=None):

@@ -219,13 +219,17 @@ EVENT_RETENTION_DAYS = env.int("EVENT_RETENTION_DAYS", default=30)
 # Events unpushed this long after commit are pushed again by the relay.
 EVENT_RELAY_GRACE_SECONDS = env.float("EVENT_RELAY_GRACE_SECONDS", default=5.0)
 EVENT_RELAY_INTERVAL_SECONDS = env.float("EVENT_RELAY_INTERVAL_SECONDS", default=5.0)
+# How long the pusher waits after an event for others to send with it (latency vs. Redis work).
+EVENT_PUSH_BATCH_SECONDS = env.float("EVENT_PUSH_BATCH_SECONDS", default=0.005)
 # Websocket /ws/events/: events in flight without an ack before the client counts as slow, how
 # long it may stay that way before it is disconnected, the ping interval, and how often each
-# connection checks the log for events the channel layer lost.
+# daphne process checks the log for events the channel layer lost.
 EVENTS_WS_WINDOW = env.int("EVENTS_WS_WINDOW", default=500)
 EVENTS_WS_SLOW_CLIENT_SECONDS = env.float("EVENTS_WS_SLOW_CLIENT_SECONDS", default=30.0)
 EVENTS_WS_PING_SECONDS = env.float("EVENTS_WS_PING_SECONDS", default=20.0)
 EVENTS_WS_CATCHUP_SECONDS = env.float("EVENTS_WS_CATCHUP_SECONDS", default=5.0)
+# How often an open socket re-reads its user's permissions, activity and token.
+EVENTS_WS_ACCESS_SECONDS = env.float("EVENTS_WS_ACCESS_SECONDS", default=10.0)
 CELERY_BEAT_SCHEDULE["relay-events"] = {"task": "connectors.tasks.relay_events", "schedule": EVENT_RELAY_INTERVAL_SECONDS}
 CELERY_BEAT_SCHEDULE["purge-events"] = {"task": "connectors.tasks.purge_events", "schedule": 3600.0}
 

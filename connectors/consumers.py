@@ -24,6 +24,7 @@ EVENTS_WS_SLOW_CLIENT_SECONDS is disconnected with 4408 so it can resume with `s
 import asyncio
 import json
 import logging
+import random
 import time
 import weakref
 from collections import deque
@@ -105,13 +106,16 @@ def event_frame(envelope) -> str:
 class EventHub:
     """This process's one subscription to the event group, fanned out to its sockets.
 
-    Runs while at least one socket is open. Its group membership is renewed on a timer, since
-    a Redis flush or expiry drops memberships silently (the sockets' timers cover the gap).
+    Runs while at least one socket is open. Every EVENTS_WS_CATCHUP_SECONDS it renews its group
+    membership (a Redis flush or expiry drops memberships silently) and reads the log's newest
+    seq: sockets still short of the newest seq of the round before read the log. One query per
+    process and round; 50 sockets each reading on their own timer stalled the live stream.
     """
 
     def __init__(self):
         self.sockets = set()
         self.task = None
+        self.latest = 0  # the newest seq this process knows of
 
     def register(self, socket):
         self.sockets.add(socket)
@@ -127,37 +131,55 @@ class EventHub:
     async def _run(self):
         layer = get_channel_layer()
         channel = await layer.new_channel("events-hub.")
-        renew = asyncio.ensure_future(self._renew_membership(layer, channel))
+        watch = asyncio.ensure_future(self._watch(layer, channel))
         try:
-            while True:
+            while self.sockets:
                 try:
                     message = await layer.receive(channel)
                 except asyncio.CancelledError:
                     raise
                 except Exception as exc:  # Redis away: the sockets' timers read the log meanwhile
+                    # A cancellation can surface as the client's own error (a read interrupted):
+                    # then stop, rather than retry for ever and hold the loop's shutdown.
+                    if asyncio.current_task().cancelling():
+                        raise asyncio.CancelledError from exc
                     logger.warning("Event hub could not receive (retrying): %s", exc)
                     await asyncio.sleep(1)
                     continue
-                if message.get("type") == events.PUSH_MESSAGE_TYPE:
+                if message.get("type") != events.PUSH_MESSAGE_TYPE:
+                    continue
+                for envelope in message["events"]:
+                    self.latest = max(self.latest, envelope["seq"])
                     # Serialised once for every socket of the process, not once per socket.
-                    envelope = message["event"]
                     frame = event_frame(envelope)
                     for socket in list(self.sockets):
                         socket.offer(envelope, frame)
         finally:
-            renew.cancel()
+            watch.cancel()
             try:
                 await layer.group_discard(events.GROUP_ALL, channel)
             except Exception:  # noqa: S110 (best effort: the membership expires anyway)
                 pass
 
-    @staticmethod
-    async def _renew_membership(layer, channel):
+    async def _watch(self, layer, channel):
+        previous = None
         while True:
             try:
                 await layer.group_add(events.GROUP_ALL, channel)
             except Exception as exc:
                 logger.warning("Event hub could not join its group (retrying): %s", exc)
+            try:
+                latest = await database_sync_to_async(events.latest_seq)()
+            except Exception as exc:
+                logger.warning("Event hub could not read the log: %s", exc)
+                latest = None
+            if previous is not None:
+                for socket in list(self.sockets):
+                    if socket.cursor < previous:  # a whole round behind: a push was lost
+                        socket.offer_catch_up()
+            if latest is not None:
+                previous = latest
+                self.latest = max(self.latest, latest)
             await asyncio.sleep(settings.EVENTS_WS_CATCHUP_SECONDS)
 
 
@@ -187,7 +209,7 @@ class EventStreamConsumer(AsyncWebsocketConsumer):
         self.inflight = deque()  # seqs sent and not yet acknowledged
         self.behind = False  # the log holds events for us that were not sent yet
         self.full_since = None  # when the window last filled up (monotonic)
-        self.last_ping = time.monotonic()
+        self.last_ping = self.last_access_check = time.monotonic()
         # Accept first: only an open socket can carry a close code and a reason.
         await self.accept()
         try:
@@ -255,12 +277,23 @@ class EventStreamConsumer(AsyncWebsocketConsumer):
         try:
             self.inbox.put_nowait((envelope, frame))
         except asyncio.QueueFull:
-            pass  # the next push shows a gap, or the timer reads the log
+            pass  # the next push shows a gap, or the hub's round sends us to the log
+
+    def offer_catch_up(self):
+        """From the hub: read the log, in turn with the pushes already queued."""
+        try:
+            self.inbox.put_nowait(None)
+        except asyncio.QueueFull:
+            pass  # a full inbox ends in a catch-up anyway
 
     async def _drain_inbox(self):
         while True:
-            envelope, frame = await self.inbox.get()
-            await self.event_push(envelope, frame)
+            item = await self.inbox.get()
+            if item is None:
+                async with self.lock:
+                    await self._catch_up()
+            else:
+                await self.event_push(*item)
 
     def _refresh_access(self):
         """(still allowed, visible connector ids): a deactivated user or a revoked token ends
@@ -352,10 +385,16 @@ class EventStreamConsumer(AsyncWebsocketConsumer):
                 await self._catch_up()
 
     async def _tick_forever(self):
+        """Access re-checks, the slow-client rule and pings. The first tick is at a random point
+        of the interval, so sockets opened together do not all query at the same moment."""
+        interval = min(
+            settings.EVENTS_WS_ACCESS_SECONDS, settings.EVENTS_WS_PING_SECONDS, settings.EVENTS_WS_SLOW_CLIENT_SECONDS / 3
+        )
         try:
+            await asyncio.sleep(random.uniform(0, interval))
             while True:
-                await asyncio.sleep(settings.EVENTS_WS_CATCHUP_SECONDS)
                 await self._tick()
+                await asyncio.sleep(interval)
         except asyncio.CancelledError:
             pass
         except Exception:  # a broken timer must not leave a half-working stream
@@ -363,21 +402,23 @@ class EventStreamConsumer(AsyncWebsocketConsumer):
             await self.close(code=1011)
 
     async def _tick(self):
-        allowed, visible = await database_sync_to_async(self._refresh_access)()
-        if not allowed:
-            await self.close(code=CLOSE_UNAUTHENTICATED, reason="access revoked")
-            return
-        async with self.lock:
+        now = time.monotonic()
+        if now - self.last_access_check >= settings.EVENTS_WS_ACCESS_SECONDS:
+            self.last_access_check = now
+            allowed, visible = await database_sync_to_async(self._refresh_access)()
+            if not allowed:
+                await self.close(code=CLOSE_UNAUTHENTICATED, reason="access revoked")
+                return
             self.visible = visible
+        async with self.lock:
             if self.full_since and time.monotonic() - self.full_since > settings.EVENTS_WS_SLOW_CLIENT_SECONDS:
                 await self.close(code=CLOSE_SLOW_CONSUMER, reason=f"slow consumer: resume with since={self.acked_seq}")
                 return
-            await self._catch_up()  # whatever the channel layer lost
             if time.monotonic() - self.last_ping >= settings.EVENTS_WS_PING_SECONDS:
                 self.last_ping = time.monotonic()
-                latest = await database_sync_to_async(events.latest_seq)()
-                now = datetime.now(UTC).isoformat().replace("+00:00", "Z")
-                await self._send_json({"type": "ping", "latest_seq": latest, "time": now})
+                stamp = datetime.now(UTC).isoformat().replace("+00:00", "Z")
+                latest = max(self.cursor, self.hub.latest)
+                await self._send_json({"type": "ping", "latest_seq": latest, "time": stamp})
 
     async def disconnect(self, code):
         if getattr(self, "hub", None) is not None:

@@ -32,8 +32,9 @@ def fresh_channel_layer():
 
 @pytest.fixture(autouse=True)
 def fast_timers(settings):
-    settings.EVENTS_WS_CATCHUP_SECONDS = 60  # tests that rely on the timer lower it
+    settings.EVENTS_WS_CATCHUP_SECONDS = 60  # tests that rely on the timers lower them
     settings.EVENTS_WS_PING_SECONDS = 60
+    settings.EVENTS_WS_ACCESS_SECONDS = 60
 
 
 class Stream:
@@ -237,7 +238,7 @@ async def test_session_authentication_and_pings(world, client, settings, make_us
 
 
 async def test_a_revoked_token_ends_the_stream(world, settings):
-    settings.EVENTS_WS_CATCHUP_SECONDS = 0.1
+    settings.EVENTS_WS_ACCESS_SECONDS = 0.1
     people = await world()
     stream = await Stream(token=people["viewer"]).open()
     prefix = people["viewer"].split("_")[1]
