@@ -167,6 +167,11 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
     "COMPONENT_SPLIT_REQUEST": True,
+    # Several models have a "status": name each choice set, so the schema needs no guessed names.
+    "ENUM_NAME_OVERRIDES": {
+        "ConnectorStatusEnum": "connectors.models.ConnectorStatus",
+        "DeliveryStatusEnum": "connectors.models.DeliveryStatus",
+    },
 }
 
 # --- Connectors, BRAIN -----------------------------------------------------------------------
