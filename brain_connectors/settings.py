@@ -171,6 +171,10 @@ SPECTACULAR_SETTINGS = {
     "ENUM_NAME_OVERRIDES": {
         "ConnectorStatusEnum": "connectors.models.ConnectorStatus",
         "DeliveryStatusEnum": "connectors.models.DeliveryStatus",
+        # Serializers that list the values alone (no labels) are a different choice set to it.
+        "DeliveryStatusValuesEnum": ["queued", "sending", "sent", "delivered", "failed", "dead"],
+        "NotificationStatusEnum": ["sending", "delivered", "exhausted", "unroutable"],
+        "NotificationTypeEnum": ["standard", "urgent", "digest"],
     },
 }
 
@@ -205,6 +209,9 @@ BRAIN_URL = env.str("BRAIN_URL", default="")
 BRAIN_TIMEOUT = env.float("BRAIN_TIMEOUT", default=10.0)
 BRAIN_MAX_RETRIES = env.int("BRAIN_MAX_RETRIES", default=2)
 BRAIN_CONTEXT_LIMIT = env.int("BRAIN_CONTEXT_LIMIT", default=10)
+# Functions that may answer an inbound message before BRAIN does (dotted paths, in order); each
+# returns the reply text, or None to pass it on. Routing's pairing codes are answered this way.
+INBOUND_MESSAGE_HANDLERS = env.list("INBOUND_MESSAGE_HANDLERS", default=["routing.pairing.handle_inbound"])
 
 DELIVERY_MAX_ATTEMPTS = env.int("DELIVERY_MAX_ATTEMPTS", default=8)
 # A delivery left in `sending` this long lost its worker; the sweeper queues it again.
@@ -262,6 +269,27 @@ METRICS_ALLOWED_IPS = env.list("METRICS_ALLOWED_IPS", default=[])
 METRICS_LATENCY_BUCKETS = [
     float(b) for b in env.list("METRICS_LATENCY_BUCKETS", default=["0.1", "0.25", "0.5", "1", "2.5", "5", "10", "30", "60", "300"])
 ]
+
+# --- Notifications (routing.notify) ---------------------------------------------------------
+# An urgent notification sent but not acknowledged within this many seconds goes to its next
+# channel; the beat task checks deadlines every ROUTING_ACK_CHECK_SECONDS.
+ROUTING_URGENT_ACK_SECONDS = env.int("ROUTING_URGENT_ACK_SECONDS", default=300)
+ROUTING_ACK_CHECK_SECONDS = env.float("ROUTING_ACK_CHECK_SECONDS", default=15.0)
+CELERY_BEAT_SCHEDULE["routing-ack-deadlines"] = {
+    "task": "routing.tasks.check_ack_deadlines",
+    "schedule": ROUTING_ACK_CHECK_SECONDS,
+}
+
+# --- The router (routing.router) ------------------------------------------------------------
+# Kinds tried, in this order, for people who set no preferences (their verified identities).
+ROUTING_DEFAULT_KIND_ORDER = env.list(
+    "ROUTING_DEFAULT_KIND_ORDER", default=["telegram", "whatsapp", "sms", "email", "voice", "webhook", "cli", "locmem"]
+)
+# A leased (runconnectors) connector whose heartbeat is older than this is skipped.
+ROUTING_STALE_HEARTBEAT_SECONDS = env.int("ROUTING_STALE_HEARTBEAT_SECONDS", default=300)
+# Per-process cache of identities, preferences and connector states: lifetime and size.
+ROUTING_CACHE_SECONDS = env.float("ROUTING_CACHE_SECONDS", default=5.0)
+ROUTING_CACHE_MAX_USERS = env.int("ROUTING_CACHE_MAX_USERS", default=100_000)
 
 # --- Internationalisation, static ------------------------------------------------------------
 LANGUAGE_CODE = "en-us"

@@ -1,4 +1,5 @@
 from django.contrib import admin
+from django.contrib.auth import views as auth_views
 from django.contrib.auth.decorators import login_required
 from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
@@ -9,6 +10,10 @@ from connectors.api import ConnectorViewSet, DeliveryViewSet, EventListView, Tok
 from connectors.api_subscriptions import SubscriptionViewSet
 from connectors.metrics import metrics_view
 from connectors.webhooks import platform_webhook
+from routing import pairing as routing_pairing
+from routing import views as routing_views
+from routing.api import IdentityViewSet, PairingCodeViewSet, PreferenceViewSet
+from routing.api_notifications import NotificationViewSet
 
 from . import health
 
@@ -17,6 +22,10 @@ router.register("connectors", ConnectorViewSet, basename="connector")
 router.register("deliveries", DeliveryViewSet, basename="delivery")
 router.register("tokens", TokenViewSet, basename="token")
 router.register("subscriptions", SubscriptionViewSet, basename="subscription")
+router.register("identities", IdentityViewSet, basename="identity")
+router.register("pairing-codes", PairingCodeViewSet, basename="pairing-code")
+router.register("preferences", PreferenceViewSet, basename="preference")
+router.register("notifications", NotificationViewSet, basename="notification")
 
 urlpatterns = [
     path("healthz", health.healthz, name="healthz"),
@@ -25,6 +34,15 @@ urlpatterns = [
     path("admin/", admin.site.urls),
     path("dashboard/", dashboard.dashboard, name="dashboard"),
     path("dashboard/state/", dashboard.dashboard_state, name="dashboard-state"),
+    # End users (not staff) sign in here; staff pages keep the admin login (settings.LOGIN_URL).
+    path(
+        "accounts/login/",
+        auth_views.LoginView.as_view(next_page="/preferences/", redirect_authenticated_user=True),
+        name="login",
+    ),
+    path("accounts/logout/", auth_views.LogoutView.as_view(next_page="/accounts/login/"), name="logout"),
+    path("preferences/", routing_views.preferences_page, name="preferences"),
+    path("preferences/pair/<str:code>/", routing_pairing.pair_link, name="preferences-pair-link"),
     path("api/v1/events/", EventListView.as_view(), name="event-list"),
     path("api/v1/", include(router.urls)),
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),

@@ -46,6 +46,12 @@ EVENT_TYPES = frozenset(
         "connector.message.failed",
         "connector.message.delivered",
         "connector.health.check",
+        # routing (issue 6): what the router chose, each move down the chain, preference changes
+        "routing.decision",
+        "notification.fallback",
+        "notification.delivered",
+        "notification.exhausted",
+        "preference.updated",
     }
 )
 

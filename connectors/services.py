@@ -90,6 +90,26 @@ def _emit(event_type, connector_id, **data):
     events.publish(event_type, connector_id=connector_id, data=data)
 
 
+def _settled(delivery, via, acknowledged=False):
+    """Tell listeners (routing's fallback) after commit that a delivery reached an outcome."""
+    from .signals import delivery_settled
+
+    payload = {
+        "delivery_id": str(delivery.id),
+        "connector_id": delivery.connector_id,
+        "status": delivery.status,
+        "via": via,
+        "acknowledged": acknowledged,
+    }
+
+    def send():
+        for receiver, result in delivery_settled.send_robust(sender=Delivery, **payload):
+            if isinstance(result, Exception):
+                logger.error("delivery_settled receiver %s failed: %s", receiver, result, exc_info=result)
+
+    transaction.on_commit(send)
+
+
 def _load(principal, connector_id, perm, *, for_update=False):
     qs = Connector.objects.select_for_update() if for_update else Connector.objects.all()
     try:
@@ -652,6 +672,7 @@ def attempt_delivery(delivery_id):
         _emit("connector.message.sent", connector.id, **sent, latency_ms=_ms_since(delivery.created_at, now))
         if result.delivered:
             _emit("connector.message.delivered", connector.id, delivery_id=str(delivery.id), via="platform")
+        _settled(delivery, "platform")
         _kick_next_for_recipient(delivery)
     return delivery
 
@@ -713,6 +734,7 @@ def _record_send_failure(principal, delivery, error: ConnectorError):
             error=error.code,
         )
         if retry is None:
+            _settled(delivery, "platform")
             _emit(
                 "connector.message.failed",
                 delivery.connector_id,
@@ -763,6 +785,7 @@ def mark_delivered(principal, delivery_id):
         delivery.save(update_fields=["status", "delivered_at", "updated_at"])
         _record("message.delivered", principal, delivery.connector_id, delivery_id=str(delivery.id))
         _emit("connector.message.delivered", delivery.connector_id, delivery_id=str(delivery.id), via="confirmation")
+        _settled(delivery, "confirmation")
     return delivery
 
 
@@ -799,6 +822,8 @@ def acknowledge_delivery(connector_id, delivery_id, *, platform_message_id="", p
             delivery.delivered_at = timezone.now()
             delivery.save(update_fields=["status", "delivered_at", "updated_at"])
             _emit("connector.message.delivered", connector_id, delivery_id=str(delivery.id), via="acknowledgement")
+        # Acknowledged even if a receipt marked it delivered before: the person confirmed it.
+        _settled(delivery, "acknowledgement", acknowledged=True)
         _record("message.acknowledged", principal, connector_id, delivery_id=str(delivery.id), previous=previous)
     return delivery
 
@@ -843,6 +868,7 @@ def apply_receipt(connector_id, receipt, principal=None):
                 status=receipt.status,
                 via="receipt",
             )
+            _settled(delivery, "receipt")
         _record(
             "message.delivered" if receipt.status == DeliveryStatus.DELIVERED else "message.failed",
             principal,
@@ -993,17 +1019,21 @@ def reply_with_brain(inbound_id):
         inbound.brain_status = InboundMessage.BrainStatus.THINKING
         inbound.brain_claimed_at = timezone.now()
         inbound.save(update_fields=["brain_status", "brain_claimed_at"])
-    request = BrainRequest(
-        connector_id=inbound.connector_id,
-        connector_kind=inbound.connector.kind,
-        sender=inbound.sender,
-        sender_name=inbound.sender_name,
-        content=inbound.content,
-        message_id=inbound.platform_message_id,
-        context=conversation_context(inbound),
-    )
+    handled = _handled_before_brain(inbound)
     try:
-        reply = get_brain().reply(request)
+        if handled is not None:
+            reply = handled
+        else:
+            request = BrainRequest(
+                connector_id=inbound.connector_id,
+                connector_kind=inbound.connector.kind,
+                sender=inbound.sender,
+                sender_name=inbound.sender_name,
+                content=inbound.content,
+                message_id=inbound.platform_message_id,
+                context=conversation_context(inbound),
+            )
+            reply = get_brain().reply(request)
     except Exception as exc:  # BrainError, or a bug/misconfiguration: never leave the message "thinking"
         if not isinstance(exc, BrainError):
             logger.exception("BRAIN backend failed unexpectedly for inbound %s", inbound.pk)
@@ -1054,6 +1084,23 @@ def due_and_stuck(model, now, limit):
         ).values_list("pk", flat=True)[:limit]
     )
     return due, stuck
+
+
+def _handled_before_brain(inbound):
+    """The reply of the first INBOUND_MESSAGE_HANDLERS entry that takes this message (e.g. a
+    pairing code for routing), or None to ask BRAIN. Handlers are dotted paths to functions
+    `handler(inbound) -> str | None`; a failing handler is logged and skipped, never fatal."""
+    from django.utils.module_loading import import_string
+
+    for path in settings.INBOUND_MESSAGE_HANDLERS:
+        try:
+            reply = import_string(path)(inbound)
+        except Exception:
+            logger.exception("Inbound handler %s failed on inbound %s", path, inbound.pk)
+            continue
+        if reply is not None:
+            return reply
+    return None
 
 
 def sweep(limit=500):

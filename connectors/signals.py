@@ -1,0 +1,11 @@
+"""Signals other apps listen to, so that connectors never imports them (routing reacts to
+deliveries settling without connectors knowing routing exists).
+
+`delivery_settled` is sent after commit when a delivery reaches an outcome: `status` is one of
+sent, delivered, failed, dead; `via` says what told us (platform, receipt, acknowledgement,
+confirmation); `acknowledged` is True when the person confirmed it (e.g. pressed 1 on a call).
+Receivers run in the committing thread; they must be quick and must not raise.
+"""
+from django.dispatch import Signal
+
+delivery_settled = Signal()  # kwargs: delivery_id, connector_id, status, via, acknowledged

@@ -1,0 +1,140 @@
+from django.contrib import admin
+
+from connectors.admin import ServiceBackedAdmin
+from connectors.admin import principal_of as admin_principal
+
+from . import services as routing_services
+from .models import ChannelIdentity, ConnectorPreference, Notification, PairingCode
+
+# --- identities, preferences, pairing codes (routing.services): every write through a service ----
+
+
+@admin.register(ChannelIdentity)
+class ChannelIdentityAdmin(ServiceBackedAdmin):
+    """Verified addresses. People pair their own; staff with `routing.add_channelidentity` may add
+    one they verified another way (e.g. a voice number). Only the label changes afterwards."""
+
+    list_display = ("id", "user", "connector", "address", "label", "verified_at")
+    list_filter = (("connector", admin.RelatedOnlyFieldListFilter),)
+    search_fields = ("user__username", "address", "label")
+    list_select_related = ("user", "connector")
+    raw_id_fields = ("user",)
+
+    def get_fields(self, request, obj=None):
+        return ("user", "connector", "address", "label") if obj is None else ("user", "connector", "address", "label", "verified_at")
+
+    def get_readonly_fields(self, request, obj=None):
+        return () if obj is None else ("user", "connector", "address", "verified_at")
+
+    def save_model(self, request, obj, form, change):
+        principal = admin_principal(request)
+        if change:
+            saved = routing_services.update_identity(principal, obj.user, obj.pk, label=obj.label)
+        else:
+            saved = routing_services.add_identity(principal, obj.user, obj.connector_id, obj.address, label=obj.label)
+        obj.pk, obj.verified_at = saved.pk, saved.verified_at
+
+    def delete_model(self, request, obj):
+        routing_services.delete_identity(admin_principal(request), obj.user, obj.pk)
+
+    def delete_queryset(self, request, queryset):
+        for obj in queryset:
+            self.delete_model(request, obj)
+
+
+@admin.register(ConnectorPreference)
+class ConnectorPreferenceAdmin(ServiceBackedAdmin):
+    list_display = ("user", "priority", "identity", "enabled", "notification_types", "quiet_start", "quiet_end", "timezone")
+    list_filter = ("enabled",)
+    search_fields = ("user__username",)
+    list_select_related = ("user", "identity", "identity__connector")
+    raw_id_fields = ("user", "identity")
+    fields = ("user", "identity", "priority", "enabled", "notification_types", "quiet_start", "quiet_end", "timezone")
+
+    def get_readonly_fields(self, request, obj=None):
+        return () if obj is None else ("user",)
+
+    def save_model(self, request, obj, form, change):
+        principal = admin_principal(request)
+        names = [n for n in self.fields if n != "user" and (not change or n in form.changed_data)]
+        data = {}
+        for name in names:
+            value = form.cleaned_data.get(name)
+            data[name] = value.pk if name == "identity" and value is not None else value
+        if change:
+            saved = routing_services.update_preference(principal, obj.user, obj.pk, data) if data else obj
+        else:
+            saved = routing_services.create_preference(principal, obj.user, data)
+        obj.pk = saved.pk
+
+    def delete_model(self, request, obj):
+        routing_services.delete_preference(admin_principal(request), obj.user, obj.pk)
+
+    def delete_queryset(self, request, queryset):
+        for obj in queryset:
+            self.delete_model(request, obj)
+
+
+@admin.register(PairingCode)
+class PairingCodeAdmin(admin.ModelAdmin):
+    """Read-only. The code itself is never stored, and its digest is not shown."""
+
+    list_display = ("id", "user", "connector", "created_at", "expires_at", "used_at", "identity")
+    list_filter = ("used_at",)
+    search_fields = ("user__username",)
+    fields = ("user", "connector", "address", "created_at", "expires_at", "used_at", "identity")
+    readonly_fields = fields
+
+    def has_add_permission(self, request, obj=None):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False
+
+
+# --- notifications (routing.notify): read-only, the trace pretty-printed, content never shown ----
+
+
+@admin.register(Notification)
+class NotificationAdmin(admin.ModelAdmin):
+    """What the router decided and what happened on each channel. Read-only: notifications are
+    created by notify_user and moved by their deliveries. The content stays out of the admin."""
+
+    list_display = ("id", "user", "notification_type", "status", "step", "created_at", "acknowledged_at")
+    list_filter = ("status", "notification_type")
+    search_fields = ("id", "user__username", "requested_by")
+    date_hierarchy = "created_at"
+    fields = (
+        "id", "user", "notification_type", "status", "step", "current_delivery", "ack_deadline",
+        "acknowledged_at", "requested_by", "idempotency_key", "created_at", "updated_at",
+        "trace_pretty", "attempts_pretty",
+    )
+    readonly_fields = fields
+
+    @admin.display(description="trace")
+    def trace_pretty(self, obj):
+        return _pretty(obj.trace)
+
+    @admin.display(description="attempts")
+    def attempts_pretty(self, obj):
+        return _pretty(obj.attempts)
+
+    def has_add_permission(self, request, obj=None):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False
+
+
+def _pretty(value):
+    import json
+
+    from django.utils.html import format_html
+
+    return format_html('<pre style="white-space: pre-wrap">{}</pre>', json.dumps(value, indent=2, ensure_ascii=False))

@@ -1,0 +1,587 @@
+/* /preferences/: a person's channels, pairing, and the order BRAIN tries them in.
+ *
+ * Everything goes through the REST API (/api/v1/identities/, /api/v1/pairing-codes/,
+ * /api/v1/preferences/) with the session cookie and the CSRF token; nothing reloads the page.
+ * Configuration comes from the json_script block "preferences-config". No external assets.
+ */
+(function () {
+  "use strict";
+
+  const config = JSON.parse(document.getElementById("preferences-config").textContent);
+  const $ = (id) => document.getElementById(id);
+  const state = { identities: [], preferences: [], channels: [], pairing: null };
+  const app = { state: state };
+  window.preferencesApp = app; // for tests and debugging
+
+  // --- HTTP ---------------------------------------------------------------------------------
+
+  function csrfToken() {
+    const match = document.cookie.match(/(?:^|;\s*)csrftoken=([^;]+)/);
+    if (match) return decodeURIComponent(match[1]);
+    const field = document.querySelector("input[name=csrfmiddlewaretoken]");
+    return field ? field.value : "";
+  }
+
+  class ApiError extends Error {
+    constructor(status, message, details) {
+      super(message);
+      this.status = status;
+      this.details = details;
+    }
+  }
+
+  function flattenDetails(details, prefix) {
+    if (details === null || details === undefined || details === "") return [];
+    if (typeof details === "string" || typeof details === "number") return [(prefix ? prefix + ": " : "") + details];
+    if (Array.isArray(details)) return details.flatMap((d) => flattenDetails(d, prefix));
+    return Object.entries(details).flatMap(([key, value]) =>
+      flattenDetails(value, key === "non_field_errors" || key === "detail" ? prefix : (prefix ? prefix + "." : "") + key));
+  }
+
+  function describe(error) {
+    if (!(error instanceof ApiError)) return "Could not reach the server. Check your connection and try again.";
+    const extra = flattenDetails(error.details).filter((line) => line !== error.message);
+    return extra.length ? error.message + " — " + extra.join("; ") : error.message;
+  }
+
+  async function request(method, url, body) {
+    const options = { method: method, credentials: "same-origin", headers: { Accept: "application/json" } };
+    if (method !== "GET") options.headers["X-CSRFToken"] = csrfToken();
+    if (body !== undefined) {
+      options.headers["Content-Type"] = "application/json";
+      options.body = JSON.stringify(body);
+    }
+    const response = await fetch(url, options);
+    if (response.status === 204) return null;
+    let data = null;
+    try {
+      data = await response.json();
+    } catch (e) {
+      data = null;
+    }
+    if (!response.ok) {
+      if (response.status === 401 || (response.status === 403 && !(data && data.error))) {
+        throw new ApiError(response.status, "Your session has ended. Reload the page and sign in again.", null);
+      }
+      const err = data && data.error ? data.error : {};
+      throw new ApiError(response.status, err.message || `The server answered ${response.status}.`, err.details);
+    }
+    return data;
+  }
+
+  const api = {
+    identities: () => request("GET", config.identities),
+    channels: () => request("GET", config.channels),
+    preferences: () => request("GET", config.preferences),
+  };
+  const list = (data) => (Array.isArray(data) ? data : (data && data.results) || []);
+
+  // --- status -------------------------------------------------------------------------------
+
+  let statusTimer = null;
+  function say(message, kind) {
+    const status = $("status");
+    // Clear first so that the same message twice is announced twice.
+    status.textContent = "";
+    status.dataset.kind = kind || "info";
+    window.clearTimeout(statusTimer);
+    statusTimer = window.setTimeout(() => { status.textContent = message; }, 30);
+    status.dataset.message = message;
+  }
+
+  function showRowError(row, message) {
+    const box = row.querySelector(":scope > .row-error");
+    if (!box) return;
+    box.textContent = message || "";
+    box.hidden = !message;
+    if (message) box.setAttribute("role", "alert"); else box.removeAttribute("role");
+  }
+
+  // --- helpers ------------------------------------------------------------------------------
+
+  function identityName(identity) {
+    if (!identity) return "Unknown channel";
+    const kind = identity.connector_kind || "";
+    const where = identity.label ? `${identity.label} (${identity.address})` : identity.address;
+    return `${identity.connector_name || identity.connector} ${kind ? "· " + kind + " " : ""}· ${where}`;
+  }
+
+  function identityShort(identity) {
+    if (!identity) return "this channel";
+    return identity.label || `${identity.connector_name || identity.connector} ${identity.address}`;
+  }
+
+  const identityById = (id) => state.identities.find((i) => String(i.id) === String(id));
+  const browserZone = (() => {
+    try {
+      return Intl.DateTimeFormat().resolvedOptions().timeZone || "UTC";
+    } catch (e) {
+      return "UTC";
+    }
+  })();
+  const zones = (() => {
+    let all = [];
+    try {
+      all = Intl.supportedValuesOf("timeZone");
+    } catch (e) {
+      all = [];
+    }
+    const set = new Set(all);
+    ["UTC", browserZone].forEach((z) => set.add(z));
+    return Array.from(set).sort();
+  })();
+  app.browserZone = browserZone;
+
+  function fillZones(select, selected) {
+    const frag = document.createDocumentFragment();
+    const options = zones.includes(selected) ? zones : [selected].concat(zones);
+    for (const zone of options) {
+      const option = document.createElement("option");
+      option.value = zone;
+      option.textContent = zone === browserZone ? `${zone} (this device)` : zone;
+      if (zone === selected) option.selected = true;
+      frag.appendChild(option);
+    }
+    select.replaceChildren(frag);
+  }
+
+  const hhmm = (value) => (value ? String(value).slice(0, 5) : "");
+
+  // --- identities ---------------------------------------------------------------------------
+
+  function renderIdentities() {
+    const ul = $("identity-list");
+    ul.replaceChildren();
+    ul.setAttribute("aria-busy", "false");
+    if (!state.identities.length) {
+      const li = document.createElement("li");
+      li.className = "empty";
+      li.textContent = "No channels yet. Pair one below.";
+      ul.appendChild(li);
+    }
+    for (const identity of state.identities) {
+      const li = $("identity-template").content.firstElementChild.cloneNode(true);
+      li.dataset.identityId = identity.id;
+      li.dataset.kind = identity.connector_kind || "";
+      li.querySelector(".kind-badge").textContent = identity.connector_kind || "";
+      li.querySelector(".identity-connector").textContent = identity.connector_name || identity.connector;
+      li.querySelector(".identity-address").textContent = identity.address;
+      const input = li.querySelector(".identity-label");
+      input.id = `identity-label-${identity.id}`;
+      input.value = identity.label || "";
+      const label = li.querySelector(".label-for");
+      label.htmlFor = input.id;
+      label.textContent = `Label for ${identity.connector_name || identity.connector} ${identity.address}`;
+      li.querySelector(".save-label").setAttribute("aria-label", `Save label for ${identity.address}`);
+      const remove = li.querySelector(".remove-identity");
+      remove.setAttribute("aria-label", `Remove ${identity.connector_name || identity.connector} ${identity.address}`);
+      input.addEventListener("keydown", (event) => {
+        if (event.key === "Enter") {
+          event.preventDefault();
+          saveLabel(li, identity, input.value);
+        }
+      });
+      li.querySelector(".save-label").addEventListener("click", () => saveLabel(li, identity, input.value));
+      remove.addEventListener("click", () => removeIdentity(li, identity, remove));
+      ul.appendChild(li);
+    }
+    renderAddPreference();
+  }
+
+  async function saveLabel(li, identity, label) {
+    showRowError(li, "");
+    try {
+      const updated = await request("PATCH", `${config.identities}${identity.id}/`, { label: label.trim() });
+      Object.assign(identity, updated || { label: label.trim() });
+      say(`Label saved for ${identity.address}.`, "ok");
+      // Rename its row in the list in place: unsaved edits in other rows stay as they are.
+      const title = document.querySelector(`#preference-list li[data-identity-id="${identity.id}"] .pref-title`);
+      if (title) title.textContent = identityName(identity);
+      renderAddPreference();
+    } catch (error) {
+      showRowError(li, describe(error));
+      say(describe(error), "error");
+    }
+  }
+
+  async function removeIdentity(li, identity, button) {
+    // Two steps, without a modal dialog: the first activation asks, the second removes.
+    if (button.dataset.confirm !== "yes") {
+      button.dataset.confirm = "yes";
+      button.textContent = "Really remove?";
+      say(`Activate "Really remove?" again to remove ${identity.address}; its place in the list goes too.`, "warn");
+      return;
+    }
+    showRowError(li, "");
+    try {
+      await request("DELETE", `${config.identities}${identity.id}/`);
+      say(`Removed ${identity.address}.`, "ok");
+      await refresh();
+      $("identities-title").focus();
+    } catch (error) {
+      button.dataset.confirm = "";
+      button.textContent = "Remove";
+      showRowError(li, describe(error));
+      say(describe(error), "error");
+    }
+  }
+
+  // --- pairing ------------------------------------------------------------------------------
+
+  function renderChannels() {
+    const select = $("pair-channel");
+    select.replaceChildren();
+    if (!state.channels.length) {
+      const option = document.createElement("option");
+      option.value = "";
+      option.textContent = "No channel can be paired right now";
+      select.appendChild(option);
+      select.disabled = true;
+      $("pair-button").disabled = true;
+      return;
+    }
+    select.disabled = false;
+    $("pair-button").disabled = false;
+    for (const channel of state.channels) {
+      const option = document.createElement("option");
+      option.value = channel.id;
+      option.dataset.kind = channel.kind;
+      option.textContent = `${channel.display_name} (${channel.kind})`;
+      select.appendChild(option);
+    }
+    updateAddressRow();
+  }
+
+  function updateAddressRow() {
+    const option = $("pair-channel").selectedOptions[0];
+    const isEmail = !!option && option.dataset.kind === "email";
+    $("pair-address-row").hidden = !isEmail;
+    $("pair-address").required = isEmail;
+  }
+
+  async function requestCode(event) {
+    event.preventDefault();
+    const select = $("pair-channel");
+    if (!select.value) return;
+    const option = select.selectedOptions[0];
+    const body = { connector: select.value };
+    if (option.dataset.kind === "email") body.address = $("pair-address").value.trim();
+    const button = $("pair-button");
+    button.disabled = true;
+    try {
+      const created = await request("POST", config.pairingCodes, body);
+      startWaiting(created, option.textContent);
+    } catch (error) {
+      say(describe(error), "error");
+    } finally {
+      button.disabled = false;
+    }
+  }
+
+  function startWaiting(created, channelName) {
+    stopWaiting();
+    const known = new Set(state.identities.map((i) => String(i.id)));
+    const expires = new Date(created.expires_at);
+    state.pairing = { code: created.code, known: known, expires: expires, timer: null, polls: 0 };
+    $("pair-code").textContent = created.code;
+    $("pair-instructions").textContent = created.instructions || "";
+    const time = $("pair-expires");
+    time.dateTime = created.expires_at;
+    time.textContent = expires.toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" });
+    const waiting = $("pair-waiting");
+    waiting.dataset.state = "waiting";
+    waiting.textContent = "Waiting for your message…";
+    $("pair-cancel").hidden = false;
+    const box = $("pair-result");
+    box.hidden = false;
+    box.dataset.code = created.code;
+    box.focus();
+    say(`Your code for ${channelName} is ${created.code.split("").join(" ")}. ${created.instructions || ""}`, "info");
+    state.pairing.timer = window.setInterval(pollForIdentity, config.pollMs);
+  }
+
+  function stopWaiting(message) {
+    if (state.pairing && state.pairing.timer) window.clearInterval(state.pairing.timer);
+    if (state.pairing) state.pairing.timer = null;
+    if (message !== undefined) {
+      if (document.activeElement === $("pair-cancel")) $("pair-button").focus();
+      $("pair-cancel").hidden = true;
+      $("pair-waiting").textContent = message;
+      $("pair-waiting").dataset.state = "stopped";
+    }
+  }
+
+  async function pollForIdentity() {
+    const pairing = state.pairing;
+    if (!pairing || !pairing.timer) return;
+    pairing.polls += 1;
+    if (Date.now() > pairing.expires.getTime()) {
+      stopWaiting("The code has expired. Ask for a new one.");
+      say("The pairing code has expired. Ask for a new one.", "warn");
+      return;
+    }
+    let identities;
+    try {
+      identities = list(await api.identities());
+    } catch (error) {
+      $("pair-waiting").textContent = "Still waiting (the last check failed; retrying)…";
+      return;
+    }
+    const fresh = identities.filter((i) => !pairing.known.has(String(i.id)));
+    if (!fresh.length) return;
+    stopWaiting(`Paired: ${fresh.map(identityName).join(", ")}.`);
+    $("pair-waiting").dataset.state = "paired";
+    state.identities = identities;
+    try {
+      // Pairing also puts the new channel at the end of the list.
+      state.preferences = list(await api.preferences());
+    } catch (error) {
+      say(describe(error), "error");
+    }
+    renderIdentities();
+    renderPreferences();
+    for (const identity of fresh) {
+      const li = document.querySelector(`#identity-list li[data-identity-id="${identity.id}"]`);
+      if (li) li.classList.add("flash");
+    }
+    say(`Paired ${fresh.map(identityName).join(", ")}. It is now last in "How to reach you".`, "ok");
+  }
+
+  // --- preferences --------------------------------------------------------------------------
+
+  function renderPreferences(focus) {
+    const ol = $("preference-list");
+    ol.replaceChildren();
+    ol.setAttribute("aria-busy", "false");
+    if (!state.preferences.length) {
+      const li = document.createElement("li");
+      li.className = "empty";
+      li.textContent = "No channels in the list yet: BRAIN uses its default order.";
+      ol.appendChild(li);
+    }
+    const count = state.preferences.length;
+    state.preferences.forEach((pref, index) => {
+      const identity = identityById(pref.identity);
+      const name = identityShort(identity);
+      const li = $("preference-template").content.firstElementChild.cloneNode(true);
+      li.dataset.preferenceId = pref.id;
+      li.dataset.identityId = pref.identity;
+      li.dataset.priority = pref.priority;
+      li.classList.toggle("disabled", !pref.enabled);
+      li.querySelector(".priority").textContent = String(index + 1);
+      const title = li.querySelector(".pref-title");
+      title.id = `pref-title-${pref.id}`;
+      title.textContent = identityName(identity);
+      li.setAttribute("aria-labelledby", title.id);
+      const up = li.querySelector(".move-up");
+      const down = li.querySelector(".move-down");
+      up.setAttribute("aria-label", `Move ${name} up (now ${index + 1} of ${count})`);
+      down.setAttribute("aria-label", `Move ${name} down (now ${index + 1} of ${count})`);
+      up.disabled = index === 0;
+      down.disabled = index === count - 1;
+      up.addEventListener("click", () => move(pref.id, -1));
+      down.addEventListener("click", () => move(pref.id, +1));
+
+      const enabled = li.querySelector(".pref-enabled");
+      enabled.checked = !!pref.enabled;
+      enabled.setAttribute("aria-label", `Enabled: ${name}`);
+
+      const types = li.querySelector("fieldset.types");
+      for (const type of config.notificationTypes) {
+        const label = document.createElement("label");
+        const box = document.createElement("input");
+        box.type = "checkbox";
+        box.className = "pref-type";
+        box.value = type;
+        box.checked = (pref.notification_types || []).includes(type);
+        label.append(box, " " + type);
+        types.appendChild(label);
+      }
+      li.querySelector(".quiet-start").value = hhmm(pref.quiet_start);
+      li.querySelector(".quiet-end").value = hhmm(pref.quiet_end);
+      li.querySelector(".quiet-start").setAttribute("aria-label", `Quiet hours start for ${name}`);
+      li.querySelector(".quiet-end").setAttribute("aria-label", `Quiet hours end for ${name}`);
+      const zone = li.querySelector(".pref-timezone");
+      zone.setAttribute("aria-label", `Time zone for ${name}`);
+      // The zone only matters for quiet hours: until some are set, suggest this device's zone
+      // instead of the server's default (saving the row stores it).
+      const unset = !pref.quiet_start && !pref.quiet_end && (!pref.timezone || pref.timezone === "UTC");
+      fillZones(zone, unset ? browserZone : pref.timezone);
+      li.querySelector(".save-pref").setAttribute("aria-label", `Save ${name}`);
+      li.querySelector(".save-pref").addEventListener("click", () => savePreference(li, pref));
+      const remove = li.querySelector(".remove-pref");
+      remove.setAttribute("aria-label", `Remove ${name} from the list`);
+      remove.addEventListener("click", () => removePreference(li, pref, remove));
+      li.addEventListener("change", () => {
+        li.classList.add("dirty");
+        li.querySelector(".saved").textContent = "";
+      });
+      li.addEventListener("keydown", (event) => {
+        // Enter in a time field saves the row, as in a form.
+        if (event.key === "Enter" && event.target.matches("input[type=time]")) {
+          event.preventDefault();
+          savePreference(li, pref);
+        }
+      });
+      ol.appendChild(li);
+    });
+    if (focus) {
+      const row = ol.querySelector(`li[data-preference-id="${focus.id}"]`);
+      const target = row && (row.querySelector(focus.selector + ":not(:disabled)") ||
+        row.querySelector(".move-up:not(:disabled), .move-down:not(:disabled)"));
+      if (target) target.focus();
+    }
+    renderAddPreference();
+  }
+
+  async function move(id, delta) {
+    const order = state.preferences.map((p) => p.id);
+    const from = order.indexOf(id);
+    const to = from + delta;
+    if (from < 0 || to < 0 || to >= order.length) return;
+    order.splice(to, 0, order.splice(from, 1)[0]);
+    const row = document.querySelector(`#preference-list li[data-preference-id="${id}"]`);
+    if (row) showRowError(row, "");
+    try {
+      const result = await request("POST", config.reorder, { order: order });
+      const updated = list(result);
+      state.preferences = updated.length ? updated : list(await api.preferences());
+      renderPreferences({ id: id, selector: delta < 0 ? ".move-up" : ".move-down" });
+      const moved = state.preferences.findIndex((p) => p.id === id);
+      say(`Moved ${identityShort(identityById(state.preferences[moved].identity))} to position ${moved + 1} of ${order.length}.`, "ok");
+    } catch (error) {
+      if (row) showRowError(row, describe(error));
+      say(describe(error), "error");
+    }
+  }
+
+  function rowValues(li) {
+    return {
+      enabled: li.querySelector(".pref-enabled").checked,
+      notification_types: Array.from(li.querySelectorAll(".pref-type:checked")).map((b) => b.value),
+      quiet_start: li.querySelector(".quiet-start").value || null,
+      quiet_end: li.querySelector(".quiet-end").value || null,
+      timezone: li.querySelector(".pref-timezone").value,
+    };
+  }
+
+  async function savePreference(li, pref) {
+    showRowError(li, "");
+    const button = li.querySelector(".save-pref");
+    button.disabled = true;
+    li.setAttribute("aria-busy", "true");
+    try {
+      const updated = await request("PATCH", `${config.preferences}${pref.id}/`, rowValues(li));
+      Object.assign(pref, updated || rowValues(li));
+      li.classList.remove("dirty");
+      li.classList.toggle("disabled", !pref.enabled);
+      li.dataset.saved = String(Date.now());
+      li.querySelector(".saved").textContent = "Saved";
+      say(`Saved ${identityShort(identityById(pref.identity))}.`, "ok");
+    } catch (error) {
+      li.querySelector(".saved").textContent = "";
+      showRowError(li, describe(error));
+      say(`Not saved: ${describe(error)}`, "error");
+    } finally {
+      button.disabled = false;
+      li.setAttribute("aria-busy", "false");
+    }
+  }
+
+  async function removePreference(li, pref, button) {
+    if (button.dataset.confirm !== "yes") {
+      button.dataset.confirm = "yes";
+      button.textContent = "Really remove?";
+      say(`Activate "Really remove?" again to take ${identityShort(identityById(pref.identity))} off the list.`, "warn");
+      return;
+    }
+    try {
+      await request("DELETE", `${config.preferences}${pref.id}/`);
+      state.preferences = list(await api.preferences());
+      renderPreferences();
+      say(`Took ${identityShort(identityById(pref.identity))} off the list.`, "ok");
+      $("preferences-title").focus();
+    } catch (error) {
+      button.dataset.confirm = "";
+      button.textContent = "Remove from list";
+      showRowError(li, describe(error));
+      say(describe(error), "error");
+    }
+  }
+
+  function renderAddPreference() {
+    const form = $("add-preference");
+    const used = new Set(state.preferences.map((p) => String(p.identity)));
+    const free = state.identities.filter((i) => !used.has(String(i.id)));
+    const select = $("add-identity");
+    const previous = select.value;
+    select.replaceChildren();
+    for (const identity of free) {
+      const option = document.createElement("option");
+      option.value = identity.id;
+      option.textContent = identityName(identity);
+      if (String(identity.id) === previous) option.selected = true;
+      select.appendChild(option);
+    }
+    form.hidden = free.length === 0;
+  }
+
+  async function addPreference(event) {
+    event.preventDefault();
+    const form = $("add-preference");
+    const error = $("add-error");
+    error.hidden = true;
+    error.removeAttribute("role");
+    const identity = Number($("add-identity").value);
+    const body = {
+      identity: identity,
+      enabled: true,
+      notification_types: Array.from(form.querySelectorAll("input[name=notification_types]:checked")).map((b) => b.value),
+      timezone: browserZone,
+      priority: state.preferences.reduce((max, p) => Math.max(max, p.priority), 0) + 1,
+    };
+    try {
+      const created = await request("POST", config.preferences, body);
+      state.preferences = list(await api.preferences());
+      renderPreferences(created && created.id ? { id: created.id, selector: ".pref-enabled" } : null);
+      say(`Added ${identityShort(identityById(identity))} at position ${state.preferences.length}.`, "ok");
+    } catch (err) {
+      error.textContent = describe(err);
+      error.hidden = false;
+      error.setAttribute("role", "alert");
+      say(describe(err), "error");
+    }
+  }
+
+  // --- start --------------------------------------------------------------------------------
+
+  async function refresh() {
+    const [identities, preferences] = await Promise.all([api.identities(), api.preferences()]);
+    state.identities = list(identities);
+    state.preferences = list(preferences);
+    renderIdentities();
+    renderPreferences();
+  }
+
+  async function start() {
+    $("pair-form").addEventListener("submit", requestCode);
+    $("pair-channel").addEventListener("change", updateAddressRow);
+    $("pair-cancel").addEventListener("click", () => {
+      stopWaiting("Stopped waiting. The code still works until it expires; reload to see new channels.");
+    });
+    $("add-preference").addEventListener("submit", addPreference);
+    try {
+      const [channels] = await Promise.all([api.channels(), refresh()]);
+      state.channels = list(channels);
+      renderChannels();
+      $("preferences-app").dataset.ready = "true";
+    } catch (error) {
+      $("preferences-app").dataset.ready = "error";
+      say(describe(error), "error");
+    }
+  }
+
+  app.refresh = refresh;
+  if (document.readyState === "loading") document.addEventListener("DOMContentLoaded", start);
+  else start();
+})();
