@@ -42,8 +42,13 @@ class ServiceBackedAdmin(admin.ModelAdmin):
 
     Not Django's changeform_view/delete_view: they run a POST in one transaction, whose rollback
     would take the audit row of a refused or failed service call with it (services are atomic
-    themselves). A refusal becomes an error message instead of a 500.
+    themselves). A refusal becomes an error message instead of a 500. Bulk deletes go object by
+    object through `delete_model`, so each one is a service call with its audit row.
     """
+
+    def delete_queryset(self, request, queryset):
+        for obj in queryset:
+            self.delete_model(request, obj)
 
     @csrf_protect_m
     def changeform_view(self, request, object_id=None, form_url="", extra_context=None):
@@ -376,7 +381,9 @@ def _service_backed_form(base, principal, grantee_attr):
 admin.site.register(Connector, ConnectorAdmin)
 
 
-class _ReadOnlyAdmin(admin.ModelAdmin):
+class ReadOnlyAdmin(admin.ModelAdmin):
+    """Rows written only by services: the admin shows them and changes nothing."""
+
     def has_add_permission(self, request, obj=None):
         return False
 
@@ -388,7 +395,7 @@ class _ReadOnlyAdmin(admin.ModelAdmin):
 
 
 @admin.register(Delivery)
-class DeliveryAdmin(_ReadOnlyAdmin):
+class DeliveryAdmin(ReadOnlyAdmin):
     """Status and errors only: message content stays out of the admin."""
 
     list_display = ("id", "connector", "recipient", "status", "attempts", "created_at", "sent_at", "last_error")
@@ -418,7 +425,7 @@ class InboundMessageAdmin(DeliveryAdmin):
 
 
 @admin.register(ApiToken)
-class ApiTokenAdmin(_ReadOnlyAdmin):
+class ApiTokenAdmin(ReadOnlyAdmin):
     """Tokens are created with `manage.py create_api_token`; here they can be seen and revoked."""
 
     list_display = ("prefix", "user", "name", "created_at", "expires_at", "revoked_at", "last_used_at")
@@ -485,10 +492,6 @@ class AlertRecipientAdmin(ServiceBackedAdmin):
         from . import monitoring
 
         monitoring.delete_alert_recipient(principal_of(request), obj.pk)
-
-    def delete_queryset(self, request, queryset):
-        for obj in queryset:
-            self.delete_model(request, obj)
 
 
 
@@ -610,7 +613,7 @@ class EventSubscriptionAdmin(ServiceBackedAdmin):
 
 
 @admin.register(EventDelivery)
-class EventDeliveryAdmin(_ReadOnlyAdmin):
+class EventDeliveryAdmin(ReadOnlyAdmin):
     """What happened to each event sent to a subscription: statuses and errors, read-only."""
 
     list_display = ("event", "subscription", "status", "attempts", "response_status", "created_at", "sent_at",

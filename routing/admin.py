@@ -1,6 +1,6 @@
 from django.contrib import admin
 
-from connectors.admin import ServiceBackedAdmin
+from connectors.admin import ReadOnlyAdmin, ServiceBackedAdmin
 from connectors.admin import principal_of as admin_principal
 
 from . import services as routing_services
@@ -37,9 +37,6 @@ class ChannelIdentityAdmin(ServiceBackedAdmin):
     def delete_model(self, request, obj):
         routing_services.delete_identity(admin_principal(request), obj.user, obj.pk)
 
-    def delete_queryset(self, request, queryset):
-        for obj in queryset:
-            self.delete_model(request, obj)
 
 
 @admin.register(ConnectorPreference)
@@ -70,13 +67,10 @@ class ConnectorPreferenceAdmin(ServiceBackedAdmin):
     def delete_model(self, request, obj):
         routing_services.delete_preference(admin_principal(request), obj.user, obj.pk)
 
-    def delete_queryset(self, request, queryset):
-        for obj in queryset:
-            self.delete_model(request, obj)
 
 
 @admin.register(PairingCode)
-class PairingCodeAdmin(admin.ModelAdmin):
+class PairingCodeAdmin(ReadOnlyAdmin):
     """Read-only. The code itself is never stored, and its digest is not shown."""
 
     list_display = ("id", "user", "connector", "created_at", "expires_at", "used_at", "identity")
@@ -85,21 +79,12 @@ class PairingCodeAdmin(admin.ModelAdmin):
     fields = ("user", "connector", "address", "created_at", "expires_at", "used_at", "identity")
     readonly_fields = fields
 
-    def has_add_permission(self, request, obj=None):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
-
-    def has_delete_permission(self, request, obj=None):
-        return False
-
 
 # --- notifications (routing.notify): read-only, the trace pretty-printed, content never shown ----
 
 
 @admin.register(Notification)
-class NotificationAdmin(admin.ModelAdmin):
+class NotificationAdmin(ReadOnlyAdmin):
     """What the router decided and what happened on each channel. Read-only: notifications are
     created by notify_user and moved by their deliveries. The content stays out of the admin."""
 
@@ -122,14 +107,6 @@ class NotificationAdmin(admin.ModelAdmin):
     def attempts_pretty(self, obj):
         return _pretty(obj.attempts)
 
-    def has_add_permission(self, request, obj=None):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
-
-    def has_delete_permission(self, request, obj=None):
-        return False
 
 
 def _pretty(value):
