@@ -209,6 +209,8 @@ BRAIN_URL = env.str("BRAIN_URL", default="")
 BRAIN_TIMEOUT = env.float("BRAIN_TIMEOUT", default=10.0)
 BRAIN_MAX_RETRIES = env.int("BRAIN_MAX_RETRIES", default=2)
 BRAIN_CONTEXT_LIMIT = env.int("BRAIN_CONTEXT_LIMIT", default=10)
+# What BRAIN is told of the conversation so far: a function `provider(inbound) -> [{"role", "content", "time"}]`.
+BRAIN_CONTEXT_PROVIDER = env.str("BRAIN_CONTEXT_PROVIDER", default="conversations.services.context_for_inbound")
 # Functions that may answer an inbound message before BRAIN does (dotted paths, in order); each
 # returns the reply text, or None to pass it on. Routing's pairing codes are answered this way.
 INBOUND_MESSAGE_HANDLERS = env.list("INBOUND_MESSAGE_HANDLERS", default=["routing.pairing.handle_inbound"])

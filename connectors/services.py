@@ -16,6 +16,7 @@ from datetime import timedelta
 from django.conf import settings
 from django.db import IntegrityError, models, transaction
 from django.utils import timezone
+from django.utils.module_loading import import_string
 
 from audit import services as audit
 
@@ -108,6 +109,25 @@ def _settled(delivery, via, acknowledged=False):
                 logger.error("delivery_settled receiver %s failed: %s", receiver, result, exc_info=result)
 
     transaction.on_commit(send)
+
+
+def _recorded(connector_id, direction, address, content, at, principal, **ids):
+    """Hand a stored message to conversation memory in this same transaction (see signals)."""
+    from .signals import message_recorded
+
+    message_recorded.send(
+        sender=Connector,
+        connector_id=connector_id,
+        direction=direction,
+        address=address,
+        content=content,
+        at=at,
+        principal=str(principal),
+        inbound_id=ids.get("inbound_id"),
+        delivery_id=ids.get("delivery_id"),
+        platform_message_id=ids.get("platform_message_id", ""),
+        metadata=ids.get("metadata", {}),
+    )
 
 
 def _load(principal, connector_id, perm, *, for_update=False):
@@ -557,6 +577,11 @@ def send_message(principal, connector_id, recipient, content, *, idempotency_key
                 "message.queued", principal, connector_id, delivery_id=str(delivery.id), length=len(message.content)
             )
             _emit("connector.message.queued", connector_id, delivery_id=str(delivery.id), length=len(message.content))
+            _recorded(
+                connector_id, "outbound", delivery.recipient, delivery.content, delivery.created_at, principal,
+                delivery_id=delivery.id,
+                metadata={"in_reply_to": in_reply_to.pk} if in_reply_to is not None else {},
+            )
             transaction.on_commit(lambda: enqueue_delivery(delivery.id))
     return delivery, False
 
@@ -976,6 +1001,11 @@ def receive_message(connector_id, message: IncomingMessage, principal=None, conn
                     raise _DuplicateInbound from exc
                 _record("message.received", principal, connector_id, inbound_id=inbound.pk, length=len(message.content))
                 _emit("connector.message.received", connector_id, inbound_id=inbound.pk, length=len(message.content))
+                _recorded(
+                    connector_id, "inbound", inbound.sender, inbound.content, inbound.received_at, principal,
+                    inbound_id=inbound.pk, platform_message_id=inbound.platform_message_id,
+                    metadata={"sender_name": inbound.sender_name} if inbound.sender_name else {},
+                )
                 transaction.on_commit(lambda: _enqueue_brain(inbound.pk))
         except _DuplicateInbound:
             with transaction.atomic():
@@ -1031,7 +1061,7 @@ def reply_with_brain(inbound_id):
                 sender_name=inbound.sender_name,
                 content=inbound.content,
                 message_id=inbound.platform_message_id,
-                context=conversation_context(inbound),
+                context=import_string(settings.BRAIN_CONTEXT_PROVIDER)(inbound),
             )
             reply = get_brain().reply(request)
     except Exception as exc:  # BrainError, or a bug/misconfiguration: never leave the message "thinking"
@@ -1090,8 +1120,6 @@ def _handled_before_brain(inbound):
     """The reply of the first INBOUND_MESSAGE_HANDLERS entry that takes this message (e.g. a
     pairing code for routing), or None to ask BRAIN. Handlers are dotted paths to functions
     `handler(inbound) -> str | None`; a failing handler is logged and skipped, never fatal."""
-    from django.utils.module_loading import import_string
-
     for path in settings.INBOUND_MESSAGE_HANDLERS:
         try:
             reply = import_string(path)(inbound)
