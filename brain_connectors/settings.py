@@ -21,6 +21,9 @@ MISSING_SECRET_PLACEHOLDER = "missing-secret-key-set-the-SECRET_KEY-environment-
 SECRET_KEY = env.str("SECRET_KEY", default="") or MISSING_SECRET_PLACEHOLDER
 FERNET_KEYS = [k.strip() for k in env.str("FERNET_KEYS", default="").split(",") if k.strip()]
 SEARCH_INDEX_KEY = env.str("SEARCH_INDEX_KEY", default="")
+# While `rebuild_search_index` moves the index to a new SEARCH_INDEX_KEY, the old key here keeps
+# not-yet-rebuilt messages findable. Remove it once the rebuild has completed.
+SEARCH_INDEX_PREVIOUS_KEY = env.str("SEARCH_INDEX_PREVIOUS_KEY", default="")
 BRAIN_SIGNING_KEY = env.str("BRAIN_SIGNING_KEY", default="")
 
 ALLOWED_HOSTS = env.list("ALLOWED_HOSTS", default=["127.0.0.1", "localhost"])
@@ -292,6 +295,15 @@ ROUTING_STALE_HEARTBEAT_SECONDS = env.int("ROUTING_STALE_HEARTBEAT_SECONDS", def
 # Per-process cache of identities, preferences and connector states: lifetime and size.
 ROUTING_CACHE_SECONDS = env.float("ROUTING_CACHE_SECONDS", default=5.0)
 ROUTING_CACHE_MAX_USERS = env.int("ROUTING_CACHE_MAX_USERS", default=100_000)
+
+# --- Conversation privacy (conversations.privacy) ------------------------------------------------
+# Messages older than this are purged (per-connector RetentionPolicy rows override it); 0 keeps them.
+CONVERSATION_RETENTION_DAYS = env.int("CONVERSATION_RETENTION_DAYS", default=365)
+CELERY_BEAT_SCHEDULE["purge-conversations"] = {"task": "conversations.tasks.purge_conversations", "schedule": 86400.0}
+
+# --- Conversation memory and search (conversations.services, conversations.search) ----------
+# On: BRAIN's context for a paired person spans all their channels (Telegram → WhatsApp).
+CONVERSATION_CONTEXT_CROSS_CHANNEL = env.bool("CONVERSATION_CONTEXT_CROSS_CHANNEL", default=False)
 
 # --- Internationalisation, static ------------------------------------------------------------
 LANGUAGE_CODE = "en-us"

@@ -10,6 +10,8 @@ from connectors.api import ConnectorViewSet, DeliveryViewSet, EventListView, Tok
 from connectors.api_subscriptions import SubscriptionViewSet
 from connectors.metrics import metrics_view
 from connectors.webhooks import platform_webhook
+from conversations import api_privacy as conversations_privacy
+from conversations.api import ConversationSearchView
 from routing import pairing as routing_pairing
 from routing import views as routing_views
 from routing.api import IdentityViewSet, PairingCodeViewSet, PreferenceViewSet
@@ -44,6 +46,22 @@ urlpatterns = [
     path("preferences/", routing_views.preferences_page, name="preferences"),
     path("preferences/pair/<str:code>/", routing_pairing.pair_link, name="preferences-pair-link"),
     path("api/v1/events/", EventListView.as_view(), name="event-list"),
+    path(
+        "api/v1/conversations/people/<str:username>/export/",
+        conversations_privacy.PersonExportView.as_view(),
+        name="conversation-person-export",
+    ),
+    path(
+        "api/v1/conversations/people/<str:username>/sentiment/",
+        conversations_privacy.PersonSentimentView.as_view(),
+        name="conversation-person-sentiment",
+    ),
+    path(
+        "api/v1/conversations/people/<str:username>/",
+        conversations_privacy.PersonEraseView.as_view(),
+        name="conversation-person-erase",
+    ),
+    path("api/v1/conversations/search/", ConversationSearchView.as_view(), name="conversation-search"),
     path("api/v1/", include(router.urls)),
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
     # The docs page is for people in a browser: send them to the admin login instead of a 401.

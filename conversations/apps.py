@@ -4,3 +4,10 @@ from django.apps import AppConfig
 class ConversationsConfig(AppConfig):
     name = "conversations"
     verbose_name = "Conversations (memory and search)"
+
+    def ready(self):
+        from connectors.signals import message_recorded
+
+        from .services import store_recorded_message
+
+        message_recorded.connect(store_recorded_message, dispatch_uid="conversations.store_recorded_message")

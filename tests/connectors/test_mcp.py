@@ -14,7 +14,10 @@ from tests.mcp_client import HttpServer, error_text, http_session, run, stdio_se
 pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
 
 TOKEN = "7000000001:AAH-mcp-test-token-0123456789abcdefghij"
-TOOLS = {"send_message", "list_active_connectors", "get_connector_status", "get_delivery_status", "notify_user"}
+TOOLS = {
+    "send_message", "list_active_connectors", "get_connector_status", "get_delivery_status", "notify_user",
+    "get_conversation_context", "search_conversations",
+}
 
 
 @pytest.fixture

@@ -1,0 +1,104 @@
+"""Admin for conversation memory: read-only history, the sentiment trend, retention policies
+(through conversations.privacy) and the privacy actions "Export as JSON" and "Forget this person"."""
+import json
+
+from django.contrib import admin, messages
+from django.db.models import Avg
+from django.http import HttpResponse
+
+from connectors.admin import ReadOnlyAdmin, ServiceBackedAdmin
+from connectors.admin import principal_of as admin_principal
+from connectors.exceptions import ServiceError
+
+from . import privacy
+from .analysis import sentiment_trend
+from .models import Conversation, MessageAnalysis, RetentionPolicy
+
+
+def _people(queryset):
+    return [c.person for c in queryset.select_related("person") if c.person is not None]
+
+
+@admin.action(description="Export as JSON (the person of each selected conversation)")
+def export_people(modeladmin, request, queryset):
+    principal, exports = admin_principal(request), []
+    for person in {p.pk: p for p in _people(queryset)}.values():
+        try:
+            exports.append(privacy.export_person(principal, person))
+        except ServiceError as exc:
+            modeladmin.message_user(request, exc.message, messages.ERROR)
+            return None
+    if not exports:
+        modeladmin.message_user(request, "None of the selected conversations belongs to a known person.", messages.WARNING)
+        return None
+    response = HttpResponse(json.dumps(exports, indent=2), content_type="application/json")
+    response["Content-Disposition"] = 'attachment; filename="conversations-export.json"'
+    return response
+
+
+@admin.action(description="Forget this person (erase all their conversations)")
+def forget_people(modeladmin, request, queryset):
+    principal = admin_principal(request)
+    for person in {p.pk: p for p in _people(queryset)}.values():
+        try:
+            counts = privacy.erase_person(principal, person)
+        except ServiceError as exc:
+            modeladmin.message_user(request, exc.message, messages.ERROR)
+            continue
+        modeladmin.message_user(
+            request, f"Forgot {person.get_username()}: {counts['conversations']} conversations, {counts['messages']} messages."
+        )
+
+
+@admin.register(Conversation)
+class ConversationAdmin(ReadOnlyAdmin):
+    list_display = ("id", "connector", "address", "person", "last_message_at", "sentiment_30_days")
+    list_filter = (("connector", admin.RelatedOnlyFieldListFilter),)
+    search_fields = ("person__username", "address")
+    list_select_related = ("connector", "person")
+    readonly_fields = ("connector", "address", "person", "started_at", "last_message_at", "sentiment_trend_30_days")
+    actions = [export_people, forget_people]
+    search_help_text = "Finds people and addresses, and conversations whose messages hold every word (blind index)."
+
+    def get_search_results(self, request, queryset, search_term):
+        """Also search the encrypted messages through the blind index, with the same permission
+        scoping and audit row as the API (conversations.services.search)."""
+        queryset, may_have_duplicates = super().get_search_results(request, queryset, search_term)
+        if not search_term.strip():
+            return queryset, may_have_duplicates
+        from . import services
+
+        try:
+            found = services.search(admin_principal(request), search_term, limit=200)
+        except ServiceError as exc:
+            self.message_user(request, f"Message search: {exc.message}", messages.WARNING)
+            return queryset, may_have_duplicates
+        return queryset | self.model.objects.filter(pk__in={m.conversation_id for m in found}), True
+
+    @admin.display(description="sentiment (avg of analysed user messages)")
+    def sentiment_30_days(self, obj):
+        value = MessageAnalysis.objects.filter(message__conversation=obj, message__role="user").aggregate(v=Avg("sentiment"))["v"]
+        return "—" if value is None else f"{value:+.2f}"
+
+    @admin.display(description="person's sentiment per day (30 days)")
+    def sentiment_trend_30_days(self, obj):
+        if obj.person is None:
+            return "—"
+        trend = sentiment_trend(obj.person, 30)
+        return ", ".join(f"{row['date']}: {row['average']:+.2f} ({row['messages']})" for row in trend) or "—"
+
+
+@admin.register(RetentionPolicy)
+class RetentionPolicyAdmin(ServiceBackedAdmin):
+    list_display = ("connector", "days", "updated_at")
+    fields = ("connector", "days")
+
+    def get_readonly_fields(self, request, obj=None):
+        return () if obj is None else ("connector",)
+
+    def save_model(self, request, obj, form, change):
+        saved = privacy.set_retention_policy(admin_principal(request), obj.connector_id, obj.days)
+        obj.pk, obj.updated_at = saved.pk, saved.updated_at
+
+    def delete_model(self, request, obj):
+        privacy.delete_retention_policy(admin_principal(request), obj.connector_id)

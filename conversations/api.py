@@ -1,0 +1,33 @@
+"""REST: search over conversation memory. Scoping and auditing are in conversations.services."""
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiParameter, extend_schema
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from connectors.api import principal_of
+
+from . import services
+
+
+class ConversationSearchView(APIView):
+    """GET /api/v1/conversations/search/?q=&connector=&limit="""
+
+    @extend_schema(
+        summary="Search conversation history (encrypted at rest, via a blind index)",
+        parameters=[
+            OpenApiParameter("q", str, required=True, description="Words (all must match); \"quoted phrases\"; max 200 chars, 10 words"),
+            OpenApiParameter("connector", str, description="Only this connector's conversations"),
+            OpenApiParameter("limit", int, description="1-200 (default 50)"),
+        ],
+        responses={200: OpenApiTypes.OBJECT},
+    )
+    def get(self, request):
+        params = request.query_params
+        try:
+            limit = int(params.get("limit", 50))
+        except ValueError:
+            limit = 50
+        messages = services.search(
+            principal_of(request), params.get("q", ""), connector_id=params.get("connector") or None, limit=limit
+        )
+        return Response({"results": [services.result_dict(m) for m in messages], "count": len(messages)})

@@ -1,0 +1,48 @@
+"""REST endpoints of the privacy controls (/api/v1/conversations/people/<username>/…).
+
+A person acts for themselves; staff act for others with `conversations.view_conversation`
+(export, sentiment) or `conversations.delete_conversation` (erasure). Errors come from the
+services (connectors.api_errors renders them).
+"""
+from drf_spectacular.utils import OpenApiParameter, extend_schema
+from rest_framework import status
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from connectors.api import principal_of
+from connectors.exceptions import ValidationFailed
+
+from . import privacy
+from .analysis import sentiment_trend
+
+
+class PersonExportView(APIView):
+    @extend_schema(summary="Export everything memory holds about a person, as JSON", responses={200: dict})
+    def get(self, request, username):
+        return Response(privacy.export_person(principal_of(request), username))
+
+
+class PersonEraseView(APIView):
+    @extend_schema(summary="Forget a person: erase their conversations, messages, index rows and analyses", responses={200: dict})
+    def delete(self, request, username):
+        counts = privacy.erase_person(principal_of(request), username)
+        return Response({"erased": counts}, status=status.HTTP_200_OK)
+
+
+class PersonSentimentView(APIView):
+    @extend_schema(
+        summary="Per-day average sentiment of a person's messages",
+        parameters=[OpenApiParameter("days", int, description="How many days back, 1-3650 (default 30)")],
+        responses={200: dict},
+    )
+    def get(self, request, username):
+        try:
+            days = int(request.query_params.get("days", 30))
+        except ValueError:
+            raise ValidationFailed("days must be a whole number.") from None
+        if not 1 <= days <= 3650:
+            raise ValidationFailed("days must be between 1 and 3650.")
+        principal = principal_of(request)
+        person = privacy.find_person(username)
+        privacy.check_access(principal, person, "conversations.view_conversation", "conversations.sentiment")
+        return Response({"person": person.get_username(), "days": days, "trend": sentiment_trend(person, days)})

@@ -1,0 +1,265 @@
+"""Privacy controls of conversation memory: retention (purge), per-person export and erasure.
+
+Every change is audited in the same transaction, with ids and counts only, never content.
+Erasure is one transaction: it removes everything or nothing.
+
+Limit: erasure and purge remove BRAIN's memory (conversations, messages, their blind-index rows
+and analyses). The connectors' own delivery records (InboundMessage, Delivery) are owned by
+`connectors.services` and follow their own retention; they are not blanked here.
+"""
+from datetime import timedelta
+
+from django.conf import settings
+from django.contrib.auth import get_user_model
+from django.db import transaction
+from django.db.models import Q
+from django.utils import timezone
+
+from audit import services as audit
+from connectors.exceptions import NotFound, PermissionDenied, ValidationFailed
+from connectors.models import Connector
+from connectors.permissions import Principal
+
+from .analysis import topics_of
+from .models import Conversation, Message, MessageAnalysis, RetentionPolicy, SearchToken
+
+PURGER = Principal.system_actor("purge_conversations", via="command")
+
+
+def _audit(action, principal, target_type, target_id, result=audit.SUCCESS, **details):
+    audit.record(
+        action,
+        principal=principal,
+        result=result,
+        target_type=target_type,
+        target_id=target_id,
+        details={"via": getattr(principal, "via", ""), **details},
+    )
+
+
+def _staff_may(principal, perm):
+    user = principal.user
+    return bool(user and user.is_active and (user.is_superuser or (user.is_staff and user.has_perm(perm))))
+
+
+# --- retention ----------------------------------------------------------------------------------
+
+
+def global_retention_days():
+    """CONVERSATION_RETENTION_DAYS; 0 keeps messages forever."""
+    return int(getattr(settings, "CONVERSATION_RETENTION_DAYS", 365) or 0)
+
+
+def set_retention_policy(principal, connector_id, days):
+    """Create or change a connector's retention (days >= 0; 0 keeps its messages forever)."""
+    if not (principal.is_system or _staff_may(principal, "conversations.change_retentionpolicy")):
+        _audit("conversations.retention.set", principal, "connector", connector_id, audit.DENIED)
+        raise PermissionDenied("You may not change retention policies.")
+    try:
+        days = int(days)
+    except (TypeError, ValueError):
+        raise ValidationFailed("Retention days must be a whole number.") from None
+    if days < 0:
+        raise ValidationFailed("Retention days must be 0 (keep forever) or more.")
+    with transaction.atomic():
+        if not Connector.objects.filter(pk=connector_id).exists():
+            raise NotFound(f"No connector {connector_id!r}.")
+        policy, created = RetentionPolicy.objects.update_or_create(connector_id=connector_id, defaults={"days": days})
+        _audit("conversations.retention.set", principal, "connector", connector_id, days=days, created=created)
+    return policy
+
+
+def delete_retention_policy(principal, connector_id):
+    """Remove a connector's policy: CONVERSATION_RETENTION_DAYS applies to it again."""
+    if not (principal.is_system or _staff_may(principal, "conversations.delete_retentionpolicy")):
+        _audit("conversations.retention.delete", principal, "connector", connector_id, audit.DENIED)
+        raise PermissionDenied("You may not change retention policies.")
+    with transaction.atomic():
+        deleted, _ = RetentionPolicy.objects.filter(connector_id=connector_id).delete()
+        if not deleted:
+            raise NotFound(f"Connector {connector_id!r} has no retention policy.")
+        _audit("conversations.retention.delete", principal, "connector", connector_id)
+
+
+def _expiry_scopes(now):
+    """(filter on Message, cutoff) pairs: one per connector policy, one for the global setting."""
+    scopes = []
+    policies = list(RetentionPolicy.objects.values_list("connector_id", "days"))
+    for connector_id, days in policies:
+        if days > 0:
+            scopes.append((Q(conversation__connector_id=connector_id), now - timedelta(days=days)))
+    days = global_retention_days()
+    if days > 0:
+        with_policy = [connector_id for connector_id, _ in policies]
+        scopes.append((~Q(conversation__connector_id__in=with_policy), now - timedelta(days=days)))
+    return scopes
+
+
+def purge_expired(progress=None, *, dry_run=False, batch_size=500, via="command"):
+    """Delete messages older than their connector's retention, in batches (their index rows and
+    analyses go with them by cascade), then conversations left empty. `progress(n)` is called
+    after each batch. Writes one audit row with the counts (also for a dry run).
+    Returns {"messages": n, "conversations": n, "dry_run": bool}."""
+    now = timezone.now()
+    scopes = _expiry_scopes(now)
+    expired = Q(pk__in=[])
+    for scope, cutoff in scopes:
+        expired |= scope & Q(created_at__lt=cutoff)
+    messages = conversations = 0
+    touched = set()
+    if dry_run:
+        messages = Message.objects.filter(expired).count() if scopes else 0
+        conversations = (
+            Conversation.objects.filter(messages__in=Message.objects.filter(expired))
+            .exclude(messages__in=Message.objects.exclude(expired))
+            .distinct()
+            .count()
+            if scopes
+            else 0
+        )
+    elif scopes:
+        while True:
+            with transaction.atomic():
+                batch = list(Message.objects.filter(expired).order_by("pk").values_list("pk", "conversation_id")[:batch_size])
+                if not batch:
+                    break
+                Message.objects.filter(pk__in=[pk for pk, _ in batch]).delete()
+            messages += len(batch)
+            touched.update(conversation_id for _, conversation_id in batch)
+            if progress:
+                progress(len(batch))
+        touched = list(touched)
+        for start in range(0, len(touched), batch_size):
+            with transaction.atomic():
+                conversations += (
+                    Conversation.objects.filter(pk__in=touched[start : start + batch_size], messages__isnull=True)
+                    .delete()[1]
+                    .get(Conversation._meta.label, 0)
+                )
+    principal = Principal.system_actor("purge_conversations", via=via)
+    _audit(
+        "conversations.purge",
+        principal,
+        "conversations",
+        "",
+        messages=messages,
+        conversations=conversations,
+        dry_run=dry_run,
+        global_days=global_retention_days(),
+    )
+    return {"messages": messages, "conversations": conversations, "dry_run": dry_run}
+
+
+def expired_count():
+    scopes = _expiry_scopes(timezone.now())
+    if not scopes:
+        return 0
+    expired = Q(pk__in=[])
+    for scope, cutoff in scopes:
+        expired |= scope & Q(created_at__lt=cutoff)
+    return Message.objects.filter(expired).count()
+
+
+# --- export and erasure ---------------------------------------------------------------------------
+
+
+def find_person(username_or_user):
+    """The account, or NotFound with a clear message."""
+    User = get_user_model()
+    if isinstance(username_or_user, User):
+        return username_or_user
+    person = User.objects.filter(**{User.USERNAME_FIELD: username_or_user}).first()
+    if person is None:
+        raise NotFound(f"No person with the username {username_or_user!r}.")
+    return person
+
+
+def check_access(principal, person, perm, action):
+    user = principal.user
+    if principal.is_system or (user is not None and user.is_active and user.pk == person.pk) or _staff_may(principal, perm):
+        return
+    _audit(action, principal, "person", person.pk, audit.DENIED)
+    raise PermissionDenied("You may only do this for yourself, or as staff with the conversations permission.")
+
+
+def person_conversations(person):
+    """The person's conversations: those linked to the account, and those on their paired addresses."""
+    from routing.models import ChannelIdentity
+
+    match = Q(person=person)
+    for connector_id, address in ChannelIdentity.objects.filter(user=person).values_list("connector_id", "address"):
+        match |= Q(connector_id=connector_id, address=address)
+    return Conversation.objects.filter(match)
+
+
+def export_person(principal, person):
+    """Everything memory holds about a person, decrypted, as a JSON-serialisable dict. Audited
+    (counts only). Allowed to the person, or staff with `conversations.view_conversation`."""
+    person = find_person(person)
+    check_access(principal, person, "conversations.view_conversation", "conversations.export")
+    conversations = []
+    message_count = 0
+    for conversation in person_conversations(person).order_by("started_at", "pk"):
+        messages = []
+        for message in conversation.messages.select_related("analysis").order_by("created_at", "pk"):
+            analysis = getattr(message, "analysis", None) if hasattr(message, "analysis") else None
+            messages.append(
+                {
+                    "id": message.pk,
+                    "role": message.role,
+                    "content": message.content,
+                    "created_at": message.created_at.isoformat(),
+                    "platform_message_id": message.platform_message_id,
+                    "metadata": message.metadata,
+                    "sentiment": analysis.sentiment if analysis else None,
+                    "topics": topics_of(analysis),
+                }
+            )
+        message_count += len(messages)
+        conversations.append(
+            {
+                "id": conversation.pk,
+                "connector": conversation.connector_id,
+                "address": conversation.address,
+                "started_at": conversation.started_at.isoformat(),
+                "last_message_at": conversation.last_message_at.isoformat(),
+                "messages": messages,
+            }
+        )
+    _audit(
+        "conversations.export",
+        principal,
+        "person",
+        person.pk,
+        conversations=len(conversations),
+        messages=message_count,
+    )
+    return {
+        "person": person.get_username(),
+        "exported_at": timezone.now().isoformat(),
+        "conversations": conversations,
+    }
+
+
+def erase_person(principal, person):
+    """Forget a person: delete their conversations, messages, blind-index rows and analyses, in
+    one transaction with an audit row of counts. Allowed to the person, or staff with
+    `conversations.delete_conversation`. Returns the counts."""
+    person = find_person(person)
+    check_access(principal, person, "conversations.delete_conversation", "conversations.erase")
+    with transaction.atomic():
+        conversations = person_conversations(person)
+        ids = list(conversations.select_for_update().values_list("pk", flat=True))
+        counts = {
+            "conversations": len(ids),
+            "messages": Message.objects.filter(conversation_id__in=ids).count(),
+            "index_rows": SearchToken.objects.filter(message__conversation_id__in=ids).count(),
+            "analyses": MessageAnalysis.objects.filter(message__conversation_id__in=ids).count(),
+        }
+        # Children first, explicitly: nothing relies on the database's cascade order.
+        SearchToken.objects.filter(message__conversation_id__in=ids).delete()
+        MessageAnalysis.objects.filter(message__conversation_id__in=ids).delete()
+        Message.objects.filter(conversation_id__in=ids).delete()
+        Conversation.objects.filter(pk__in=ids).delete()
+        _audit("conversations.erase", principal, "person", person.pk, **counts)
+    return counts
