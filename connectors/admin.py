@@ -206,11 +206,12 @@ class ConnectorAdmin(GuardedModelAdminMixin, ServiceBackedAdmin):
         services.delete_connector(principal_of(request), obj.pk)
 
     def get_deleted_objects(self, objs, request):
-        # Deliveries and inbound messages are read-only here but go with their connector; whether
-        # it may be deleted is the service's decision (admin permission, connector stopped).
-        deleted, model_count, perms_needed, protected = super().get_deleted_objects(objs, request)
-        perms_needed -= {Delivery._meta.verbose_name, InboundMessage._meta.verbose_name}
-        return deleted, model_count, perms_needed, protected
+        # What goes with a connector (deliveries, inbound messages, conversation memory, paired
+        # identities…) is listed for the staff member to see, but whether the connector may be
+        # deleted is the service's decision (admin permission on it, connector stopped): Django's
+        # per-model delete permissions on those rows do not apply.
+        deleted, model_count, _perms_needed, protected = super().get_deleted_objects(objs, request)
+        return deleted, model_count, set(), protected
 
     def _audit_refusal(self, request, object_id, perm, action):
         """Django refuses some requests before any service runs (403, or the "doesn't exist" redirect
