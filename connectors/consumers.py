@@ -133,15 +133,16 @@ class EventHub:
         channel = await layer.new_channel("events-hub.")
         watch = asyncio.ensure_future(self._watch(layer, channel))
         try:
-            while self.sockets:
+            while self.sockets and self.task is asyncio.current_task():
                 try:
                     message = await layer.receive(channel)
                 except asyncio.CancelledError:
                     raise
                 except Exception as exc:  # Redis away: the sockets' timers read the log meanwhile
-                    # A cancellation can surface as the client's own error (a read interrupted):
-                    # then stop, rather than retry for ever and hold the loop's shutdown.
-                    if asyncio.current_task().cancelling():
+                    # A cancellation can surface as the client library's own error (a read
+                    # interrupted): stop when we were cancelled or stopped, rather than retry for
+                    # ever and hold up the loop's shutdown.
+                    if asyncio.current_task().cancelling() or self.task is not asyncio.current_task():
                         raise asyncio.CancelledError from exc
                     logger.warning("Event hub could not receive (retrying): %s", exc)
                     await asyncio.sleep(1)
@@ -419,6 +420,12 @@ class EventStreamConsumer(AsyncWebsocketConsumer):
                 stamp = datetime.now(UTC).isoformat().replace("+00:00", "Z")
                 latest = max(self.cursor, self.hub.latest)
                 await self._send_json({"type": "ping", "latest_seq": latest, "time": stamp})
+
+    async def close(self, code=None, reason=None):
+        # Leave the hub as soon as we close: the client's disconnect may come much later.
+        if getattr(self, "hub", None) is not None:
+            self.hub.unregister(self)
+        await super().close(code=code, reason=reason)
 
     async def disconnect(self, code):
         if getattr(self, "hub", None) is not None:

@@ -31,6 +31,19 @@ def fresh_channel_layer():
 
 
 @pytest.fixture(autouse=True)
+async def disconnect_streams():
+    """Disconnect every stream a test opened, so that no consumer (and no event hub) outlives it."""
+    Stream.opened.clear()
+    yield
+    for stream in Stream.opened:
+        try:
+            await stream.close()
+        except Exception:  # noqa: S110 (a stream whose application already failed has nothing to close)
+            pass
+    Stream.opened.clear()
+
+
+@pytest.fixture(autouse=True)
 def fast_timers(settings):
     settings.EVENTS_WS_CATCHUP_SECONDS = 60  # tests that rely on the timers lower them
     settings.EVENTS_WS_PING_SECONDS = 60
@@ -40,6 +53,8 @@ def fast_timers(settings):
 class Stream:
     """A websocket client of /ws/events/ that records what it receives and acks it."""
 
+    opened = []  # every stream of the running test, disconnected when it ends
+
     def __init__(self, query="", token=None, headers=()):
         headers = list(headers)
         if token:
@@ -47,6 +62,7 @@ class Stream:
         self.comm = WebsocketCommunicator(application, f"/ws/events/{query}", headers=headers)
         self.hello = None
         self.seqs = []
+        Stream.opened.append(self)
 
     async def open(self):
         connected, _ = await self.comm.connect(timeout=5)
