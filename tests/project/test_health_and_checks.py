@@ -99,3 +99,13 @@ def test_a_missing_search_index_key_is_a_deployment_warning_only(manage):
     everyday = manage("makemigrations", "--check", "--dry-run", env=env)
     assert everyday.returncode == 0, everyday.stderr
     assert everyday.stdout.strip() == "No changes detected" and "W001" not in everyday.stderr
+
+
+def test_makemigrations_needs_no_secrets(manage):
+    """Schema work reads models only: a bare checkout without secrets can check its migrations,
+    while `check` (and serving) still refuses to run without them."""
+    env = {"DEBUG": "false", "SECRET_KEY": "", "FERNET_KEYS": ""}
+    schema = manage("makemigrations", "--check", "--dry-run", env=env)
+    assert schema.returncode == 0, schema.stderr
+    assert "No changes detected" in schema.stdout
+    assert manage("check", env=env).returncode != 0
