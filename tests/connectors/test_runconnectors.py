@@ -13,12 +13,14 @@ from datetime import timedelta
 from pathlib import Path
 
 import pytest
-from django.db import connection
+from django.db import connection, transaction
 from django.utils import timezone
 
+from audit import services as audit_services
 from audit.models import AuditEvent
 from connectors import services
 from connectors.models import Connector, InboundMessage
+from connectors.registry import connector_for
 from connectors.runner import Runner
 from tests.conftest import BASE_DIR, SYSTEM
 from tests.fakes.telegram_server import FakeTelegram
@@ -163,6 +165,45 @@ def test_a_running_loop_polls_until_the_connector_stops_then_releases_on_exit(po
     assert lease_owner() == ""
     assert fake.get_updates_conflicts == 0
 
+
+
+def _waiting_backends():
+    """Other backends of this database waiting for a lock (PostgreSQL)."""
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT count(*) FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid "
+                       "WHERE NOT l.granted AND a.datname = current_database() AND l.pid <> pg_backend_pid()")
+        return cursor.fetchone()[0]
+
+
+def test_a_poll_waits_for_a_stop_in_progress_instead_of_deadlocking(poller, fake):
+    """A stop holds the connector row and then takes the audit lock; a poll storing an update must
+    take them in the same order. It once took the audit lock first (receive_message) and the row
+    second (the offset): PostgreSQL then broke the deadlock by failing one of the two."""
+    if connection.vendor != "postgresql":
+        pytest.skip("row locks and the audit advisory lock exist on PostgreSQL only")
+    row = poller()
+    fake.enqueue_update(update(300, "during a stop"))
+    errors = []
+
+    def poll():
+        try:
+            connector_for(Connector.objects.get(pk=row.pk)).poll_once(threading.Event())
+        except Exception as exc:  # reported by the assertions below
+            errors.append(exc)
+        finally:
+            connection.close()
+
+    thread = threading.Thread(target=poll)
+    with transaction.atomic():  # what stop_connector does: the row, then (later) the audit lock
+        Connector.objects.select_for_update().get(pk=row.pk)
+        thread.start()
+        wait_until(_waiting_backends, 15, "the poll to wait for the connector row")
+        audit_services.lock_log()  # the poll must not hold it while it waits for the row
+    thread.join(30)
+    assert not thread.is_alive()
+    assert errors == []
+    assert InboundMessage.objects.filter(platform_message_id="300").exists()
+    assert Connector.objects.get(pk=row.pk).platform_state["offset"] == 301
 
 @pytest.mark.slow
 def test_the_command_with_once_does_one_round_and_exits(poller, fake, manage):

@@ -286,9 +286,12 @@ class TelegramConnector(BaseConnector):
                 logger.info("Ignored Telegram update %s for %s: %s", update_id, self.connector.id, exc)
                 message = None
             with transaction.atomic():
+                # The connector row first, then the audit lock (inside receive_message): the order
+                # every connector service takes them in (stop_connector, heartbeat...). The other way
+                # round, a stop during a poll deadlocked on PostgreSQL.
+                services.save_platform_state(self.connector.id, offset=update_id + 1, offset_bot_id=bot_id)
                 if message is not None:
                     services.receive_message(self.connector.id, message, principal=POLLER)
-                services.save_platform_state(self.connector.id, offset=update_id + 1, offset_bot_id=bot_id)
             handled += 1
             if message is not None:
                 self._answer_callback_queries([message])
