@@ -240,3 +240,15 @@ def test_search_matches_messages_still_indexed_under_the_previous_key(make_conne
     settings.SEARCH_INDEX_PREVIOUS_KEY = old_key
     found = [m.content for m in search(SYSTEM, "walrus")]
     assert "walrus sightings" in found and len(found) == 2  # the message and BRAIN's echo of it
+
+
+@pytest.mark.django_db
+def test_the_search_index_is_vacuumed_often_on_postgresql():
+    """Search reads the index alone only on pages the visibility map marks all-visible; the newest
+    rows, read first, must not wait for PostgreSQL's default 20%-of-the-table autovacuum."""
+    if connection.vendor != "postgresql":
+        pytest.skip("storage parameters are PostgreSQL's")
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT reloptions FROM pg_class WHERE oid = %s::regclass", [SearchToken._meta.db_table])
+        options = dict(option.split("=") for option in cursor.fetchone()[0] or [])
+    assert options == {"autovacuum_vacuum_insert_threshold": "10000", "autovacuum_vacuum_insert_scale_factor": "0.01"}
