@@ -5,6 +5,7 @@ credentials, and implements `send()` and `health_check()`; inbound platforms als
 verify their webhooks. Platform code raises `ConnectorError` for anything that went wrong on
 the platform's side, marking whether retrying can help.
 """
+import math
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, ClassVar
@@ -13,6 +14,7 @@ import jsonschema
 
 MAX_CONTENT_LENGTH = 10_000
 MAX_ADDRESS_LENGTH = 255
+MAX_METADATA_DEPTH = 16
 
 
 class ConnectorError(Exception):
@@ -36,6 +38,18 @@ class MessageValidationError(ValueError):
         self.errors = errors
 
 
+def _unicode_problem(value: str, allow_nul=True):
+    """Text that cannot be stored: lone surrogates (JSON "\\ud800" decodes to one; UTF-8 cannot
+    encode it) and, where PostgreSQL keeps the value as text or jsonb, NUL."""
+    if not allow_nul and "\x00" in value:
+        return "must not contain NUL characters"
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return "must be valid Unicode (it contains a lone surrogate)"
+    return None
+
+
 def _validate_content(content, errors):
     if not isinstance(content, str):
         errors["content"] = "must be a string"
@@ -43,6 +57,8 @@ def _validate_content(content, errors):
         errors["content"] = "must not be empty"
     elif len(content) > MAX_CONTENT_LENGTH:
         errors["content"] = f"must be at most {MAX_CONTENT_LENGTH} characters (got {len(content)})"
+    elif problem := _unicode_problem(content):  # content is encrypted, so NUL is fine there
+        errors["content"] = problem
 
 
 def _validate_address(name, value, errors):
@@ -50,6 +66,30 @@ def _validate_address(name, value, errors):
         errors[name] = "must be a non-empty string"
     elif len(value) > MAX_ADDRESS_LENGTH:
         errors[name] = f"must be at most {MAX_ADDRESS_LENGTH} characters"
+    elif problem := _unicode_problem(value, allow_nul=False):
+        errors[name] = problem
+
+
+def _metadata_problem(value, depth=0):
+    """Why `value` cannot be stored as JSON (jsonb on PostgreSQL), or None."""
+    if depth > MAX_METADATA_DEPTH:
+        return f"must not be nested more than {MAX_METADATA_DEPTH} levels deep"
+    if value is None or isinstance(value, (bool, int)):
+        return None
+    if isinstance(value, float):
+        return None if math.isfinite(value) else "must not hold NaN or infinite numbers"
+    if isinstance(value, str):
+        return _unicode_problem(value, allow_nul=False)
+    if isinstance(value, dict):
+        for key, item in value.items():
+            problem = (_unicode_problem(key, allow_nul=False) if isinstance(key, str) else "keys must be strings") \
+                or _metadata_problem(item, depth + 1)
+            if problem:
+                return problem
+        return None
+    if isinstance(value, (list, tuple)):
+        return next(filter(None, (_metadata_problem(item, depth + 1) for item in value)), None)
+    return f"must be JSON (got {type(value).__name__})"
 
 
 @dataclass(frozen=True)
@@ -68,6 +108,14 @@ class IncomingMessage:
         _validate_address("sender", self.sender, errors)
         _validate_address("platform_message_id", self.platform_message_id, errors)
         _validate_content(self.content, errors)
+        if not isinstance(self.sender_name, str) or len(self.sender_name) > 200:
+            errors["sender_name"] = "must be a string of at most 200 characters"
+        elif problem := _unicode_problem(self.sender_name, allow_nul=False):
+            errors["sender_name"] = problem
+        if not isinstance(self.metadata, dict):
+            errors["metadata"] = "must be an object"
+        elif problem := _metadata_problem(self.metadata):
+            errors["metadata"] = problem
         if errors:
             raise MessageValidationError(errors)
 

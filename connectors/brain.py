@@ -112,7 +112,7 @@ class HttpBrain:
     def _parse(response):
         try:
             data = response.json()
-        except ValueError:
+        except (ValueError, RecursionError):
             raise BrainError("BRAIN answered with something that is not JSON", code="brain_bad_response")
         if not isinstance(data, dict) or "reply" not in data:
             raise BrainError('BRAIN answer lacks a "reply" field', code="brain_bad_response")

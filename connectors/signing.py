@@ -59,11 +59,16 @@ def verify(secrets, headers, body: bytes, *, now=None, tolerance=TOLERANCE_SECON
     except ValueError:
         raise SignatureError("webhook-timestamp is not an integer")
     now = time.time() if now is None else now
-    if abs(now - timestamp) > tolerance:
+    try:
+        stale = abs(now - timestamp) > tolerance
+    except OverflowError:  # hundreds of digits: too large for a float, and for any clock
+        stale = True
+    if stale:
         raise SignatureError("webhook-timestamp is outside the 5 minute tolerance")
-    offered = [s.split(",", 1)[1] for s in signatures.split() if s.startswith("v1,")]
+    # Bytes: compare_digest refuses str with non-ASCII characters, and a header may carry any.
+    offered = [s.split(",", 1)[1].encode("utf-8", "surrogatepass") for s in signatures.split() if s.startswith("v1,")]
     for secret in secrets:
-        expected = sign(secret, msg_id, timestamp, body).split(",", 1)[1]
+        expected = sign(secret, msg_id, timestamp, body).split(",", 1)[1].encode()
         if any(hmac.compare_digest(expected, candidate) for candidate in offered):
             return msg_id
     raise SignatureError("no valid v1 signature")

@@ -9,6 +9,7 @@ database is down, or the connector is not running, the answer is 503 and the pla
 later: nothing is acknowledged before it is stored.
 """
 import logging
+import re
 
 from asgiref.sync import sync_to_async
 from django.db import DatabaseError, InterfaceError, OperationalError, close_old_connections
@@ -18,7 +19,7 @@ from django.views.decorators.csrf import csrf_exempt
 from . import services
 from .base import WebhookIgnored, WebhookMalformed, WebhookRejected
 from .exceptions import Conflict, NotFound
-from .models import Connector
+from .models import CONNECTOR_ID_PATTERN, Connector
 from .registry import UnknownKind, connector_for
 
 logger = logging.getLogger(__name__)
@@ -57,6 +58,10 @@ def _handle(request, family, connector_id, channel):
 def _handle_webhook(request, family, connector_id, channel):
     if len(request.body) > MAX_BODY_BYTES:
         return _json(413, "payload_too_large", "The payload is too large.")
+    if not re.fullmatch(CONNECTOR_ID_PATTERN, connector_id):
+        # No connector has such an id. Refused before the query: PostgreSQL rejects NUL in a
+        # parameter with a DataError, which would otherwise surface as a 500.
+        return _json(404, "not_found", "No such webhook.")
     try:
         row = Connector.objects.filter(pk=connector_id).first()
     except (OperationalError, InterfaceError):

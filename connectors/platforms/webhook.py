@@ -234,13 +234,17 @@ class WebhookConnector(BaseConnector):
     def parse_webhook(self, request, channel: str) -> WebhookResult:
         try:
             data = json.loads(request.body.decode("utf-8"))
-        except (UnicodeDecodeError, ValueError):
+        except (UnicodeDecodeError, ValueError, RecursionError):  # RecursionError: absurdly deep nesting
             raise WebhookMalformed("The body is not UTF-8 JSON.", details={"body": "must be a JSON object"})
         errors = _schema_errors(INBOUND_SCHEMA, data)
         if errors:
             raise WebhookMalformed("The JSON body does not have the expected shape.", details=errors)
         metadata = data.get("metadata") or {}
-        if len(json.dumps(metadata, ensure_ascii=False).encode()) > MAX_METADATA_BYTES:
+        try:  # surrogatepass: a lone surrogate is refused below, with its reason, not here
+            metadata_bytes = len(json.dumps(metadata, ensure_ascii=False).encode("utf-8", "surrogatepass"))
+        except RecursionError:
+            metadata_bytes = MAX_METADATA_BYTES + 1
+        if metadata_bytes > MAX_METADATA_BYTES:
             raise WebhookMalformed("metadata is too large.",
                                    details={"metadata": f"must be at most {MAX_METADATA_BYTES} bytes as JSON"})
         msg_id = data.get("id")

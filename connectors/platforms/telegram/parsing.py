@@ -28,7 +28,7 @@ def update_from_body(body: bytes) -> Update:
     """A webhook body → a PTB Update. Malformed JSON or shapes raise Ignored."""
     try:
         data = json.loads(body)
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, UnicodeDecodeError, RecursionError):  # RecursionError: nested past any real update
         raise Ignored("malformed update: the body is not JSON")
     return update_from_data(data)
 
@@ -47,7 +47,17 @@ def update_from_data(data) -> Update:
 
 
 def parse_update(update: Update, bot: dict) -> IncomingMessage:
-    """`bot` is the bot's identity ({"id", "username"}), to recognise mentions in groups."""
+    """`bot` is the bot's identity ({"id", "username"}), to recognise mentions in groups.
+    Raises Ignored only."""
+    try:
+        return _parse_update(update, bot)
+    except (TypeError, AttributeError, ValueError, KeyError, IndexError, OverflowError) as exc:
+        # PTB builds objects without checking field types ("text": 7 stays an int), so a wrong
+        # shape surfaces only here: the same malformed update update_from_data refuses.
+        raise Ignored(f"malformed update: {type(exc).__name__}")
+
+
+def _parse_update(update: Update, bot: dict) -> IncomingMessage:
     if update.callback_query is not None:
         return _callback_query(update)
     message = update.message or update.edited_message

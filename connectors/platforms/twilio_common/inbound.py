@@ -17,9 +17,19 @@ DELIVERY_ERRORS = {
 }
 
 
+def _sid(params, *names):
+    """The first of these fields that is set. A SID is ASCII letters and digits; one with a NUL
+    would reach PostgreSQL as a query parameter and fail there (a 500, or a 503 that Twilio
+    retries for ever), so it is refused here."""
+    sid = next((params.get(name) for name in names if params.get(name)), None)
+    if sid is not None and "\x00" in sid:
+        raise WebhookIgnored("status callback with a malformed SID")
+    return sid
+
+
 def receipt_from_status(params):
     """A Receipt for a terminal MessageStatus / CallStatus, or None for an intermediate one."""
-    message_sid = params.get("MessageSid") or params.get("SmsSid")
+    message_sid = _sid(params, "MessageSid", "SmsSid")
     message_status = (params.get("MessageStatus") or params.get("SmsStatus") or "").lower()
     if message_sid and message_status:
         if message_status in MESSAGE_DELIVERED:
@@ -30,7 +40,7 @@ def receipt_from_status(params):
             error = f"Twilio reported the message {message_status}" + (f" (error {code}{': ' + why if why else ''})" if code else "")
             return Receipt(platform_message_id=message_sid, status="failed", error=error)
         return None
-    call_sid = params.get("CallSid")
+    call_sid = _sid(params, "CallSid")
     call_status = (params.get("CallStatus") or "").lower()
     if call_sid and call_status:
         if call_status in CALL_DELIVERED:

@@ -24,7 +24,8 @@ def _int_param(params, name, low, high):
     raw = params.get(name)
     if raw is None:
         return None
-    if not raw.isdigit() or not low <= int(raw) <= high:
+    # ASCII digits only ("²".isdigit() is True, yet int() refuses it), and short enough for int().
+    if not (raw.isascii() and raw.isdigit() and len(raw) <= 20) or not low <= int(raw) <= high:
         raise WebhookIgnored(f"malformed voice URL parameter {name!r}")
     return int(raw)
 
