@@ -109,7 +109,7 @@ def _insert_next(event):
     seq = connection.ops.quote_name("seq")
     with connection.cursor() as cursor:
         cursor.execute(
-            f"INSERT INTO {table} ({seq}, {columns}) "  # noqa: S608 (names from model metadata, values are parameters)
+            f"INSERT INTO {table} ({seq}, {columns}) "  # noqa: S608  # nosec B608  # names: quoted model metadata; values: parameters
             f"SELECT COALESCE(MAX({seq}), 0) + 1, {placeholders} FROM {table} RETURNING {seq}",
             values,
         )
@@ -171,7 +171,7 @@ def _mark_pushed(seqs):
     marks = ", ".join(["%s"] * len(seqs))
     with connection.cursor() as cursor:
         cursor.execute(
-            f"UPDATE {table} SET {pushed_at} = %s WHERE {seq} IN ({marks}) AND {pushed_at} IS NULL",  # noqa: S608
+            f"UPDATE {table} SET {pushed_at} = %s WHERE {seq} IN ({marks}) AND {pushed_at} IS NULL",  # noqa: S608  # nosec B608  # quoted model names, %s marks
             [timezone.now(), *seqs],
         )
 

@@ -15,6 +15,9 @@ from connectors.permissions import Principal
 from connectors.platforms import locmem
 from connectors.tokens import create_token
 
+# The suite-wide check that no secret or message content reaches the logs (issue 8).
+pytest_plugins = ("tests.log_guard",)
+
 SYSTEM = Principal.system_actor("tests", via="test")
 BASE_DIR = settings.BASE_DIR
 

@@ -35,3 +35,29 @@ def test_configured_secrets_tokens_and_bearer_headers_are_redacted(captured, set
                    "AAH-abcdefghijklmnopqrstuvwxyz", "smtp-password-0123456789"):
         assert secret not in joined
     assert joined.count("[redacted]") >= 6
+
+
+def test_a_payload_an_sdk_dumps_whole_is_withheld(captured):
+    """python-telegram-bot logs the raw updates (message text, names) when it cannot parse a batch."""
+    _, records = captured
+    handler = logging.getLogger("tests.redaction").handlers[-1]
+    ptb = logging.getLogger("telegram.Bot")
+    ptb.addHandler(handler)
+    try:
+        updates = [{"update_id": 1, "message": {"text": "my door code is 4471", "from": {"first_name": "Ada"}}}]
+        ptb.critical("Error while parsing updates! Received data was %r", updates)
+        ptb.critical("Another CRITICAL line of the SDK: %s", "kept as it is")
+    finally:
+        ptb.removeHandler(handler)
+    assert records == [
+        "Error while parsing updates! Received data withheld (1 updates: they carry message content)",
+        "Another CRITICAL line of the SDK: kept as it is",
+    ]
+
+
+def test_the_previous_search_index_key_is_redacted_too(captured, settings):
+    """During a `rebuild_search_index` the old key is still configured, and still a secret."""
+    logger, records = captured
+    settings.SEARCH_INDEX_PREVIOUS_KEY = "old-search-index-key-0123456789"
+    logger.warning("previous key %s", settings.SEARCH_INDEX_PREVIOUS_KEY)
+    assert records == ["previous key [redacted]"]

@@ -38,7 +38,7 @@ class Command(BaseCommand):
         q = connection.ops.quote_name
         table, pk, col = q(model._meta.db_table), q(model._meta.pk.column), q(field.column)
         with connection.cursor() as cursor:
-            cursor.execute(f"SELECT COUNT(*) FROM {table} WHERE {col} IS NOT NULL")
+            cursor.execute(f"SELECT COUNT(*) FROM {table} WHERE {col} IS NOT NULL")  # nosec B608  # quoted model metadata
             total = cursor.fetchone()[0]
         rotated = current = 0
         last_pk = None
@@ -47,7 +47,7 @@ class Command(BaseCommand):
                 where = f"{col} IS NOT NULL" + (f" AND {pk} > %s" if last_pk is not None else "")
                 params = [last_pk] if last_pk is not None else []
                 with connection.cursor() as cursor:
-                    cursor.execute(f"SELECT {pk}, {col} FROM {table} WHERE {where} ORDER BY {pk} LIMIT {batch_size}", params)
+                    cursor.execute(f"SELECT {pk}, {col} FROM {table} WHERE {where} ORDER BY {pk} LIMIT {batch_size}", params)  # nosec B608  # quoted model names; batch_size is an int from argparse; last_pk is a parameter
                     rows = cursor.fetchall()
                 if not rows:
                     break
@@ -80,7 +80,7 @@ class Command(BaseCommand):
         with transaction.atomic(), connection.cursor() as cursor:
             for new_token, row_pk, old_token in updates:
                 cursor.execute(
-                    f"UPDATE {table} SET {col} = %s WHERE {pk} = %s AND {col} = %s", [new_token, row_pk, old_token]
+                    f"UPDATE {table} SET {col} = %s WHERE {pk} = %s AND {col} = %s", [new_token, row_pk, old_token]  # nosec B608  # quoted model names, values are parameters
                 )
                 written += cursor.rowcount
         return written
