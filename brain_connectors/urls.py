@@ -29,6 +29,9 @@ router.register("pairing-codes", PairingCodeViewSet, basename="pairing-code")
 router.register("preferences", PreferenceViewSet, basename="preference")
 router.register("notifications", NotificationViewSet, basename="notification")
 
+# API clients get the JSON error envelope even for a URL that matches no route.
+handler404 = "connectors.api_errors.not_found"
+
 urlpatterns = [
     path("healthz", health.healthz, name="healthz"),
     path("readyz", health.readyz, name="readyz"),

@@ -4,9 +4,10 @@ from django.contrib.auth.models import Group
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema, extend_schema_view
 from guardian.shortcuts import get_groups_with_perms, get_users_with_perms
-from rest_framework import mixins, status, viewsets
+from rest_framework import mixins, serializers, status, viewsets
 from rest_framework.decorators import action
 from rest_framework.response import Response
+from rest_framework.settings import api_settings
 from rest_framework.views import APIView
 
 from . import services, tokens
@@ -68,6 +69,8 @@ class ConnectorViewSet(viewsets.ViewSet):
     lookup_field = "id"
     lookup_value_regex = r"[^/]+"
     serializer_class = ConnectorSerializer
+    # Named here (not only used in `paginator`) so that the schema shows the paginated envelope.
+    pagination_class = api_settings.DEFAULT_PAGINATION_CLASS
 
     def list(self, request):
         qs = services.list_connectors(
@@ -80,9 +83,7 @@ class ConnectorViewSet(viewsets.ViewSet):
     @property
     def paginator(self):
         if not hasattr(self, "_paginator"):
-            from rest_framework.settings import api_settings
-
-            self._paginator = api_settings.DEFAULT_PAGINATION_CLASS()
+            self._paginator = self.pagination_class()
         return self._paginator
 
     def create(self, request):
@@ -167,8 +168,25 @@ class ConnectorViewSet(viewsets.ViewSet):
         return Response(DeliverySerializer(delivery).data, status=status.HTTP_202_ACCEPTED, headers=headers)
 
     @extend_schema(
-        summary="Who holds which permission on this connector (admin); POST grants, DELETE revokes",
+        methods=["GET"],
+        summary="Who holds which permission on this connector (admin)",
+        responses={200: OpenApiTypes.OBJECT, **_errors(400, 401, 403, 404)},
+    )
+    @extend_schema(
+        methods=["POST"],
+        summary="Grant a permission on this connector (admin)",
         request=PermissionGrantSerializer,
+        responses={200: OpenApiTypes.OBJECT, **_errors(400, 401, 403, 404)},
+    )
+    @extend_schema(
+        methods=["DELETE"],
+        summary="Revoke a permission on this connector (admin): query parameters, or the same JSON body as POST",
+        # OpenAPI (and many proxies) give a DELETE body no meaning, so the schema names the query form.
+        parameters=[
+            OpenApiParameter("username", str, description="The user (give this or group)"),
+            OpenApiParameter("group", str, description="The group (give this or username)"),
+            OpenApiParameter("permission", str, required=True, enum=[*LEVELS]),
+        ],
         responses={200: OpenApiTypes.OBJECT, **_errors(400, 401, 403, 404)},
     )
     @action(detail=True, methods=["get", "post", "delete"])
@@ -177,7 +195,8 @@ class ConnectorViewSet(viewsets.ViewSet):
         if request.method == "GET":
             connector = services.get_connector(principal, id, perm=PERM_ADMIN)
             return Response(_grants(connector))
-        data = _validated(PermissionGrantSerializer, request.data)
+        source = request.query_params if request.method == "DELETE" and not request.data else request.data
+        data = _validated(PermissionGrantSerializer, source)
         user = group = None
         if data.get("username"):
             user = get_user_model().objects.filter(username=data["username"]).first()
@@ -209,7 +228,7 @@ def _grants(connector):
             OpenApiParameter("status", str, enum=[s for s, _ in Delivery._meta.get_field("status").choices]),
             OpenApiParameter("recipient", str),
         ],
-        responses={200: DeliverySerializer(many=True), **_errors(401)},
+        responses={200: DeliverySerializer(many=True), **_errors(400, 401)},
     ),
     retrieve=extend_schema(summary="One delivery", responses={200: DeliverySerializer, **_errors(401, 404)}),
 )
@@ -222,7 +241,14 @@ class DeliveryViewSet(mixins.ListModelMixin, viewsets.GenericViewSet):
         params = self.request.query_params
         if params.get("connector"):
             qs = qs.filter(connector_id=params["connector"])
-        if params.get("status"):
+        if "status" in params:  # "?status=" is not a status either
+            statuses = [value for value, _ in Delivery._meta.get_field("status").choices]
+            if params["status"] not in statuses:
+                # An unknown status would silently match nothing; say so, as the other lists do.
+                raise ValidationFailed(
+                    f"Unknown status {params['status']!r}; use one of {', '.join(statuses)}.",
+                    details={"status": "unknown"},
+                )
             qs = qs.filter(status=params["status"])
         if params.get("recipient"):
             qs = qs.filter(recipient=params["recipient"])
@@ -232,12 +258,23 @@ class DeliveryViewSet(mixins.ListModelMixin, viewsets.GenericViewSet):
         return Response(DeliverySerializer(services.get_delivery(principal_of(request), id)).data)
 
 
+class ApiTokenSerializer(serializers.Serializer):
+    """One row of GET /api/v1/tokens/ (documentation only: the list is built by hand)."""
+
+    prefix = serializers.CharField()
+    name = serializers.CharField(allow_blank=True)
+    created_at = serializers.DateTimeField()
+    expires_at = serializers.DateTimeField()
+    revoked_at = serializers.DateTimeField(allow_null=True)
+    last_used_at = serializers.DateTimeField(allow_null=True)
+
+
 class TokenViewSet(viewsets.ViewSet):
     """Your own API tokens: list them, revoke one. Tokens are created with `manage.py create_api_token`."""
 
     lookup_field = "prefix"
 
-    @extend_schema(summary="Your API tokens (never the secret)", responses={200: OpenApiTypes.OBJECT, **_errors(401)})
+    @extend_schema(summary="Your API tokens (never the secret)", responses={200: ApiTokenSerializer(many=True), **_errors(401)})
     def list(self, request):
         rows = request.user.api_tokens.order_by("-created_at")
         return Response(

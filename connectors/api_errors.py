@@ -1,6 +1,7 @@
 """Every API error answers JSON `{"error": {"code", "message", "details"}}` with the right status."""
 from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
-from django.http import Http404
+from django.http import Http404, JsonResponse
+from django.views.defaults import page_not_found
 from rest_framework import exceptions, status
 from rest_framework.response import Response
 from rest_framework.views import exception_handler as drf_exception_handler
@@ -62,3 +63,11 @@ def _audit_refused_request(request, errors):
             "fields": sorted(errors) if isinstance(errors, dict) else [],
         },
     )
+
+
+def not_found(request, exception):
+    """handler404: a URL under /api/ that no route matches (e.g. /api/v1/preferences/abc/, whose
+    id must be a number) answers like every other API error, in JSON; other URLs get Django's page."""
+    if request.path.startswith("/api/"):
+        return JsonResponse(error_body("not_found", "Not found."), status=404)
+    return page_not_found(request, exception)

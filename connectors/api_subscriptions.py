@@ -85,7 +85,7 @@ def _validated(serializer_class, data):
 
 @extend_schema_view(
     list=extend_schema(summary="Your event subscriptions (all, for superusers)",
-                       responses={200: SubscriptionSerializer(many=True), **_errors(401)}),
+                       responses={200: SubscriptionSerializer(many=True), **_errors(400, 401)}),
     create=extend_schema(
         summary="Subscribe a URL to event types; the answer holds the signing secret, shown once",
         request=SubscriptionCreateSerializer,
@@ -105,11 +105,13 @@ class SubscriptionViewSet(viewsets.ViewSet):
     lookup_field = "id"
     lookup_value_regex = r"[^/]+"
     serializer_class = SubscriptionSerializer
+    # Named here (not only used in `paginator`) so that the schema shows the paginated envelope.
+    pagination_class = api_settings.DEFAULT_PAGINATION_CLASS
 
     @property
     def paginator(self):
         if not hasattr(self, "_paginator"):
-            self._paginator = api_settings.DEFAULT_PAGINATION_CLASS()
+            self._paginator = self.pagination_class()
         return self._paginator
 
     def _page(self, request, qs, serializer_class):
@@ -155,5 +157,5 @@ class SubscriptionViewSet(viewsets.ViewSet):
     )
     @action(detail=True, methods=["get"])
     def deliveries(self, request, id=None):
-        qs = subscriptions.list_deliveries(principal_of(request), id, status=request.query_params.get("status") or None)
+        qs = subscriptions.list_deliveries(principal_of(request), id, status=request.query_params.get("status"))
         return self._page(request, qs, EventDeliverySerializer)

@@ -38,6 +38,8 @@ from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.http.request import validate_host
 
+from audit import services as audit
+
 from . import events, tokens
 from .models import Connector
 from .permissions import Principal
@@ -267,6 +269,13 @@ class EventStreamConsumer(AsyncWebsocketConsumer):
             exists = Connector.objects.filter(pk=connector_id).exists() if visible is None else connector_id in visible
             # Events of deleted connectors stay in the log; a superuser may still ask for them.
             if not exists and (visible is not None or not events.visible_query(None).filter(connector_id=connector_id).exists()):
+                # Hidden like an unknown one; a connector that exists is a refused attempt, on record.
+                hidden = Connector.objects.filter(pk=connector_id).exists()
+                audit.record(
+                    "event.subscribe", principal=self.principal, result=audit.DENIED if hidden else audit.FAILURE,
+                    target_type="connector", target_id=connector_id[:64],
+                    details={"via": self.principal.via, "error": "not_found"},
+                )
                 raise StreamRequestError(CLOSE_UNKNOWN_CONNECTOR, f"unknown connector {connector_id[:64]!r}")
         latest = events.latest_seq()
         return visible, (latest if since is None else since), latest, events.oldest_seq()

@@ -4,7 +4,8 @@ from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from connectors.api import principal_of
+from connectors.api import ERRORS, principal_of
+from connectors.exceptions import ValidationFailed
 
 from . import services
 
@@ -19,14 +20,15 @@ class ConversationSearchView(APIView):
             OpenApiParameter("connector", str, description="Only this connector's conversations"),
             OpenApiParameter("limit", int, description="1-200 (default 50)"),
         ],
-        responses={200: OpenApiTypes.OBJECT},
+        responses={200: OpenApiTypes.OBJECT, **{code: ERRORS[code] for code in (400, 401, 403, 404)}},
     )
     def get(self, request):
         params = request.query_params
         try:
             limit = int(params.get("limit", 50))
         except ValueError:
-            limit = 50
+            # A typo must not silently become the default.
+            raise ValidationFailed("limit must be a whole number.", details={"limit": "not a number"}) from None
         messages = services.search(
             principal_of(request), params.get("q", ""), connector_id=params.get("connector") or None, limit=limit
         )

@@ -9,21 +9,31 @@ from rest_framework import status
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from connectors.api import principal_of
+from connectors.api import ERRORS, principal_of
 from connectors.exceptions import ValidationFailed
 
 from . import privacy
 from .analysis import sentiment_trend
 
 
+def _errors(*codes):
+    return {code: ERRORS[code] for code in codes}
+
+
 class PersonExportView(APIView):
-    @extend_schema(summary="Export everything memory holds about a person, as JSON", responses={200: dict})
+    @extend_schema(
+        summary="Export everything memory holds about a person, as JSON",
+        responses={200: dict, **_errors(401, 403, 404)},
+    )
     def get(self, request, username):
         return Response(privacy.export_person(principal_of(request), username))
 
 
 class PersonEraseView(APIView):
-    @extend_schema(summary="Forget a person: erase their conversations, messages, index rows and analyses", responses={200: dict})
+    @extend_schema(
+        summary="Forget a person: erase their conversations, messages, index rows and analyses",
+        responses={200: dict, **_errors(401, 403, 404)},
+    )
     def delete(self, request, username):
         counts = privacy.erase_person(principal_of(request), username)
         return Response({"erased": counts}, status=status.HTTP_200_OK)
@@ -33,7 +43,7 @@ class PersonSentimentView(APIView):
     @extend_schema(
         summary="Per-day average sentiment of a person's messages",
         parameters=[OpenApiParameter("days", int, description="How many days back, 1-3650 (default 30)")],
-        responses={200: dict},
+        responses={200: dict, **_errors(400, 401, 403, 404)},
     )
     def get(self, request, username):
         try:

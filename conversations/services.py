@@ -160,6 +160,12 @@ def context_for_address(principal, connector_id, address, limit=10):
     except Connector.DoesNotExist:
         raise NotFound(f"Connector {connector_id!r} does not exist.")
     if not has_perm(principal, PERM_VIEW, connector):
+        # Hidden like an unknown connector, but on record as a refused attempt.
+        with transaction.atomic():
+            audit.record(
+                "conversation.context", principal=principal, result=audit.DENIED, target_type="connector",
+                target_id=connector_id, details={"via": principal.via, "error": "not_found"},
+            )
         raise NotFound(f"Connector {connector_id!r} does not exist.")
     limit = max(1, min(int(limit), 100))
     conversation = Conversation.objects.filter(connector=connector, address=normalise_address(address)).first()

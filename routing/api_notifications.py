@@ -14,6 +14,7 @@ from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_sche
 from rest_framework import serializers, status, viewsets
 from rest_framework.decorators import action
 from rest_framework.response import Response
+from rest_framework.settings import api_settings
 
 from connectors.api import principal_of
 from connectors.base import MAX_CONTENT_LENGTH
@@ -74,6 +75,8 @@ class NotificationViewSet(viewsets.ViewSet):
     lookup_field = "id"
     lookup_value_regex = r"[^/]+"
     serializer_class = NotificationDetailSerializer
+    # Named here (not only used in `paginator`) so that the schema shows the paginated envelope.
+    pagination_class = api_settings.DEFAULT_PAGINATION_CLASS
 
     def _detail(self, request, notification, code=status.HTTP_200_OK, headers=None):
         data = NotificationDetailSerializer(notification, context={"principal": principal_of(request)}).data
@@ -117,9 +120,7 @@ class NotificationViewSet(viewsets.ViewSet):
     @property
     def paginator(self):
         if not hasattr(self, "_paginator"):
-            from rest_framework.settings import api_settings
-
-            self._paginator = api_settings.DEFAULT_PAGINATION_CLASS()
+            self._paginator = self.pagination_class()
         return self._paginator
 
     def retrieve(self, request, id=None):

@@ -113,6 +113,10 @@ def _record(action, principal, target_id, result=audit.SUCCESS, **details):
     )
 
 
+class _Hidden(NotFound):
+    """404 to the caller (someone else's notification stays hidden), `denied` in the audit log."""
+
+
 @contextmanager
 def _audited_failures(action, principal, target_id):
     """A refused or invalid call leaves a `denied`/`failure` row of its own (its transaction,
@@ -124,7 +128,7 @@ def _audited_failures(action, principal, target_id):
             action,
             principal,
             target_id,
-            result=audit.DENIED if isinstance(exc, PermissionDenied) else audit.FAILURE,
+            result=audit.DENIED if isinstance(exc, (PermissionDenied, _Hidden)) else audit.FAILURE,
             error=exc.code,
             message=exc.message,
         )
@@ -471,8 +475,10 @@ def _load(principal, notification_id):
     except ValueError:
         raise NotFound(f"Notification {notification_id!r} does not exist.")
     notification = Notification.objects.select_related("user").filter(pk=pk).first()
-    if notification is None or not can_view(principal, notification):
+    if notification is None:
         raise NotFound(f"Notification {notification_id!r} does not exist.")
+    if not can_view(principal, notification):
+        raise _Hidden(f"Notification {notification_id!r} does not exist.")
     return notification
 
 
@@ -493,7 +499,7 @@ def list_notifications(principal, *, username=None, status=None):
             qs = qs.filter(Q(user=user) | Q(requested_by=principal.key))
     if username:
         qs = qs.filter(user__username=username)
-    if status:
+    if status is not None:  # "?status=" is not a status either
         if status not in NotificationStatus.values:
             raise ValidationFailed(
                 f"Unknown status {status!r}; use one of {', '.join(NotificationStatus.values)}.",

@@ -251,6 +251,10 @@ def resolve_user(principal: Principal, username, perm="view_connectorpreference"
         return principal.user
     user = get_user_model().objects.filter(username=username).first()
     if user is None or not may_act_for(principal, user, perm):
+        if user is not None:
+            # Someone else's data: the same answer as an unknown user, but a refusal on record.
+            with transaction.atomic():
+                _record("routing.act_for", principal, "user", user.pk, result=audit.DENIED, permission=perm)
         raise NotFound(f"User {username!r} does not exist.")
     return user
 
@@ -594,9 +598,12 @@ def _own_identity(user, identity_id, *, for_update=False):
     if for_update:
         qs = qs.select_for_update()
     try:
-        return qs.get(pk=int(identity_id), user=user)
+        identity = qs.get(pk=int(identity_id))
     except (ChannelIdentity.DoesNotExist, ValueError, TypeError):
         raise NotFound(f"Identity {identity_id!r} does not exist.")
+    if identity.user_id != user.pk:  # someone else's: hidden, and audited as a refusal
+        raise _Hidden(f"Identity {identity_id!r} does not exist.")
+    return identity
 
 
 def add_identity(principal: Principal, user, connector_id, address, *, label=""):
@@ -813,9 +820,12 @@ def create_preference(principal: Principal, user, data=None, **fields):
 
 def _own_preference(user, preference_id):
     try:
-        return ConnectorPreference.objects.select_for_update().select_related("identity").get(pk=int(preference_id), user=user)
+        preference = ConnectorPreference.objects.select_for_update().select_related("identity").get(pk=int(preference_id))
     except (ConnectorPreference.DoesNotExist, ValueError, TypeError):
         raise NotFound(f"Preference {preference_id!r} does not exist.")
+    if preference.user_id != user.pk:  # someone else's: hidden, and audited as a refusal
+        raise _Hidden(f"Preference {preference_id!r} does not exist.")
+    return preference
 
 
 def update_preference(principal: Principal, user, preference_id, data=None, **fields):

@@ -1,0 +1,42 @@
+"""The API's pagination: DRF's limit/offset, but a bad `limit` or `offset` is refused.
+
+DRF falls back to the defaults when `?limit=` or `?offset=` is not a whole number, so a typo
+returns another page than the one asked for, without a word. Here it is a 400 naming the
+parameter, like every other invalid query, and the schema states the bounds.
+"""
+import re
+
+from rest_framework.pagination import LimitOffsetPagination
+
+from .exceptions import ValidationFailed
+
+WHOLE_NUMBER = re.compile(r"[0-9]{1,9}")
+MAXIMUM = 999_999_999
+
+
+def _whole_number(request, name, minimum):
+    text = request.query_params[name]
+    # Digits only: int() would also take " 5", "+5" and "5_0".
+    if not WHOLE_NUMBER.fullmatch(text) or int(text) < minimum:
+        raise ValidationFailed(f"{name} must be a whole number of at least {minimum}.", details={name: "invalid"})
+    return int(text)
+
+
+class StrictLimitOffsetPagination(LimitOffsetPagination):
+    def get_limit(self, request):
+        if self.limit_query_param not in request.query_params:
+            return self.default_limit
+        limit = _whole_number(request, self.limit_query_param, 1)
+        return min(limit, self.max_limit) if self.max_limit else limit
+
+    def get_offset(self, request):
+        if self.offset_query_param not in request.query_params:
+            return 0
+        return _whole_number(request, self.offset_query_param, 0)
+
+    def get_schema_operation_parameters(self, view):
+        parameters = super().get_schema_operation_parameters(view)
+        minimum = {self.limit_query_param: 1, self.offset_query_param: 0}
+        for parameter in parameters:
+            parameter["schema"].update(minimum=minimum[parameter["name"]], maximum=MAXIMUM)
+        return parameters
