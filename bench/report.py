@@ -66,7 +66,7 @@ BENCHMARKS = [
               ["--messages", "50000", "--conversations", "2000", "--contexts", "300", "--searches", "200",
                "--rotate-rows", "5000", "--unvacuumed", "5000"],
               timeout_full=3 * 3600, timeout_quick=400),
-    Benchmark("chaos", ["--messages", "10000"], ["--messages", "400"], timeout_full=1800, timeout_quick=400,
+    Benchmark("chaos", ["--messages", "10000"], ["--messages", "400"], timeout_full=3600, timeout_quick=400,
               optional=True),
 ]
 

@@ -14,7 +14,7 @@ from contextlib import contextmanager
 from datetime import timedelta
 
 from django.conf import settings
-from django.db import IntegrityError, models, transaction
+from django.db import IntegrityError, InterfaceError, OperationalError, connection, models, transaction
 from django.utils import timezone
 from django.utils.module_loading import import_string
 
@@ -440,7 +440,7 @@ def list_connectors(principal, *, kind=None, status=None):
     qs = viewable_connectors(principal)
     if kind:
         qs = qs.filter(kind=kind)
-    if status:
+    if status is not None:  # "?status=" is not a status either
         if status not in ConnectorStatus.values:
             with _audited_failures("connector.list", principal, ""):
                 raise ValidationFailed(
@@ -680,6 +680,12 @@ def attempt_delivery(delivery_id):
     except Exception as exc:
         logger.exception("Unexpected error delivering %s", delivery.id)
         return _record_send_failure(system, delivery, ConnectorError(f"{type(exc).__name__}: {exc}"))
+    # The platform has the message now. Recording that must outlast a database blip: a row left in
+    # `sending` is re-driven by the sweeper, which sends the message a second time.
+    return _while_database_recovers(lambda: _record_sent(system, connector, delivery, result))
+
+
+def _record_sent(system, connector, delivery, result):
     with transaction.atomic():
         delivery = Delivery.objects.select_for_update().get(pk=delivery.pk)
         now = timezone.now()
@@ -700,6 +706,21 @@ def attempt_delivery(delivery_id):
         _settled(delivery, "platform")
         _kick_next_for_recipient(delivery)
     return delivery
+
+
+def _while_database_recovers(work):
+    """work() (its own transaction), retried while the database is unreachable, for up to half of
+    DELIVERY_SENDING_TIMEOUT: after that the sweeper re-drives the row anyway."""
+    deadline = time.monotonic() + settings.DELIVERY_SENDING_TIMEOUT / 2
+    while True:
+        try:
+            return work()
+        except (OperationalError, InterfaceError):
+            if time.monotonic() >= deadline or connection.in_atomic_block:
+                raise  # inside a caller's transaction nothing can be retried here
+            logger.warning("Database unreachable while recording a sent message; retrying")
+            connection.close()  # the broken connection; the next query opens a new one
+            time.sleep(1)
 
 
 def _ms_since(start, end):
@@ -1036,6 +1057,11 @@ def conversation_context(inbound, limit=None):
     return [{**item, "time": item["time"].isoformat()} for item in items[-limit:]]
 
 
+def _reply_key(inbound_id):
+    """The idempotency key of BRAIN's reply to one inbound message: a re-run reuses the first reply."""
+    return f"reply:{inbound_id}"
+
+
 def reply_with_brain(inbound_id):
     """Ask BRAIN about one stored inbound message and send its reply, at most once."""
     from .brain import BrainError, BrainRequest, get_brain
@@ -1045,6 +1071,16 @@ def reply_with_brain(inbound_id):
             InboundMessage.objects.select_for_update().select_related("connector").filter(pk=inbound_id).first()
         )
         if inbound is None or inbound.brain_status != InboundMessage.BrainStatus.PENDING:
+            return inbound
+        if Delivery.objects.filter(principal=BRAIN.key, idempotency_key=_reply_key(inbound.pk)).exists():
+            # A re-drive after the reply was queued but before its status was saved (the worker or
+            # the database went away): done, without asking BRAIN again. A second answer can differ,
+            # and the reply's idempotency key would refuse it and mark the message failed.
+            inbound.brain_status = InboundMessage.BrainStatus.REPLIED
+            inbound.brain_error = ""
+            inbound.save(update_fields=["brain_status", "brain_error"])
+            _record("brain.reply", BRAIN, inbound.connector_id, inbound_id=inbound.pk, outcome=inbound.brain_status,
+                    already_queued=True)
             return inbound
         inbound.brain_status = InboundMessage.BrainStatus.THINKING
         inbound.brain_claimed_at = timezone.now()
@@ -1084,7 +1120,7 @@ def reply_with_brain(inbound_id):
     if reply:
         try:
             # The key makes a re-run of this task (after a crash) reuse the first reply.
-            send_message(BRAIN, inbound.connector_id, inbound.sender, reply, idempotency_key=f"reply:{inbound.pk}", in_reply_to=inbound)
+            send_message(BRAIN, inbound.connector_id, inbound.sender, reply, idempotency_key=_reply_key(inbound.pk), in_reply_to=inbound)
         except ServiceError as exc:  # send_message audited the refusal itself
             InboundMessage.objects.filter(pk=inbound.pk).update(
                 brain_status=InboundMessage.BrainStatus.FAILED, brain_error=exc.message[:2000]

@@ -175,3 +175,69 @@ def test_sweeper_reclaims_a_brain_call_whose_worker_died(make_connector, setting
     assert InboundMessage.objects.get().brain_status == "replied"
     assert AuditEvent.objects.get(action="brain.redrive").details["count"] == 1
     assert [m.recipient for _, m in locmem.outbox] == ["ann"]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_reclaimed_brain_call_whose_reply_was_queued_does_not_ask_brain_again(make_connector, settings):
+    """The worker (or the database) went away after the reply was queued, before the status was
+    saved. The re-drive must finish the message without asking BRAIN again: a second answer can
+    differ, and the reply's idempotency key then refuses it and marks the message failed (found by
+    bench/chaos.py)."""
+    from connectors.base import IncomingMessage
+
+    settings.DELIVERY_SWEEP_GRACE = 0
+    make_connector("sweep_four")
+    asked = []
+
+    class ChangingBrain:  # a real BRAIN need not answer the same question the same way twice
+        def reply(self, request):
+            asked.append(request.content)
+            return f"answer {len(asked)}"
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(services, "_enqueue_brain", lambda *a, **k: None)
+        inbound, _ = services.receive_message(
+            "sweep_four", IncomingMessage(sender="ann", content="hi", platform_message_id="x3")
+        )
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr("connectors.brain.get_brain", lambda: ChangingBrain())
+        # The first run: claimed, asked BRAIN, queued the reply, and died before saving "replied".
+        first = ChangingBrain().reply(type("Request", (), {"content": "hi"}))
+        services.send_message(services.BRAIN, "sweep_four", "ann", first, idempotency_key=f"reply:{inbound.pk}",
+                              in_reply_to=inbound)
+        InboundMessage.objects.update(
+            brain_status="thinking",
+            brain_claimed_at=timezone.now() - timedelta(seconds=settings.BRAIN_CLAIM_TIMEOUT + 5),
+        )
+        assert services.sweep()["inbound_redriven"] == 1
+    assert asked == ["hi"]
+    assert InboundMessage.objects.get().brain_status == "replied"
+    assert [m.content for _, m in locmem.outbox] == ["answer 1"]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_sent_message_is_recorded_after_a_database_blip_and_never_sent_again(make_connector, settings):
+    """The platform accepted the send, then the database went away for a moment: the worker waits
+    for it and records `sent`, instead of leaving the row in `sending` for the sweeper to send
+    again (outbound duplicates in bench/chaos.py at each PostgreSQL restart)."""
+    from django.db import OperationalError
+
+    settings.DELIVERY_SWEEP_GRACE = 0
+    make_connector("blip_one")
+    record_sent, failures = services._record_sent, []
+
+    def database_down_once(*args):
+        if not failures:
+            failures.append(1)
+            raise OperationalError("server closed the connection unexpectedly")
+        return record_sent(*args)
+
+    settings.DELIVERY_SENDING_TIMEOUT = 4  # the worker's retries last half of it
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(services, "_record_sent", database_down_once)
+        delivery, _ = services.send_message(SYSTEM, "blip_one", "ann", "once only")
+    assert failures == [1]
+    assert Delivery.objects.get(pk=delivery.pk).status == "sent"
+    settings.DELIVERY_SENDING_TIMEOUT = 0  # any row still `sending` would be re-driven now
+    assert services.sweep()["deliveries_redriven"] == 0
+    assert [m.content for _, m in locmem.outbox] == ["once only"]
