@@ -1133,6 +1133,29 @@ def reply_with_brain(inbound_id):
     return inbound
 
 
+def broker_backlog():
+    """Tasks waiting in the Celery queue, or None where that cannot be known (eager mode, a broker
+    that does not say, or one that is down: then the sweeper behaves as if the queue were empty)."""
+    from kombu.exceptions import ChannelError
+
+    from brain_connectors.celery import app
+
+    if app.conf.task_always_eager:
+        return None
+    try:
+        with app.connection_for_read() as conn:
+            declared = conn.default_channel.queue_declare(queue=app.conf.task_default_queue, passive=True)
+            return int(declared.message_count)
+    except ChannelError as exc:
+        if "NOT_FOUND" in str(exc):
+            return 0  # Redis deletes an empty queue's key; RabbitMQ has not declared it yet
+        logger.warning("Could not read the broker's queue length (%s); sweeping without it", exc)
+        return None
+    except Exception as exc:  # the broker is down or cannot count: re-drive as before
+        logger.warning("Could not read the broker's queue length (%s); sweeping without it", type(exc).__name__)
+        return None
+
+
 def due_and_stuck(model, now, limit):
     """Ids of `model` rows (Delivery, EventDelivery) to re-drive: queued and due, left alone for
     DELIVERY_SWEEP_GRACE; and stuck in `sending` past DELIVERY_SENDING_TIMEOUT (worker died)."""
@@ -1180,7 +1203,13 @@ def sweep(limit=500):
     """
     now = timezone.now()
     system = Principal.system_actor("sweeper")
+    # Queued rows are re-enqueued only into the room the broker has below `limit` waiting tasks. A
+    # backlog means their tasks are most likely still in it; re-adding up to `limit` copies on every
+    # sweep grew a backlog faster than workers drained it (bench/chaos.py, 10,000 messages). After
+    # a broker flush the queue is empty and everything due is re-driven.
+    room = limit if (waiting_tasks := broker_backlog()) is None else max(0, limit - waiting_tasks)
     due, stuck = due_and_stuck(Delivery, now, limit)
+    due = due[:room]
     for pk in stuck:
         with transaction.atomic():
             delivery = Delivery.objects.select_for_update().filter(pk=pk, status=DeliveryStatus.SENDING).first()
@@ -1194,13 +1223,19 @@ def sweep(limit=500):
         enqueue_delivery(pk)
 
     stale_claim = now - timedelta(seconds=settings.BRAIN_CLAIM_TIMEOUT)
-    waiting = list(
-        InboundMessage.objects.filter(
-            models.Q(brain_status=InboundMessage.BrainStatus.PENDING,
-                     received_at__lte=now - timedelta(seconds=settings.DELIVERY_SWEEP_GRACE))
-            | models.Q(brain_status=InboundMessage.BrainStatus.THINKING, brain_claimed_at__lte=stale_claim)
-        ).values_list("pk", flat=True)[:limit]
+    # Stale claims always: their worker died, so no task of theirs is waiting anywhere. Pending
+    # messages only into the broker's room, like queued deliveries.
+    stale = list(
+        InboundMessage.objects.filter(brain_status=InboundMessage.BrainStatus.THINKING, brain_claimed_at__lte=stale_claim)
+        .values_list("pk", flat=True)[:limit]
     )
+    pending = list(
+        InboundMessage.objects.filter(
+            brain_status=InboundMessage.BrainStatus.PENDING,
+            received_at__lte=now - timedelta(seconds=settings.DELIVERY_SWEEP_GRACE),
+        ).values_list("pk", flat=True)[: max(0, room - len(due))]
+    )
+    waiting = stale + pending
     with transaction.atomic():
         reclaimed = InboundMessage.objects.filter(
             pk__in=waiting, brain_status=InboundMessage.BrainStatus.THINKING

@@ -241,3 +241,56 @@ def test_a_sent_message_is_recorded_after_a_database_blip_and_never_sent_again(m
     settings.DELIVERY_SENDING_TIMEOUT = 0  # any row still `sending` would be re-driven now
     assert services.sweep()["deliveries_redriven"] == 0
     assert [m.content for _, m in locmem.outbox] == ["once only"]
+
+
+@pytest.mark.redis
+@pytest.mark.django_db(transaction=True)
+def test_the_sweeper_re_enqueues_only_into_the_brokers_room_and_everything_after_a_flush(make_connector, settings):
+    """While tasks wait in the broker, due rows are most likely among them: the sweeper tops the queue
+    up to `limit` instead of adding `limit` more copies on every sweep (which, in the chaos run, grew
+    a backlog faster than the workers drained it). After a flush the queue is empty: all re-driven."""
+    import uuid
+
+    from brain_connectors.celery import app
+    from tests.worker import use_broker
+
+    settings.DELIVERY_SWEEP_GRACE = 0
+    make_connector("sweep_room")
+    queue = f"test-sweep-{uuid.uuid4().hex[:8]}"
+    restore = use_broker(queue)
+
+    def purge():
+        with app.connection_for_write() as conn:
+            conn.default_channel.queue_purge(queue)
+
+    try:
+        for i in range(3):  # no worker consumes this queue: the three tasks stay waiting
+            services.send_message(SYSTEM, "sweep_room", f"+1555000{i}", f"queued {i}")
+        waiting = services.broker_backlog()  # the three deliveries' tasks, and their analysis tasks
+        assert waiting >= 3
+        Delivery.objects.update(updated_at=timezone.now() - timedelta(seconds=5))
+
+        limit = waiting + 1
+        assert services.sweep(limit=limit)["deliveries_due"] == 1  # room for one below the limit
+        assert services.broker_backlog() == limit
+        assert services.sweep(limit=limit)["deliveries_due"] == 0  # full: nothing added
+
+        purge()  # the broker lost every task (a Redis flush)
+        assert services.broker_backlog() == 0
+        assert services.sweep(limit=limit)["deliveries_due"] == 3
+        assert services.broker_backlog() == 3
+    finally:
+        purge()
+        restore()
+
+
+def test_without_a_broker_to_ask_the_sweeper_re_drives_everything_due(make_connector, settings):
+    """Eager mode (the embedded default) has no queue to measure: every due row is re-driven."""
+    settings.DELIVERY_SWEEP_GRACE = 0
+    make_connector("sweep_eager")
+    assert services.broker_backlog() is None
+    Delivery.objects.bulk_create(
+        [Delivery(connector_id="sweep_eager", recipient=f"r{i}", content="x", status="queued") for i in range(3)]
+    )
+    Delivery.objects.update(updated_at=timezone.now() - timedelta(seconds=5))
+    assert services.sweep(limit=2)["deliveries_due"] == 2
