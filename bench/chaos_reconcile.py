@@ -17,7 +17,9 @@ Definitions:
   platform never received it;
 - an outbound *duplicate* is a delivery whose content the platform received more than once. The
   pipeline allows one only for a delivery re-driven after its worker stopped between the
-  platform's acceptance and the commit (audited as message.redrive); any other is *unexplained*.
+  platform's acceptance and the commit (audited as message.redrive), or from a retry after an
+  attempt whose answer the platform's connection cut (the delivery has more than one attempt);
+  any other is *unexplained*.
 """
 import re
 from collections import Counter
@@ -118,7 +120,14 @@ def _deliveries(pairs, received, redriven):
             figures["lost_sent_never_received"] += 1
         if received[text] > 1:
             figures["duplicates"] += 1
-            if delivery["id"] not in redriven:
+            if delivery["id"] in redriven:
+                continue
+            if delivery.get("attempts", 0) > 1:
+                # An attempt failed although the platform had the message: the connection was cut
+                # before its answer arrived (the fake going down drops open connections), and the
+                # retry sent it again. Platform-side, like a process dying after the platform's OK.
+                figures["duplicates_after_a_cut_answer"] += 1
+            else:
                 figures["unexplained_duplicates"] += 1
     figures["received"] = sum(1 for _, text in pairs if received[text])
     for key in ("lost", "duplicates", "unexplained_duplicates", "sent", "delivered", "failed", "dead"):

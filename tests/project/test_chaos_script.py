@@ -106,6 +106,12 @@ def test_outbound_duplicates_must_be_redriven_and_within_the_bound(rules):
     ok, reasons, _ = rules.verdict(figures, worker_kills=3, pg_stops=0, worker_slots={"per_worker": 4, "total": 8})
     assert not ok and "never re-driven" in reasons[0]
 
+    run["deliveries"][0]["attempts"] = 2  # retried after an attempt whose answer was cut off
+    figures = rules.reconcile(**run)
+    assert figures["unexplained_outbound_duplicates"] == 0
+    assert figures["outbound"]["duplicates_after_a_cut_answer"] == 1
+    run["deliveries"][0]["attempts"] = 1
+
     run["redriven"] = {"d-out1"}
     figures = rules.reconcile(**run)
     assert figures["unexplained_outbound_duplicates"] == 0
