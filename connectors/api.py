@@ -7,12 +7,12 @@ from guardian.shortcuts import get_groups_with_perms, get_users_with_perms
 from rest_framework import mixins, serializers, status, viewsets
 from rest_framework.decorators import action
 from rest_framework.response import Response
-from rest_framework.settings import api_settings
 from rest_framework.views import APIView
 
 from . import services, tokens
 from .exceptions import ValidationFailed
 from .models import PERM_ADMIN, ConnectorStatus, Delivery
+from .pagination import PaginatedListMixin
 from .permissions import LEVELS, Principal, viewable_connectors
 from .serializers import (
     ConnectorSerializer,
@@ -65,26 +65,16 @@ def _validated(serializer_class, data, **kwargs):
     ),
     destroy=extend_schema(summary="Delete a stopped connector (admin)", responses={204: None, **_errors(401, 403, 404, 409)}),
 )
-class ConnectorViewSet(viewsets.ViewSet):
+class ConnectorViewSet(PaginatedListMixin, viewsets.ViewSet):
     lookup_field = "id"
     lookup_value_regex = r"[^/]+"
     serializer_class = ConnectorSerializer
-    # Named here (not only used in `paginator`) so that the schema shows the paginated envelope.
-    pagination_class = api_settings.DEFAULT_PAGINATION_CLASS
 
     def list(self, request):
         qs = services.list_connectors(
             principal_of(request), kind=request.query_params.get("kind"), status=request.query_params.get("status")
         )
-        paginator = self.paginator
-        page = paginator.paginate_queryset(qs, request, view=self)
-        return paginator.get_paginated_response(ConnectorSerializer(page, many=True).data)
-
-    @property
-    def paginator(self):
-        if not hasattr(self, "_paginator"):
-            self._paginator = self.pagination_class()
-        return self._paginator
+        return self.paginated_response(request, qs, ConnectorSerializer)
 
     def create(self, request):
         data = _validated(ConnectorSerializer, request.data)

@@ -7,11 +7,11 @@ from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_sche
 from rest_framework import serializers, status, viewsets
 from rest_framework.decorators import action
 from rest_framework.response import Response
-from rest_framework.settings import api_settings
 
 from . import subscriptions
 from .api import principal_of
 from .models import DeliveryStatus, EventDelivery, EventSubscription
+from .pagination import PaginatedListMixin
 from .serializers import ErrorSerializer
 
 ERRORS = {
@@ -101,25 +101,13 @@ def _validated(serializer_class, data):
     destroy=extend_schema(summary="Delete a subscription and its delivery history",
                           responses={204: None, **_errors(401, 404)}),
 )
-class SubscriptionViewSet(viewsets.ViewSet):
+class SubscriptionViewSet(PaginatedListMixin, viewsets.ViewSet):
     lookup_field = "id"
     lookup_value_regex = r"[^/]+"
     serializer_class = SubscriptionSerializer
-    # Named here (not only used in `paginator`) so that the schema shows the paginated envelope.
-    pagination_class = api_settings.DEFAULT_PAGINATION_CLASS
-
-    @property
-    def paginator(self):
-        if not hasattr(self, "_paginator"):
-            self._paginator = self.pagination_class()
-        return self._paginator
-
-    def _page(self, request, qs, serializer_class):
-        page = self.paginator.paginate_queryset(qs, request, view=self)
-        return self.paginator.get_paginated_response(serializer_class(page, many=True).data)
 
     def list(self, request):
-        return self._page(request, subscriptions.list_subscriptions(principal_of(request)), SubscriptionSerializer)
+        return self.paginated_response(request, subscriptions.list_subscriptions(principal_of(request)), SubscriptionSerializer)
 
     def create(self, request):
         data = _validated(SubscriptionCreateSerializer, request.data)
@@ -158,4 +146,4 @@ class SubscriptionViewSet(viewsets.ViewSet):
     @action(detail=True, methods=["get"])
     def deliveries(self, request, id=None):
         qs = subscriptions.list_deliveries(principal_of(request), id, status=request.query_params.get("status"))
-        return self._page(request, qs, EventDeliverySerializer)
+        return self.paginated_response(request, qs, EventDeliverySerializer)

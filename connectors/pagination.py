@@ -7,6 +7,7 @@ parameter, like every other invalid query, and the schema states the bounds.
 import re
 
 from rest_framework.pagination import LimitOffsetPagination
+from rest_framework.settings import api_settings
 
 from .exceptions import ValidationFailed
 
@@ -40,3 +41,17 @@ class StrictLimitOffsetPagination(LimitOffsetPagination):
         for parameter in parameters:
             parameter["schema"].update(minimum=minimum[parameter["name"]], maximum=MAXIMUM)
         return parameters
+
+
+class PaginatedListMixin:
+    """Paging for a plain ViewSet whose list comes from a service function's queryset.
+
+    `pagination_class` is named on the view so that drf-spectacular documents the paginated
+    envelope; `paginated_response` pages and serialises the queryset."""
+
+    pagination_class = api_settings.DEFAULT_PAGINATION_CLASS
+
+    def paginated_response(self, request, queryset, serializer_class):
+        paginator = self.pagination_class()
+        page = paginator.paginate_queryset(queryset, request, view=self)
+        return paginator.get_paginated_response(serializer_class(page, many=True).data)

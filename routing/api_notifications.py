@@ -14,10 +14,10 @@ from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_sche
 from rest_framework import serializers, status, viewsets
 from rest_framework.decorators import action
 from rest_framework.response import Response
-from rest_framework.settings import api_settings
 
 from connectors.api import principal_of
 from connectors.base import MAX_CONTENT_LENGTH
+from connectors.pagination import PaginatedListMixin
 from connectors.serializers import ErrorSerializer
 
 from . import notify
@@ -71,12 +71,10 @@ ERRORS = {code: OpenApiResponse(ErrorSerializer) for code in (400, 401, 403, 404
         responses={200: NotificationDetailSerializer, 401: ERRORS[401], 404: ERRORS[404]},
     ),
 )
-class NotificationViewSet(viewsets.ViewSet):
+class NotificationViewSet(PaginatedListMixin, viewsets.ViewSet):
     lookup_field = "id"
     lookup_value_regex = r"[^/]+"
     serializer_class = NotificationDetailSerializer
-    # Named here (not only used in `paginator`) so that the schema shows the paginated envelope.
-    pagination_class = api_settings.DEFAULT_PAGINATION_CLASS
 
     def _detail(self, request, notification, code=status.HTTP_200_OK, headers=None):
         data = NotificationDetailSerializer(notification, context={"principal": principal_of(request)}).data
@@ -113,15 +111,7 @@ class NotificationViewSet(viewsets.ViewSet):
         qs = notify.list_notifications(
             principal_of(request), username=request.query_params.get("user"), status=request.query_params.get("status")
         )
-        paginator = self.paginator
-        page = paginator.paginate_queryset(qs, request, view=self)
-        return paginator.get_paginated_response(NotificationSerializer(page, many=True).data)
-
-    @property
-    def paginator(self):
-        if not hasattr(self, "_paginator"):
-            self._paginator = self.pagination_class()
-        return self._paginator
+        return self.paginated_response(request, qs, NotificationSerializer)
 
     def retrieve(self, request, id=None):
         return self._detail(request, notify.get_notification(principal_of(request), id))
