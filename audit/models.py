@@ -1,14 +1,19 @@
 """The audit log: append-only and hash-chained.
 
 Each row's hash covers its own fields and the previous row's hash, so editing, deleting or
-reordering rows breaks the chain (`manage.py verify_audit`). The ORM refuses update and delete
-here, and database triggers (migration 0002) refuse them in SQL too.
+reordering rows breaks the chain (`manage.py verify_audit`). The hash is an HMAC under
+AUDIT_CHAIN_KEY (audit.keys), so the database alone is not enough to re-chain a rewritten log;
+rows from before the key keep their plain SHA-256. The ORM refuses update and delete here, and
+database triggers (migrations 0002, 0003) refuse them, TRUNCATE and REPLACE in SQL too.
 """
 import hashlib
+import hmac
 import json
 
 from django.core.serializers.json import DjangoJSONEncoder
 from django.db import models
+
+from . import keys
 
 GENESIS_HASH = "0" * 64
 
@@ -44,6 +49,9 @@ class AuditEvent(models.Model):
     result = models.CharField(max_length=16, choices=Result.choices)
     prev_hash = models.CharField(max_length=64)
     hash = models.CharField(max_length=64, unique=True)
+    algorithm = models.CharField(
+        max_length=40, help_text="How `hash` was made: hmac-sha256:<key id>, or sha256 for rows from before the key."
+    )
 
     objects = AuditEventQuerySet.as_manager()
 
@@ -64,7 +72,10 @@ class AuditEvent(models.Model):
     def delete(self, *args, **kwargs):
         raise AppendOnlyError("The audit log is append-only: rows cannot be deleted.")
 
-    def compute_hash(self):
+    def compute_hash(self, key=None):
+        """This row's hash; a keyed row takes its key from the configured keys unless given one."""
+        if key is None and self.algorithm != keys.LEGACY_ALGORITHM:
+            key = keys.lookup(self.algorithm)
         return compute_hash(
             prev_hash=self.prev_hash,
             seq=self.seq,
@@ -75,11 +86,16 @@ class AuditEvent(models.Model):
             target_id=self.target_id,
             details=self.details,
             result=self.result,
+            algorithm=self.algorithm,
+            key=key,
         )
 
 
-def compute_hash(*, prev_hash, seq, time, action, principal, target_type, target_id, details, result):
-    """SHA-256 over a canonical JSON form of one row plus the previous hash."""
+def compute_hash(
+    *, prev_hash, seq, time, action, principal, target_type, target_id, details, result, algorithm, key=None
+):
+    """A canonical JSON form of one row plus the previous hash: HMAC-SHA256 under `key` (the
+    algorithm, naming the key, is covered too), or plain SHA-256 for rows from before the key."""
     payload = json.dumps(
         {
             "seq": seq,
@@ -95,4 +111,8 @@ def compute_hash(*, prev_hash, seq, time, action, principal, target_type, target
         separators=(",", ":"),
         cls=DjangoJSONEncoder,
     )
-    return hashlib.sha256(f"{prev_hash}:{payload}".encode()).hexdigest()
+    if algorithm == keys.LEGACY_ALGORITHM:
+        return hashlib.sha256(f"{prev_hash}:{payload}".encode()).hexdigest()
+    if not algorithm.startswith(keys.KEYED_PREFIX) or not key:
+        raise ValueError(f"cannot hash with algorithm {algorithm!r} and no key")
+    return hmac.new(key, f"{prev_hash}:{algorithm}:{payload}".encode(), hashlib.sha256).hexdigest()

@@ -4,7 +4,13 @@
 it describes. The chain is serialised: on PostgreSQL by a transaction-scoped advisory lock, on
 SQLite by the write lock that IMMEDIATE transactions take at BEGIN. The primary key on `seq`
 is a last guard: two writers can never both append the same position.
+
+Rows are HMACs under AUDIT_CHAIN_KEY (audit.keys). Unkeyed rows from before the key still verify,
+but only before the first keyed row: an unkeyed row after it is a downgrade, i.e. a rewrite by
+someone without the key. Checkpoints of the head (audit.checkpoints) catch what the chain alone
+cannot: the deletion of its newest rows.
 """
+import hmac
 import json
 from dataclasses import dataclass
 
@@ -12,6 +18,7 @@ from django.core.serializers.json import DjangoJSONEncoder
 from django.db import connection, transaction
 from django.utils import timezone
 
+from . import keys
 from .models import GENESIS_HASH, AuditEvent, compute_hash
 
 # Any stable 64-bit number; it names the lock that serialises appends to the chain.
@@ -74,6 +81,7 @@ def lock_log():
 def record(action, *, principal, result=SUCCESS, target_type="", target_id="", details=None):
     """Append one row to the audit chain in the current transaction (or its own)."""
     details = _clean_details(details)
+    algorithm, key = keys.current()  # before any write: no key, no row (ImproperlyConfigured)
     # No savepoint when nested: an audit failure must fail the caller's whole transaction anyway,
     # and two round trips fewer matter on hot paths such as webhook ingest.
     with transaction.atomic(savepoint=False):
@@ -91,7 +99,12 @@ def record(action, *, principal, result=SUCCESS, target_type="", target_id="", d
             "details": details,
             "result": str(result),
         }
-        event = AuditEvent(prev_hash=prev_hash, hash=compute_hash(prev_hash=prev_hash, **fields), **fields)
+        event = AuditEvent(
+            prev_hash=prev_hash,
+            hash=compute_hash(prev_hash=prev_hash, algorithm=algorithm, key=key, **fields),
+            algorithm=algorithm,
+            **fields,
+        )
         event.save()
     return event
 
@@ -102,16 +115,42 @@ class ChainReport:
     checked: int
     broken_seq: int | None = None
     reason: str = ""
+    unkeyed: int = 0  # rows from before AUDIT_CHAIN_KEY (plain SHA-256)
+    last_seq: int = 0  # the last row verified
+    anchor_hash: str | None = None  # the hash of the row at `anchor_seq`, if the walk reached it
 
 
-def verify_chain(progress=None, batch_size=2000):
+def _row_problem(event, keyed_seen, ring):
+    """Why `event`'s own hash is wrong, or "" (its link to the previous row is checked by the caller)."""
+    if event.algorithm == keys.LEGACY_ALGORITHM:
+        if keyed_seen:
+            return "unkeyed row after keyed rows: rewritten by someone without AUDIT_CHAIN_KEY (a downgrade)"
+        key = None
+    elif event.algorithm.startswith(keys.KEYED_PREFIX):
+        try:
+            key = keys.lookup(event.algorithm, ring)
+        except keys.UnknownKeyError as exc:
+            return str(exc)
+    else:
+        return f"unknown hash algorithm {event.algorithm[:40]!r}"
+    if not hmac.compare_digest(event.compute_hash(key), event.hash):
+        if key is None:
+            return "hash does not match the row's contents (edited row)"
+        return "hash does not match the row's contents under AUDIT_CHAIN_KEY (edited row, or re-hashed without the key)"
+    return ""
+
+
+def verify_chain(progress=None, batch_size=2000, anchor_seq=None):
     """Walk the whole chain in order; report the first broken link.
 
-    `progress`, if given, is called with the number of rows checked in each batch.
+    `progress`, if given, is called with the number of rows checked in each batch. `anchor_seq`
+    (a checkpoint's seq): the report carries the hash of that row as verified, to compare.
     """
+    ring = keys.keyring()
     expected_seq = 1
     prev_hash = GENESIS_HASH
-    checked = 0
+    report = ChainReport(True, 0)
+    keyed_seen = False
     last_seq = 0
     while True:
         batch = list(AuditEvent.objects.filter(seq__gt=last_seq).order_by("seq")[:batch_size])
@@ -119,19 +158,23 @@ def verify_chain(progress=None, batch_size=2000):
             break
         for event in batch:
             if event.seq != expected_seq:
-                return ChainReport(
-                    False, checked, event.seq, f"expected seq {expected_seq}, found {event.seq}: rows are missing"
-                )
-            if event.prev_hash != prev_hash:
-                return ChainReport(
-                    False, checked, event.seq, "prev_hash does not match the previous row's hash (reordered or removed rows)"
-                )
-            if event.compute_hash() != event.hash:
-                return ChainReport(False, checked, event.seq, "hash does not match the row's contents (edited row)")
+                reason = f"expected seq {expected_seq}, found {event.seq}: rows are missing"
+            elif event.prev_hash != prev_hash:
+                reason = "prev_hash does not match the previous row's hash (reordered or removed rows)"
+            else:
+                reason = _row_problem(event, keyed_seen, ring)
+            if reason:
+                report.ok, report.broken_seq, report.reason = False, event.seq, reason
+                return report
+            keyed_seen = keyed_seen or event.algorithm != keys.LEGACY_ALGORITHM
+            report.unkeyed += not keyed_seen
+            if event.seq == anchor_seq:
+                report.anchor_hash = event.hash
             prev_hash = event.hash
             expected_seq += 1
-            checked += 1
+            report.checked += 1
+            report.last_seq = event.seq
         last_seq = batch[-1].seq
         if progress:
             progress(len(batch))
-    return ChainReport(True, checked)
+    return report

@@ -6,6 +6,7 @@ import os
 import statistics
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -28,12 +29,18 @@ def prepare_environment(database_url=None, redis_url=None, **extra):
         "FERNET_KEYS": Fernet.generate_key().decode(),
         "SEARCH_INDEX_KEY": os.urandom(16).hex(),
         "BRAIN_SIGNING_KEY": "whsec_" + base64.b64encode(os.urandom(32)).decode(),
+        "AUDIT_CHAIN_KEY": base64.urlsafe_b64encode(os.urandom(32)).decode(),
+        # A throwaway database: its checkpoints must not land in the project's var/.
+        "AUDIT_CHECKPOINT_DIR": os.path.join(tempfile.gettempdir(), f"brain_bench_audit_checkpoints_{os.getpid()}"),
         "DATABASE_URL": database_url or os.environ.get("BENCH_DATABASE_URL", DEFAULT_DATABASE),
         "REDIS_URL": redis_url or os.environ.get("BENCH_REDIS_URL", DEFAULT_REDIS),
         "CELERY_TASK_ALWAYS_EAGER": "false",
         "ALLOWED_HOSTS": "127.0.0.1,localhost",
         "LOG_LEVEL": "WARNING",
         "API_RATE_LIMIT_PER_MINUTE": "1000000",
+        # The fakes (Telegram, Twilio, BRAIN, receivers) listen on 127.0.0.1, which the
+        # outbound-URL guard refuses by default.
+        "BRAIN_ALLOW_PRIVATE_URLS": "true",
         **extra,
     }
     os.environ.update(env)

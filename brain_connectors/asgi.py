@@ -15,15 +15,26 @@ django.setup()
 
 from channels.auth import AuthMiddlewareStack  # noqa: E402
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
+from django.conf import settings  # noqa: E402
 from django.core.asgi import get_asgi_application  # noqa: E402
 from django.core.handlers.asgi import ASGIHandler  # noqa: E402
 from django.core.handlers.exception import convert_exception_to_response  # noqa: E402
 from django.core.management import call_command  # noqa: E402
 from django.urls import path  # noqa: E402
 
+from audit import checkpoints  # noqa: E402
+from connectors import access_log  # noqa: E402
 from connectors.consumers import EventStreamConsumer  # noqa: E402
 
 call_command("check", fail_level="ERROR")
+# daphne writes its access log itself, outside settings.LOGGING: strip query values and pairing
+# codes from it too, for every daphne that serves this application (make run, bench/, tests).
+access_log.install()
+
+# `make run` has no Celery beat: each daphne process checkpoints the audit chain's head itself
+# (at once, then every AUDIT_CHECKPOINT_INTERVAL_SECONDS), so that deleting the newest rows is seen.
+if settings.AUDIT_CHECKPOINT_IN_DAPHNE:
+    checkpoints.start_writer()
 
 WEBHOOK_PREFIX = "/webhooks/"
 

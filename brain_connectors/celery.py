@@ -1,9 +1,10 @@
 """Celery application. Settings come from Django settings under the CELERY_ namespace."""
 import gc
+import logging
 import os
 
 from celery import Celery
-from celery.signals import worker_init, worker_process_init
+from celery.signals import setup_logging, worker_init, worker_process_init
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "brain_connectors.settings")
 
@@ -18,3 +19,16 @@ def _freeze_startup_objects(**kwargs):
     """What a worker has loaded at start lives as long as it does: keeping it out of the
     collector's full passes keeps them short (see brain_connectors/asgi.py)."""
     gc.freeze()
+
+
+@setup_logging.connect
+def _keep_the_project_logging(loglevel=None, **kwargs):
+    """Without a receiver here, a worker (and beat) replaces the root logger's handlers with its own,
+    and its lines skip connectors.logging_filters' redaction. Keep settings.LOGGING, and take only
+    the level given with `-l`."""
+    from django.conf import settings
+    from django.utils.log import configure_logging
+
+    configure_logging(settings.LOGGING_CONFIG, settings.LOGGING)
+    if loglevel:
+        logging.getLogger().setLevel(loglevel)

@@ -1,7 +1,12 @@
 """System checks for configuration: they name the missing variable instead of failing later."""
+import os
+
 from cryptography.fernet import Fernet
 from django.conf import settings
 from django.core.checks import Error, Warning, register
+
+from audit.keys import MIN_KEY_LENGTH, problem
+from connectors import url_guard
 
 
 @register()
@@ -67,7 +72,50 @@ def check_brain_backend(app_configs=None, **kwargs):
                     id="brain_connectors.E005",
                 )
             )
+        if settings.BRAIN_URL:
+            messages.extend(_brain_url_messages(settings.BRAIN_URL))
     return messages
+
+
+def _brain_url_messages(url):
+    """BRAIN_URL through the outbound-URL guard, as every call to BRAIN will be checked."""
+    try:
+        url_guard.check_url(url)
+    except url_guard.UnsafeURL as exc:
+        return [Error(
+            f"BRAIN_URL is refused by the outbound-URL guard: {exc}.",
+            hint=f"For a BRAIN inside your network, list its host name in {url_guard.HOSTS_SETTING}, or set "
+            f"{url_guard.SETTING}=true to allow private addresses for every outbound URL.",
+            id="brain_connectors.E006",
+        )]
+    except url_guard.Unresolvable as exc:
+        # BRAIN may start after this service: a warning, and each call checks again.
+        return [Warning(f"BRAIN_URL cannot be checked yet: {exc}.", hint="Every call to BRAIN checks it again.",
+                        id="brain_connectors.W002")]
+    return []
+
+
+# Settings that are no longer read, and what replaced them. Ignoring one silently would change what
+# the service may call without anyone noticing.
+REPLACED_SETTINGS = {
+    "EVENT_SUBSCRIPTION_ALLOW_LOOPBACK": url_guard.SETTING,
+    "EVENT_SUBSCRIPTION_ALLOW_PRIVATE": url_guard.SETTING,
+    "EVENT_SUBSCRIPTION_ALLOWED_HOSTS": url_guard.HOSTS_SETTING,
+}
+
+
+@register()
+def check_replaced_settings(app_configs=None, **kwargs):
+    return [
+        Error(
+            f"{old} is no longer read: {new} replaced it.",
+            hint=f"{new} applies to every URL the service calls (connectors, event subscriptions, BRAIN_URL). "
+            f"Set it if you need it, and unset {old}.",
+            id="brain_connectors.E007",
+        )
+        for old, new in REPLACED_SETTINGS.items()
+        if old in os.environ
+    ]
 
 
 @register(deploy=True)
@@ -83,3 +131,25 @@ def check_search_index_key(app_configs=None, **kwargs):
             id="brain_connectors.W001",
         )
     ]
+
+
+@register()
+def check_audit_chain_key(app_configs=None, **kwargs):
+    """The audit chain's HMAC key (audit.keys). Audit rows are never written without a usable one, so
+    with DEBUG off it is an error like the other keys; with DEBUG on a warning, for commands that
+    write no audit row. Its ids start at 010, clear of the ones the other checks here number on from 001."""
+    hint = (
+        f"Set AUDIT_CHAIN_KEY to a random string of at least {MIN_KEY_LENGTH} characters "
+        "(python -c 'import secrets; print(secrets.token_urlsafe(32))'), kept out of the database and its backups."
+    )
+    messages = []
+    reason = problem(settings.AUDIT_CHAIN_KEY, "AUDIT_CHAIN_KEY")
+    if reason:
+        kind, level = (Warning, "W010") if settings.DEBUG else (Error, "E010")
+        messages.append(kind(f"{reason}: audit rows cannot be written.", hint=hint, id=f"brain_connectors.{level}"))
+    for position, key in enumerate(settings.AUDIT_CHAIN_PREVIOUS_KEYS, start=1):
+        reason = problem(key, f"AUDIT_CHAIN_PREVIOUS_KEYS entry #{position}")
+        if reason:
+            messages.append(Error(f"{reason}.", hint="Former keys are the ones AUDIT_CHAIN_KEY held before.",
+                                  id="brain_connectors.E011"))
+    return messages

@@ -20,8 +20,12 @@ SECRET_KEY={secret_key}
 FERNET_KEYS={fernet_key}
 SEARCH_INDEX_KEY={search_index_key}
 BRAIN_SIGNING_KEY={brain_signing_key}
+AUDIT_CHAIN_KEY={audit_chain_key}
 BRAIN_BACKEND=connectors.brain.EchoBrain
 ALLOWED_HOSTS=127.0.0.1,localhost
+# Development only: lets webhooks, subscriptions, api_base_url and BRAIN_URL point at local and
+# private addresses (a receiver on 127.0.0.1). Never link-local or cloud metadata. Off in production.
+BRAIN_ALLOW_PRIVATE_URLS=true
 """
 
 
@@ -31,7 +35,12 @@ def render():
         fernet_key=Fernet.generate_key().decode(),
         search_index_key=secrets.token_urlsafe(32),
         brain_signing_key="whsec_" + base64.b64encode(secrets.token_bytes(32)).decode(),
+        audit_chain_key=secrets.token_urlsafe(32),
     )
+
+
+# Secrets added after a `.env` may have been written: `make run` appends any that is missing.
+ADDED_LATER = {"AUDIT_CHAIN_KEY": lambda: secrets.token_urlsafe(32)}
 
 
 def ensure(path: Path) -> bool:
@@ -45,7 +54,21 @@ def ensure(path: Path) -> bool:
     return True
 
 
+def add_missing(path: Path) -> list[str]:
+    """Append to an existing `path` each secret of ADDED_LATER it lacks; return their names."""
+    text = path.read_text()
+    present = {line.split("=", 1)[0].strip() for line in text.splitlines() if "=" in line}
+    missing = [name for name in ADDED_LATER if name not in present]
+    if missing:
+        lines = "".join(f"{name}={ADDED_LATER[name]()}\n" for name in missing)
+        with path.open("a") as handle:
+            handle.write(("" if text.endswith("\n") or not text else "\n") + lines)
+    return missing
+
+
 if __name__ == "__main__":
     target = Path(sys.argv[1] if len(sys.argv) > 1 else Path(__file__).resolve().parent.parent / ".env")
     if ensure(target):
         print(f"Wrote {target} with new random secrets.")
+    elif added := add_missing(target):
+        print(f"Added {', '.join(added)} to {target}.")

@@ -4,6 +4,7 @@ Missing secrets do not crash the import: with DEBUG off, `brain_connectors.check
 system-check errors that name the variable, and asgi.py runs those checks before serving.
 """
 import os
+from datetime import timedelta
 from pathlib import Path
 
 import environ
@@ -47,6 +48,8 @@ INSTALLED_APPS = [
     "django_celery_beat",
     "brain_connectors.apps.BrainConnectorsConfig",
     "audit",
+    "axes",  # django-axes: login lockout (see "Login protection" below)
+    "brain_connectors.access",
     "connectors",
     "routing",
     "conversations",
@@ -61,6 +64,8 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    # Last, as django-axes requires: turns a refused login into the lockout page (429).
+    "axes.middleware.AxesMiddleware",
 ]
 
 ROOT_URLCONF = "brain_connectors.urls"
@@ -129,6 +134,8 @@ CELERY_TIMEZONE = "UTC"
 
 # --- Auth, permissions -----------------------------------------------------------------------
 AUTHENTICATION_BACKENDS = [
+    # First: django-axes' lockout check must refuse before any backend accepts the right password.
+    "brain_connectors.access.login.LockoutBackend",
     "django.contrib.auth.backends.ModelBackend",
     "guardian.backends.ObjectPermissionBackend",
 ]
@@ -146,26 +153,58 @@ AUTH_PASSWORD_VALIDATORS = [
 API_TOKEN_DEFAULT_TTL_DAYS = env.int("API_TOKEN_DEFAULT_TTL_DAYS", default=90)
 API_TOKEN_MAX_TTL_DAYS = env.int("API_TOKEN_MAX_TTL_DAYS", default=3650)
 
+# --- Login protection (django-axes; glue and audit in access/login.py) -----------------------
+# /admin/login/ and /accounts/login/ refuse every attempt, the right password included, once an
+# account has LOGIN_FAILURE_LIMIT failures from any addresses, or an address has as many on any
+# accounts, within LOGIN_COOLOFF_MINUTES of the latest. Per account stops distributed guessing;
+# per address stops spraying one password over many accounts. The price: anyone can lock a known
+# username for that long. Unlock at once: manage.py axes_reset_username <name> / axes_reset_ip <ip>.
+AXES_FAILURE_LIMIT = env.int("LOGIN_FAILURE_LIMIT", default=5)
+AXES_COOLOFF_TIME = timedelta(minutes=env.float("LOGIN_COOLOFF_MINUTES", default=15.0))
+AXES_LOCKOUT_PARAMETERS = ["ip_address", "username"]
+AXES_HANDLER = "axes.handlers.database.AxesDatabaseHandler"  # shared by every process
+# No reset on success: signing in to any account of one's own would also wipe the failures counted
+# against one's address, and against the account under attack from that address.
+AXES_RESET_ON_SUCCESS = False
+# Attempts refused during a lockout neither restart it nor append to axes' attempt rows, which
+# would otherwise grow with every request an attacker makes.
+AXES_RESET_COOL_OFF_ON_FAILURE_DURING_LOCKOUT = False
+AXES_LOCKOUT_CALLABLE = "brain_connectors.access.login.lockout_response"  # 429, Retry-After, a page in plain words
+AXES_CLIENT_IP_CALLABLE = "brain_connectors.access.ip.client_ip"
+AXES_VERBOSE = False  # no start-up banner on every manage.py command; failures are still logged
+# How many reverse proxies in front of the app append to X-Forwarded-For. 0: the client is
+# REMOTE_ADDR, and X-Forwarded-For (which anyone can send) is ignored for lockouts and throttles.
+TRUSTED_PROXY_COUNT = env.int("TRUSTED_PROXY_COUNT", default=0)
+
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
         "connectors.authentication.BearerTokenAuthentication",
         "rest_framework.authentication.SessionAuthentication",
     ],
-    "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
+    # IsAuthenticated that also throttles unauthenticated clients per address (429).
+    "DEFAULT_PERMISSION_CLASSES": ["connectors.throttling.IsAuthenticatedOrThrottled"],
     "DEFAULT_THROTTLE_CLASSES": ["connectors.throttling.ClientQuotaThrottle"],
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "EXCEPTION_HANDLER": "connectors.api_errors.exception_handler",
     "DEFAULT_PAGINATION_CLASS": "connectors.pagination.StrictLimitOffsetPagination",
     "PAGE_SIZE": 50,
+    # JSON nested past connectors.parsers.MAX_JSON_DEPTH is a 400, not a RecursionError (a 500).
+    "DEFAULT_PARSER_CLASSES": [
+        "connectors.parsers.SafeJSONParser",
+        "rest_framework.parsers.FormParser",
+        "rest_framework.parsers.MultiPartParser",
+    ],
     "UNAUTHENTICATED_USER": "django.contrib.auth.models.AnonymousUser",
 }
+# The most rows one page of a list may ask for with ?limit= (more is a 400, not a silent clamp).
+API_MAX_PAGE_SIZE = env.int("API_MAX_PAGE_SIZE", default=500)
 
 SPECTACULAR_SETTINGS = {
     "TITLE": "BRAIN Connectors API",
     "DESCRIPTION": "The synapse layer between BRAIN and people on real channels.",
     "VERSION": "1.0.0",
     "SERVE_INCLUDE_SCHEMA": False,
-    "SERVE_PERMISSIONS": ["rest_framework.permissions.IsAuthenticated"],
+    "SERVE_PERMISSIONS": ["connectors.throttling.IsAuthenticatedOrThrottled"],
     "SWAGGER_UI_DIST": "SIDECAR",  # assets served by the app itself: works offline
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
@@ -209,6 +248,14 @@ EMAIL_BACKEND = env.str("EMAIL_BACKEND", default=EMAIL_BACKEND)
 
 BRAIN_BACKEND = env.str("BRAIN_BACKEND", default="connectors.brain.EchoBrain")
 BRAIN_URL = env.str("BRAIN_URL", default="")
+# The outbound-URL guard (connectors.url_guard), for every URL the service calls: BRAIN_URL, the
+# webhook kind's url, api_base_url, subscription URLs. Loopback, RFC 1918, CGNAT (100.64/10),
+# unique-local IPv6 and other non-public addresses are refused unless BRAIN_ALLOW_PRIVATE_URLS is on
+# (development, tests, a trusted internal network) or the host name is in BRAIN_URL_ALLOWED_HOSTS
+# (say, an internal BRAIN). Link-local (169.254/16: cloud metadata), unspecified, multicast, reserved
+# and tunnelled internal addresses are refused whatever these say.
+BRAIN_ALLOW_PRIVATE_URLS = env.bool("BRAIN_ALLOW_PRIVATE_URLS", default=False)
+BRAIN_URL_ALLOWED_HOSTS = env.list("BRAIN_URL_ALLOWED_HOSTS", default=[])
 BRAIN_TIMEOUT = env.float("BRAIN_TIMEOUT", default=10.0)
 BRAIN_MAX_RETRIES = env.int("BRAIN_MAX_RETRIES", default=2)
 BRAIN_CONTEXT_LIMIT = env.int("BRAIN_CONTEXT_LIMIT", default=10)
@@ -253,6 +300,19 @@ CELERY_BEAT_SCHEDULE["purge-events"] = {"task": "connectors.tasks.purge_events",
 API_RATE_LIMIT_PER_MINUTE = env.int("API_RATE_LIMIT_PER_MINUTE", default=600)
 QUOTA_KEY_PREFIX = env.str("QUOTA_KEY_PREFIX", default="brain:quota:")
 
+# --- Unauthenticated clients: throttle, and counted audit of refusals (access/refusals.py) ---
+# Requests to the API and /metrics without valid credentials (none, or a refused token) share a
+# bucket per client address (IPv6: per /64) of this many a minute; beyond it, 429 with Retry-After.
+# 0 turns the throttle off.
+API_ANON_RATE_PER_MINUTE = env.int("API_ANON_RATE_PER_MINUTE", default=60)
+# Refused tokens (and logins refused during a lockout) are audited once per window per kind; the
+# repeats are counted and written as one `….repeated` row when the window ends.
+REFUSAL_AUDIT_WINDOW_SECONDS = env.int("REFUSAL_AUDIT_WINDOW_SECONDS", default=60)
+CELERY_BEAT_SCHEDULE["close-refusal-windows"] = {
+    "task": "brain_connectors.access.tasks.close_refusal_windows",
+    "schedule": float(REFUSAL_AUDIT_WINDOW_SECONDS),
+}
+
 # --- Health checks, downtime alerts, metrics (connectors.monitoring, connectors.metrics) ------
 HEALTH_CHECK_INTERVAL_SECONDS = env.float("HEALTH_CHECK_INTERVAL_SECONDS", default=60.0)
 # Failed checks in a row before a CONNECTED connector goes to ERROR (and an incident opens).
@@ -269,7 +329,11 @@ CELERY_BEAT_SCHEDULE["health-checks"] = {
     "task": "connectors.tasks.health_checks",
     "schedule": HEALTH_CHECK_INTERVAL_SECONDS,
 }
-# /metrics: staff sessions and staff API tokens, or these client addresses (CIDRs, REMOTE_ADDR).
+# /metrics (connectors/metrics.py): superusers and holders of access.view_metrics (session or API
+# token), or Authorization: Bearer <METRICS_SCRAPE_TOKEN> (32+ characters; empty: none). When
+# METRICS_ALLOWED_IPS (CIDRs, matched against REMOTE_ADDR only) is set, every scrape must also come
+# from one of them: an address alone never grants access.
+METRICS_SCRAPE_TOKEN = env.str("METRICS_SCRAPE_TOKEN", default="")
 METRICS_ALLOWED_IPS = env.list("METRICS_ALLOWED_IPS", default=[])
 METRICS_LATENCY_BUCKETS = [
     float(b) for b in env.list("METRICS_LATENCY_BUCKETS", default=["0.1", "0.25", "0.5", "1", "2.5", "5", "10", "30", "60", "300"])
@@ -284,6 +348,13 @@ CELERY_BEAT_SCHEDULE["routing-ack-deadlines"] = {
     "task": "routing.tasks.check_ack_deadlines",
     "schedule": ROUTING_ACK_CHECK_SECONDS,
 }
+
+# --- Pairing mails (routing.delivered_codes) ------------------------------------------------------
+# Where BRAIN sends the pairing link itself (email), anyone signed in could make it mail anyone:
+# links sent per account and per address (case and +tags ignored) in the last hour, counted in the
+# database. Past either: 429 pairing_rate_limited with Retry-After, nothing sent.
+ROUTING_PAIRING_SENDS_PER_ACCOUNT_PER_HOUR = env.int("ROUTING_PAIRING_SENDS_PER_ACCOUNT_PER_HOUR", default=5)
+ROUTING_PAIRING_SENDS_PER_ADDRESS_PER_HOUR = env.int("ROUTING_PAIRING_SENDS_PER_ADDRESS_PER_HOUR", default=3)
 
 # --- The router (routing.router) ------------------------------------------------------------
 # Kinds tried, in this order, for people who set no preferences (their verified identities).
@@ -334,22 +405,34 @@ SECURE_REFERRER_POLICY = "same-origin"
 X_FRAME_OPTIONS = "DENY"
 SESSION_COOKIE_HTTPONLY = True
 # healthz/readyz are probed over plain HTTP by load balancers inside the deployment.
-SECURE_REDIRECT_EXEMPT = [r"^healthz$", r"^readyz$"]
+SECURE_REDIRECT_EXEMPT = [r"^healthz\Z", r"^readyz\Z"]  # Django uses re.search: `$` would also take "healthz\n"
 SILENCED_SYSTEM_CHECKS = env.list("SILENCED_SYSTEM_CHECKS", default=[])
 
 # --- Event subscriptions (connectors.subscriptions) ------------------------------------------
-# Refused unless allowed here: loopback (127.0.0.0/8, ::1) and other non-public addresses
-# (RFC 1918, fc00::/7, 100.64/10, ...). Link-local (169.254/16, cloud metadata), unspecified,
-# multicast and reserved addresses are always refused. Listed host names skip the address checks.
-EVENT_SUBSCRIPTION_ALLOW_LOOPBACK = env.bool("EVENT_SUBSCRIPTION_ALLOW_LOOPBACK", default=False)
-EVENT_SUBSCRIPTION_ALLOW_PRIVATE = env.bool("EVENT_SUBSCRIPTION_ALLOW_PRIVATE", default=False)
-EVENT_SUBSCRIPTION_ALLOWED_HOSTS = env.list("EVENT_SUBSCRIPTION_ALLOWED_HOSTS", default=[])
+# Their URLs pass the outbound-URL guard: see BRAIN_ALLOW_PRIVATE_URLS.
 EVENT_SUBSCRIPTION_TIMEOUT = env.float("EVENT_SUBSCRIPTION_TIMEOUT", default=10.0)
 # How long each process caches the list of active subscriptions (publishing checks it).
 EVENT_SUBSCRIPTION_CACHE_SECONDS = env.float("EVENT_SUBSCRIPTION_CACHE_SECONDS", default=2.0)
 CELERY_BEAT_SCHEDULE["sweep-event-deliveries"] = {
     "task": "connectors.tasks.sweep_event_deliveries",
     "schedule": SWEEP_INTERVAL_SECONDS,
+}
+
+# --- Audit chain (audit.services, audit.checkpoints) ------------------------------------------
+# The chain's HMAC key, kept outside the database so that the database alone cannot re-chain a
+# rewritten log. At least 32 characters; required (a check error) with DEBUG off, and audit rows
+# are never written without it. Former keys (comma-separated) only verify the rows they wrote.
+AUDIT_CHAIN_KEY = env.str("AUDIT_CHAIN_KEY", default="")
+AUDIT_CHAIN_PREVIOUS_KEYS = [k.strip() for k in env.str("AUDIT_CHAIN_PREVIOUS_KEYS", default="").split(",") if k.strip()]
+# The chain's head (seq and MAC) is checkpointed here, outside the database, in a subdirectory per
+# database, so that deleting the newest rows is detected. verify_audit must see this directory.
+AUDIT_CHECKPOINT_DIR = env.str("AUDIT_CHECKPOINT_DIR", default=str(BASE_DIR / "var" / "audit-checkpoints"))
+AUDIT_CHECKPOINT_INTERVAL_SECONDS = env.float("AUDIT_CHECKPOINT_INTERVAL_SECONDS", default=60.0)
+# Writers: Celery beat where it runs, and each daphne process (`make run` has no beat).
+AUDIT_CHECKPOINT_IN_DAPHNE = env.bool("AUDIT_CHECKPOINT_IN_DAPHNE", default=True)
+CELERY_BEAT_SCHEDULE["audit-checkpoint"] = {
+    "task": "audit.tasks.write_checkpoint",
+    "schedule": AUDIT_CHECKPOINT_INTERVAL_SECONDS,
 }
 
 # --- Logging: secrets never reach it (see connectors.logging_filters) -----------------------
@@ -367,6 +450,13 @@ LOGGING = {
         }
     },
     "root": {"handlers": ["stderr"], "level": env.str("LOG_LEVEL", default="INFO")},
-    # httpx logs every request URL at INFO, and Telegram's URLs carry the bot token.
-    "loggers": {"django.db.backends": {"level": "WARNING"}, "httpx": {"level": "WARNING"}},
+    "loggers": {
+        "django.db.backends": {"level": "WARNING"},
+        # httpx logs every request URL at INFO, and Telegram's URLs carry the bot token.
+        "httpx": {"level": "WARNING"},
+        # Django's own handlers (`console` under DEBUG, `mail_admins`, `django.server`) would write
+        # request lines the redaction filter never saw: their records go to `stderr` above instead.
+        "django": {"handlers": [], "level": "NOTSET"},
+        "django.server": {"handlers": [], "level": "NOTSET", "propagate": True},
+    },
 }

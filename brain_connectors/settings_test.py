@@ -15,6 +15,13 @@ os.environ.setdefault("SECRET_KEY", "test-" + os.urandom(32).hex())
 os.environ.setdefault("FERNET_KEYS", Fernet.generate_key().decode())
 os.environ.setdefault("SEARCH_INDEX_KEY", os.urandom(32).hex())
 os.environ.setdefault("BRAIN_SIGNING_KEY", "whsec_dGVzdC1zaWduaW5nLWtleS0xMjM0NTY3ODkwYWJjZGVm")
+os.environ.setdefault("AUDIT_CHAIN_KEY", "test-audit-" + os.urandom(32).hex())
+# Per run, never the project's var/ (tests/conftest.py narrows it to one directory per test).
+os.environ.setdefault("AUDIT_CHECKPOINT_DIR", os.path.join(tempfile.gettempdir(), f"brain_audit_checkpoints_{os.getpid()}"))
+# The fakes (Telegram, Twilio, BRAIN, webhook receivers) listen on 127.0.0.1, which the outbound-URL
+# guard refuses by default; set in the environment so processes a test starts inherit it. The
+# guard's own tests turn it off again.
+os.environ["BRAIN_ALLOW_PRIVATE_URLS"] = "true"
 # Production security defaults would redirect the test client to https.
 os.environ.setdefault("SECURE_SSL_REDIRECT", "false")
 os.environ.setdefault("SESSION_COOKIE_SECURE", "false")
@@ -24,6 +31,10 @@ os.environ.setdefault("ALLOWED_HOSTS", "testserver,127.0.0.1,localhost")
 
 from .settings import *  # noqa: E402,F403
 from .settings import DATABASES  # noqa: E402
+
+# Tests import brain_connectors.asgi in this process: no checkpoint thread here, writing at random
+# moments into whichever test runs. Daphne started by a test (its own settings) still runs one.
+AUDIT_CHECKPOINT_IN_DAPHNE = False
 
 # Webhooks run in pool threads; persistent connections there would keep the test database busy
 # when pytest-django drops it.
@@ -39,4 +50,5 @@ PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher", "django.con
 BRAIN_TIMEOUT = 2.0
 
 API_RATE_LIMIT_PER_MINUTE = 100_000  # tests that check the quota lower it
+API_ANON_RATE_PER_MINUTE = 100_000  # the same for the unauthenticated throttle (and login lockout stays on)
 QUOTA_KEY_PREFIX = f"brain:test:{os.getpid()}:{os.urandom(4).hex()}:"  # no state shared between runs

@@ -31,6 +31,7 @@ router.register("notifications", NotificationViewSet, basename="notification")
 
 # API clients get the JSON error envelope even for a URL that matches no route.
 handler404 = "connectors.api_errors.not_found"
+handler400 = "connectors.api_errors.bad_request"  # e.g. a body over DATA_UPLOAD_MAX_MEMORY_SIZE
 
 urlpatterns = [
     path("healthz", health.healthz, name="healthz"),

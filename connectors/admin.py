@@ -24,6 +24,7 @@ from audit import services as audit
 from . import services, tokens
 from .exceptions import ServiceError
 from .models import PERM_ADMIN, PERM_MANAGE, PERM_SEND, PERM_VIEW, ApiToken, Connector, Delivery, InboundMessage
+from .parsers import SafeJSONFormField
 from .permissions import LEVELS, Principal, can_create_connectors, has_perm, viewable_connectors
 from .registry import UnknownKind, available_kinds, get_connector_class
 
@@ -69,8 +70,8 @@ class ServiceBackedAdmin(admin.ModelAdmin):
 
 class ConnectorAdminForm(forms.ModelForm):
     kind = forms.ChoiceField(choices=())
-    config = forms.JSONField(required=False, initial=dict, widget=forms.Textarea(attrs={"rows": 4}))
-    new_credentials = forms.JSONField(
+    config = SafeJSONFormField(required=False, initial=dict, widget=forms.Textarea(attrs={"rows": 4}))
+    new_credentials = SafeJSONFormField(
         required=False,
         label="New credentials",
         widget=forms.Textarea(attrs={"rows": 3, "autocomplete": "off"}),

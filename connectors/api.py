@@ -292,6 +292,7 @@ class TokenViewSet(viewsets.ViewSet):
 
 
 EVENT_QUERY_PARAMETERS = {"type", "connector", "after", "from", "to", "limit"}
+EVENT_PAGE_MAX = 1000
 
 
 def _event_query(params):
@@ -307,7 +308,7 @@ def _event_query(params):
     except events.EventFilterError as exc:
         problems["type"] = str(exc)
     query["connector_ids"] = [c.strip() for c in params.get("connector", "").split(",") if c.strip()]
-    for name, key, low, high in (("after", "after", 0, 2**63 - 1), ("limit", "limit", 1, 1000)):
+    for name, key, low, high in (("after", "after", 0, 2**63 - 1), ("limit", "limit", 1, EVENT_PAGE_MAX)):
         raw = params.get(name)
         if raw is None:
             continue
@@ -343,7 +344,10 @@ class EventListView(APIView):
             OpenApiParameter("after", int, description="Only events with seq greater than this (the cursor)"),
             OpenApiParameter("from", OpenApiTypes.DATETIME, description="Only events at or after this time"),
             OpenApiParameter("to", OpenApiTypes.DATETIME, description="Only events before this time"),
-            OpenApiParameter("limit", int, description="Page size, 1-1000 (default 100)"),
+            OpenApiParameter(
+                "limit", {"type": "integer", "minimum": 1, "maximum": EVENT_PAGE_MAX},
+                description=f"Page size, 1-{EVENT_PAGE_MAX} (default 100)",
+            ),
         ],
         responses={200: OpenApiTypes.OBJECT, **_errors(400, 401)},
     )

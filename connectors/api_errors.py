@@ -1,6 +1,9 @@
 """Every API error answers JSON `{"error": {"code", "message", "details"}}` with the right status."""
+from django.conf import settings
 from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
+from django.core.exceptions import RequestDataTooBig
 from django.http import Http404, JsonResponse
+from django.views.defaults import bad_request as django_bad_request
 from django.views.defaults import page_not_found
 from rest_framework import exceptions, status
 from rest_framework.response import Response
@@ -18,7 +21,9 @@ def error_body(code, message, details=None):
 
 def exception_handler(exc, context):
     if isinstance(exc, ServiceError):
-        return Response(error_body(exc.code, exc.message, exc.details), status=exc.status)
+        retry_after = getattr(exc, "retry_after", None)
+        headers = {"Retry-After": str(retry_after)} if retry_after is not None else None
+        return Response(error_body(exc.code, exc.message, exc.details), status=exc.status, headers=headers)
     if isinstance(exc, DecryptionError):
         return Response(
             error_body("decryption_failed", str(exc)), status=status.HTTP_500_INTERNAL_SERVER_ERROR
@@ -71,3 +76,15 @@ def not_found(request, exception):
     if request.path.startswith("/api/"):
         return JsonResponse(error_body("not_found", "Not found."), status=404)
     return page_not_found(request, exception)
+
+
+def bad_request(request, exception):
+    """handler400: what Django refuses before any view runs (a body over DATA_UPLOAD_MAX_MEMORY_SIZE,
+    too many fields) answers an API client in JSON too; other URLs get Django's page."""
+    if not request.path.startswith("/api/"):
+        return django_bad_request(request, exception)
+    if isinstance(exception, RequestDataTooBig):
+        limit = settings.DATA_UPLOAD_MAX_MEMORY_SIZE
+        return JsonResponse(error_body("request_too_large", f"The request body is larger than {limit} bytes."),
+                            status=400)
+    return JsonResponse(error_body("bad_request", "The request is malformed."), status=400)

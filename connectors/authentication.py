@@ -1,7 +1,9 @@
 """DRF authentication with hashed bearer tokens (`Authorization: Bearer bct_…`)."""
 from rest_framework import authentication, exceptions
 
-from . import tokens
+from brain_connectors.access.ip import client_ip
+
+from . import throttling, tokens
 
 
 class BearerTokenAuthentication(authentication.BaseAuthentication):
@@ -17,7 +19,13 @@ class BearerTokenAuthentication(authentication.BaseAuthentication):
         try:
             user, token = tokens.authenticate(raw.strip())
         except tokens.TokenRejected as exc:
-            tokens.record_rejection(exc, via="api")
+            # A refused token is an unauthenticated request: it takes from the address's bucket
+            # (connectors.throttling), and beyond it is a 429, still counted in the audit tally.
+            ip = client_ip(request)
+            wait = throttling.anonymous_wait(ip)
+            tokens.record_rejection(exc, via="api", ip=ip, throttled=bool(wait))
+            if wait:
+                raise exceptions.Throttled(wait=wait)
             raise exceptions.AuthenticationFailed(f"Invalid token: {exc.reason.replace('_', ' ')}.")
         return user, token
 

@@ -15,6 +15,13 @@ import jsonschema
 MAX_CONTENT_LENGTH = 10_000
 MAX_ADDRESS_LENGTH = 255
 MAX_METADATA_DEPTH = 16
+# How a JSON-schema `pattern` ends. jsonschema matches patterns with Python's re.search, where a
+# bare `$` also matches before a final "\n" (a subject "Hello\n" passed, then failed every send).
+# `\Z` fixes Python only: it is no ECMA-262 or Rust regex (jsonschema_rs refuses it, and schemas
+# may be published). `(?!\n)$` means the very end in all three.
+PATTERN_END = r"(?!\n)$"
+# What travels to a destination config key (BaseConnector.destination_config_keys).
+CREDENTIALS, MESSAGES = "credentials", "messages"
 
 
 class ConnectorError(Exception):
@@ -194,6 +201,15 @@ class BaseConnector:
     label: ClassVar[str] = ""
     config_schema: ClassVar[dict] = {"type": "object", "additionalProperties": False, "properties": {}}
     credentials_schema: ClassVar[dict] = {"type": "object", "additionalProperties": False, "properties": {}}
+    # True when pairing works by BRAIN sending the code to the address (email's link) rather than
+    # the person sending it to BRAIN: routing then never shows the code to whoever asked for it.
+    delivers_pairing_code: ClassVar[bool] = False
+    # Config keys that decide where the connector's credentials or message content are sent, and
+    # which of the two travels there ({"api_base_url": CREDENTIALS}). Whoever may change them may
+    # send the credentials anywhere, so adding, changing or removing one needs admin_connector, as
+    # the credentials do; each value must pass connectors.url_guard (and CREDENTIALS ones need
+    # https:// across the Internet). Declare every such key a platform adds.
+    destination_config_keys: ClassVar[dict[str, str]] = {}
 
     def __init__(self, connector):
         self.connector = connector

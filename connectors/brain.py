@@ -7,6 +7,11 @@ Request body (HttpBrain):
     {"connector": {"id", "kind"}, "message": {"id", "sender", "sender_name", "content"},
      "context": [{"role": "user"|"assistant", "content", "time"}, ...]}
 Expected response: 200 with {"reply": "<text>"} or {"reply": null} for no reply.
+
+BRAIN_URL passes the outbound-URL guard like every URL we call: a system check at start-up
+(brain_connectors.checks) and, on each call, the address the connection goes to
+(connectors.guarded_http). BRAIN is often an internal service: allow its host name with
+BRAIN_URL_ALLOWED_HOSTS, or private addresses at large with BRAIN_ALLOW_PRIVATE_URLS.
 """
 import json
 import logging
@@ -19,6 +24,8 @@ from django.utils.module_loading import import_string
 
 from . import signing
 from .base import MAX_CONTENT_LENGTH
+from .guarded_http import guarded_client
+from .url_guard import UnsafeURL
 
 logger = logging.getLogger(__name__)
 
@@ -79,6 +86,10 @@ class HttpBrain:
         return json.dumps(payload, separators=(",", ":"), ensure_ascii=False).encode()
 
     def reply(self, request: BrainRequest):
+        with guarded_client(timeout=self.timeout) as client:
+            return self._reply(client, request)
+
+    def _reply(self, client, request: BrainRequest):
         body = self._body(request)
         last_error = None
         for attempt in range(self.max_retries + 1):
@@ -90,7 +101,9 @@ class HttpBrain:
             except (signing.SignatureError, ValueError) as exc:
                 raise BrainError(f"BRAIN_SIGNING_KEY is unusable: {exc}", code="brain_misconfigured")
             try:
-                response = httpx.post(self.url, content=body, headers=headers, timeout=self.timeout)
+                response = client.post(self.url, content=body, headers=headers)
+            except UnsafeURL as exc:  # a setting to fix, not an outage: no retry
+                raise BrainError(f"BRAIN_URL is refused: {exc}", code="brain_unsafe_url")
             except httpx.TimeoutException:
                 last_error = BrainError(f"BRAIN did not answer within {self.timeout}s", code="brain_timeout")
                 continue

@@ -29,19 +29,19 @@ import time
 import weakref
 from collections import deque
 from datetime import UTC, datetime
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import parse_qs
 
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncWebsocketConsumer
 from channels.layers import get_channel_layer
 from django.conf import settings
 from django.contrib.auth import get_user_model
-from django.http.request import validate_host
 
 from audit import services as audit
 
 from . import events, tokens
 from .models import Connector
+from .origins import origin_allowed
 from .permissions import Principal
 
 logger = logging.getLogger(__name__)
@@ -62,18 +62,6 @@ class StreamRequestError(Exception):
         super().__init__(reason)
         self.code = code
         self.reason = reason
-
-
-def origin_allowed(headers: dict) -> bool:
-    """Browsers always send Origin on websockets: it must name one of our hosts. Clients without
-    one (scripts, services) are not browsers carrying someone's cookies, and authenticate anyway."""
-    origin = headers.get("origin")
-    if origin is None:
-        return True
-    if origin in settings.CSRF_TRUSTED_ORIGINS:
-        return True
-    parts = urlsplit(origin)
-    return parts.scheme in ("http", "https") and bool(parts.hostname) and validate_host(parts.hostname, settings.ALLOWED_HOSTS)
 
 
 def parse_stream_query(query_string: bytes):
@@ -222,8 +210,10 @@ class EventStreamConsumer(AsyncWebsocketConsumer):
 
     async def _open_stream(self):
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in self.scope.get("headers", [])}
-        if not origin_allowed(headers):
-            raise StreamRequestError(CLOSE_FORBIDDEN_ORIGIN, "origin not allowed")
+        if not origin_allowed(self.scope, headers):
+            raise StreamRequestError(
+                CLOSE_FORBIDDEN_ORIGIN, "origin not allowed: not this site's scheme, host and port, nor a trusted origin"
+            )
         self.raw_token = None
         user = self.scope.get("user")
         authorization = headers.get("authorization", "")
@@ -379,7 +369,7 @@ class EventStreamConsumer(AsyncWebsocketConsumer):
     async def receive(self, text_data=None, bytes_data=None):
         try:
             message = json.loads(text_data) if text_data is not None else None
-        except ValueError:
+        except (ValueError, RecursionError):  # RecursionError: nested past ~1,000 levels
             message = None
         seq = message.get("seq") if isinstance(message, dict) and message.get("type") == "ack" else None
         if not isinstance(seq, int) or isinstance(seq, bool) or seq < 0:

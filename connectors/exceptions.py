@@ -34,6 +34,17 @@ class Conflict(ServiceError):
     code = "conflict"
 
 
+class RateLimited(ServiceError):
+    """Too many requests of one kind: try again after `retry_after` seconds (Retry-After on HTTP)."""
+
+    status = 429
+    code = "rate_limited"
+
+    def __init__(self, message, *, retry_after, code=None, details=None):
+        super().__init__(message, code=code, details={**(details or {}), "retry_after": retry_after})
+        self.retry_after = retry_after
+
+
 class Unavailable(ServiceError):
     status = 503
     code = "unavailable"

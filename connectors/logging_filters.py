@@ -1,6 +1,8 @@
 """Keep secrets out of logs: any configured secret value, and anything shaped like an API token or
-a bearer header, is replaced before a record is written; so is the raw payload that an SDK dumps
-whole into a log line (message text, names), which the filter cannot recognise by its shape."""
+a bearer header, is replaced before a record is written, and so are the values of URL query strings
+(search words, codes) and pairing codes in paths; so is the raw payload that an SDK dumps whole into
+a log line (message text, names), which the filter cannot recognise by its shape. daphne's access
+log, which does not go through logging, gets the same treatment (connectors/access_log.py)."""
 import logging
 import re
 
@@ -10,7 +12,28 @@ _PATTERNS = [
     re.compile(r"bct_[a-z0-9]{8}_[A-Za-z0-9_-]{43}"),
     re.compile(r"(?i)(authorization:\s*bearer\s+)\S+"),
     re.compile(r"\d{6,12}:[A-Za-z0-9_-]{20,}"),  # Telegram bot tokens
+    # Pairing links carry a one-time code in the path; Django logs refused requests with it.
+    re.compile(r"(/preferences/pair/)[^/\s?#]+"),
 ]
+
+# A URL's query string (daphne's access log, Django's request lines, an SDK error quoting a URL)
+# carries search words, pairing codes, tokens: every value is withheld, and each name that looks like
+# one stays, to say what was asked. A `?` counts only after a path (`/…?`), so prose keeps its `?`.
+_QUERY = re.compile(r"(/[^\s\"'?]*)\?([^\s\"']*)")
+_PARAMETER_NAME = re.compile(r"[A-Za-z0-9_.%\[\]-]{1,40}")
+
+
+def _withhold_query_values(match):
+    items = []
+    for item in match.group(2).split("&"):
+        name, equals, _ = item.partition("=")
+        if not item:
+            items.append(item)
+        elif equals and _PARAMETER_NAME.fullmatch(name):
+            items.append(f"{name}=[redacted]")
+        else:  # a bare value (`?K7Q2MX4P`) or a name that could be anything
+            items.append("[redacted]")
+    return f"{match.group(1)}?{'&'.join(items)}"
 
 
 # SDK log calls that put a platform's raw payload into the line: (logger, format) -> the format that
@@ -24,7 +47,9 @@ _PAYLOAD_DUMPS = {
 
 def _secret_values():
     values = [settings.SECRET_KEY, settings.BRAIN_SIGNING_KEY, settings.SEARCH_INDEX_KEY, *settings.FERNET_KEYS,
-              getattr(settings, "SEARCH_INDEX_PREVIOUS_KEY", ""), getattr(settings, "EMAIL_HOST_PASSWORD", "")]
+              getattr(settings, "SEARCH_INDEX_PREVIOUS_KEY", ""), getattr(settings, "EMAIL_HOST_PASSWORD", ""),
+              getattr(settings, "METRICS_SCRAPE_TOKEN", ""),
+              getattr(settings, "AUDIT_CHAIN_KEY", ""), *getattr(settings, "AUDIT_CHAIN_PREVIOUS_KEYS", [])]
     return [v for v in values if v and len(v) >= 8]
 
 
@@ -33,7 +58,7 @@ def redact(text: str) -> str:
         text = text.replace(value, "[redacted]")
     for pattern in _PATTERNS:
         text = pattern.sub(lambda m: (m.group(1) if m.groups() else "") + "[redacted]", text)
-    return text
+    return _QUERY.sub(_withhold_query_values, text)
 
 
 class RedactSecretsFilter(logging.Filter):

@@ -19,7 +19,9 @@ Adding a tool is a decorated function in this module:
         return ...
 
 Text that end users (or platforms quoting them) wrote is returned wrapped by `untrusted()`, so
-a model can tell data from instructions.
+a model can tell data from instructions: message content, errors, recipients and connector
+display names. Every tool's schema has `additionalProperties: false`, and a call with an argument
+the tool does not take is refused (and audited) like any other schema failure.
 """
 import functools
 import inspect
@@ -35,8 +37,9 @@ from mcp.server.auth.provider import AccessToken
 from mcp.server.auth.settings import AuthSettings
 from mcp.server.mcpserver import MCPServer
 from mcp.server.mcpserver.exceptions import ResourceError, ToolError
+from mcp.server.mcpserver.tools import Tool
 from mcp.types import Resource, ToolAnnotations
-from pydantic import Field, ValidationError
+from pydantic import ConfigDict, Field, ValidationError
 
 from audit import services as audit
 
@@ -208,7 +211,7 @@ def get_delivery_status(
     return {
         "delivery_id": str(delivery.id),
         "connector_id": delivery.connector_id,
-        "recipient": delivery.recipient,
+        "recipient": untrusted(delivery.recipient),  # whatever the sender typed as the address
         "status": delivery.status,
         "attempts": delivery.attempts,
         "created_at": _iso(delivery.created_at),
@@ -263,7 +266,8 @@ def notify_user(
 
 @tool(
     "The recent conversation with one address on one connector (BRAIN's memory), oldest first: "
-    "role (user, assistant, system), time and content. Needs view permission on the connector.",
+    "role (user, assistant, system), time and content. Your own conversation needs nothing; anyone "
+    "else's needs the read_conversations permission on the connector.",
     readOnlyHint=True,
 )
 def get_conversation_context(
@@ -281,7 +285,7 @@ def get_conversation_context(
 @tool(
     "Search conversation history (encrypted at rest, searched through a keyed blind index). Every "
     "word must match; \"quoted phrases\" match exactly; no prefix or wildcard search. You see your "
-    "own conversations and those of connectors you may view.",
+    "own conversations, and everyone's on connectors where you hold read_conversations.",
     readOnlyHint=True,
 )
 def search_conversations(
@@ -310,7 +314,7 @@ def _connector_summary(row):
     return {
         "id": row.id,
         "kind": row.kind,
-        "display_name": row.display_name,
+        "display_name": untrusted(row.display_name),  # free text typed by whoever registered it
         "status": row.status,
         "last_heartbeat": _iso(row.last_heartbeat),
     }
@@ -348,6 +352,8 @@ class ConnectorsMCP(MCPServer):
     """MCPServer whose resources are the caller's connectors, and which audits calls whose
     arguments fail the schema (they never reach a service)."""
 
+    argument_models = {}  # tool name -> its (strict) arguments model, set by build_server()
+
     async def call_tool(self, name, arguments, context=None):
         try:
             return await super().call_tool(name, arguments, context)
@@ -355,20 +361,47 @@ class ConnectorsMCP(MCPServer):
             if isinstance(exc.__cause__, ValidationError):
                 fields = sorted({".".join(map(str, e["loc"])) for e in exc.__cause__.errors()})
                 await sync_to_async(_record_invalid_call, thread_sensitive=False)(name, fields)
-                raise ToolError(f"Invalid arguments for {name}: {_describe(exc.__cause__)}") from exc.__cause__
+                model = self.argument_models.get(name)
+                raise ToolError(f"Invalid arguments for {name}: {_describe(exc.__cause__, model)}") from exc.__cause__
             raise
 
     async def list_resources(self):
         rows = await sync_to_async(_viewable_connector_rows, thread_sensitive=False)()
+        # No display name here: a listing field cannot be marked untrusted (the resource's JSON is).
         return [
-            Resource(uri=f"connector://{row.id}", name=row.id, title=row.display_name,
+            Resource(uri=f"connector://{row.id}", name=row.id,
                      description=f"{row.kind} connector, {row.status}", mime_type="application/json")
             for row in rows
         ]
 
 
-def _describe(error: ValidationError):
-    return "; ".join(f"{'.'.join(map(str, e['loc'])) or 'arguments'}: {e['msg']}" for e in error.errors())
+def _describe(error: ValidationError, model=None):
+    takes = ", ".join(model.model_fields) if model is not None else ""
+
+    def one(e):
+        where = ".".join(map(str, e["loc"])) or "arguments"
+        if e["type"] == "extra_forbidden":
+            return f"{where}: unknown argument (this tool takes {takes or 'no arguments'})"
+        return f"{where}: {e['msg']}"
+
+    return "; ".join(one(e) for e in error.errors())
+
+
+def _strict_tool(fn, description, annotations):
+    """The SDK's Tool for `fn`, with an arguments model that forbids unknown fields: the schema
+    then says `additionalProperties: false`, and an unknown argument fails validation before the
+    tool runs, instead of being dropped silently (a model that thinks it passed `as_user` or
+    `scope: all` must hear that nothing of the kind exists)."""
+    tool = Tool.from_function(fn, description=description,
+                              annotations=ToolAnnotations(**annotations) if annotations else None)
+    base = tool.fn_metadata.arg_model
+
+    class Strict(base):
+        model_config = ConfigDict(extra="forbid", title=base.__name__)
+
+    tool.fn_metadata.arg_model = Strict
+    tool.parameters = Strict.model_json_schema(by_alias=True)
+    return tool
 
 
 def _record_invalid_call(name, fields):
@@ -417,9 +450,9 @@ def build_server(*, stdio_token=None, http_base_url=None):
             "token_verifier": ApiTokenVerifier(),
             "auth": AuthSettings(issuer_url=http_base_url, resource_server_url=f"{http_base_url}/mcp"),
         }
-    server = ConnectorsMCP(name="brain-connectors", instructions=INSTRUCTIONS, log_level="WARNING", **auth)
-    for fn, description, annotations in _TOOLS:
-        server.tool(description=description, annotations=ToolAnnotations(**annotations) if annotations else None)(fn)
+    tools = [_strict_tool(fn, description, annotations) for fn, description, annotations in _TOOLS]
+    server = ConnectorsMCP(name="brain-connectors", instructions=INSTRUCTIONS, log_level="WARNING", tools=tools, **auth)
+    server.argument_models = {tool.name: tool.fn_metadata.arg_model for tool in tools}  # to name what a tool takes
     server.resource(
         "connector://{connector_id}", name="connector", mime_type="application/json",
         description="A connector's status, queue depth and quota.",

@@ -7,10 +7,16 @@ handful of aggregate queries (conditional COUNTs per histogram bucket, GROUP BY 
 never a loop over rows in Python. Labels carry connector ids, kinds and statuses only: no
 recipients, no message content, no secrets.
 
-Access: a staff session, a staff user's bearer API token, or a client address in
-METRICS_ALLOWED_IPS (CIDRs, matched against REMOTE_ADDR: put the scraper's address there, not
-a proxy's, and never trust X-Forwarded-For for this). Otherwise 401 (no credentials) or 403.
+Access: the figures name every connector, so being staff is not enough. A superuser, or a user
+holding `access.view_metrics` (directly or through a group), by session or bearer API token; or
+`Authorization: Bearer <METRICS_SCRAPE_TOKEN>`, compared in constant time. When
+METRICS_ALLOWED_IPS is set (CIDRs, matched against REMOTE_ADDR: the scraper's address, not a
+proxy's; X-Forwarded-For never counts here), the request must also come from there: an address is
+a further requirement, never a grant on its own. No credentials: 401; a refused token: 401 (audited,
+counted); credentials without the right: 403. Unauthenticated requests take from the address's
+bucket of the API's anonymous throttle (429 beyond it).
 """
+import hmac
 import ipaddress
 import logging
 from functools import lru_cache
@@ -24,8 +30,11 @@ from django.views.decorators.http import require_GET
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from prometheus_client.core import GaugeMetricFamily, HistogramMetricFamily
 
+from brain_connectors.access.ip import client_ip
+
 from . import tokens
 from .models import Connector, ConnectorStatus, Delivery, DeliveryStatus, Event
+from .throttling import anonymous_wait
 
 logger = logging.getLogger(__name__)
 
@@ -138,30 +147,56 @@ def ip_allowed(address: str) -> bool:
     return any(ip in network for network in networks)
 
 
-def _denied(status, message):
+def _denied(status, message, retry_after=None):
     response = HttpResponse(message + "\n", status=status, content_type="text/plain; charset=utf-8")
     if status == 401:
         response["WWW-Authenticate"] = 'Bearer realm="metrics"'
+    if retry_after:
+        response["Retry-After"] = str(retry_after)
     return response
+
+
+def may_scrape(user):
+    return user.is_active and (user.is_superuser or user.has_perm("access.view_metrics"))
+
+
+def _is_scrape_token(raw):
+    expected = settings.METRICS_SCRAPE_TOKEN
+    return bool(expected) and hmac.compare_digest(raw.encode(), expected.encode())
+
+
+def _unauthenticated(request, rejected=None):
+    """401, or 429 once the address has used its anonymous bucket; a refused token is audited (counted)."""
+    ip = client_ip(request)
+    wait = anonymous_wait(ip)
+    if rejected is not None:
+        tokens.record_rejection(rejected, via="metrics", ip=ip, throttled=bool(wait))
+    if wait:
+        return _denied(429, "Too many unauthenticated requests from this address.", retry_after=wait)
+    if rejected is not None:
+        return _denied(401, f"Invalid token: {rejected.reason.replace('_', ' ')}.")
+    return _denied(401, "Authentication required: METRICS_SCRAPE_TOKEN, or the session or API token of a user "
+                        "allowed to scrape.")
 
 
 @require_GET
 def metrics_view(request):
+    if settings.METRICS_ALLOWED_IPS and not ip_allowed(request.META.get("REMOTE_ADDR", "")):
+        return _denied(403, "Metrics are not served to this address.")
     header = request.META.get("HTTP_AUTHORIZATION", "")
     scheme, _, raw = header.partition(" ")
-    if ip_allowed(request.META.get("REMOTE_ADDR", "")):
-        pass
-    elif scheme.lower() == "bearer":
-        try:
-            user, _token = tokens.authenticate(raw.strip())
-        except tokens.TokenRejected as exc:
-            tokens.record_rejection(exc, via="metrics")
-            return _denied(401, f"Invalid token: {exc.reason.replace('_', ' ')}.")
-        if not user.is_staff:
-            return _denied(403, "Metrics are for staff.")
+    if scheme.lower() == "bearer":
+        raw = raw.strip()
+        if not _is_scrape_token(raw):
+            try:
+                user, _token = tokens.authenticate(raw)
+            except tokens.TokenRejected as exc:
+                return _unauthenticated(request, exc)
+            if not may_scrape(user):
+                return _denied(403, "Scraping metrics needs a superuser or the access.view_metrics permission.")
     elif request.user.is_authenticated:
-        if not (request.user.is_active and request.user.is_staff):
-            return _denied(403, "Metrics are for staff.")
+        if not may_scrape(request.user):
+            return _denied(403, "Scraping metrics needs a superuser or the access.view_metrics permission.")
     else:
-        return _denied(401, "Authentication required: a staff session or a staff API token.")
+        return _unauthenticated(request)
     return HttpResponse(render(), content_type=CONTENT_TYPE_LATEST)

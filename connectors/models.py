@@ -41,6 +41,9 @@ PERM_VIEW = "view_connector"
 PERM_SEND = "send_via_connector"
 PERM_MANAGE = "manage_connector"
 PERM_ADMIN = "admin_connector"
+# Reading other people's conversations on the connector (search, context, export, admin). Not
+# implied by view, send or manage: operating a channel is not reading what people say on it.
+PERM_READ_CONVERSATIONS = "read_conversations"
 
 
 class Connector(models.Model):
@@ -84,6 +87,7 @@ class Connector(models.Model):
             (PERM_SEND, "Can send messages via this connector"),
             (PERM_MANAGE, "Can start, stop, test and configure this connector"),
             (PERM_ADMIN, "Can delete this connector, change its credentials and grant access to it"),
+            (PERM_READ_CONVERSATIONS, "Can read other people's conversations on this connector"),
         ]
 
     def __str__(self):

@@ -5,6 +5,11 @@ Django's model permissions), and superusers pass. Levels imply lower ones:
 
     admin_connector  ⊇  manage_connector  ⊇  view_connector
     admin_connector  ⊇  send_via_connector ⊇  view_connector
+    admin_connector  ⊇  read_conversations ⊇  view_connector
+
+`read_conversations` (other people's conversation content: search, context, export, admin) is
+granted on its own: view, send and manage do not imply it, since operating a channel is not
+reading what people say on it. A person always reads their own conversations (conversations.access).
 
 Objects a principal may not view are reported as "not found" (404), so the API does not reveal
 which connector ids exist. A principal who may view but lacks the action's permission gets 403.
@@ -15,15 +20,17 @@ from django.contrib.auth import get_user_model
 from guardian.core import ObjectPermissionChecker
 from guardian.shortcuts import get_objects_for_user
 
-from .models import PERM_ADMIN, PERM_MANAGE, PERM_SEND, PERM_VIEW, Connector
+from .models import PERM_ADMIN, PERM_MANAGE, PERM_READ_CONVERSATIONS, PERM_SEND, PERM_VIEW, Connector
 
-LEVELS = (PERM_VIEW, PERM_SEND, PERM_MANAGE, PERM_ADMIN)
+# The grantable permissions (REST, admin), lowest first.
+LEVELS = (PERM_VIEW, PERM_SEND, PERM_MANAGE, PERM_READ_CONVERSATIONS, PERM_ADMIN)
 
 # A permission is satisfied by any of these granted codenames.
 SATISFIED_BY = {
-    PERM_VIEW: {PERM_VIEW, PERM_SEND, PERM_MANAGE, PERM_ADMIN},
+    PERM_VIEW: {PERM_VIEW, PERM_SEND, PERM_MANAGE, PERM_READ_CONVERSATIONS, PERM_ADMIN},
     PERM_SEND: {PERM_SEND, PERM_ADMIN},
     PERM_MANAGE: {PERM_MANAGE, PERM_ADMIN},
+    PERM_READ_CONVERSATIONS: {PERM_READ_CONVERSATIONS, PERM_ADMIN},
     PERM_ADMIN: {PERM_ADMIN},
 }
 
@@ -83,13 +90,18 @@ def has_perm(principal: Principal, perm: str, connector: Connector) -> bool:
 
 
 def viewable_connectors(principal: Principal):
+    return connectors_with(principal, PERM_VIEW)
+
+
+def connectors_with(principal: Principal, perm: str):
+    """The connectors on which `principal` holds `perm` (or a permission that implies it)."""
     qs = Connector.objects.all()
     if principal.is_system or principal.user.is_superuser:
         return qs
     user = principal.user
     if not (user.is_active and user.is_authenticated):
         return qs.none()
-    return get_objects_for_user(user, list(LEVELS), klass=qs, any_perm=True, accept_global_perms=True)
+    return get_objects_for_user(user, sorted(SATISFIED_BY[perm]), klass=qs, any_perm=True, accept_global_perms=True)
 
 
 def can_create_connectors(principal: Principal) -> bool:

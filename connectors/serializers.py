@@ -3,6 +3,7 @@ from rest_framework import serializers
 
 from .base import MAX_ADDRESS_LENGTH, MAX_CONTENT_LENGTH
 from .models import Connector, Delivery
+from .permissions import LEVELS
 
 
 class ConnectorSerializer(serializers.ModelSerializer):
@@ -88,9 +89,7 @@ class DeliverySerializer(serializers.ModelSerializer):
 class PermissionGrantSerializer(serializers.Serializer):
     username = serializers.CharField(required=False)
     group = serializers.CharField(required=False)
-    permission = serializers.ChoiceField(
-        choices=["view_connector", "send_via_connector", "manage_connector", "admin_connector"]
-    )
+    permission = serializers.ChoiceField(choices=list(LEVELS))
 
     def validate(self, attrs):
         if bool(attrs.get("username")) == bool(attrs.get("group")):

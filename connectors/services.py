@@ -9,6 +9,7 @@ import hashlib
 import json
 import logging
 import random
+import re
 import time
 from contextlib import contextmanager
 from datetime import timedelta
@@ -20,11 +21,12 @@ from django.utils.module_loading import import_string
 
 from audit import services as audit
 
-from . import events, quotas
+from . import destinations, events, quotas
 from .base import ConnectorError, IncomingMessage, MessageValidationError, OutgoingMessage
 from .exceptions import Conflict, NotFound, PermissionDenied, ServiceError, ValidationFailed
 from .models import (
     ALLOWED_TRANSITIONS,
+    CONNECTOR_ID_PATTERN,
     PERM_ADMIN,
     PERM_MANAGE,
     PERM_SEND,
@@ -206,8 +208,23 @@ def _check_id(connector_id):
 
     try:
         connector_id_validator(connector_id if isinstance(connector_id, str) else "")
+        # The validator searches with `$`, which also matches before a final "\n" ("tg_main\n").
+        if not re.fullmatch(CONNECTOR_ID_PATTERN, connector_id):
+            raise ValidationError(connector_id_validator.message)
     except ValidationError as exc:
         raise ValidationFailed(exc.messages[0], code="invalid_id", details={"id": exc.messages[0]})
+
+
+def _check_destinations(kind_class, changes):
+    """The outbound-URL guard on new destination values: 400 `unsafe_url` naming the setting that
+    would allow them. Resolves DNS, so never under a lock or in a transaction."""
+    problems = destinations.refusals(kind_class, changes)
+    if problems:
+        raise ValidationFailed(
+            f"The config points somewhere this service does not send to: {'; '.join(problems.values())}.",
+            code="unsafe_url",
+            details={"config": problems},
+        )
 
 
 # --- registry --------------------------------------------------------------------------------
@@ -237,6 +254,8 @@ def register_connector(
         _check_credentials(kind_class, credentials)
         _check_quota("quota_per_minute", quota_per_minute)
         _check_quota("recipient_quota_per_minute", recipient_quota_per_minute)
+        targets = destinations.present(kind_class, config)
+        _check_destinations(kind_class, targets)
         connector = Connector(
             id=id,
             kind=kind,
@@ -255,7 +274,8 @@ def register_connector(
                     from guardian.shortcuts import assign_perm
 
                     assign_perm(PERM_ADMIN, principal.user, connector)
-                _record("connector.register", principal, connector.id, kind=kind)
+                _record("connector.register", principal, connector.id, kind=kind,
+                        **({"destinations": destinations.summary(targets)} if targets else {}))
                 _emit("connector.registered", connector.id, kind=kind, status=connector.status)
         except IntegrityError:
             raise Conflict(f"A connector with id {id!r} already exists.", code="duplicate_id")
@@ -263,13 +283,27 @@ def register_connector(
 
 
 def update_connector(principal, connector_id, **changes):
-    """Change display_name, config, quotas (manage) or credentials (admin)."""
+    """Change display_name, config, quotas (manage) or credentials (admin). Config keys that decide
+    where the credentials or messages go (destination_config_keys) need admin too: with them, a
+    manager could send the credentials to a host of their choosing."""
     allowed = {"display_name", "config", "credentials", "quota_per_minute", "recipient_quota_per_minute"}
     with _audited_failures("connector.update", principal, connector_id):
         unknown = set(changes) - allowed
         if unknown:
             raise ValidationFailed(f"Cannot change {sorted(unknown)}.", details={k: "read-only" for k in unknown})
         needed = PERM_ADMIN if "credentials" in changes else PERM_MANAGE
+        moved = {}
+        if "config" in changes:
+            # A first look without the row lock: the permission a config change needs depends on
+            # the current config, and the guard's DNS lookups must not run under the lock. A caller
+            # refused here causes no lookup at all.
+            current = _load(principal, connector_id, needed)
+            kind_class = _validated_kind_class(current.kind)
+            moved = destinations.moved(kind_class, current.config, changes["config"])
+            if moved and not has_perm(principal, PERM_ADMIN, current):
+                raise PermissionDenied(destinations.denial(kind_class, moved))
+            _check_config(kind_class, changes["config"])
+            _check_destinations(kind_class, moved)
         with transaction.atomic():
             connector = _load(principal, connector_id, needed, for_update=True)
             kind_class = _validated_kind_class(connector.kind)
@@ -279,7 +313,10 @@ def update_connector(principal, connector_id, **changes):
                     raise ValidationFailed("display_name must be 1-200 characters.", details={"display_name": "invalid"})
                 connector.display_name = name.strip()
             if "config" in changes:
-                _check_config(kind_class, changes["config"])
+                if destinations.moved(kind_class, connector.config, changes["config"]) != moved:
+                    # Changed by someone else since the first look: what was checked is stale.
+                    raise Conflict("The connector's config changed meanwhile; read it again and retry.",
+                                   code="config_changed")
                 connector.config = changes["config"]
             if "credentials" in changes:
                 _check_credentials(kind_class, changes["credentials"])
@@ -289,8 +326,10 @@ def update_connector(principal, connector_id, **changes):
                     _check_quota(quota, changes[quota])
                     setattr(connector, quota, changes[quota])
             connector.save()
-            # Field names only: values may be secret (credentials) or large (config).
-            _record("connector.update", principal, connector.id, fields=sorted(changes))
+            # Field names only: values may be secret (credentials) or large (config). Moved
+            # destinations by origin: paths and queries can carry tokens.
+            _record("connector.update", principal, connector.id, fields=sorted(changes),
+                    **({"destinations": destinations.summary(moved)} if moved else {}))
             _emit("connector.updated", connector.id, fields=sorted(changes), status=connector.status)
     return connector
 
@@ -526,8 +565,13 @@ def _request_hash(connector_id, recipient, content):
     return hashlib.sha256(canonical.encode()).hexdigest()
 
 
-def send_message(principal, connector_id, recipient, content, *, idempotency_key=None, in_reply_to=None):
+def send_message(principal, connector_id, recipient, content, *, idempotency_key=None, in_reply_to=None,
+                 memory_content=None):
     """Queue one outbound message; returns (delivery, replayed).
+
+    `memory_content`, when given, is what conversation memory keeps instead of `content`: for a
+    message carrying a one-time secret (routing's pairing link), which must reach the recipient
+    but never the memory, its search index or anyone who reads conversations.
 
     With an idempotency key, the same key and body return the original delivery (replayed=True),
     and the same key with another body is a Conflict. The delivery task runs after commit.
@@ -578,7 +622,8 @@ def send_message(principal, connector_id, recipient, content, *, idempotency_key
             )
             _emit("connector.message.queued", connector_id, delivery_id=str(delivery.id), length=len(message.content))
             _recorded(
-                connector_id, "outbound", delivery.recipient, delivery.content, delivery.created_at, principal,
+                connector_id, "outbound", delivery.recipient,
+                delivery.content if memory_content is None else memory_content, delivery.created_at, principal,
                 delivery_id=delivery.id,
                 metadata={"in_reply_to": in_reply_to.pk} if in_reply_to is not None else {},
             )
@@ -959,7 +1004,8 @@ def save_platform_secret(connector_id, secret, principal=None):
 
 # ConnectorError codes meaning the whole connector is unusable, not one recipient or one message
 # (the platform rejected its credentials): the connector goes to ERROR with the reason.
-CONNECTOR_FATAL_CODES = frozenset({"invalid_token", "invalid_credentials", "account_inactive"})
+# unsafe_url: a destination in its config leads where the outbound-URL guard refuses to send.
+CONNECTOR_FATAL_CODES = frozenset({"invalid_token", "invalid_credentials", "account_inactive", "unsafe_url"})
 
 
 def record_connector_error(principal, connector_id, error: ConnectorError):

@@ -21,27 +21,20 @@ Owners see and change only their own subscriptions (superusers see all); anybody
 events of connectors they cannot view are skipped at fan-out (no row), and checked again at
 delivery time (a permission revoked meanwhile fails the delivery, "not visible to the owner").
 
-SSRF guard (`url_safety_problem`): http/https only; the host is resolved and every address must
-be public. Always refused: link-local (169.254/16 — cloud metadata —, fe80::/10), unspecified
-(0.0.0.0, ::), multicast and reserved ranges. Loopback needs EVENT_SUBSCRIPTION_ALLOW_LOOPBACK;
-other non-public addresses (RFC 1918, fc00::/7, 100.64/10 …) need EVENT_SUBSCRIPTION_ALLOW_PRIVATE.
-Host names in EVENT_SUBSCRIPTION_ALLOWED_HOSTS skip the address checks. IPv4-mapped IPv6
-addresses are judged as the IPv4 address they carry. The check runs again before every attempt,
-and the POST goes to the address that was checked (the host name is kept for the Host header and
-TLS), so a DNS answer that changes in between (rebinding) cannot redirect it. Redirects are never
-followed.
+URLs pass the outbound-URL guard (connectors.url_guard), like every URL the service calls: when
+a subscription is created or changed (a host that does not resolve is refused then), and on every
+attempt inside the HTTP client, on the very address it connects to (connectors.guarded_http), so
+a DNS answer that changed in between (rebinding) cannot redirect it. Redirects are never followed.
 """
 import base64
-import ipaddress
 import json
 import logging
 import secrets as secrets_module
-import socket
 import threading
 import time
 import uuid
 from datetime import timedelta
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
 import httpx
 from django.conf import settings
@@ -50,11 +43,12 @@ from django.utils import timezone
 
 from audit import services as audit
 
-from . import events
+from . import events, url_guard
 from .exceptions import NotFound, PermissionDenied, ValidationFailed
+from .guarded_http import UnresolvableHost, caused_by, guarded_client
 from .models import DeliveryStatus, EventDelivery, EventSubscription
 from .permissions import Principal, viewable_connectors
-from .platforms.webhook import parse_retry_after, url_problem
+from .platforms.webhook import parse_retry_after
 from .services import _audited_failures, _Denied, _record, due_and_stuck, retry_delay
 from .signing import signed_headers
 
@@ -67,14 +61,6 @@ SECRET_BYTES = 32
 TRANSIENT_STATUSES = {408, 429}
 DELIVERY_SYSTEM = Principal.system_actor("event-delivery")
 NOT_VISIBLE = "not visible to the owner"
-
-
-class UnsafeURL(Exception):
-    """The URL points somewhere we refuse to send to."""
-
-
-class Unresolvable(Exception):
-    """The host did not resolve (a transient problem at delivery time)."""
 
 
 # --- secrets, validation ---------------------------------------------------------------------
@@ -119,75 +105,9 @@ def _check_active(active) -> bool:
     return active
 
 
-def _host_allowed(host: str) -> bool:
-    allowed = {h.lower().rstrip(".") for h in getattr(settings, "EVENT_SUBSCRIPTION_ALLOWED_HOSTS", ())}
-    return host.lower().rstrip(".") in allowed
-
-
-def address_problem(address) -> str | None:
-    """Why one resolved address is refused, or None when it may be used."""
-    ip = ipaddress.ip_address(address)
-    if ip.version == 6 and ip.ipv4_mapped is not None:
-        ip = ip.ipv4_mapped  # ::ffff:127.0.0.1 is 127.0.0.1 to the kernel
-    if ip.is_unspecified:
-        return f"{ip} is an unspecified address"
-    if ip.is_link_local:
-        return f"{ip} is a link-local address (e.g. cloud metadata)"
-    if ip.is_multicast:
-        return f"{ip} is a multicast address"
-    if ip.is_loopback:
-        if settings.EVENT_SUBSCRIPTION_ALLOW_LOOPBACK:
-            return None
-        return f"{ip} is a loopback address"
-    if ip.is_reserved:
-        return f"{ip} is a reserved address"
-    if not ip.is_global:
-        if settings.EVENT_SUBSCRIPTION_ALLOW_PRIVATE:
-            return None
-        return f"{ip} is a private (non-public) address"
-    return None
-
-
-def resolve(url: str) -> list[str] | None:
-    """Check a URL and return the addresses to connect to (None: an allowlisted host, connect
-    normally). Raises UnsafeURL, or Unresolvable when DNS gives no answer."""
-    problem = url_problem(url)
-    if problem:
-        raise UnsafeURL(problem)
-    parts = urlsplit(url)
-    if parts.scheme not in ("http", "https"):
-        raise UnsafeURL("must be an http:// or https:// URL")
-    host = parts.hostname
-    if not host.isascii():
-        # One spelling for the DNS lookup, the Host header and TLS alike.
-        raise UnsafeURL("write the host name in its ASCII (xn--) form")
-    if _host_allowed(host):
-        return None
-    port = parts.port or (443 if parts.scheme == "https" else 80)
-    try:
-        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
-    except (socket.gaierror, UnicodeError, OSError) as exc:
-        raise Unresolvable(f"the host {host!r} does not resolve ({exc})")
-    addresses = list(dict.fromkeys(info[4][0].split("%", 1)[0] for info in infos))
-    if not addresses:
-        raise Unresolvable(f"the host {host!r} does not resolve")
-    # Every address must pass: a name with one public and one internal address is refused.
-    for address in addresses:
-        problem = address_problem(address)
-        if problem:
-            raise UnsafeURL(f"refused: {problem}")
-    return addresses
-
-
 def url_safety_problem(url) -> str | None:
     """Why this subscription URL is refused, or None. Resolves the host (DNS)."""
-    if not isinstance(url, str) or not url or len(url) > 2000:
-        return "must be a URL of at most 2000 characters"
-    try:
-        resolve(url)
-    except (UnsafeURL, Unresolvable) as exc:
-        return str(exc)
-    return None
+    return url_guard.url_refusal(url)
 
 
 def _check_url(url) -> str:
@@ -447,48 +367,34 @@ class _Outcome:
         self.code = code
 
 
-def _pinned(url, address):
-    """The request to `address` for `url`: same path, Host header and TLS name of the original."""
-    parts = urlsplit(url)
-    host = parts.hostname
-    ip = ipaddress.ip_address(address)
-    literal = f"[{ip}]" if ip.version == 6 else str(ip)
-    netloc = f"{literal}:{parts.port}" if parts.port else literal
-    headers = {"host": parts.netloc}
-    extensions = {"sni_hostname": host} if parts.scheme == "https" else {}
-    return urlunsplit(parts._replace(netloc=netloc)), headers, extensions
-
-
-def _post(url, addresses, body: bytes, headers: dict) -> _Outcome:
+def _post(url, body: bytes, headers: dict) -> _Outcome:
     timeout = float(settings.EVENT_SUBSCRIPTION_TIMEOUT)
-    targets = [(url, {}, {})] if addresses is None else [_pinned(url, a) for a in addresses]
-    last_error = "unreachable"
-    with httpx.Client(timeout=timeout, follow_redirects=False) as client:
-        for target_url, extra_headers, extensions in targets:
-            try:
-                # Streamed and never read: the receiver's body does not matter, and may be large.
-                with client.stream(
-                    "POST", target_url, content=body, headers={**headers, **extra_headers}, extensions=extensions
-                ) as response:
-                    status = response.status_code
-                    retry_after = parse_retry_after(response.headers.get("retry-after"))
-            except httpx.ConnectError as exc:  # try the host's next address, as a browser would
-                last_error = f"the receiver is unreachable: {type(exc).__name__}"
-                continue
-            except httpx.TimeoutException:
-                return _Outcome("transient", error=f"the receiver did not answer within {timeout:g}s", code="timeout")
-            except httpx.HTTPError as exc:
-                return _Outcome("transient", error=f"the receiver is unreachable: {type(exc).__name__}", code="unreachable")
-            if 200 <= status < 300:
-                return _Outcome("sent", response_status=status)
-            if status in TRANSIENT_STATUSES or status >= 500:
-                return _Outcome("transient", response_status=status, retry_after=retry_after,
-                                error=f"the receiver answered HTTP {status}",
-                                code="rate_limited" if status == 429 else "receiver_unavailable")
-            # 3xx included: redirects are not followed (they could point anywhere).
-            return _Outcome("permanent", response_status=status, error=f"the receiver refused the event: HTTP {status}",
-                            code="receiver_refused")
-    return _Outcome("transient", error=last_error, code="unreachable")
+    try:
+        # The guard checks the address of the connection it opens (and tries the host's next
+        # address on a refused connection), so what passed is what is called.
+        with guarded_client(timeout=timeout) as client:
+            # Streamed and never read: the receiver's body does not matter, and may be large.
+            with client.stream("POST", url, content=body, headers=headers) as response:
+                status = response.status_code
+                retry_after = parse_retry_after(response.headers.get("retry-after"))
+    except url_guard.UnsafeURL as exc:
+        return _Outcome("permanent", error=f"unsafe url: {exc}", code="unsafe_url")
+    except httpx.TimeoutException:
+        return _Outcome("transient", error=f"the receiver did not answer within {timeout:g}s", code="timeout")
+    except httpx.HTTPError as exc:
+        unresolved = caused_by(exc, UnresolvableHost)
+        if unresolved is not None:
+            return _Outcome("transient", error=str(unresolved), code="unresolvable")
+        return _Outcome("transient", error=f"the receiver is unreachable: {type(exc).__name__}", code="unreachable")
+    if 200 <= status < 300:
+        return _Outcome("sent", response_status=status)
+    if status in TRANSIENT_STATUSES or status >= 500:
+        return _Outcome("transient", response_status=status, retry_after=retry_after,
+                        error=f"the receiver answered HTTP {status}",
+                        code="rate_limited" if status == 429 else "receiver_unavailable")
+    # 3xx included: redirects are not followed (they could point anywhere).
+    return _Outcome("permanent", response_status=status, error=f"the receiver refused the event: HTTP {status}",
+                    code="receiver_refused")
 
 
 def _finish(delivery, outcome: _Outcome):
@@ -568,18 +474,12 @@ def deliver_event(event_delivery_id):
         delivery.save(update_fields=["status", "attempts", "updated_at"])
     # Checked per attempt, outside the row lock (DNS and permission queries can be slow).
     refusal = None
-    addresses = None
     if not subscription.active:
         refusal = _Outcome("permanent", error="the subscription is inactive", code="subscription_inactive")
     elif not _owner_may_view(subscription.owner, delivery.event.connector_id):
         refusal = _Outcome("permanent", error=NOT_VISIBLE, code="not_visible")
-    else:
-        try:
-            addresses = resolve(subscription.url)
-        except UnsafeURL as exc:
-            refusal = _Outcome("permanent", error=f"unsafe url: {exc}", code="unsafe_url")
-        except Unresolvable as exc:
-            refusal = _Outcome("transient", error=str(exc), code="unresolvable")
+    elif problem := url_guard.url_problem(subscription.url):
+        refusal = _Outcome("permanent", error=f"unsafe url: {problem}", code="unsafe_url")
     if refusal is not None:
         return _finish(delivery, refusal)
     body = json.dumps(delivery.event.envelope(), ensure_ascii=False, separators=(",", ":")).encode()
@@ -589,7 +489,7 @@ def deliver_event(event_delivery_id):
         **signed_headers(subscription.secret, body, msg_id=str(delivery.event.event_id)),
     }
     try:
-        outcome = _post(subscription.url, addresses, body, headers)
+        outcome = _post(subscription.url, body, headers)
     except Exception as exc:  # a bug must not leave the row in `sending` until the sweep
         logger.exception("Unexpected error delivering event delivery %s", delivery.pk)
         outcome = _Outcome("transient", error=f"{type(exc).__name__}", code="internal_error")

@@ -13,6 +13,8 @@ from django.db import transaction
 from django.utils import timezone
 
 from audit import services as audit
+from brain_connectors.access import refusals
+from brain_connectors.access.ip import throttle_key
 
 from .exceptions import NotFound, PermissionDenied, ValidationFailed
 from .models import ApiToken
@@ -23,21 +25,29 @@ LAST_USED_RESOLUTION = timedelta(minutes=1)
 
 
 class TokenRejected(Exception):
-    def __init__(self, reason, prefix=""):
+    def __init__(self, reason, prefix="", *, known_prefix=True):
         super().__init__(reason)
         self.reason = reason
         self.prefix = prefix
+        # False when no token has this prefix: the caller made it up, and it names nothing.
+        self.known_prefix = bool(prefix) and known_prefix
 
 
-def record_rejection(exc: TokenRejected, via):
-    """The audit row for a refused token, the same from every edge (REST, MCP)."""
-    audit.record(
+def record_rejection(exc: TokenRejected, via, *, ip=None, throttled=False):
+    """Audit a refused token, the same from every edge (REST, MCP, websocket, /metrics).
+
+    Counted per window (access.refusals): the first refusal of a kind is a row `auth.token` at
+    once, its repeats one `auth.token.repeated` row with their number. A kind is the edge, the
+    client address (None where the edge does not know it), the reason and the token's prefix when
+    a real token has it; made-up prefixes are one kind, so that varying them writes no more rows.
+    """
+    refusals.record(
         "auth.token",
-        principal="anonymous",
-        result=audit.DENIED,
+        key=(via, throttle_key(ip), exc.reason, exc.prefix if exc.known_prefix else ""),
         target_type="api_token",
         target_id=exc.prefix,
-        details={"via": via, "reason": exc.reason},
+        details={"via": via, "reason": exc.reason, "ip": ip},
+        throttled=throttled,
     )
 
 
@@ -129,7 +139,7 @@ def authenticate(raw: str):
     prefix = match.group(1)
     token = ApiToken.objects.select_related("user").filter(digest=digest(raw)).first()
     if token is None:
-        raise TokenRejected("unknown", prefix)
+        raise TokenRejected("unknown", prefix, known_prefix=ApiToken.objects.filter(prefix=prefix).exists())
     now = timezone.now()
     if token.revoked_at is not None:
         raise TokenRejected("revoked", prefix)

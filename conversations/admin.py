@@ -1,5 +1,7 @@
 """Admin for conversation memory: read-only history, the sentiment trend, retention policies
-(through conversations.privacy) and the privacy actions "Export as JSON" and "Forget this person"."""
+(through conversations.privacy) and the privacy actions "Export as JSON" and "Forget this person".
+Staff see the conversations they may read (conversations.access): their own, and everyone's on
+connectors where they hold read_conversations."""
 import json
 
 from django.contrib import admin, messages
@@ -10,7 +12,7 @@ from connectors.admin import ReadOnlyAdmin, ServiceBackedAdmin
 from connectors.admin import principal_of as admin_principal
 from connectors.exceptions import ServiceError
 
-from . import privacy
+from . import access, privacy
 from .analysis import sentiment_trend
 from .models import Conversation, MessageAnalysis, RetentionPolicy
 
@@ -56,9 +58,12 @@ class ConversationAdmin(ReadOnlyAdmin):
     list_filter = (("connector", admin.RelatedOnlyFieldListFilter),)
     search_fields = ("person__username", "address")
     list_select_related = ("connector", "person")
-    readonly_fields = ("connector", "address", "person", "started_at", "last_message_at", "sentiment_trend_30_days")
+    readonly_fields = ("connector", "address", "person", "started_at", "last_message_at")
     actions = [export_people, forget_people]
     search_help_text = "Finds people and addresses, and conversations whose messages hold every word (blind index)."
+
+    def get_queryset(self, request):
+        return super().get_queryset(request).filter(access.readable_q(admin_principal(request)))
 
     def get_search_results(self, request, queryset, search_term):
         """Also search the encrypted messages through the blind index, with the same permission
@@ -80,10 +85,23 @@ class ConversationAdmin(ReadOnlyAdmin):
         value = MessageAnalysis.objects.filter(message__conversation=obj, message__role="user").aggregate(v=Avg("sentiment"))["v"]
         return "—" if value is None else f"{value:+.2f}"
 
-    @admin.display(description="person's sentiment per day (30 days)")
-    def sentiment_trend_30_days(self, obj):
+    def get_readonly_fields(self, request, obj=None):
+        principal = admin_principal(request)
+
+        # The trend covers all of the person's channels: shown only to who may read them all.
+        # (A per-request callable: the admin instance is shared between requests.)
+        @admin.display(description="person's sentiment per day (30 days)")
+        def sentiment_trend_30_days(conversation):
+            return self._trend(conversation, principal)
+
+        return (*self.readonly_fields, sentiment_trend_30_days)
+
+    @staticmethod
+    def _trend(obj, principal):
         if obj.person is None:
             return "—"
+        if access.unreadable_connector_count(principal, privacy.person_conversations(obj.person)):
+            return "— (needs read_conversations on all of this person's connectors)"
         trend = sentiment_trend(obj.person, 30)
         return ", ".join(f"{row['date']}: {row['average']:+.2f} ({row['messages']})" for row in trend) or "—"
 

@@ -5,7 +5,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from connectors.api import ERRORS, principal_of
-from connectors.exceptions import ValidationFailed
+from connectors.pagination import whole_number
 
 from . import services
 
@@ -18,17 +18,18 @@ class ConversationSearchView(APIView):
         parameters=[
             OpenApiParameter("q", str, required=True, description="Words (all must match); \"quoted phrases\"; max 200 chars, 10 words"),
             OpenApiParameter("connector", str, description="Only this connector's conversations"),
-            OpenApiParameter("limit", int, description="1-200 (default 50)"),
+            OpenApiParameter(
+                "limit", {"type": "integer", "minimum": 1, "maximum": services.MAX_SEARCH_LIMIT},
+                description=f"1-{services.MAX_SEARCH_LIMIT} (default 50)",
+            ),
         ],
         responses={200: OpenApiTypes.OBJECT, **{code: ERRORS[code] for code in (400, 401, 403, 404)}},
     )
     def get(self, request):
         params = request.query_params
-        try:
-            limit = int(params.get("limit", 50))
-        except ValueError:
-            # A typo must not silently become the default.
-            raise ValidationFailed("limit must be a whole number.", details={"limit": "not a number"}) from None
+        # Strict, like every paginated list: a typo or a value out of range is a 400, never the
+        # default or a silent clamp.
+        limit = whole_number(params, "limit", 1, services.MAX_SEARCH_LIMIT) if "limit" in params else 50
         messages = services.search(
             principal_of(request), params.get("q", ""), connector_id=params.get("connector") or None, limit=limit
         )

@@ -1,7 +1,8 @@
 """REST endpoints of the privacy controls (/api/v1/conversations/people/<username>/…).
 
 A person acts for themselves; staff act for others with `conversations.view_conversation`
-(export, sentiment) or `conversations.delete_conversation` (erasure). Errors come from the
+(export, sentiment: plus read_conversations on every connector of the person's memory) or
+`conversations.delete_conversation` (erasure). Errors come from the
 services (connectors.api_errors renders them).
 """
 from drf_spectacular.utils import OpenApiParameter, extend_schema
@@ -54,5 +55,6 @@ class PersonSentimentView(APIView):
             raise ValidationFailed("days must be between 1 and 3650.")
         principal = principal_of(request)
         person = privacy.find_person(username)
-        privacy.check_access(principal, person, "conversations.view_conversation", "conversations.sentiment")
+        # A trend is computed from the person's words: the same rule as reading them.
+        privacy.check_read_access(principal, person, "conversations.view_conversation", "conversations.sentiment")
         return Response({"person": person.get_username(), "days": days, "trend": sentiment_trend(person, days)})

@@ -20,6 +20,7 @@ from connectors.exceptions import NotFound, PermissionDenied, ValidationFailed
 from connectors.models import Connector
 from connectors.permissions import Principal
 
+from . import access
 from .analysis import topics_of
 from .models import Conversation, Message, MessageAnalysis, RetentionPolicy, SearchToken
 
@@ -182,21 +183,34 @@ def check_access(principal, person, perm, action):
     raise PermissionDenied("You may only do this for yourself, or as staff with the conversations permission.")
 
 
+def check_read_access(principal, person, perm, action):
+    """check_access, and for anyone but the person: read_conversations on every connector their
+    memory is on, since an export (or a trend computed from their words) reads it all. A partial
+    export is refused rather than given, so it is never mistaken for the whole."""
+    check_access(principal, person, perm, action)
+    user = principal.user
+    if principal.is_system or user.pk == person.pk:
+        return
+    missing = access.unreadable_connector_count(principal, person_conversations(person))
+    if missing:
+        _audit(action, principal, "person", person.pk, audit.DENIED, error="read_conversations", connectors=missing)
+        raise PermissionDenied(
+            f"Reading {person.get_username()}'s conversations needs read_conversations on every connector they are "
+            f"on; you lack it on {missing} of them."
+        )
+
+
 def person_conversations(person):
     """The person's conversations: those linked to the account, and those on their paired addresses."""
-    from routing.models import ChannelIdentity
-
-    match = Q(person=person)
-    for connector_id, address in ChannelIdentity.objects.filter(user=person).values_list("connector_id", "address"):
-        match |= Q(connector_id=connector_id, address=address)
-    return Conversation.objects.filter(match)
+    return Conversation.objects.filter(access.own_q(person))
 
 
 def export_person(principal, person):
     """Everything memory holds about a person, decrypted, as a JSON-serialisable dict. Audited
-    (counts only). Allowed to the person, or staff with `conversations.view_conversation`."""
+    (counts only). Allowed to the person, or staff with `conversations.view_conversation` who hold
+    read_conversations on every connector of the person's memory."""
     person = find_person(person)
-    check_access(principal, person, "conversations.view_conversation", "conversations.export")
+    check_read_access(principal, person, "conversations.view_conversation", "conversations.export")
     conversations = []
     message_count = 0
     for conversation in person_conversations(person).order_by("started_at", "pk"):

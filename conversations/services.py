@@ -20,8 +20,9 @@ from django.db.models import Exists, OuterRef, Q
 from audit import services as audit
 from connectors.exceptions import NotFound, PermissionDenied, ServiceError
 from connectors.models import PERM_VIEW, Connector
-from connectors.permissions import Principal, has_perm, viewable_connectors
+from connectors.permissions import Principal, has_perm
 
+from . import access
 from . import search as index
 from .models import Conversation, Message, Role, SearchToken
 
@@ -45,6 +46,14 @@ def _person_for(connector_id, address):
     return identity.user_id if identity else None
 
 
+def _memory_text(connector_id, direction, content):
+    """The text to keep: a pairing code sent to BRAIN is replaced by routing's placeholder, so it
+    never reaches memory, the index, BRAIN's context or anyone who reads conversations."""
+    from routing.pairing import memory_text
+
+    return memory_text(connector_id, direction, content) or content
+
+
 def _enqueue_analysis(message_id):
     try:
         from conversations.tasks import analyse_message
@@ -60,6 +69,7 @@ def store_recorded_message(sender=None, *, connector_id, direction, address, con
                            inbound_id=None, delivery_id=None, platform_message_id="", metadata=None, **kwargs):
     """Receiver of message_recorded: store one message in the caller's transaction."""
     address = normalise_address(address)
+    content = _memory_text(connector_id, direction, content)
     person_id = _person_for(connector_id, address)
     conversation, created = Conversation.objects.get_or_create(
         connector_id=connector_id, address=address, defaults={"person_id": person_id, "last_message_at": at}
@@ -110,15 +120,16 @@ def _shape(messages):
     return [{"role": m.role, "content": m.content, "time": m.created_at.isoformat()} for m in messages]
 
 
-def get_context(person_or_conversation, connector=None, limit=10, *, before=None):
+def get_context(person_or_conversation, connector=None, limit=10, *, before=None, cross_channel=None):
     """The recent messages, oldest first, as [{"role", "content", "time"}].
 
     With a Conversation: that conversation's messages. With a person (a user): their
     conversations on `connector`. With CONVERSATION_CONTEXT_CROSS_CHANNEL on and a known person,
-    the person's messages on every connector. `before` (a Message) keeps only earlier messages.
+    the person's messages on every connector (`cross_channel` overrides the setting). `before` (a
+    Message) keeps only earlier messages.
     """
     limit = max(0, int(limit))
-    cross = getattr(settings, "CONVERSATION_CONTEXT_CROSS_CHANNEL", False)
+    cross = getattr(settings, "CONVERSATION_CONTEXT_CROSS_CHANNEL", False) if cross_channel is None else cross_channel
     if isinstance(person_or_conversation, Conversation):
         conversation = person_or_conversation
         if cross and conversation.person_id is not None:
@@ -153,22 +164,38 @@ def context_for_inbound(inbound):
     return get_context(message.conversation, inbound.connector_id, limit, before=message)
 
 
+def _context_denied(principal, connector_id, error):
+    with transaction.atomic():
+        audit.record(
+            "conversation.context", principal=principal, result=audit.DENIED, target_type="connector",
+            target_id=connector_id, details={"via": principal.via, "error": error},
+        )
+
+
 def context_for_address(principal, connector_id, address, limit=10):
-    """The context of one (connector, address) for a caller with view permission (MCP)."""
+    """The context of one (connector, address) (MCP): one's own conversation, or anyone's with
+    read_conversations on the connector. A refusal is the same whether a conversation exists or
+    not. Only this conversation, even with cross-channel context on: the caller's permission is
+    on this connector, not on the person's others."""
     try:
         connector = Connector.objects.get(pk=connector_id)
     except Connector.DoesNotExist:
         raise NotFound(f"Connector {connector_id!r} does not exist.")
-    if not has_perm(principal, PERM_VIEW, connector):
-        # Hidden like an unknown connector, but on record as a refused attempt.
-        with transaction.atomic():
-            audit.record(
-                "conversation.context", principal=principal, result=audit.DENIED, target_type="connector",
-                target_id=connector_id, details={"via": principal.via, "error": "not_found"},
-            )
-        raise NotFound(f"Connector {connector_id!r} does not exist.")
+    address = normalise_address(address)
+    conversation = Conversation.objects.filter(connector=connector, address=address).first()
+    if not access.is_own(principal, connector.pk, address, conversation) and not access.may_read_connector(
+        principal, connector
+    ):
+        if not has_perm(principal, PERM_VIEW, connector):
+            # Hidden like an unknown connector, but on record as a refused attempt.
+            _context_denied(principal, connector_id, "not_found")
+            raise NotFound(f"Connector {connector_id!r} does not exist.")
+        _context_denied(principal, connector_id, "permission_denied")
+        raise PermissionDenied(
+            f"Reading other people's conversations on connector {connector_id!r} needs the read_conversations "
+            "permission on it."
+        )
     limit = max(1, min(int(limit), 100))
-    conversation = Conversation.objects.filter(connector=connector, address=normalise_address(address)).first()
     with transaction.atomic():
         audit.record(
             "conversation.context", principal=principal, target_type="connector", target_id=connector_id,
@@ -176,26 +203,28 @@ def context_for_address(principal, connector_id, address, limit=10):
         )
     if conversation is None:
         return []
-    return get_context(conversation, connector, limit)
+    return get_context(conversation, connector, limit, cross_channel=False)
 
 
 # --- search -------------------------------------------------------------------------------
 
 
 def _scope(principal, connector_id, person):
-    """A Q over Message for what this principal may search."""
-    everything = principal.is_system or (principal.user is not None and principal.user.is_superuser)
-    q = Q()
+    """A Q over Message for what this principal may search: their own conversations, and others'
+    on connectors where they hold read_conversations (see conversations.access)."""
+    everything = access.reads_everything(principal)
     if not everything:
         user = principal.user
         if user is None or not user.is_active:
             raise PermissionDenied("You may not search conversations.")
-        q = Q(conversation__person=user) | Q(conversation__connector__in=viewable_connectors(principal))
+    q = access.readable_q(principal, "conversation__")
     if connector_id is not None:
         connector = Connector.objects.filter(pk=connector_id).first()
+        # Naming a connector one may neither view nor has a conversation on is "not found"; one
+        # that may be viewed without read_conversations finds one's own messages there only.
         allowed = connector is not None and (
             everything or has_perm(principal, PERM_VIEW, connector)
-            or Conversation.objects.filter(connector=connector, person=principal.user).exists()
+            or Conversation.objects.filter(access.own_q(principal.user), connector=connector).exists()
         )
         if not allowed:
             raise NotFound(f"Connector {connector_id!r} does not exist or you may not search it.")
@@ -210,8 +239,9 @@ def _scope(principal, connector_id, person):
 
 def search(principal: Principal, query, *, connector_id=None, person=None, limit=50):
     """Messages matching every word of `query` (and its quoted phrases), newest first, that the
-    principal may see: their own conversations; those of connectors they may view; all for
-    superusers. Audited as `conversation.search` with the number of tokens, never the query."""
+    principal may read: their own conversations; everyone's on connectors where they hold
+    read_conversations; all for superusers. Audited as `conversation.search` with the number of
+    tokens, never the query."""
     limit = max(1, min(int(limit), MAX_SEARCH_LIMIT))
     try:
         tokens, phrases = index.parse_query(query)

@@ -20,6 +20,7 @@ ERRORS = {
     401: OpenApiResponse(ErrorSerializer, "Not signed in, or a bad token"),
     404: OpenApiResponse(ErrorSerializer, "Not found, or not yours (nor someone's you may act for)"),
     409: OpenApiResponse(ErrorSerializer, "Conflict: priority taken, identity already used, too many pending codes"),
+    429: OpenApiResponse(ErrorSerializer, "Too many pairing links sent for this account or to this address (Retry-After)"),
 }
 
 
@@ -54,15 +55,24 @@ class ChannelSerializer(serializers.Serializer):
     kind = serializers.CharField()
     display_name = serializers.CharField()
     how = serializers.CharField()
+    needs_address = serializers.BooleanField(help_text="BRAIN sends a link to an address you give (email)")
 
 
 class PairingRequestSerializer(serializers.Serializer):
     connector = serializers.CharField()
-    address = serializers.CharField(required=False, help_text="Email connectors only: the address to pair")
+    address = serializers.CharField(
+        required=False, help_text="Only where the channel needs an address (email): the address to send the link to"
+    )
 
 
 class IssuedCodeSerializer(serializers.Serializer):
-    code = serializers.CharField(help_text="Shown once; only its digest is stored")
+    id = serializers.IntegerField()
+    code = serializers.CharField(
+        required=False,
+        help_text="Shown once; only its digest is stored. Absent where BRAIN sent the link to the address (email): "
+                  "only that address's owner sees it",
+    )
+    delivered_to = serializers.CharField(required=False, help_text="Where the link went, masked (email)")
     expires_at = serializers.DateTimeField()
     instructions = serializers.CharField()
 
@@ -183,10 +193,10 @@ class IdentityViewSet(viewsets.ViewSet):
         responses={200: PendingCodeSerializer(many=True), **_errors(401, 404)},
     ),
     create=extend_schema(
-        summary="Ask for a pairing code for a connector (email: a link is sent to `address`)",
+        summary="Ask for a pairing code for a connector (email: a link is sent to `address`, never shown here)",
         parameters=[USER_PARAMETER],
         request=PairingRequestSerializer,
-        responses={201: IssuedCodeSerializer, **_errors(400, 401, 404, 409)},
+        responses={201: IssuedCodeSerializer, **_errors(400, 401, 404, 409, 429)},
     ),
 )
 class PairingCodeViewSet(viewsets.ViewSet):
@@ -220,8 +230,13 @@ class PairingCodeViewSet(viewsets.ViewSet):
         issued = services.request_pairing_code(
             principal, user, body["connector"], body.get("address") or None, base_url=base_url
         )
+        body = {"id": issued.pairing.pk, "expires_at": issued.pairing.expires_at, "instructions": issued.instructions}
+        if issued.code is not None:
+            body["code"] = issued.code
+        else:
+            body["delivered_to"] = issued.delivered_to
         return Response(
-            {"code": issued.code, "expires_at": issued.pairing.expires_at, "instructions": issued.instructions},
+            body,
             status=status.HTTP_201_CREATED,
             headers={"Cache-Control": "no-store"},
         )

@@ -9,19 +9,26 @@
 
 `handle_inbound` runs before BRAIN is asked (settings.INBOUND_MESSAGE_HANDLERS): it returns the
 reply for the person, or None when the message is not a pairing code, so that BRAIN answers it.
+`memory_text` tells conversation memory to keep a placeholder instead of such a message: a code,
+even a used or a wrong one, is nothing BRAIN needs and nothing a reader of conversations may see.
 """
+import re
+
 from django.contrib.auth.decorators import login_required
 from django.shortcuts import render
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_http_methods
 
 from connectors.exceptions import ServiceError
+from connectors.models import Connector
 from connectors.permissions import Principal
 
 from . import services
 
 BARE_CODE_KINDS = ("sms", "whatsapp", "cli", "webhook")
 LOGIN_URL = "/accounts/login/"
+MEMORY_TEXT = "[A pairing code. It is not kept in memory.]"
+_SEPARATORS = re.compile(r"[\s\-]")
 
 
 def code_in(kind, text, metadata=None):
@@ -43,6 +50,23 @@ def code_in(kind, text, metadata=None):
     if kind in BARE_CODE_KINDS:
         return services.normalize_code(text.strip())
     return None
+
+
+def memory_text(connector_id, direction, content):
+    """What memory keeps instead of an inbound message that handle_inbound takes as a pairing code
+    (right, wrong or used: a wrong one may be someone's mistyped code), or None to keep it as is.
+    Only code-shaped text costs a query (the connector's kind), so ordinary messages cost nothing."""
+    if direction != "inbound" or not isinstance(content, str):
+        return None
+    stripped = content.strip()
+    if not stripped.startswith("/start") and (
+        len(stripped) > 4 * services.CODE_LENGTH or len(_SEPARATORS.sub("", stripped)) != services.CODE_LENGTH
+    ):
+        return None
+    kind = Connector.objects.filter(pk=connector_id).values_list("kind", flat=True).first()
+    if kind not in services.pairable_kinds() or code_in(kind, content) is None:
+        return None
+    return MEMORY_TEXT
 
 
 def handle_inbound(inbound):

@@ -39,10 +39,12 @@ from django.utils import timezone
 
 from audit import services as audit
 from connectors import events
-from connectors.exceptions import Conflict, NotFound, PermissionDenied, ServiceError, ValidationFailed
+from connectors.exceptions import Conflict, NotFound, PermissionDenied, RateLimited, ServiceError, ValidationFailed
 from connectors.models import Connector, ConnectorStatus
 from connectors.permissions import Principal
 
+from . import delivered_codes
+from .delivered_codes import delivers_code
 from .models import ChannelIdentity, ConnectorPreference, NotificationType, PairingAttempt, PairingCode
 
 logger = logging.getLogger(__name__)
@@ -201,7 +203,7 @@ def _audited(action, principal, target_type, target_id, **details):
     try:
         yield
     except ServiceError as exc:
-        denied = isinstance(exc, (PermissionDenied, _Hidden))
+        denied = isinstance(exc, (PermissionDenied, _Hidden, RateLimited))
         with transaction.atomic():
             _record(
                 action,
@@ -268,8 +270,9 @@ HOW = {
     "whatsapp": "Send {code} on WhatsApp to {number}.",
     "cli": "Type {code} in `manage.py chat --connector {id}`.",
     "webhook": "Post a message with the content {code} through the webhook integration.",
-    "email": "We email a link to the address you give; open it and confirm.",
 }
+# Where BRAIN sends the code itself (email, or any platform with `delivers_pairing_code`).
+HOW_DELIVERED = "We send a link to the address you give; open it and confirm."
 
 
 def _how(connector, code="CODE"):
@@ -279,6 +282,8 @@ def _how(connector, code="CODE"):
     if username:
         bot = f" @{username}"
     number = str(config.get("from_number", "")).removeprefix("whatsapp:") or "the connector's number"
+    if delivers_code(connector):
+        return HOW_DELIVERED
     return HOW.get(connector.kind, "Send {code}.").format(code=code, bot=bot, number=number, id=connector.id)
 
 
@@ -287,9 +292,11 @@ def pairable_connectors():
 
 
 def list_pairing_channels(principal: Principal):
-    """Connectors one may pair with now: [{"id", "kind", "display_name", "how"}]."""
+    """Connectors one may pair with now: [{"id", "kind", "display_name", "how", "needs_address"}]
+    (`needs_address`: BRAIN sends the code to an address the person gives)."""
     return [
-        {"id": c.id, "kind": c.kind, "display_name": c.display_name, "how": _how(c)} for c in pairable_connectors()
+        {"id": c.id, "kind": c.kind, "display_name": c.display_name, "how": _how(c), "needs_address": delivers_code(c)}
+        for c in pairable_connectors()
     ]
 
 
@@ -305,9 +312,10 @@ def list_pending_codes(principal: Principal, user):
 
 @dataclass
 class IssuedCode:
-    code: str  # shown once, never stored
+    code: str | None  # shown once, never stored; None when BRAIN sent it to the address itself
     pairing: PairingCode
     instructions: str
+    delivered_to: str = ""  # where a delivered code went, masked ("a•••@example.org")
 
 
 def _pair_link(code, base_url=None):
@@ -316,8 +324,11 @@ def _pair_link(code, base_url=None):
 
 
 def request_pairing_code(principal: Principal, user, connector_id, address=None, *, base_url=None):
-    """Issue a pairing code for `connector_id`. For email, `address` is required and the code goes
-    out as a link by email on that connector. Returns an IssuedCode (the code itself shown once)."""
+    """Issue a pairing code for `connector_id`. Returns an IssuedCode (the code itself shown once).
+
+    Where the platform delivers the code (email), `address` is required, the code goes out as a
+    link to that address only and is never returned (see routing.delivered_codes), and such sends
+    are rate-limited per account and per address."""
     with _audited("pairing.code_requested", principal, "user", getattr(user, "pk", ""), connector=str(connector_id)[:64]):
         with transaction.atomic():
             _check_actor(principal, user, "add_pairingcode")
@@ -335,18 +346,22 @@ def request_pairing_code(principal: Principal, user, connector_id, address=None,
                     code="connector_not_running",
                 )
             clean_address = ""
-            if connector.kind == "email":
+            now = timezone.now()
+            delivered = delivers_code(connector)
+            if delivered:
                 if not address:
-                    raise ValidationFailed("Give the email address to pair.", details={"address": "required for email"})
-                clean_address = normalize_address("email", address)
+                    raise ValidationFailed(f"Give the {connector.kind} address to pair.",
+                                           details={"address": f"required for {connector.kind}"})
+                clean_address = normalize_address(connector.kind, address)
                 if ChannelIdentity.objects.filter(connector=connector, address=clean_address).exists():
-                    raise Conflict("This email address is already paired with an account.", code="already_paired")
+                    raise Conflict("This address is already paired with an account.", code="already_paired")
+                delivered_codes.check_send_limits(user, clean_address, now)
             elif address:
                 raise ValidationFailed(
-                    "An address is only given for email: on other channels the code is sent from the address itself.",
-                    details={"address": "only for email connectors"},
+                    "An address is only given where BRAIN sends the link (email): on other channels the code is "
+                    "sent from the address itself.",
+                    details={"address": "only for connectors that send the link (email)"},
                 )
-            now = timezone.now()
             pending = PairingCode.objects.filter(user=user, used_at__isnull=True, expires_at__gt=now).count()
             if pending >= max_pending():
                 raise Conflict(
@@ -362,15 +377,16 @@ def request_pairing_code(principal: Principal, user, connector_id, address=None,
             if clean_address:
                 details["address_hint"] = address_hint(clean_address)
             _record("pairing.code_requested", principal, "pairing_code", pairing.pk, **details)
-            if connector.kind == "email":
-                _email_link(connector, clean_address, user, code, base_url)
-                instructions = f"We sent a link to {clean_address}; open it within an hour and confirm."
-            else:
-                instructions = _how(connector, code)
+            if delivered:
+                _deliver_link(connector, clean_address, user, code, base_url)
+                hint = address_hint(clean_address)
+                instructions = f"We sent a link to {hint}; open it within an hour and confirm."
+                return IssuedCode(code=None, pairing=pairing, instructions=instructions, delivered_to=hint)
+            instructions = _how(connector, code)
     return IssuedCode(code=code, pairing=pairing, instructions=instructions)
 
 
-def _email_link(connector, address, user, code, base_url):
+def _deliver_link(connector, address, user, code, base_url):
     from connectors import services as connector_services
 
     link = _pair_link(code, base_url)
@@ -381,7 +397,9 @@ def _email_link(connector, address, user, code, base_url):
         "If you did not ask for this, ignore this email: nothing changes."
     )
     # The pairing service sends as the system: the person needs no send permission on the connector.
-    connector_services.send_message(Principal.system_actor("pairing", via="pairing"), connector.id, address, message)
+    # Memory keeps only that a link went out: whoever may read this conversation must not pair with it.
+    connector_services.send_message(Principal.system_actor("pairing", via="pairing"), connector.id, address, message,
+                                    memory_content=delivered_codes.MEMORY_TEXT)
 
 
 # --- pairing: redeeming a code -------------------------------------------------------------------
@@ -472,8 +490,8 @@ def _code_problem(row, connector, now):
         return "used"
     if row.expires_at <= now:
         return "expired"
-    if connector.kind == "email":
-        return "unknown"  # email codes are redeemed through the emailed link only
+    if delivers_code(connector):
+        return "unknown"  # delivered codes are redeemed through the link only, by the signed-in owner
     return None
 
 
@@ -554,7 +572,7 @@ def pairing_link_state(code):
     row = None
     if normalised is not None:
         row = PairingCode.objects.select_related("user", "connector").filter(digest=digest(normalised)).first()
-    if row is None or not row.address or row.connector is None or row.connector.kind != "email":
+    if row is None or not row.address or row.connector is None or not delivers_code(row.connector):
         return row, "unknown"
     if row.used_at is not None:
         return row, "used"

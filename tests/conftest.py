@@ -1,6 +1,9 @@
 """Shared fixtures. Tests reach the code through its public surface (HTTP, commands,
 subprocesses) as well as through services."""
+import contextlib
+import itertools
 import os
+import shutil
 import socket
 import sys
 from urllib.parse import quote
@@ -52,29 +55,55 @@ def pytest_collection_modifyitems(config, items):
 
 
 @pytest.fixture(scope="session", autouse=True)
-def _sqlite_flush_keeps_audit_triggers():
-    """Transactional tests end with a flush. On SQLite that is DELETE FROM, which the audit table's
-    append-only triggers refuse (as they should), so the test harness lifts them for the flush
-    only and puts them back. PostgreSQL flushes with TRUNCATE, which row triggers do not see."""
-    if not settings.DATABASES["default"]["ENGINE"].endswith("sqlite3"):
-        yield
-        return
-    from django.db.backends.sqlite3.base import DatabaseWrapper  # noqa: F401  (loads the backend first)
-    from django.db.backends.sqlite3.operations import DatabaseOperations
+def _flush_keeps_audit_triggers():
+    """Transactional tests end with a flush: DELETE FROM on SQLite, TRUNCATE on PostgreSQL, which the
+    audit table's append-only triggers refuse (as they should, in production). The test harness lifts
+    them for the flush only, in the flush's own transaction, and puts them back."""
+    import importlib
 
     from audit import triggers
 
-    original = DatabaseOperations.sql_flush
+    vendor = "sqlite" if settings.DATABASES["default"]["ENGINE"].endswith("sqlite3") else "postgresql"
+    backend = settings.DATABASES["default"]["ENGINE"]
+    importlib.import_module(f"{backend}.base")  # loads the backend before its operations module
+    operations = importlib.import_module(f"{backend}.operations").DatabaseOperations
+    original = operations.sql_flush
 
     def sql_flush(self, style, tables, *args, **kwargs):
         statements = original(self, style, tables, *args, **kwargs)
         if triggers.TABLE not in tables:
             return statements
-        return [*triggers.SQLITE_REMOVE, *statements, *triggers.SQLITE_INSTALL]
+        return [*triggers.REMOVE[vendor], *statements, *triggers.INSTALL[vendor]]
 
-    DatabaseOperations.sql_flush = sql_flush
+    operations.sql_flush = sql_flush
     yield
-    DatabaseOperations.sql_flush = original
+    operations.sql_flush = original
+
+
+# --- audit checkpoints: one directory per test -----------------------------------------------
+
+_CHECKPOINT_RUN_DIR = os.path.join(settings.AUDIT_CHECKPOINT_DIR, f"pytest-{os.getpid()}")
+_checkpoint_dirs = itertools.count()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _remove_checkpoint_dirs():
+    yield
+    shutil.rmtree(_CHECKPOINT_RUN_DIR, ignore_errors=True)
+    with contextlib.suppress(OSError):  # the per-run parent too, unless something else is in it
+        os.rmdir(settings.AUDIT_CHECKPOINT_DIR)
+
+
+@pytest.fixture(autouse=True)
+def _checkpoint_dir_per_test(monkeypatch):
+    """Each test starts with an empty audit log, so a checkpoint left by an earlier test would read as
+    deleted rows. Subprocesses (daphne, manage.py) get the same directory through the environment."""
+    from django.test import override_settings
+
+    path = os.path.join(_CHECKPOINT_RUN_DIR, f"t{next(_checkpoint_dirs)}")
+    monkeypatch.setenv("AUDIT_CHECKPOINT_DIR", path)
+    with override_settings(AUDIT_CHECKPOINT_DIR=path):
+        yield
 
 
 # --- people, tokens, clients -----------------------------------------------------------------

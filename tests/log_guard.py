@@ -7,13 +7,17 @@ test that logs SECRET_KEY on purpose is therefore fine as long as the filter red
 
 What counts as a secret or as content, collected while the suite runs:
 - the configured secrets (SECRET_KEY, FERNET_KEYS, SEARCH_INDEX_KEY, SEARCH_INDEX_PREVIOUS_KEY,
-  BRAIN_SIGNING_KEY, EMAIL_HOST_PASSWORD, the database password), read before and after each test
+  BRAIN_SIGNING_KEY, EMAIL_HOST_PASSWORD, AUDIT_CHAIN_KEY, AUDIT_CHAIN_PREVIOUS_KEYS, the database
+  password), read before and after each test
   so that values a test sets with the `settings` fixture count too;
 - every value the project stores in an EncryptedTextField (the project's own mark of what is
   sensitive): connector credentials (each value of the JSON), platform secrets, event-subscription
   secrets, and message content (inbound, deliveries, routing, conversations), on post_save;
 - every message content in `connectors.signals.message_recorded` (also bulk paths with no post_save);
 - every API token issued or presented (`connectors.tokens.digest` sees each plaintext);
+- every pairing code issued or redeemed (`routing.services.digest` sees each plaintext);
+- every conversation search, its whole query and each word or quoted phrase of it
+  (`conversations.services.search`, which REST, MCP and the admin call);
 - every user password set through `set_password`.
 
 Only values of at least MIN_LENGTH characters, with at least MIN_DISTINCT_CHARACTERS different characters,
@@ -45,6 +49,8 @@ SETTINGS_SECRETS = (
     "SEARCH_INDEX_PREVIOUS_KEY",
     "BRAIN_SIGNING_KEY",
     "EMAIL_HOST_PASSWORD",
+    "AUDIT_CHAIN_KEY",
+    "AUDIT_CHAIN_PREVIOUS_KEYS",
 )
 # Frequent English words (and greetings common in test messages). A value made only of these is
 # too likely to occur in an innocent log line to be watched.
@@ -263,6 +269,29 @@ def _connect_collectors():
         return digest(token)
 
     tokens.digest = watching_digest
+
+    from routing import services as routing_services
+
+    pairing_digest = routing_services.digest
+
+    def watching_pairing_digest(code):  # every pairing code issued, redeemed or confirmed by link
+        scanner.add(code, "pairing code")
+        return pairing_digest(code)
+
+    routing_services.digest = watching_pairing_digest
+
+    from conversations import services as memory
+
+    search = memory.search
+
+    def watching_search(principal, query, *args, **kwargs):  # what people look for is private too
+        if isinstance(query, str):
+            scanner.add(query, "search query")
+            for phrase, word in re.findall(r'"([^"]+)"|(\S+)', query):
+                scanner.add(phrase or word.strip('"'), "search word")
+        return search(principal, query, *args, **kwargs)
+
+    memory.search = watching_search
 
     set_password = AbstractBaseUser.set_password
 

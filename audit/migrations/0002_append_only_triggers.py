@@ -4,7 +4,8 @@ from audit import triggers
 
 
 def install(apps, schema_editor):
-    triggers.install(schema_editor.connection)
+    # The triggers of this migration only: 0003 adds the TRUNCATE and REPLACE ones.
+    triggers.install(schema_editor.connection, names=triggers.FIRST_TRIGGERS)
 
 
 def remove(apps, schema_editor):

@@ -22,7 +22,15 @@ from django.core.validators import validate_email
 from django.utils.encoding import punycode
 from django.utils.html import escape
 
-from ..base import MAX_ADDRESS_LENGTH, BaseConnector, ConnectorError, HealthResult, OutgoingMessage, SendResult
+from ..base import (
+    MAX_ADDRESS_LENGTH,
+    PATTERN_END,
+    BaseConnector,
+    ConnectorError,
+    HealthResult,
+    OutgoingMessage,
+    SendResult,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -105,6 +113,7 @@ def _text(reply) -> str:
 class EmailConnector(BaseConnector):
     kind = "email"
     label = "Email"
+    delivers_pairing_code = True  # the pairing link is mailed to the address
     config_schema = {
         "type": "object",
         "additionalProperties": False,
@@ -112,7 +121,7 @@ class EmailConnector(BaseConnector):
         "properties": {
             "from_address": {"type": "string", "minLength": 3, "maxLength": MAX_ADDRESS_LENGTH},
             # One line: a line break in a header would be refused (and is how headers get injected).
-            "subject": {"type": "string", "minLength": 1, "maxLength": 200, "pattern": "^[^\\r\\n]*$"},
+            "subject": {"type": "string", "minLength": 1, "maxLength": 200, "pattern": rf"^[^\r\n]*{PATTERN_END}"},
             "reply_to": {"type": "string", "minLength": 3, "maxLength": MAX_ADDRESS_LENGTH},
         },
     }

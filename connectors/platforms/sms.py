@@ -15,7 +15,7 @@ import logging
 import unicodedata
 from dataclasses import dataclass
 
-from ..base import ConnectorError, OutgoingMessage, SendResult
+from ..base import PATTERN_END, ConnectorError, OutgoingMessage, SendResult
 from .twilio_common import E164, TwilioMessagingConnector, config_schema
 
 logger = logging.getLogger(__name__)
@@ -101,7 +101,7 @@ class SmsConnector(TwilioMessagingConnector):
     label = "SMS (Twilio)"
     config_schema = config_schema(
         # E.164, a short code, or an alphanumeric sender ID (1-11 characters, at least one letter).
-        rf"^({E164}|[0-9]{{3,8}}|(?=[A-Za-z0-9 ]*[A-Za-z])[A-Za-z0-9 ]{{1,11}})$",
+        rf"^({E164}|[0-9]{{3,8}}|(?=[A-Za-z0-9 ]*[A-Za-z])[A-Za-z0-9 ]{{1,11}}){PATTERN_END}",
         max_segments={"type": "integer", "minimum": 1, "maximum": 20},
     )
 

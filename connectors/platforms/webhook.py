@@ -9,7 +9,9 @@ signed Standard-Webhooks style (connectors.signing) with the connector's `signin
 `webhook-id` is the delivery id, the same on every retry, so the receiver can drop duplicates:
 sending is idempotent towards a receiver that remembers the ids it has handled. 2xx is sent;
 408, 429 and 5xx (Retry-After honoured, up to an hour), timeouts and connection errors are
-transient; any other answer (3xx, 4xx) is permanent. Redirects are not followed.
+transient; any other answer (3xx, 4xx) is permanent. Redirects are not followed. The address is
+checked as the connection is made (connectors.guarded_http): one the outbound-URL guard refuses
+fails the delivery for good, and stops the connector (code `unsafe_url`).
 
 Inbound, senders POST to /webhooks/inbound/<connector_id>/ a JSON body
 {"sender", "content", "id"?, "sender_name"?, "metadata"?} signed with the same secret. A missing,
@@ -26,7 +28,6 @@ import json
 import time
 import uuid
 from email.utils import parsedate_to_datetime
-from urllib.parse import urlsplit
 
 import httpx
 
@@ -34,6 +35,7 @@ from .. import signing
 from ..base import (
     MAX_ADDRESS_LENGTH,
     MAX_CONTENT_LENGTH,
+    MESSAGES,
     BaseConnector,
     ConnectorError,
     HealthResult,
@@ -46,6 +48,8 @@ from ..base import (
     WebhookResult,
     _schema_errors,
 )
+from ..guarded_http import guarded_client
+from ..url_guard import UnsafeURL, url_problem
 
 USER_AGENT = "BRAIN-Connectors-Webhook/1.0"
 DEFAULT_TIMEOUT = 10.0
@@ -68,25 +72,6 @@ INBOUND_SCHEMA = {
         "metadata": {"type": "object"},
     },
 }
-
-
-def url_problem(url: str) -> str | None:
-    if any(c.isspace() for c in url):
-        return "must not contain whitespace"
-    try:
-        parts = urlsplit(url)
-        parts.port  # noqa: B018 (raises ValueError for a bad port)
-    except ValueError as exc:
-        return f"is not a valid URL ({exc})"
-    if parts.scheme not in ("http", "https"):
-        return "must be an http:// or https:// URL"
-    if not parts.hostname:
-        return "must name a host"
-    if parts.username is not None or parts.password is not None:
-        return "must not carry a user name or password (config is not encrypted; use the signing secret)"
-    if parts.fragment:
-        return "must not have a #fragment"
-    return None
 
 
 def key_problem(secret: str) -> str | None:
@@ -132,6 +117,7 @@ class WebhookConnector(BaseConnector):
         "required": ["signing_secret"],
         "properties": {"signing_secret": _secret, "previous_signing_secret": _secret},
     }
+    destination_config_keys = {"url": MESSAGES}
 
     @classmethod
     def validate_config(cls, config) -> dict[str, str]:
@@ -173,10 +159,12 @@ class WebhookConnector(BaseConnector):
         }
         timeout = float(self.config.get("timeout") or DEFAULT_TIMEOUT)
         try:
-            with httpx.Client(timeout=timeout, follow_redirects=False) as client:
+            with guarded_client(timeout=timeout) as client:
                 # Streamed and never read: the receiver's body does not matter, and may be large.
                 with client.stream("POST", self.config["url"], content=body, headers=headers) as response:
                     return response
+        except UnsafeURL as exc:  # the connector's url: nothing to retry until an admin fixes it
+            raise ConnectorError(f"The configured url is refused: {exc}", permanent=True, code="unsafe_url")
         except httpx.TimeoutException:
             raise ConnectorError(f"The receiver did not answer within {timeout:g}s", code="timeout")
         except (httpx.InvalidURL, httpx.UnsupportedProtocol) as exc:

@@ -22,7 +22,7 @@ from datetime import timedelta
 from django.db.models import Max
 from django.utils import timezone
 
-from ..base import ConnectorError, OutgoingMessage, SendResult
+from ..base import PATTERN_END, ConnectorError, OutgoingMessage, SendResult
 from .twilio_common import E164, TwilioMessagingConnector, config_schema, normalize_phone
 
 PREFIX = "whatsapp:"
@@ -48,9 +48,9 @@ class WhatsAppConnector(TwilioMessagingConnector):
     kind = "whatsapp"
     label = "WhatsApp (Twilio)"
     config_schema = config_schema(
-        rf"^(whatsapp:)?{E164}$",
-        template_content_sid={"type": "string", "pattern": "^HX[0-9a-fA-F]{32}$"},
-        template_variable={"type": "string", "pattern": "^[A-Za-z0-9_]{1,32}$"},
+        rf"^(whatsapp:)?{E164}{PATTERN_END}",
+        template_content_sid={"type": "string", "pattern": rf"^HX[0-9a-fA-F]{{32}}{PATTERN_END}"},
+        template_variable={"type": "string", "pattern": rf"^[A-Za-z0-9_]{{1,32}}{PATTERN_END}"},
     )
 
     @classmethod

@@ -2,36 +2,17 @@
 `manage.py verify_audit` finds and names."""
 
 import re
-from datetime import datetime, timezone
-from io import StringIO
 
 import pytest
-from django.core.management import call_command
 from django.core.management.base import CommandError
 from django.db import DatabaseError, connection, transaction
 
-from audit import services, triggers
+from audit import checkpoints, services
 from audit.models import GENESIS_HASH, AppendOnlyError, AuditEvent, compute_hash
+from tests.audit.helpers import TABLE, verify_audit
+from tests.audit.helpers import record_rows as _record_rows
+from tests.audit.helpers import tamper as _tamper
 from tests.concurrency import run_at_once
-
-TABLE = triggers.TABLE
-
-
-def _record_rows(count, start=1):
-    """`count` rows with varied fields, including details that need JSON encoding."""
-    events = []
-    for i in range(start, start + count):
-        events.append(
-            services.record(
-                f"test.action{i % 3}",
-                principal=f"user:person{i}",
-                result=[services.SUCCESS, services.FAILURE, services.DENIED][i % 3],
-                target_type="connector",
-                target_id=f"conn_{i}",
-                details={"via": "test", "n": i, "at": datetime(2026, 1, 2, 3, 4, 5, 678901, tzinfo=timezone.utc)},
-            )
-        )
-    return events
 
 
 def _assert_linked_chain(rows):
@@ -46,21 +27,10 @@ def _assert_linked_chain(rows):
     assert len({r.prev_hash for r in rows}) == len(rows), "two rows share a parent: the chain forked"
 
 
-def _tamper(*statements):
-    """An attacker with DDL rights: lift the triggers, change rows in SQL, put the triggers back."""
-    triggers.remove(connection)
-    try:
-        with connection.cursor() as cursor:
-            for sql, params in statements:
-                cursor.execute(sql, params)
-    finally:
-        triggers.install(connection)
-
-
 def _verify_audit():
-    out, err = StringIO(), StringIO()
-    call_command("verify_audit", stdout=out, stderr=err)
-    return out.getvalue()
+    """The chain alone: these tests are about the chain; tests/audit/test_audit_checkpoints.py adds
+    the checkpoint."""
+    return verify_audit("--without-checkpoint")
 
 
 def _broken_at(message, seq):
@@ -71,7 +41,7 @@ def _broken_at(message, seq):
 
 
 @pytest.mark.django_db
-def test_record_builds_a_valid_chain():
+def test_record_builds_a_valid_chain(settings):
     events = _record_rows(7)
 
     rows = list(AuditEvent.objects.order_by("seq"))
@@ -91,6 +61,8 @@ def test_record_builds_a_valid_chain():
         target_id="conn_3",
         details=rows[2].details,
         result="success",
+        algorithm=rows[2].algorithm,
+        key=settings.AUDIT_CHAIN_KEY.encode(),
     )
 
     report = services.verify_chain()
@@ -281,7 +253,8 @@ def test_verify_audit_fails_on_an_edited_row(column, value):
 
 @pytest.mark.django_db
 def test_verify_audit_fails_on_an_edited_row_whose_hash_was_recomputed():
-    """Rewriting a row's own hash moves the break to the next row, which still links to the old one."""
+    """Even with the key, rewriting a row's own hash moves the break to the next row, which still
+    links to the old one (re-chaining all later rows too is what the checkpoints catch)."""
     _record_rows(6)
     row = AuditEvent.objects.get(seq=3)
     row.action = "tampered"
@@ -326,12 +299,13 @@ def test_verify_audit_fails_on_a_reordered_chain():
 @pytest.mark.slow
 def test_verify_audit_command_in_a_subprocess(manage):
     _record_rows(5)
+    checkpoints.write()
     done = manage("verify_audit")
     assert done.returncode == 0, done.stderr
     assert "Audit chain intact: 5 rows verified." in done.stdout
 
     _tamper((f"UPDATE {TABLE} SET target_id = %s WHERE seq = 2", ["forged"]))
-    done = manage("verify_audit")
+    done = manage("verify_audit", "--without-checkpoint")
     assert done.returncode != 0
     assert "CommandError" in done.stderr and _broken_at(done.stderr, 2), done.stderr
     # The triggers are back for the real database too.

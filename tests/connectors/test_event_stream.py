@@ -161,7 +161,10 @@ async def test_foreign_origin_is_closed_with_4403(world):
     stream = Stream(token=people["root"], headers=[(b"origin", b"https://evil.example.com")])
     await stream.comm.connect()
     assert (await stream.close_code())[0] == 4403
-    same_site = await Stream(token=people["root"], headers=[(b"origin", b"http://testserver")]).open()
+    # A browser sends the Host it opened the socket on; the Origin must be that same site.
+    same_site = await Stream(
+        token=people["root"], headers=[(b"host", b"testserver"), (b"origin", b"http://testserver")]
+    ).open()
     assert same_site.hello["cursor"] == await latest()
     await same_site.close()
 
@@ -247,7 +250,7 @@ async def test_session_authentication_and_pings(world, client, settings, make_us
     staff = await database_sync_to_async(make_user)("staffer", staff=True, superuser=True)
     await database_sync_to_async(client.force_login)(staff)
     cookie = f"sessionid={client.cookies['sessionid'].value}".encode()
-    stream = await Stream(headers=[(b"cookie", cookie), (b"origin", b"http://testserver")]).open()
+    stream = await Stream(headers=[(b"cookie", cookie), (b"host", b"testserver"), (b"origin", b"http://testserver")]).open()
     ping = await stream.next_message(timeout=2)
     assert ping["type"] == "ping" and ping["latest_seq"] == await latest()
     await stream.close()

@@ -98,7 +98,8 @@ def test_stdio_lists_the_tools_and_each_tool_works_end_to_end(fleet, fake, opera
     # Eager Celery in the subprocess: the message went through the pipeline to the fake.
     assert wait_for(lambda: len(fake.sent) == 2)
     assert [m["text"] for m in fake.sent] == ["From Claude", "From Claude"]
-    assert delivery["delivery_id"] == sent["delivery_id"] and delivery["recipient"] == "5550123401"
+    assert delivery["delivery_id"] == sent["delivery_id"]
+    assert delivery["recipient"] == {"untrusted_user_content": "5550123401"}  # typed by the caller: data, not orders
     assert Delivery.objects.get(pk=sent["delivery_id"]).requested_by.username == "operator"
 
     assert {r.uri for r in resources} == {"connector://tg_mcp", "connector://locmem_live", "connector://locmem_off"}

@@ -2,6 +2,7 @@
 from datetime import timedelta
 
 import pytest
+from django.contrib.auth.models import Group, Permission
 from django.test import Client
 from django.utils import timezone
 from prometheus_client.parser import text_string_to_metric_families
@@ -27,6 +28,17 @@ def samples(family, name=None, **labels):
     }
 
 
+SCRAPE_TOKEN = "scrape-" + "k" * 40
+
+
+@pytest.fixture
+def scraper(make_user):
+    """A user holding only the explicit permission to scrape /metrics."""
+    user = make_user("prometheus")
+    user.user_permissions.add(Permission.objects.get(content_type__app_label="access", codename="view_metrics"))
+    return user
+
+
 @pytest.mark.django_db
 def test_anonymous_gets_401_with_a_challenge():
     response = Client().get("/metrics")
@@ -43,27 +55,98 @@ def test_non_staff_gets_403_by_session_and_by_token(make_user, token_for, client
 
 
 @pytest.mark.django_db
+def test_staff_alone_may_not_scrape(make_user, token_for, client):
+    """The figures name every connector: being staff (which any admin user is) is not enough."""
+    staff = make_user("grace", staff=True)
+    client.force_login(staff)
+    assert client.get("/metrics").status_code == 403
+    assert Client().get("/metrics", HTTP_AUTHORIZATION=f"Bearer {token_for(staff)}").status_code == 403
+
+
+@pytest.mark.django_db
+def test_superusers_may_scrape_by_session_and_by_token(make_user, token_for, client):
+    root = make_user("root", superuser=True)
+    client.force_login(root)
+    scrape(client)
+    scrape(Client(), HTTP_AUTHORIZATION=f"Bearer {token_for(root)}")
+
+
+@pytest.mark.django_db
+def test_the_view_metrics_permission_may_scrape_directly_or_through_a_group(scraper, make_user, token_for, client):
+    scrape(Client(), HTTP_AUTHORIZATION=f"Bearer {token_for(scraper)}")
+    client.force_login(scraper)
+    scrape(client)
+    member = make_user("ops")
+    group = Group.objects.create(name="monitoring")
+    group.permissions.add(Permission.objects.get(codename="view_metrics"))
+    member.groups.add(group)
+    scrape(Client(), HTTP_AUTHORIZATION=f"Bearer {token_for(member)}")
+
+
+@pytest.mark.django_db
+def test_a_deactivated_holder_of_the_permission_is_refused(scraper, token_for, client):
+    client.force_login(scraper)
+    scraper.is_active = False
+    scraper.save()
+    assert client.get("/metrics").status_code in (401, 403)
+
+
+@pytest.mark.django_db
+def test_the_scrape_token(settings):
+    settings.METRICS_SCRAPE_TOKEN = SCRAPE_TOKEN
+    scrape(Client(), HTTP_AUTHORIZATION=f"Bearer {SCRAPE_TOKEN}")
+    for wrong in (SCRAPE_TOKEN[:-1], SCRAPE_TOKEN + "x", SCRAPE_TOKEN.upper()):
+        assert Client().get("/metrics", HTTP_AUTHORIZATION=f"Bearer {wrong}").status_code == 401
+    [row] = AuditEvent.objects.filter(action="auth.token")  # three refusals, one row for the window
+    assert row.details["via"] == "metrics"
+    assert SCRAPE_TOKEN not in str(row.details) and SCRAPE_TOKEN[:20] not in row.target_id
+
+
+@pytest.mark.django_db
+def test_without_a_configured_scrape_token_no_bearer_value_is_one(settings):
+    settings.METRICS_SCRAPE_TOKEN = ""
+    assert Client().get("/metrics", HTTP_AUTHORIZATION="Bearer ").status_code == 401
+
+
+@pytest.mark.django_db
 def test_a_bad_token_is_401_and_audited():
     response = Client().get("/metrics", HTTP_AUTHORIZATION="Bearer bct_nope")
     assert response.status_code == 401
     row = AuditEvent.objects.get(action="auth.token")
-    assert row.result == "denied" and row.details == {"via": "metrics", "reason": "malformed"}
+    assert row.result == "denied" and row.details == {"via": "metrics", "reason": "malformed", "ip": "127.0.0.1"}
 
 
 @pytest.mark.django_db
-def test_staff_token_may_scrape(make_user, token_for):
-    staff = make_user("grace", staff=True)
-    scrape(Client(), HTTP_AUTHORIZATION=f"Bearer {token_for(staff)}")
+def test_unauthenticated_scrapes_are_throttled_per_address(settings):
+    settings.API_ANON_RATE_PER_MINUTE = 2
+    assert [Client(REMOTE_ADDR="10.20.30.40").get("/metrics").status_code for _ in range(2)] == [401, 401]
+    response = Client(REMOTE_ADDR="10.20.30.40").get("/metrics", HTTP_AUTHORIZATION="Bearer bct_nope")
+    assert response.status_code == 429 and int(response["Retry-After"]) >= 1
+    assert Client(REMOTE_ADDR="10.20.30.41").get("/metrics").status_code == 401
 
 
 @pytest.mark.django_db
-def test_ip_allowlist(settings):
+def test_the_ip_allowlist_is_a_further_requirement_not_a_grant(settings, scraper, token_for):
     settings.METRICS_ALLOWED_IPS = ["10.0.0.0/8", "2001:db8::/32"]
-    scrape(Client(), REMOTE_ADDR="10.1.2.3")
-    scrape(Client(), REMOTE_ADDR="2001:db8::5")
-    assert Client().get("/metrics", REMOTE_ADDR="192.168.1.1").status_code == 401
-    # A forwarded header does not count: only the connecting address does.
-    assert Client().get("/metrics", REMOTE_ADDR="192.168.1.1", HTTP_X_FORWARDED_FOR="10.1.2.3").status_code == 401
+    settings.METRICS_SCRAPE_TOKEN = SCRAPE_TOKEN
+    # An allowed address alone is not enough.
+    assert Client(REMOTE_ADDR="10.1.2.3").get("/metrics").status_code == 401
+    scrape(Client(REMOTE_ADDR="10.1.2.3"), HTTP_AUTHORIZATION=f"Bearer {SCRAPE_TOKEN}")
+    scrape(Client(REMOTE_ADDR="2001:db8::5"), HTTP_AUTHORIZATION=f"Bearer {token_for(scraper)}")
+    # Valid credentials from elsewhere are refused; a forwarded header does not count.
+    for extra in ({}, {"HTTP_X_FORWARDED_FOR": "10.1.2.3"}):
+        response = Client(REMOTE_ADDR="192.168.1.1").get("/metrics", HTTP_AUTHORIZATION=f"Bearer {SCRAPE_TOKEN}",
+                                                          **extra)
+        assert response.status_code == 403
+
+
+def test_a_short_scrape_token_fails_the_system_checks(settings):
+    from django.core.checks import run_checks
+
+    settings.METRICS_SCRAPE_TOKEN = "short"
+    assert "access.E001" in {e.id for e in run_checks()}
+    settings.METRICS_SCRAPE_TOKEN = SCRAPE_TOKEN
+    assert "access.E001" not in {e.id for e in run_checks()}
 
 
 @pytest.mark.django_db(transaction=True)
@@ -86,7 +169,7 @@ def test_staff_session_sees_real_figures(make_user, make_connector, client):
     Event.objects.filter(pushed_at__isnull=True).update(pushed_at=now)
     Event.objects.filter(seq=oldest.seq).update(pushed_at=None, time=now - timedelta(seconds=42))
 
-    client.force_login(make_user("grace", staff=True))
+    client.force_login(make_user("grace", superuser=True))
     families = scrape(client)
 
     latency = families["brain_message_latency_seconds"]
@@ -123,9 +206,9 @@ def test_staff_session_sees_real_figures(make_user, make_connector, client):
 
 
 @pytest.mark.django_db
-def test_lag_is_zero_when_everything_was_pushed(make_user, client):
+def test_lag_is_zero_when_everything_was_pushed(scraper, client):
     Event.objects.all().delete()
-    client.force_login(make_user("grace", staff=True))
+    client.force_login(scraper)
     families = scrape(client)
     assert families["brain_event_stream_lag_seconds"].samples[0].value == 0
     assert families["brain_event_stream_unpushed"].samples[0].value == 0

@@ -79,7 +79,7 @@ def test_webhooks_are_served_through_daphne_without_the_site_middleware(subproce
 
     secret = "whsec_" + base64.b64encode(b"daphne-webhook-secret-0123456789").decode()
     forger = "whsec_" + base64.b64encode(b"somebody-elses-secret-0123456789").decode()
-    make_connector("hook_daphne", kind="webhook", config={"url": "https://example.org/hook"},
+    make_connector("hook_daphne", kind="webhook", config={"url": "http://127.0.0.1:9/unused"},  # never called
                    credentials={"signing_secret": secret})
     port = free_port()
     server = _start_daphne(subprocess_env, port)

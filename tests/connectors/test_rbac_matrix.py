@@ -1,6 +1,8 @@
 """RBAC matrix: every permission level against every REST endpoint and admin action for a connector.
 
-Levels imply lower ones (admin ⊇ manage ⊇ view, admin ⊇ send ⊇ view). A connector the caller may not
+Levels imply lower ones (admin ⊇ manage ⊇ view, admin ⊇ send ⊇ view, admin ⊇ read_conversations ⊇ view).
+Reading other people's conversations on the connector needs read_conversations (or admin): the
+"search" row's check reads READS_CONVERSATIONS. A connector the caller may not
 view answers "not found" (existence hidden); one they may view without the needed permission
 answers 403. Every refusal leaves a `denied` audit row for the action and changes nothing; every
 allowed write changes exactly what it should.
@@ -28,53 +30,57 @@ TARGET, HIDDEN, NEW = "target_conn", "hidden_conn", "new_conn"
 STOPPED, CONNECTED, DISABLED = "STOPPED", "CONNECTED", "DISABLED"
 
 # "creator" holds only the global model permission connectors.add_connector, no object permission.
-LEVELS = ("none", "creator", "view", "send", "manage", "admin", "superuser")
-GRANTS = {"view": "view_connector", "send": "send_via_connector", "manage": "manage_connector", "admin": "admin_connector"}
+LEVELS = ("none", "creator", "view", "send", "manage", "read", "admin", "superuser")
+GRANTS = {"view": "view_connector", "send": "send_via_connector", "manage": "manage_connector",
+          "read": "read_conversations", "admin": "admin_connector"}
 
 
 # --- the expectations ------------------------------------------------------------------------
 
 # REST: 403 and 404 are refusals (audited as `denied`); 409 is a failed, allowed attempt.
 REST_MATRIX = {
-    #                      none creator view  send  manage admin super
-    "list":               (200, 200,    200,  200,  200,   200,  200),
-    "create":             (403, 201,    403,  403,  403,   403,  201),
-    "retrieve":           (404, 404,    200,  200,  200,   200,  200),
-    "rename":             (404, 404,    403,  403,  200,   200,  200),
-    "set_config":         (404, 404,    403,  403,  200,   200,  200),
-    "set_credentials":    (404, 404,    403,  403,  403,   200,  200),
-    "delete_stopped":     (404, 404,    403,  403,  403,   204,  204),
-    "delete_running":     (404, 404,    403,  403,  403,   409,  409),
-    "start":              (404, 404,    403,  403,  200,   200,  200),
-    "stop":               (404, 404,    403,  403,  200,   200,  200),
-    "disable":            (404, 404,    403,  403,  200,   200,  200),
-    "enable":             (404, 404,    403,  403,  200,   200,  200),
-    "test":               (404, 404,    403,  403,  200,   200,  200),
-    "send":               (404, 404,    403,  202,  403,   202,  202),
-    "permissions_get":    (404, 404,    403,  403,  403,   200,  200),
-    "permissions_grant":  (404, 404,    403,  403,  403,   200,  200),
-    "permissions_revoke": (404, 404,    403,  403,  403,   200,  200),
-    "deliveries":         (200, 200,    200,  200,  200,   200,  200),
-    "delivery":           (404, 404,    200,  200,  200,   200,  200),
+    #                      none creator view  send  manage read  admin super
+    "list":               (200, 200,    200,  200,  200,   200,  200,  200),
+    "create":             (403, 201,    403,  403,  403,   403,  403,  201),
+    "retrieve":           (404, 404,    200,  200,  200,   200,  200,  200),
+    "rename":             (404, 404,    403,  403,  200,   403,  200,  200),
+    "set_config":         (404, 404,    403,  403,  200,   403,  200,  200),
+    "set_credentials":    (404, 404,    403,  403,  403,   403,  200,  200),
+    "delete_stopped":     (404, 404,    403,  403,  403,   403,  204,  204),
+    "delete_running":     (404, 404,    403,  403,  403,   403,  409,  409),
+    "start":              (404, 404,    403,  403,  200,   403,  200,  200),
+    "stop":               (404, 404,    403,  403,  200,   403,  200,  200),
+    "disable":            (404, 404,    403,  403,  200,   403,  200,  200),
+    "enable":             (404, 404,    403,  403,  200,   403,  200,  200),
+    "test":               (404, 404,    403,  403,  200,   403,  200,  200),
+    "send":               (404, 404,    403,  202,  403,   403,  202,  202),
+    "permissions_get":    (404, 404,    403,  403,  403,   403,  200,  200),
+    "permissions_grant":  (404, 404,    403,  403,  403,   403,  200,  200),
+    "permissions_revoke": (404, 404,    403,  403,  403,   403,  200,  200),
+    "deliveries":         (200, 200,    200,  200,  200,   200,  200,  200),
+    "delivery":           (404, 404,    200,  200,  200,   200,  200,  200),
+    "search":             (404, 404,    200,  200,  200,   200,  200,  200),
 }
+# Whether a level reads other people's conversations on the connector (search, context, export, admin).
+READS_CONVERSATIONS = dict(zip(LEVELS, (False, False, False, False, False, True, True, True), strict=True))
 
 # Admin (staff users): "<status>", "<status> denied" (refused: `denied` audit row) or "<status> failure"
 # (allowed but impossible: `failure` audit row). Hidden connectors' change pages redirect to the
 # admin index, as missing ones do; other refusals from a service redirect back with an error message.
 ADMIN_MATRIX = {
-    #                      none          creator       view          send          manage        admin          super
-    "changelist":         ("200",        "200",        "200",        "200",        "200",        "200",         "200"),
-    "change_page":        ("302 denied", "302 denied", "200",        "200",        "200",        "200",         "200"),
-    "change_save":        ("302 denied", "302 denied", "403 denied", "403 denied", "302",        "302",         "302"),
-    "change_credentials": ("302 denied", "302 denied", "403 denied", "403 denied", "302 denied", "302",         "302"),
-    "delete_page":        ("403 denied", "403 denied", "403 denied", "403 denied", "403 denied", "200",         "200"),
-    "delete":             ("403 denied", "403 denied", "403 denied", "403 denied", "403 denied", "302",         "302"),
-    "delete_running":     ("403 denied", "403 denied", "403 denied", "403 denied", "403 denied", "302 failure", "302 failure"),
-    "start_selected":     ("302 denied", "302 denied", "302 denied", "302 denied", "302",        "302",         "302"),
-    "stop_selected":      ("302 denied", "302 denied", "302 denied", "302 denied", "302",        "302",         "302"),
-    "test_selected":      ("302 denied", "302 denied", "302 denied", "302 denied", "302",        "302",         "302"),
-    "permissions_page":   ("404 denied", "404 denied", "403 denied", "403 denied", "403 denied", "200",         "200"),
-    "permissions_grant":  ("404 denied", "404 denied", "403 denied", "403 denied", "403 denied", "302",         "302"),
+    #                      none          creator       view          send          manage        read          admin          super
+    "changelist":         ("200",        "200",        "200",        "200",        "200",        "200",        "200",         "200"),
+    "change_page":        ("302 denied", "302 denied", "200",        "200",        "200",        "200",        "200",         "200"),
+    "change_save":        ("302 denied", "302 denied", "403 denied", "403 denied", "302",        "403 denied", "302",         "302"),
+    "change_credentials": ("302 denied", "302 denied", "403 denied", "403 denied", "302 denied", "403 denied", "302",         "302"),
+    "delete_page":        ("403 denied", "403 denied", "403 denied", "403 denied", "403 denied", "403 denied", "200",         "200"),
+    "delete":             ("403 denied", "403 denied", "403 denied", "403 denied", "403 denied", "403 denied", "302",         "302"),
+    "delete_running":     ("403 denied", "403 denied", "403 denied", "403 denied", "403 denied", "403 denied", "302 failure", "302 failure"),
+    "start_selected":     ("302 denied", "302 denied", "302 denied", "302 denied", "302",        "302 denied", "302",         "302"),
+    "stop_selected":      ("302 denied", "302 denied", "302 denied", "302 denied", "302",        "302 denied", "302",         "302"),
+    "test_selected":      ("302 denied", "302 denied", "302 denied", "302 denied", "302",        "302 denied", "302",         "302"),
+    "permissions_page":   ("404 denied", "404 denied", "403 denied", "403 denied", "403 denied", "403 denied", "200",         "200"),
+    "permissions_grant":  ("404 denied", "404 denied", "403 denied", "403 denied", "403 denied", "403 denied", "302",         "302"),
 }
 
 
@@ -258,6 +264,12 @@ def shows_target(body, world):
     assert body["id"] == TARGET and "credentials" not in body
 
 
+def finds_others_messages(body, world):
+    # The target's only conversation is with a stranger: found exactly when the level reads others'.
+    expected = {"to target"} if READS_CONVERSATIONS[world.level] else set()
+    assert {r["content"] for r in body["results"]} == expected
+
+
 def shows_grants(body, world):
     assert body["users"]["bystander"] == ["send_via_connector"] and "groups" in body
 
@@ -301,6 +313,8 @@ REST_OPS = {
     "deliveries": RestOp("GET", "/api/v1/deliveries/", "", check=listed_deliveries),
     "delivery": RestOp("GET", "/api/v1/deliveries/{delivery}/", "delivery.get", target_id="{delivery}",
                        check=body_has(delivery_id=lambda world: str(world.deliveries["target"]))),
+    "search": RestOp("GET", "/api/v1/conversations/search/?q=target&connector={id}", "conversation.search",
+                     check=finds_others_messages),
 }
 assert set(REST_OPS) == set(REST_MATRIX)
 

@@ -25,9 +25,8 @@ PLACEHOLDER = "whsec_" + base64.b64encode(b"placeholder-until-we-know-it-000").d
 @pytest.fixture(autouse=True)
 def _loopback_allowed(settings):
     """The fake receiver listens on 127.0.0.1, which production refuses by default."""
-    settings.EVENT_SUBSCRIPTION_ALLOW_LOOPBACK = True
-    settings.EVENT_SUBSCRIPTION_ALLOW_PRIVATE = False
-    settings.EVENT_SUBSCRIPTION_ALLOWED_HOSTS = []
+    settings.BRAIN_ALLOW_PRIVATE_URLS = True
+    settings.BRAIN_URL_ALLOWED_HOSTS = []
     subscriptions.invalidate_cache()
     yield
     subscriptions.invalidate_cache()
@@ -143,7 +142,7 @@ def test_every_change_is_audited_and_rotation_shows_the_new_secret_once(ada_api,
 
 
 @pytest.mark.parametrize(
-    "url, allow_loopback",
+    "url, allow_private",
     [
         ("ftp://example.org/hook", True),
         ("file:///etc/passwd", True),
@@ -155,13 +154,14 @@ def test_every_change_is_audited_and_rotation_shows_the_new_secret_once(ada_api,
         ("http://[fe80::1]/hook", True),
         ("http://0.0.0.0/hook", True),
         ("http://224.0.0.1/hook", True),
-        ("http://10.1.2.3/hook", True),
-        ("http://192.168.1.10/hook", True),
+        ("http://10.1.2.3/hook", False),
+        ("http://192.168.1.10/hook", False),
+        ("http://[2002:7f00:1::]/hook", True),  # 6to4 around 127.0.0.1
         ("https://user:pw@example.org/hook", True),
     ],
 )
-def test_unsafe_urls_are_refused_and_the_refusal_is_audited(ada_api, settings, url, allow_loopback):
-    settings.EVENT_SUBSCRIPTION_ALLOW_LOOPBACK = allow_loopback
+def test_unsafe_urls_are_refused_and_the_refusal_is_audited(ada_api, settings, url, allow_private):
+    settings.BRAIN_ALLOW_PRIVATE_URLS = allow_private
     r = ada_api.post(LIST_URL, {"url": url, "event_types": ["connector.*"]}, format="json")
     assert r.status_code == 400, r.content
     error = r.json()["error"]
@@ -181,14 +181,15 @@ def test_an_update_to_an_unsafe_url_is_refused(ada_api, receiver):
 
 
 def test_settings_open_private_ranges_and_named_hosts(ada_api, settings):
-    settings.EVENT_SUBSCRIPTION_ALLOW_LOOPBACK = False
+    settings.BRAIN_ALLOW_PRIVATE_URLS = False
     assert subscriptions.url_safety_problem("http://10.1.2.3/hook") is not None
-    settings.EVENT_SUBSCRIPTION_ALLOW_PRIVATE = True
+    settings.BRAIN_ALLOW_PRIVATE_URLS = True
     assert subscriptions.url_safety_problem("http://10.1.2.3/hook") is None
     # Link-local stays refused whatever the ranges allowed: it is where cloud metadata lives.
     assert subscriptions.url_safety_problem("http://169.254.169.254/") is not None
+    settings.BRAIN_ALLOW_PRIVATE_URLS = False
     assert subscriptions.url_safety_problem("http://localhost:8080/hook") is not None
-    settings.EVENT_SUBSCRIPTION_ALLOWED_HOSTS = ["localhost"]
+    settings.BRAIN_URL_ALLOWED_HOSTS = ["localhost"]
     r = ada_api.post(LIST_URL, {"url": "http://localhost:8080/hook", "event_types": ["connector.*"]}, format="json")
     assert r.status_code == 201, r.content
 
@@ -374,7 +375,7 @@ def test_events_of_connectors_the_owner_cannot_view_are_not_delivered(ada, ada_a
 
 def test_a_url_that_became_unsafe_fails_at_delivery_time(ada_api, connector, receiver, settings):
     sub = subscribe(ada_api, receiver, ["connector.error"])
-    settings.EVENT_SUBSCRIPTION_ALLOW_LOOPBACK = False  # as if the name now resolved to loopback
+    settings.BRAIN_ALLOW_PRIVATE_URLS = False  # as if the name now resolved to loopback
     events.publish("connector.error", connector_id=connector.pk, data={})
     (delivery,) = deliveries_for(sub["id"])
     assert delivery.status == DeliveryStatus.FAILED and delivery.last_error.startswith("unsafe url")

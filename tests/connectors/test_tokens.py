@@ -158,10 +158,10 @@ def test_refused_tokens_get_401_and_an_audit_row(case, make_user, token_for, api
     assert token not in response.content.decode()
 
     rows = denied_auth_rows()
-    assert len(rows) == before + 1, "exactly one denied auth.token row per refused request"
+    assert len(rows) == before + 1, "one denied auth.token row for the first refusal of its kind in a window"
     row = rows[-1]
     assert row.principal == "anonymous"
-    assert row.details == {"via": "api", "reason": reason}
+    assert row.details == {"via": "api", "reason": reason, "ip": "127.0.0.1"}
     assert row.target_type == "api_token"
     if prefix is not None:
         assert row.target_id == prefix

@@ -16,7 +16,7 @@ from connectors.platforms.sms import GSM7, UCS2, count_segments, encode_sms, is_
 from connectors.platforms.twilio_common import BaseUrlHttpClient, map_twilio_error, parse_retry_after
 from tests.concurrency import run_at_once
 from tests.conftest import SYSTEM
-from tests.connectors import twilio_support
+from tests.connectors import twilio_support, url_guard_support
 from tests.connectors.twilio_support import (
     ACCOUNT_SID,
     AUTH_TOKEN,
@@ -27,10 +27,12 @@ from tests.connectors.twilio_support import (
     fixture,
     post_twilio,
 )
+from tests.connectors.url_guard_support import PUBLIC_ADDRESS
 
 pytestmark = pytest.mark.django_db(transaction=True)
 twilio_fake = twilio_support.twilio_fake
 twilio_connector = twilio_support.twilio_connector
+dns = url_guard_support.dns
 TO = "+14155550199"
 
 
@@ -180,7 +182,8 @@ def test_invalid_config_or_credentials_are_refused(config, credentials):
 
 
 @pytest.mark.parametrize("sender", ["+14155550100", "BRAIN", "12345", "https://api.dublin.ie1.twilio.com"])
-def test_valid_senders_and_edges(sender):
+def test_valid_senders_and_edges(sender, dns):
+    dns["api.dublin.ie1.twilio.com"] = [PUBLIC_ADDRESS]  # no DNS here; a public address, as in life
     config = {"from_number": sender} if not sender.startswith("https") else {
         "from_number": FROM_NUMBER, "api_base_url": sender}
     services.register_connector(

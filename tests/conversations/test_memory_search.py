@@ -172,7 +172,7 @@ def test_permission_scoping(make_connector, make_user, grant, api, token_for):
     receive("mem_p1", "shared keyword mine", "x1", sender="pp")
     receive("mem_p1", "shared keyword other", "x2", sender="zz")
     receive("mem_p2", "shared keyword elsewhere", "x3", sender="yy")
-    grant(staff, "view_connector", Connector_get("mem_p2"))
+    grant(staff, "read_conversations", Connector_get("mem_p2"))  # view alone reads no one's (test_read_permission)
 
     assert [m.content for m in search(as_user(person), "shared keyword")] == ["shared keyword mine"]
     assert [m.content for m in search(as_user(staff), "shared keyword")] == ["shared keyword elsewhere"]

@@ -88,7 +88,7 @@ def test_sentiment_trend_per_day_for_user_messages_only(connector, alice):
     assert abs(trend[0]["average"]) < 0.5  # a happy and an angry message the same day
 
 
-def test_sentiment_api_own_staff_and_refused(connector, alice, make_user, api, token_for):
+def test_sentiment_api_own_staff_and_refused(connector, alice, make_user, api, token_for, grant):
     from django.contrib.auth.models import Permission
 
     analysis.analyse_message(_message(_conversation(connector, person=alice), POSITIVE).pk)
@@ -99,6 +99,9 @@ def test_sentiment_api_own_staff_and_refused(connector, alice, make_user, api, t
     assert api(token_for(bob)).get("/api/v1/conversations/people/alice/sentiment/").status_code == 403
     staff = make_user("carol", staff=True)
     staff.user_permissions.add(Permission.objects.get(codename="view_conversation"))
+    # A trend is read from Alice's words: also read_conversations on her connector (test_read_permission).
+    assert api(token_for(staff)).get("/api/v1/conversations/people/alice/sentiment/?days=7").status_code == 403
+    grant(staff, "read_conversations", connector)
     assert api(token_for(staff)).get("/api/v1/conversations/people/alice/sentiment/?days=7").status_code == 200
     assert api(token_for(alice)).get("/api/v1/conversations/people/alice/sentiment/?days=0").status_code == 400
 

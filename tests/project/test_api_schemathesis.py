@@ -256,7 +256,7 @@ def _loopback_only(monkeypatch, settings):
 
     monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
     monkeypatch.setattr(socket.socket, "connect", connect)
-    settings.EVENT_SUBSCRIPTION_ALLOW_LOOPBACK = True
+    settings.BRAIN_ALLOW_PRIVATE_URLS = True  # every name resolves to 127.0.0.1 here
 
 
 # --- the tests -------------------------------------------------------------------------------

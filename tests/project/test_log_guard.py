@@ -75,6 +75,20 @@ def test_guarded_handler_sees_the_line_after_its_filters(settings):
     assert [leak.kind for leak in scanner.leaks] == ["message content"]
 
 
+def test_search_words_are_watched(make_user):
+    """What people search for is as private as what they wrote: the query and each word or quoted
+    phrase of it (of at least MIN_LENGTH characters) count as content for the guard."""
+    from connectors.permissions import Principal
+    from conversations import services as memory
+    from tests.log_guard import scanner
+
+    query = 'periwinkle "marmalade jar" quokka'
+    memory.search(Principal.for_user(make_user("searcher", superuser=True), via="test"), query)
+    assert scanner.watched(query)
+    assert scanner.watched("periwinkle") and scanner.watched("marmalade jar")
+    assert not scanner.watched("quokka")  # shorter than MIN_LENGTH: too likely in innocent lines
+
+
 INNER_TESTS = f'''
 import logging
 

@@ -61,3 +61,60 @@ def test_the_previous_search_index_key_is_redacted_too(captured, settings):
     settings.SEARCH_INDEX_PREVIOUS_KEY = "old-search-index-key-0123456789"
     logger.warning("previous key %s", settings.SEARCH_INDEX_PREVIOUS_KEY)
     assert records == ["previous key [redacted]"]
+
+
+def test_query_values_are_withheld_and_parameter_names_kept(captured):
+    """Query strings carry search words, codes and tokens (daphne's access log, Django's request
+    warnings, SDK errors quoting a URL): each value goes, each name stays to say what was asked."""
+    logger, records = captured
+    logger.info('127.0.0.1:5 - - [02/Dec/2026] "GET /api/v1/conversations/search/?q=periwinkle+marmalade&limit=5" 200 9')
+    logger.warning("POST https://api.example.org/send?chat_id=4471&text=door%20code%204471 failed")
+    logger.warning("GET /accounts/login/?next=%2Fpreferences%2Fpair%2FW7K2QX9M%2F 200")
+    logger.warning("GET /x/?W7K2QX9M&flag&%3Cscript%3E=1&<b>=2 404")
+    logger.warning("Is the relay down? Retrying in 5 s (attempt 2/3)?")
+    assert records == [
+        '127.0.0.1:5 - - [02/Dec/2026] "GET /api/v1/conversations/search/?q=[redacted]&limit=[redacted]" 200 9',
+        "POST https://api.example.org/send?chat_id=[redacted]&text=[redacted] failed",
+        "GET /accounts/login/?next=[redacted] 200",
+        "GET /x/?[redacted]&[redacted]&%3Cscript%3E=[redacted]&[redacted] 404",
+        "Is the relay down? Retrying in 5 s (attempt 2/3)?",
+    ]
+
+
+HANDLERS_PROBE = """
+import logging, os, sys
+import django
+django.setup()
+if sys.argv[1] == "celery-worker":
+    from brain_connectors.celery import app
+    app.log.setup_logging_subsystem(loglevel="INFO")  # what `celery worker` runs at start
+from connectors.logging_filters import RedactSecretsFilter
+unfiltered = set()
+for name in ["", *logging.Logger.manager.loggerDict]:
+    logger = logging.getLogger(name)
+    while logger is not None:
+        for handler in logger.handlers:
+            if isinstance(handler, logging.NullHandler):
+                continue  # writes nothing
+            if not any(isinstance(f, RedactSecretsFilter) for f in handler.filters):
+                unfiltered.add(f"{logger.name}: {type(handler).__name__}")
+        logger = logger.parent if logger.propagate else None
+print(sorted(unfiltered))
+"""
+
+
+@pytest.mark.parametrize("debug, mode", [("false", "web"), ("true", "web"), ("false", "celery-worker")])
+def test_every_handler_a_log_record_can_reach_redacts(debug, mode, subprocess_env):
+    """Django's own handlers (`console` under DEBUG, as in `make run`; `mail_admins`; `django.server`)
+    and the handlers a Celery worker installs at start would write lines the filter never saw."""
+    import subprocess
+    import sys
+
+    from tests.conftest import BASE_DIR
+
+    run = subprocess.run(
+        [sys.executable, "-c", HANDLERS_PROBE, mode], cwd=BASE_DIR, capture_output=True, text=True, timeout=60,
+        env={**subprocess_env, "DEBUG": debug},
+    )
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.strip() == "[]", run.stdout

@@ -17,6 +17,9 @@ bob's objects, and show alice's exactly when she may view them.
 
 The expectations for connector operations come from tests/connectors/test_rbac_matrix.py's
 REST_MATRIX (the hand-written, deeper table of one connector's REST surface): one rule, two tests.
+Reading other people's conversations follows its READS_CONVERSATIONS row: each person's connector
+also carries a conversation with a stranger, which search and context show exactly at the levels
+that read others' conversations (read, admin), while one's own conversations are always readable.
 """
 import asyncio
 import json
@@ -43,11 +46,11 @@ from routing import notify
 from routing import services as routing
 from routing.models import ChannelIdentity, ConnectorPreference, Notification, PairingCode
 from tests.conftest import SYSTEM
-from tests.connectors.test_rbac_matrix import GRANTS, REST_MATRIX
+from tests.connectors.test_rbac_matrix import GRANTS, READS_CONVERSATIONS, REST_MATRIX
 from tests.connectors.test_rbac_matrix import LEVELS as MATRIX_LEVELS
 from tests.mcp_client import structured
 
-LEVELS = ("none", "view", "send", "manage", "admin")
+LEVELS = ("none", "view", "send", "manage", "read", "admin")
 OWNERS = ("own", "other")
 CONNECTED, STOPPED, DISABLED = "CONNECTED", "STOPPED", "DISABLED"
 ACTOR, VICTIM = "alice", "bob"
@@ -64,6 +67,8 @@ class Rule:
     listing:   always answers; shows one's own item (iff REST_MATRIX[row] allows viewing it, when
                row is set), never the other's.
     personal:  one's own data (or acting as oneself): allowed; the other's is refused with `other`.
+    reads:     someone else's conversation on one's connector: needs READS_CONVERSATIONS[level] (403 where
+               the connector is viewable, else 404); on the other's connector, 404.
     global:    needs a model permission no connector level gives: refused for everyone (403).
     open:      for every signed-in user, nothing private (the pairable channels).
     self:      creates something owned by the caller: allowed; there is no one else's to act on,
@@ -85,6 +90,10 @@ def listing(row=""):
 
 def personal(other=404):
     return Rule("personal", other=other)
+
+
+def reads(row):
+    return Rule("reads", row)
 
 
 GLOBAL, OPEN, SELF = Rule("global"), Rule("open"), Rule("self")
@@ -109,6 +118,12 @@ def expected(rule, level, owner, ok):
         return True, ok
     if rule.kind == "personal":
         return (True, ok) if owner == "own" else (False, rule.other)
+    if rule.kind == "reads":
+        if owner == "other":
+            return False, 404
+        if READS_CONVERSATIONS[level]:
+            return True, ok
+        return False, (403 if matrix_status(rule.row, level) < 300 else 404)
     if rule.kind == "global":
         return False, 403
     raise AssertionError(f"unknown rule {rule.kind}")
@@ -143,6 +158,8 @@ def _person(username, level, make_user, grant, carol):
     preferences = list(ConnectorPreference.objects.filter(user=user).order_by("priority").values_list("pk", flat=True))
     word = f"{username}word"
     delivery, _ = services.send_message(SYSTEM, conn_id, f"{username}-1", f"hello {word}")
+    # Someone without an account on the person's own connector: theirs to read only with read_conversations.
+    services.send_message(SYSTEM, conn_id, f"{username}-stranger", f"private {word}")
     notification, _ = notify.notify_user(SYSTEM, user, "please read", "standard")
     subscription, _ = subscriptions.create_subscription(
         Principal.for_user(user, "test"), url="http://127.0.0.1:9/hook", event_types=["connector.*"], active=False
@@ -162,6 +179,7 @@ def _person(username, level, make_user, grant, carol):
         "token": spare.prefix,
         "pairing": pairing.pairing.pk,
         "word": word,
+        "stranger": f"{username}-stranger",
     }
 
 
@@ -187,7 +205,7 @@ def build_world(level, state, make_user, grant, token_for):
 @pytest.fixture(autouse=True)
 def _routing_settings(settings):
     settings.ROUTING_PAIRABLE_KINDS = ("locmem",)  # pairing codes on the test connectors
-    settings.EVENT_SUBSCRIPTION_ALLOW_LOOPBACK = True  # subscription URLs on 127.0.0.1 (never called: inactive)
+    settings.BRAIN_ALLOW_PRIVATE_URLS = True  # subscription URLs on 127.0.0.1 (never called: inactive)
 
 
 # --- what each side holds, to prove that refusals change nothing ---------------------------------
@@ -404,7 +422,7 @@ def shared_world(request, django_db_setup, django_db_blocker):
     pytest groups the cases by this parameter, so each world is built once."""
     level = request.param
     with django_db_blocker.unblock(), override_settings(ROUTING_PAIRABLE_KINDS=("locmem",),
-                                                        EVENT_SUBSCRIPTION_ALLOW_LOOPBACK=True):
+                                                        BRAIN_ALLOW_PRIVATE_URLS=True):
         outer = transaction.atomic()
         outer.__enter__()
         try:
@@ -453,14 +471,25 @@ def check_rest(op_id, world, owner, api):
     if op.listed and allowed:
         ids = op.listed[0](response.json())
         key = op.listed[1]
-        if key is None:  # search: results must be the owner's own conversation only
-            own_conversations = {str(pk) for pk in Conversation.objects.filter(person=world.users[ACTOR])
-                                 .values_list("pk", flat=True)}
-            assert ids and ids <= own_conversations
+        if key is None:
+            check_search_results(world, ids)
         elif owner == "own":
             assert (str(target[key]) in ids) == shows_own(op.rule, level), ids
         else:
             assert str(target[key]) not in ids, f"bob's {key} is listed to alice"
+
+
+def check_search_results(world, ids):
+    """Search on alice's connector: her own conversations always, the stranger's exactly when her
+    level reads other people's conversations, nothing else (never bob's)."""
+    conn = world.objects[ACTOR]["connector"]
+    own = {str(pk) for pk in Conversation.objects.filter(person=world.users[ACTOR], connector_id=conn)
+           .values_list("pk", flat=True)}
+    stranger = {str(pk) for pk in Conversation.objects.filter(connector_id=conn, address=world.objects[ACTOR]["stranger"])
+                .values_list("pk", flat=True)}
+    assert own and stranger
+    assert own <= ids and ids <= own | stranger, ids
+    assert (stranger <= ids) == READS_CONVERSATIONS[world.level], ids
 
 
 # --- MCP: every tool the server lists ------------------------------------------------------------
@@ -486,10 +515,12 @@ MCP_OPS = {
     "get_delivery_status": McpOp(connector("delivery"), "delivery.get", target="delivery",
                                  args=lambda o: {"delivery_id": o["delivery"]}),
     "notify_user": McpOp(GLOBAL, "notification.create", args=lambda o: {"username": o["username"], "content": "hi"}),
-    "get_conversation_context": McpOp(connector("retrieve"), "conversation.context", target="connector",
-                                      args=lambda o: {"connector_id": o["connector"], "address": f"{o['username']}-1"}),
+    # A stranger's conversation (one's own is readable at every level: tests/conversations/test_read_permission.py).
+    "get_conversation_context": McpOp(reads("retrieve"), "conversation.context", target="connector",
+                                      args=lambda o: {"connector_id": o["connector"], "address": o["stranger"]}),
     "search_conversations": McpOp(personal(), "conversation.search", target="connector",
-                                  args=lambda o: {"query": o["word"], "connector_id": o["connector"]}),
+                                  args=lambda o: {"query": o["word"], "connector_id": o["connector"]},
+                                  listed=(lambda data: {str(r["conversation_id"]) for r in data["results"]}, None)),
 }
 
 
@@ -542,10 +573,12 @@ def test_mcp(name, level, owner, make_user, grant, token_for):
     assert result.is_error == (not allowed), result.content
     target_id = target[op.target] if op.target and not allowed else None
     check_outcome(world, before, mark, allowed, op.action, op.writes and allowed, target_id)
-    if op.listed:
+    if op.listed and allowed:
         ids = op.listed[0](structured(result))
         key = op.listed[1]
-        if owner == "own":
+        if key is None:
+            check_search_results(world, ids)
+        elif owner == "own":
             assert (target[key] in ids) == shows_own(op.rule, level), ids
         else:
             assert target[key] not in ids, f"bob's {key} is listed to alice"

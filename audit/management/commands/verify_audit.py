@@ -1,20 +1,64 @@
+from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 from tqdm import tqdm
 
+from audit import checkpoints
 from audit.models import AuditEvent
 from audit.services import verify_chain
 
 
 class Command(BaseCommand):
-    help = "Verify the audit log's hash chain from the first row to the last; exit non-zero at the first broken link."
+    help = (
+        "Verify the audit log's hash chain from the first row to the last, and that it still holds the "
+        "newest checkpoint of its head (so that deleting the newest rows is seen). Exits non-zero on any failure."
+    )
 
-    def handle(self, *args, **options):
+    def add_arguments(self, parser):
+        parser.add_argument(
+            "--without-checkpoint",
+            action="store_true",
+            help="Verify the chain alone, e.g. where the checkpoint directory is not available. The deletion "
+            "of the newest rows then goes unnoticed.",
+        )
+
+    def handle(self, *args, without_checkpoint=False, **options):
+        # The checkpoint before the chain: rows appended meanwhile only extend what it vouches for.
+        checkpoint, problems = (None, []) if without_checkpoint else checkpoints.newest()
         total = AuditEvent.objects.count()
         with tqdm(total=total, unit="rows", desc="verify_audit", file=self.stderr._out, disable=None) as bar:
-            report = verify_chain(progress=bar.update)
+            report = verify_chain(progress=bar.update, anchor_seq=checkpoint.seq if checkpoint else None)
+
+        failures = list(problems)
         if not report.ok:
-            raise CommandError(
+            failures.insert(
+                0,
                 f"Audit chain broken at seq {report.broken_seq}: {report.reason} "
-                f"({report.checked} rows verified before it)."
+                f"({report.checked} rows verified before it).",
             )
-        self.stdout.write(self.style.SUCCESS(f"Audit chain intact: {report.checked} rows verified."))
+        elif checkpoint:
+            why = checkpoints.mismatch(checkpoint, report.last_seq, report.anchor_hash)
+            if why:
+                failures.append(why)
+        if not without_checkpoint and checkpoint is None and report.checked and not problems:
+            failures.append(
+                f"No audit checkpoint in {checkpoints.directory()}: cannot tell whether the newest rows were "
+                f"deleted. The service writes one every {settings.AUDIT_CHECKPOINT_INTERVAL_SECONDS:g} s (daphne, "
+                "Celery beat) into AUDIT_CHECKPOINT_DIR, which this command must see; `manage.py audit_checkpoint` "
+                "writes one now. --without-checkpoint verifies the chain alone."
+            )
+        if failures:
+            raise CommandError("\n".join(failures))
+
+        unkeyed = f" ({report.unkeyed} unkeyed rows from before AUDIT_CHAIN_KEY)" if report.unkeyed else ""
+        self.stdout.write(self.style.SUCCESS(f"Audit chain intact: {report.checked} rows verified{unkeyed}."))
+        if checkpoint:
+            self.stdout.write(
+                f"The log matches the newest checkpoint (seq {checkpoint.seq}, written "
+                f"{checkpoint.written_at:%Y-%m-%d %H:%M:%S} UTC, {checkpoint.path}). Rows written after it could "
+                "have been deleted unseen."
+            )
+        elif without_checkpoint:
+            self.stdout.write(
+                self.style.WARNING("Checkpoint not compared (--without-checkpoint): deletion of the newest rows was "
+                                   "not checked.")
+            )

@@ -7,6 +7,10 @@ before the loop ends: nothing is shared between loops, and nothing leaks. The `B
 repeats the token in its error message; we open and close its HTTP clients ourselves.
 
 `translate()` turns PTB's exceptions into ConnectorError, deciding what is permanent.
+
+Every connection the Bot's HTTP clients open passes the outbound-URL guard (connectors.guarded_http)
+on the address it connects to. PTB reports the guard's refusal as a NetworkError; `translate()`
+finds it in the cause and makes it permanent (`unsafe_url`), which stops the connector.
 """
 import asyncio
 import atexit
@@ -16,6 +20,7 @@ import datetime
 import threading
 import warnings
 
+import httpx
 from telegram import Bot
 from telegram.error import (
     BadRequest,
@@ -31,6 +36,8 @@ from telegram.request import HTTPXRequest
 from telegram.warnings import PTBDeprecationWarning
 
 from ...base import ConnectorError
+from ...guarded_http import caused_by, guarded_async_transport
+from ...url_guard import UnsafeURL
 
 # PTB 22 warns, from inside RetryAfter.__init__ itself, that `retry_after` becomes a timedelta one
 # day; retry_after_seconds() handles both, so that one warning is only noise on every 429.
@@ -48,6 +55,7 @@ BAD_REQUEST = "bad_request"
 RATE_LIMITED = "rate_limited"
 TIMEOUT = "timeout"
 NETWORK_ERROR = "network_error"
+UNSAFE_URL = "unsafe_url"
 
 
 def run(coroutine_function, *args, **kwargs):
@@ -61,6 +69,13 @@ def run(coroutine_function, *args, **kwargs):
         return pool.submit(asyncio.run, coroutine_function(*args, **kwargs)).result()
 
 
+def _guarded(pool_size):
+    """httpx.AsyncClient arguments: our transport (PTB's own `limits` only shape a default one), and
+    no proxies from the environment, which would connect where the guard cannot see."""
+    transport = guarded_async_transport(limits=httpx.Limits(max_connections=pool_size), http1=True, http2=False)
+    return {"transport": transport, "trust_env": False}
+
+
 class BotSession:
     """`async with BotSession(token, api_base_url) as bot:` a Bot whose HTTP clients live exactly
     as long as the block. `poll_timeout` lengthens getUpdates' read timeout for long polling."""
@@ -68,9 +83,9 @@ class BotSession:
     def __init__(self, token, api_base_url=OFFICIAL_API_BASE_URL, *, timeout=DEFAULT_TIMEOUT, poll_timeout=0):
         self._requests = (
             HTTPXRequest(connection_pool_size=4, connect_timeout=timeout, read_timeout=timeout,
-                         write_timeout=timeout, pool_timeout=timeout),
+                         write_timeout=timeout, pool_timeout=timeout, httpx_kwargs=_guarded(4)),
             HTTPXRequest(connection_pool_size=1, connect_timeout=timeout, read_timeout=timeout + poll_timeout,
-                         write_timeout=timeout, pool_timeout=timeout),
+                         write_timeout=timeout, pool_timeout=timeout, httpx_kwargs=_guarded(1)),
         )
         self.bot = Bot(
             token,
@@ -156,6 +171,9 @@ def scrub(text: str, token: str) -> str:
 def translate(exc: TelegramError, token: str = "") -> ConnectorError:
     """What a Bot API failure means for us: permanent for the recipient, for the whole connector
     (invalid token), or worth retrying (flood control, 5xx, network, timeouts)."""
+    refused = caused_by(exc, UnsafeURL)
+    if refused is not None:  # api_base_url leads somewhere the guard refuses: an admin must fix it
+        return ConnectorError(f"api_base_url is refused: {refused}", permanent=True, code=UNSAFE_URL)
     message = scrub(getattr(exc, "message", None) or str(exc), token)
     lowered = message.lower()
     if isinstance(exc, RetryAfter):

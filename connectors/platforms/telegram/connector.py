@@ -22,6 +22,8 @@ from telegram.warnings import PTBUserWarning
 
 from ... import services
 from ...base import (
+    CREDENTIALS,
+    PATTERN_END,
     BaseConnector,
     ConnectorError,
     HealthResult,
@@ -42,7 +44,7 @@ SECRET_HEADER = "X-Telegram-Bot-Api-Secret-Token"  # noqa: S105 (a header name)
 DEFAULT_POLL_TIMEOUT = 10
 MAX_MIGRATIONS = 3  # a chat migrates once; more in a row means something is wrong
 POLLER = Principal.system_actor("platform", via="polling")
-_RECIPIENT = re.compile(r"^(-?[0-9]{1,20}|@[A-Za-z][A-Za-z0-9_]{3,31})$")
+_RECIPIENT = re.compile(r"-?[0-9]{1,20}|@[A-Za-z][A-Za-z0-9_]{3,31}")  # fullmatch: "$" passes a final "\n"
 
 
 class TelegramConnector(BaseConnector):
@@ -54,7 +56,9 @@ class TelegramConnector(BaseConnector):
         "required": ["mode"],
         "properties": {
             "mode": {"enum": ["webhook", "polling"]},
-            "api_base_url": {"type": "string", "pattern": r"^https?://[^\s/?#]+(/[^\s?#]*)?$", "maxLength": 500},
+            # Where it may point (and whether plain http is allowed) is connectors.url_guard's call.
+            "api_base_url": {"type": "string", "pattern": rf"^https?://[^\s/?#]+(/[^\s?#]*)?{PATTERN_END}",
+                             "maxLength": 500},
             "timeout": {"type": "number", "minimum": 1, "maximum": 120},
             "poll_timeout": {"type": "integer", "minimum": 0, "maximum": 50},
         },
@@ -63,8 +67,9 @@ class TelegramConnector(BaseConnector):
         "type": "object",
         "additionalProperties": False,
         "required": ["bot_token"],
-        "properties": {"bot_token": {"type": "string", "pattern": r"^[0-9]{1,20}:[A-Za-z0-9_-]{20,200}$"}},
+        "properties": {"bot_token": {"type": "string", "pattern": rf"^[0-9]{{1,20}}:[A-Za-z0-9_-]{{20,200}}{PATTERN_END}"}},
     }
+    destination_config_keys = {"api_base_url": CREDENTIALS}  # the token is part of every request path
 
     # --- settings ------------------------------------------------------------------------------
     @property
@@ -89,7 +94,7 @@ class TelegramConnector(BaseConnector):
 
     @classmethod
     def validate_recipient(cls, recipient):
-        if not _RECIPIENT.match(recipient):
+        if not _RECIPIENT.fullmatch(recipient):
             return "must be a Telegram chat id (an integer, negative for groups) or @channelusername"
         return None
 

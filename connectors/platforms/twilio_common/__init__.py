@@ -15,7 +15,16 @@ import re
 from django.conf import settings
 from twilio.request_validator import RequestValidator
 
-from ...base import BaseConnector, ConnectorError, HealthResult, WebhookIgnored, WebhookRejected, WebhookResult
+from ...base import (
+    CREDENTIALS,
+    PATTERN_END,
+    BaseConnector,
+    ConnectorError,
+    HealthResult,
+    WebhookIgnored,
+    WebhookRejected,
+    WebhookResult,
+)
 from .client import DEFAULT_TIMEOUT, BaseUrlHttpClient, make_client
 from .errors import PERMANENT_CODES, call_twilio, map_twilio_error, parse_retry_after
 from .inbound import inbound_message, receipt_from_status, twiml_response
@@ -29,17 +38,18 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 E164 = r"\+[1-9][0-9]{6,14}"
-E164_RE = re.compile(rf"^{E164}$")
-# https anywhere (regional edges, a proxy); plain http only to a loopback fake.
-API_BASE_URL_PATTERN = r"^(https://[A-Za-z0-9.-]+(:[0-9]{1,5})?|http://(127\.0\.0\.1|localhost|\[::1\])(:[0-9]{1,5})?)(/[^\s?#]*)?$"
+E164_RE = re.compile(E164)  # fullmatch: "$" would pass a final "\n"
+# The form only. Where it may point, and plain http only to an allowed private address (a fake, a
+# proxy on the local network), is connectors.url_guard's call when the config is saved.
+API_BASE_URL_PATTERN = rf"^https?://([A-Za-z0-9.-]+|\[[0-9A-Fa-f:.]+\])(:[0-9]{{1,5}})?(/[^\s?#]*)?{PATTERN_END}"
 
 CREDENTIALS_SCHEMA = {
     "type": "object",
     "additionalProperties": False,
     "required": ["account_sid", "auth_token"],
     "properties": {
-        "account_sid": {"type": "string", "pattern": "^AC[0-9a-fA-F]{32}$"},
-        "auth_token": {"type": "string", "pattern": "^[A-Za-z0-9_-]{16,128}$"},
+        "account_sid": {"type": "string", "pattern": rf"^AC[0-9a-fA-F]{{32}}{PATTERN_END}"},
+        "auth_token": {"type": "string", "pattern": rf"^[A-Za-z0-9_-]{{16,128}}{PATTERN_END}"},
     },
 }
 
@@ -68,7 +78,7 @@ NOT_E164 = "not a phone number in E.164 form (+<country code><number>, e.g. +141
 def normalize_phone(recipient: str) -> str:
     """E.164 with the spaces, dashes, dots and brackets people type removed; ConnectorError otherwise."""
     cleaned = "".join(ch for ch in str(recipient).strip() if ch not in " -.()\u00a0")
-    if not E164_RE.match(cleaned):
+    if not E164_RE.fullmatch(cleaned):
         raise ConnectorError(f"The recipient is {NOT_E164}.", permanent=True, code="invalid_recipient")
     return cleaned
 
@@ -80,6 +90,7 @@ class TwilioConnector(BaseConnector):
     """Base of the three Twilio kinds. Subclasses implement send() and the messages/voice channels."""
 
     credentials_schema = CREDENTIALS_SCHEMA
+    destination_config_keys = {"api_base_url": CREDENTIALS}  # every API call carries the auth token
     webhook_channels = ("messages", "status")
 
     @classmethod

@@ -1,9 +1,15 @@
-"""The Twilio REST client: the SDK's own, pointed at `api_base_url` when the config has one."""
+"""The Twilio REST client: the SDK's own, pointed at `api_base_url` when the config has one.
+
+Its requests session connects only through the outbound-URL guard (connectors.guarded_http): the
+address of every new connection is checked as it is made, and environment proxies are not used.
+"""
 import logging
 from urllib.parse import urlsplit, urlunsplit
 
 from twilio.http.http_client import TwilioHttpClient
 from twilio.rest import Client
+
+from ...guarded_http import guard_session
 
 logger = logging.getLogger(__name__)
 
@@ -16,6 +22,7 @@ class BaseUrlHttpClient(TwilioHttpClient):
 
     def __init__(self, base_url=None, timeout=DEFAULT_TIMEOUT):
         super().__init__(timeout=timeout)
+        guard_session(self.session)  # one client per call: the pool size of the SDK's adapter is moot
         self.base = urlsplit(base_url.rstrip("/")) if base_url else None
         self.last_headers = {}
 

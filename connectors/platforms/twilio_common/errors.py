@@ -6,6 +6,7 @@ import requests
 from twilio.base.exceptions import TwilioException, TwilioRestException
 
 from ...base import ConnectorError
+from ...url_guard import UnsafeURL
 
 # Twilio error code → (our code, human summary). All permanent: the same request cannot succeed.
 PERMANENT_CODES = {
@@ -102,5 +103,7 @@ def call_twilio(client, operation):
     """Run `operation(client)`; turn anything the SDK or the network raised into ConnectorError."""
     try:
         return operation(client)
+    except UnsafeURL as exc:  # api_base_url leads somewhere the guard refuses: an admin must fix it
+        raise ConnectorError(f"api_base_url is refused: {exc}", permanent=True, code="unsafe_url") from None
     except (TwilioRestException, TwilioException, requests.RequestException) as exc:
         raise map_twilio_error(exc, getattr(client.http_client, "last_headers", None)) from None

@@ -26,6 +26,7 @@ import re
 from django.conf import settings
 
 from ...base import (
+    PATTERN_END,
     ConnectorError,
     IncomingMessage,
     MessageValidationError,
@@ -43,8 +44,9 @@ from .twiml import Speaker
 logger = logging.getLogger(__name__)
 
 TWIML_PARAM_LIMIT = 4000  # Twilio refuses inline TwiML longer than this
-CLIENT_OR_SIP = re.compile(r"^(client:[A-Za-z0-9_.-]{1,100}|sip:[^\s<>\"]{3,200})$")
-ANONYMOUS = re.compile(r"^anonymous:CA[0-9a-fA-F]{32}$")
+# Used with fullmatch(): a trailing "$" would let a final "\n" through.
+CLIENT_OR_SIP = re.compile(r"client:[A-Za-z0-9_.-]{1,100}|sip:[^\s<>\"]{3,200}")
+ANONYMOUS = re.compile(r"anonymous:CA[0-9a-fA-F]{32}")
 DEFAULTS = {"reply_wait_seconds": 3.0, "max_wait_rounds": 5, "gather_timeout": 5}
 
 
@@ -57,12 +59,12 @@ class VoiceConnector(TwilioConnector):
     label = "Phone calls (Twilio)"
     webhook_channels = ("voice", "status")
     config_schema = config_schema(
-        rf"^{E164}$",
+        rf"^{E164}{PATTERN_END}",
         greeting=_text(1000),
         filler=_text(200),
         goodbye=_text(200),
-        voice={"type": "string", "pattern": r"^[A-Za-z0-9._-]{1,64}$"},
-        language={"type": "string", "pattern": r"^[A-Za-z]{2,3}(-[A-Za-z0-9]{2,8})*$"},
+        voice={"type": "string", "pattern": rf"^[A-Za-z0-9._-]{{1,64}}{PATTERN_END}"},
+        language={"type": "string", "pattern": rf"^[A-Za-z]{{2,3}}(-[A-Za-z0-9]{{2,8}})*{PATTERN_END}"},
         ask_ack={"type": "boolean"},
         reply_wait_seconds={"type": "number", "minimum": 0, "maximum": 10},
         max_wait_rounds={"type": "integer", "minimum": 1, "maximum": 20},
@@ -75,9 +77,9 @@ class VoiceConnector(TwilioConnector):
         Twilio can call too. `anonymous:<CallSid>` (a caller without caller ID) can only be
         answered inside its call."""
         value = str(recipient).strip()
-        if CLIENT_OR_SIP.match(value):
+        if CLIENT_OR_SIP.fullmatch(value):
             return value
-        if ANONYMOUS.match(value):
+        if ANONYMOUS.fullmatch(value):
             raise ConnectorError(
                 "An anonymous caller cannot be called back.", permanent=True, code="invalid_recipient"
             )
@@ -85,7 +87,7 @@ class VoiceConnector(TwilioConnector):
 
     @classmethod
     def validate_recipient(cls, recipient: str):
-        if ANONYMOUS.match(str(recipient).strip()):
+        if ANONYMOUS.fullmatch(str(recipient).strip()):
             return None  # valid as the address of a reply within the call; send() refuses a new call
         return super().validate_recipient(recipient)
 
@@ -93,7 +95,7 @@ class VoiceConnector(TwilioConnector):
     def caller_address(state):
         """The caller as a recipient: their number or client/SIP address, else `anonymous:<CallSid>`."""
         caller = state.caller
-        if CLIENT_OR_SIP.match(caller) or E164_RE.match(caller):
+        if CLIENT_OR_SIP.fullmatch(caller) or E164_RE.fullmatch(caller):
             return caller
         return f"anonymous:{state.call_sid}"
 

@@ -84,7 +84,7 @@ _GOODBYE = re.compile(
 
 def is_goodbye(speech: str) -> bool:
     words = re.sub(r"[^\w' ]+", " ", speech.lower().replace("good-bye", "good bye").replace("’", "'"))
-    return bool(_GOODBYE.match(" ".join(words.split())))
+    return bool(_GOODBYE.fullmatch(" ".join(words.split())))
 
 
 def url_with(base: str, **params) -> str:

@@ -246,6 +246,7 @@
       const option = document.createElement("option");
       option.value = channel.id;
       option.dataset.kind = channel.kind;
+      option.dataset.needsAddress = channel.needs_address ? "true" : "false";
       option.textContent = `${channel.display_name} (${channel.kind})`;
       select.appendChild(option);
     }
@@ -254,9 +255,10 @@
 
   function updateAddressRow() {
     const option = $("pair-channel").selectedOptions[0];
-    const isEmail = !!option && option.dataset.kind === "email";
-    $("pair-address-row").hidden = !isEmail;
-    $("pair-address").required = isEmail;
+    // Where BRAIN sends the link to an address (email), the person gives it; the code never comes back here.
+    const needsAddress = !!option && option.dataset.needsAddress === "true";
+    $("pair-address-row").hidden = !needsAddress;
+    $("pair-address").required = needsAddress;
   }
 
   async function requestCode(event) {
@@ -265,7 +267,7 @@
     if (!select.value) return;
     const option = select.selectedOptions[0];
     const body = { connector: select.value };
-    if (option.dataset.kind === "email") body.address = $("pair-address").value.trim();
+    if (option.dataset.needsAddress === "true") body.address = $("pair-address").value.trim();
     const button = $("pair-button");
     button.disabled = true;
     try {
@@ -282,21 +284,25 @@
     stopWaiting();
     const known = new Set(state.identities.map((i) => String(i.id)));
     const expires = new Date(created.expires_at);
-    state.pairing = { code: created.code, known: known, expires: expires, timer: null, polls: 0 };
-    $("pair-code").textContent = created.code;
+    const code = created.code || "";
+    state.pairing = { code: code, known: known, expires: expires, timer: null, polls: 0 };
+    $("pair-code").textContent = code;
+    $("pair-code").hidden = !code;
+    $("pair-result-title").textContent = code ? "Your code" : "Check your inbox";
     $("pair-instructions").textContent = created.instructions || "";
     const time = $("pair-expires");
     time.dateTime = created.expires_at;
     time.textContent = expires.toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" });
     const waiting = $("pair-waiting");
     waiting.dataset.state = "waiting";
-    waiting.textContent = "Waiting for your message…";
+    waiting.textContent = code ? "Waiting for your message…" : "Waiting for you to confirm the link…";
     $("pair-cancel").hidden = false;
     const box = $("pair-result");
     box.hidden = false;
-    box.dataset.code = created.code;
+    box.dataset.code = code;
     box.focus();
-    say(`Your code for ${channelName} is ${created.code.split("").join(" ")}. ${created.instructions || ""}`, "info");
+    if (code) say(`Your code for ${channelName} is ${code.split("").join(" ")}. ${created.instructions || ""}`, "info");
+    else say(created.instructions || `We sent a link for ${channelName}.`, "info");
     state.pairing.timer = window.setInterval(pollForIdentity, config.pollMs);
   }
 

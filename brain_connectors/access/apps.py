@@ -1,0 +1,11 @@
+from django.apps import AppConfig
+
+
+class AccessConfig(AppConfig):
+    name = "brain_connectors.access"
+    label = "access"
+    verbose_name = "Access"
+    default_auto_field = "django.db.models.BigAutoField"
+
+    def ready(self):
+        from . import checks, login  # noqa: F401  (registers the system checks and the login audit receivers)
