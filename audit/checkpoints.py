@@ -80,7 +80,7 @@ def _parse(path, label, ring):
         fields = {k: body[k] for k in ("version", "database", "seq", "hash", "written_at", "key_id")}
         mac = body["mac"]
         seq, written_at = fields["seq"], datetime.fromisoformat(fields["written_at"])
-        if not (isinstance(seq, int) and seq > 0 and isinstance(mac, str) and _HEX64.match(str(fields["hash"]))):
+        if not (isinstance(seq, int) and seq > 0 and isinstance(mac, str) and _HEX64.fullmatch(str(fields["hash"]))):
             raise ValueError("bad field")
     except FileNotFoundError:
         return None  # pruned by another writer while this one listed the directory

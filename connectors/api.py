@@ -1,4 +1,6 @@
 """REST API under /api/v1/. Views parse, call one service and render: no rules live here."""
+from datetime import timezone as dt_timezone
+
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Group
 from drf_spectacular.types import OpenApiTypes
@@ -312,7 +314,7 @@ def _event_query(params):
         raw = params.get(name)
         if raw is None:
             continue
-        if not raw.isdigit() or not low <= int(raw) <= high:
+        if not (raw.isascii() and raw.isdigit()) or not low <= int(raw) <= high:
             problems[name] = f"must be an integer from {low} to {high}"
         else:
             query[key] = int(raw)
@@ -322,9 +324,11 @@ def _event_query(params):
             continue
         try:
             value = parse_datetime(raw)
-        except ValueError:
+            # In UTC: PostgreSQL refuses offsets beyond ±15:59 that Python accepts (+18:09 was a 500).
+            value = value.astimezone(dt_timezone.utc) if value is not None and value.tzinfo is not None else None
+        except (ValueError, OverflowError):  # OverflowError: year 1 moved past the calendar's start
             value = None
-        if value is None or value.tzinfo is None:
+        if value is None:
             problems[name] = "must be an ISO 8601 date-time with a time zone (e.g. 2026-11-25T20:00:00Z)"
         else:
             query[key] = value

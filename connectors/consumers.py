@@ -249,7 +249,8 @@ class EventStreamConsumer(AsyncWebsocketConsumer):
         try:
             user, _ = tokens.authenticate(raw)
         except tokens.TokenRejected as exc:
-            tokens.record_rejection(exc, via="websocket")
+            # The socket peer (as REMOTE_ADDR is for HTTP), so repeats are counted per client address.
+            tokens.record_rejection(exc, via="websocket", ip=(self.scope.get("client") or (None,))[0])
             raise StreamRequestError(CLOSE_UNAUTHENTICATED, f"invalid token: {exc.reason.replace('_', ' ')}")
         return user
 

@@ -55,6 +55,10 @@ def verify(secrets, headers, body: bytes, *, now=None, tolerance=TOLERANCE_SECON
     if not (msg_id and raw_ts and signatures):
         raise SignatureError("missing webhook-id, webhook-timestamp or webhook-signature header")
     try:
+        msg_id.encode("utf-8")  # a lone surrogate cannot be signed: refuse it, do not crash on it
+    except UnicodeEncodeError:
+        raise SignatureError("webhook-id is not valid Unicode")
+    try:
         timestamp = int(raw_ts)
     except ValueError:
         raise SignatureError("webhook-timestamp is not an integer")

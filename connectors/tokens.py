@@ -57,7 +57,7 @@ def digest(token: str) -> str:
 
 def parse_duration(text: str) -> timedelta:
     """'90d', '12h' or '30m'."""
-    match = DURATION_RE.match(text.strip()) if isinstance(text, str) else None
+    match = DURATION_RE.fullmatch(text.strip()) if isinstance(text, str) else None
     if not match:
         raise ValidationFailed(
             f"Invalid duration {text!r}: use a number followed by d, h or m (e.g. 90d, 12h).",
@@ -133,7 +133,7 @@ def revoke_token(principal, prefix):
 
 def authenticate(raw: str):
     """The token's user, or TokenRejected(reason) for malformed, unknown, expired or revoked."""
-    match = TOKEN_RE.match(raw or "")
+    match = TOKEN_RE.fullmatch(raw or "")
     if not match:
         raise TokenRejected("malformed")
     prefix = match.group(1)

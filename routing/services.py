@@ -99,7 +99,7 @@ NOT_E164 = "must be a phone number in E.164 form (+<country code><number>, e.g. 
 def normalize_phone(value):
     """E.164 from what people type (spaces, dashes, dots, brackets removed) or ValidationFailed."""
     cleaned = "".join(ch for ch in str(value or "").strip() if ch not in " -.()\u00a0")
-    if not E164_RE.match(cleaned):
+    if not E164_RE.fullmatch(cleaned):
         raise ValidationFailed(f"The phone number {NOT_E164}.", code="invalid_address", details={"address": NOT_E164})
     return cleaned
 
@@ -712,7 +712,7 @@ def _parse_time(name, value, problems):
         return None
     if isinstance(value, time):
         return value.replace(second=0, microsecond=0, tzinfo=None)
-    if not isinstance(value, str) or not TIME_RE.match(value.strip()):
+    if not isinstance(value, str) or not TIME_RE.fullmatch(value.strip()):
         problems[name] = "must be a time as HH:MM (00:00 to 23:59), or null"
         return None
     hours, minutes = value.strip().split(":")

@@ -25,9 +25,12 @@ def client_ip(request):
 def throttle_key(ip):
     """What one client is, for counting: an IPv4 address, or an IPv6 /64 (one host usually holds a
     whole /64, and could otherwise take a new address for every request)."""
-    if not ip:
+    try:
+        address = ipaddress.ip_address(str(ip).strip()) if ip else None
+    except ValueError:  # a peer that is no address (a unix socket's path)
+        address = None
+    if address is None:
         return "unknown"
-    address = ipaddress.ip_address(ip)
     if address.version == 6:
         if address.ipv4_mapped is not None:  # ::ffff:a.b.c.d is the IPv4 client a.b.c.d
             return str(address.ipv4_mapped)

@@ -156,6 +156,19 @@ async def test_bad_token_is_closed_with_4401_and_audited():
     )()
 
 
+async def test_bad_tokens_are_counted_per_client_address():
+    """Repeated refusals from one peer are one audit row and a count, and the row names the peer."""
+    for _ in range(3):
+        stream = Stream(token="bct_aaaaaaaa_" + "x" * 43)
+        stream.comm.scope["client"] = ("198.51.100.7", 50000)  # read by the consumer when it connects
+        await stream.comm.connect()
+        assert (await stream.close_code())[0] == 4401
+    refused = await database_sync_to_async(
+        lambda: list(AuditEvent.objects.filter(action="auth.token", details__via="websocket").values("details"))
+    )()
+    assert [row["details"]["ip"] for row in refused] == ["198.51.100.7"]
+
+
 async def test_foreign_origin_is_closed_with_4403(world):
     people = await world()
     stream = Stream(token=people["root"], headers=[(b"origin", b"https://evil.example.com")])

@@ -52,6 +52,8 @@ signature_headers = st.fixed_dictionaries({}, optional={
 @example(headers={"webhook-id": "a", "webhook-timestamp": str(10**400), "webhook-signature": "v1,x"}, body=b"")
 @example(headers={"webhook-id": "a", "webhook-timestamp": str(int(time.time())), "webhook-signature": "v1,é"},
          body=b"")
+@example(headers={"webhook-id": "\ud800", "webhook-timestamp": str(int(time.time())), "webhook-signature": "v1,x"},
+         body=b"")
 def test_verify_raises_only_signature_error(headers, body):
     with pytest.raises(signing.SignatureError):
         signing.verify([HOOK_SECRET], headers, body)

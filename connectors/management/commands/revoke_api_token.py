@@ -12,7 +12,7 @@ class Command(BaseCommand):
         parser.add_argument("token_or_prefix")
 
     def handle(self, *args, token_or_prefix, **options):
-        match = TOKEN_RE.match(token_or_prefix)
+        match = TOKEN_RE.fullmatch(token_or_prefix)
         prefix = match.group(1) if match else token_or_prefix.removeprefix("bct_").rstrip("_…")
         try:
             token = revoke_token(Principal.system_actor("revoke_api_token", via="command"), prefix)
