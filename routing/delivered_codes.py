@@ -100,3 +100,20 @@ def check_send_limits(user, address, now):
             retry_after=_retry_after(same, sends_per_address(), now),
             details={"per": "address", "limit": sends_per_address()},
         )
+
+
+def send_taken_notice(connector, address, user):
+    """Tell the mailbox, and only the mailbox, that a pairing request for it was refused because the
+    address belongs to another account. The requester's answer is the same as for a free address,
+    so it does not reveal whose addresses have accounts here; the mail holds no code and no link."""
+    from connectors import services as connector_services
+    from connectors.permissions import Principal
+
+    message = (
+        f"Hello,\n\n{user.get_username()} asked BRAIN to reach them at this address, but this address is already "
+        "paired with another BRAIN account, so nothing was changed.\n\n"
+        "If that request was yours, remove the address from the other account's preferences first, then ask again. "
+        "If you did not ask for this, ignore this email."
+    )
+    connector_services.send_message(Principal.system_actor("pairing", via="pairing"), connector.id, address, message)
+

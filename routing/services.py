@@ -346,6 +346,7 @@ def request_pairing_code(principal: Principal, user, connector_id, address=None,
                     code="connector_not_running",
                 )
             clean_address = ""
+            taken_elsewhere = False
             now = timezone.now()
             delivered = delivers_code(connector)
             if delivered:
@@ -353,8 +354,13 @@ def request_pairing_code(principal: Principal, user, connector_id, address=None,
                     raise ValidationFailed(f"Give the {connector.kind} address to pair.",
                                            details={"address": f"required for {connector.kind}"})
                 clean_address = normalize_address(connector.kind, address)
-                if ChannelIdentity.objects.filter(connector=connector, address=clean_address).exists():
-                    raise Conflict("This address is already paired with an account.", code="already_paired")
+                owner_id = ChannelIdentity.objects.filter(connector=connector, address=clean_address).values_list(
+                    "user_id", flat=True).first()
+                if owner_id == user.pk:
+                    raise Conflict("This address is already paired with your account.", code="already_paired")
+                # Paired with someone else: the answer must not say so (it would tell anyone whose address
+                # has an account here). Only the mailbox learns it, from a notice instead of the link.
+                taken_elsewhere = owner_id is not None
                 delivered_codes.check_send_limits(user, clean_address, now)
             elif address:
                 raise ValidationFailed(
@@ -376,9 +382,14 @@ def request_pairing_code(principal: Principal, user, connector_id, address=None,
             details = {"connector": connector.id, "user_id": user.pk, "pairing_code_id": pairing.pk}
             if clean_address:
                 details["address_hint"] = address_hint(clean_address)
+            if delivered and taken_elsewhere:
+                details["taken_elsewhere"] = True
             _record("pairing.code_requested", principal, "pairing_code", pairing.pk, **details)
             if delivered:
-                _deliver_link(connector, clean_address, user, code, base_url)
+                if taken_elsewhere:
+                    delivered_codes.send_taken_notice(connector, clean_address, user)
+                else:
+                    _deliver_link(connector, clean_address, user, code, base_url)
                 hint = address_hint(clean_address)
                 instructions = f"We sent a link to {hint}; open it within an hour and confirm."
                 return IssuedCode(code=None, pairing=pairing, instructions=instructions, delivered_to=hint)

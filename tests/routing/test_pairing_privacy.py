@@ -284,3 +284,42 @@ def test_pairing_links_are_redacted_in_log_lines():
     assert redact("GET https://brain.example.org/preferences/pair/k7q2-mx4p/ 409") == (
         "GET https://brain.example.org/preferences/pair/[redacted]/ 409"
     )
+
+
+# --- whose addresses have accounts is not told ---------------------------------------------------
+
+
+@pytest.mark.django_db(transaction=True)
+def test_asking_for_an_address_paired_elsewhere_answers_as_for_a_free_one(mailer, make_user, api, token_for):
+    ada = make_user("ada")
+    services.request_pairing_code(me(ada), ada, "mail", "ada@example.org")
+    [code] = mailed_codes()
+    assert services.confirm_email_link(me(ada), code).ok
+    mail.outbox.clear()
+    mallory = api(token_for(make_user("mallory")))
+
+    taken = mallory.post(PAIRING_CODES, {"connector": "mail", "address": "ada@example.org"}, format="json")
+    free = mallory.post(PAIRING_CODES, {"connector": "mail", "address": "bob@example.org"}, format="json")
+
+    assert taken.status_code == free.status_code == 201, taken.content
+    assert set(taken.json()) == set(free.json())
+    assert taken.json()["instructions"].replace("a•••", "b•••") == free.json()["instructions"]
+    # Only the mailbox learns why: a notice with no code and no link; the free address gets its link.
+    notice, link = mail.outbox
+    assert notice.to == ["ada@example.org"] and "already paired with another BRAIN account" in notice.body
+    assert not LINK.search(notice.body) and LINK.search(link.body) and link.to == ["bob@example.org"]
+    assert ChannelIdentity.objects.get(address="ada@example.org").user == ada
+    assert AuditEvent.objects.filter(action="pairing.code_requested", details__taken_elsewhere=True).count() == 1
+
+
+@pytest.mark.django_db(transaction=True)
+def test_asking_again_for_your_own_paired_address_says_so(mailer, make_user, api, token_for):
+    ada = make_user("ada")
+    services.request_pairing_code(me(ada), ada, "mail", "ada@example.org")
+    [code] = mailed_codes()
+    assert services.confirm_email_link(me(ada), code).ok
+
+    again = api(token_for(ada)).post(PAIRING_CODES, {"connector": "mail", "address": "ada@example.org"}, format="json")
+
+    assert again.status_code == 409 and again.json()["error"]["code"] == "already_paired"
+    assert len(mail.outbox) == 1
