@@ -106,17 +106,17 @@ class ConnectorViewSet(PaginatedListMixin, viewsets.ViewSet):
         services.delete_connector(principal_of(request), id)
         return Response(status=status.HTTP_204_NO_CONTENT)
 
-    @extend_schema(summary="Start (manage)", request=None, responses={200: ConnectorSerializer, **_errors(401, 403, 404, 409)})
+    @extend_schema(summary="Start the connector (manage)", request=None, responses={200: ConnectorSerializer, **_errors(401, 403, 404, 409)})
     @action(detail=True, methods=["post"])
     def start(self, request, id=None):
         return Response(ConnectorSerializer(services.start_connector(principal_of(request), id)).data)
 
-    @extend_schema(summary="Stop (manage)", request=None, responses={200: ConnectorSerializer, **_errors(401, 403, 404, 409)})
+    @extend_schema(summary="Stop the connector (manage)", request=None, responses={200: ConnectorSerializer, **_errors(401, 403, 404, 409)})
     @action(detail=True, methods=["post"])
     def stop(self, request, id=None):
         return Response(ConnectorSerializer(services.stop_connector(principal_of(request), id)).data)
 
-    @extend_schema(summary="Disable (manage)", request=None, responses={200: ConnectorSerializer, **_errors(401, 403, 404, 409)})
+    @extend_schema(summary="Disable the connector (manage)", request=None, responses={200: ConnectorSerializer, **_errors(401, 403, 404, 409)})
     @action(detail=True, methods=["post"])
     def disable(self, request, id=None):
         return Response(ConnectorSerializer(services.set_disabled(principal_of(request), id, True)).data)

@@ -57,10 +57,12 @@ class StrictLimitOffsetPagination(LimitOffsetPagination):
 
 
 class PaginatedListMixin:
-    """Paging for a plain ViewSet whose list comes from a service function's queryset.
-
-    `pagination_class` is named on the view so that drf-spectacular documents the paginated
-    envelope; `paginated_response` pages and serialises the queryset."""
+    # Paging for a plain ViewSet whose list comes from a service function's queryset.
+    #
+    # `pagination_class` is named on the view so that drf-spectacular documents the paginated
+    # envelope; `paginated_response` pages and serialises the queryset.
+    # A comment, not a docstring: drf-spectacular would publish a docstring inherited by a view as the
+    # description of each of its operations (tests/project/test_api_docs.py).
 
     pagination_class = api_settings.DEFAULT_PAGINATION_CLASS
 

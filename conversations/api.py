@@ -11,10 +11,14 @@ from . import services
 
 
 class ConversationSearchView(APIView):
-    """GET /api/v1/conversations/search/?q=&connector=&limit="""
+    # GET /api/v1/conversations/search/?q=&connector=&limit=
 
     @extend_schema(
         summary="Search conversation history (encrypted at rest, via a blind index)",
+        description=(
+            "Messages that match every word and quoted phrase of `q`, newest first, at most `limit`: in your own "
+            "conversations, and in everyone's on connectors where you hold `read_conversations`."
+        ),
         parameters=[
             OpenApiParameter("q", str, required=True, description="Words (all must match); \"quoted phrases\"; max 200 chars, 10 words"),
             OpenApiParameter("connector", str, description="Only this connector's conversations"),
