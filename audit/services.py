@@ -1,4 +1,5 @@
-"""Writing and verifying the audit log. `record()` is the only writer.
+"""Writing and verifying the audit log. `record()` is the only writer; services use `record_action()`
+and `audited()` on top of it.
 
 `record()` joins the caller's transaction, so an audit row commits or rolls back with the change
 it describes. The chain is serialised: on PostgreSQL by a transaction-scoped advisory lock, on
@@ -12,6 +13,7 @@ cannot: the deletion of its newest rows.
 """
 import hmac
 import json
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 from django.core.serializers.json import DjangoJSONEncoder
@@ -107,6 +109,35 @@ def record(action, *, principal, result=SUCCESS, target_type="", target_id="", d
         )
         event.save()
     return event
+
+
+def record_action(action, principal, target_type, target_id, result=SUCCESS, **details):
+    """Record what `principal` did, with its `via` (a detail of that name wins) and `details`."""
+    return record(
+        action,
+        principal=principal,
+        result=result,
+        target_type=target_type,
+        target_id=target_id,
+        details={"via": getattr(principal, "via", ""), **details},
+    )
+
+
+@contextmanager
+def audited(action, principal, target_type, target_id, *, classify, message_limit=None, **details):
+    """Record an error escaping the block as `classify(exc)` (`denied`, `failure`; None: not recorded), re-raise it."""
+    # `audit` imports no other app: the caller's error family (with `code` and `message`) is known
+    # only through `classify`. The block's transaction has rolled back: the row is written on its own.
+    try:
+        yield
+    except Exception as exc:
+        result = classify(exc)
+        if result is None:
+            raise
+        message = exc.message if message_limit is None else exc.message[:message_limit]
+        record_action(action, principal, target_type, target_id, result=result, error=exc.code, message=message,
+                      **details)
+        raise
 
 
 @dataclass

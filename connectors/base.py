@@ -12,6 +12,8 @@ from typing import Any, ClassVar
 
 import jsonschema
 
+from .addresses import InvalidAddress
+
 MAX_CONTENT_LENGTH = 10_000
 MAX_ADDRESS_LENGTH = 255
 MAX_METADATA_DEPTH = 16
@@ -230,6 +232,17 @@ class BaseConnector:
         """Why `recipient` cannot be an address on this platform, or None. Checked when a message
         is queued, so the caller hears at once instead of through a failed delivery."""
         return None
+
+    @classmethod
+    def normalize_address(cls, address, *, strict: bool = True) -> str:
+        """A person's address on this platform in the one form it is stored in (routing's
+        identities, conversation memory): trimmed here; platforms override as their rules need.
+        strict: refuse what cannot be an address (InvalidAddress); lenient (strict=False) only
+        trims and removes platform decoration, and never refuses (memory keeps what it is given)."""
+        value = str(address or "").strip()
+        if strict and not 0 < len(value) <= MAX_ADDRESS_LENGTH:
+            raise InvalidAddress(f"must be 1-{MAX_ADDRESS_LENGTH} characters")
+        return value
 
     @property
     def credentials(self) -> dict:

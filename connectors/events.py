@@ -359,8 +359,6 @@ def oldest_seq() -> int:
 
 def list_events(principal, *, types=(), connector_ids=(), after=0, time_from=None, time_to=None, limit=100):
     """The REST listing: filtered, cursor-paginated on seq. Returns (events, next_after or None)."""
-    from .services import _record  # the one audit helper for service calls
-
     visible = visible_connector_ids(principal)
     qs = visible_query(visible).filter(seq__gt=after)
     if types:
@@ -374,7 +372,7 @@ def list_events(principal, *, types=(), connector_ids=(), after=0, time_from=Non
     rows = list(qs.order_by("seq")[: limit + 1])
     more = len(rows) > limit
     rows = rows[:limit]
-    _record("event.list", principal, "", target_type="event", after=after, count=len(rows))
+    audit.record_action("event.list", principal, "event", "", after=after, count=len(rows))
     return rows, (rows[-1].seq if more else None)
 
 

@@ -48,3 +48,19 @@ class RateLimited(ServiceError):
 class Unavailable(ServiceError):
     status = 503
     code = "unavailable"
+
+
+class Hidden(NotFound):
+    """404 to the caller (the object's existence stays hidden), `denied` in the audit log."""
+
+
+def audit_result(exc):
+    """`classify` for audit.services.audited: refusals `denied`, other ServiceErrors `failure`."""
+    if not isinstance(exc, ServiceError):
+        return None
+    return "denied" if isinstance(exc, (PermissionDenied, Hidden)) else "failure"
+
+
+def audit_result_limits_denied(exc):
+    """Like `audit_result`, but a RateLimited refusal is `denied` too (routing's pairing limits)."""
+    return "denied" if isinstance(exc, RateLimited) else audit_result(exc)

@@ -40,7 +40,7 @@ from audit import services as audit
 
 from . import events, services
 from .base import ConnectorError, HealthResult
-from .exceptions import NotFound, PermissionDenied, ServiceError, ValidationFailed
+from .exceptions import NotFound, PermissionDenied, ServiceError, ValidationFailed, audit_result
 from .logging_filters import redact
 from .models import PERM_SEND, PERM_VIEW, AlertRecipient, Connector, ConnectorStatus, Event
 from .permissions import Principal, permission_test
@@ -126,9 +126,10 @@ def check_connector(connector_id) -> set[str]:
         stale_after = timedelta(seconds=settings.HEALTH_STALE_SECONDS)
         stale = connector.last_heartbeat is None or now - connector.last_heartbeat > stale_after
         connector.save(update_fields=["health_failures", "last_heartbeat", "updated_at"])
-        services._record(
+        audit.record_action(
             "connector.health",
             HEALTH,
+            "connector",
             connector_id,
             result=audit.SUCCESS if result.ok else audit.FAILURE,
             ok=result.ok,
@@ -222,8 +223,13 @@ def _open_incident(connector_id) -> int:
             return 0
         connector.incident_started_at = timezone.now()
         connector.save(update_fields=["incident_started_at", "updated_at"])
-        services._record(
-            "connector.incident.open", HEALTH, connector_id, status=connector.status, started_at=connector.incident_started_at
+        audit.record_action(
+            "connector.incident.open",
+            HEALTH,
+            "connector",
+            connector_id,
+            status=connector.status,
+            started_at=connector.incident_started_at,
         )
         text = (
             f"[BRAIN Connectors] DOWN: {connector.display_name} ({connector.id}, {connector.kind}) is "
@@ -251,9 +257,10 @@ def _close_incident(connector_id) -> int:
         connector.incident_started_at = None
         connector.save(update_fields=["incident_started_at", "updated_at"])
         recovered = connector.status == ConnectorStatus.CONNECTED
-        services._record(
+        audit.record_action(
             "connector.incident.close",
             HEALTH,
+            "connector",
             connector_id,
             status=connector.status,
             started_at=started,
@@ -298,9 +305,16 @@ def _alert(connector, incident_start, phase, text, *, allow_same_channel=False):
                 "Alert (%s) about %s cannot go to alert recipient %s via %s: %s",
                 phase, connector.pk, recipient.pk, channel.pk, reason,
             )
-            services._record(
-                "connector.alert", HEALTH, connector.pk, result=audit.FAILURE,
-                phase=phase, alert_recipient=recipient.pk, channel=channel.pk, error=reason,
+            audit.record_action(
+                "connector.alert",
+                HEALTH,
+                "connector",
+                connector.pk,
+                result=audit.FAILURE,
+                phase=phase,
+                alert_recipient=recipient.pk,
+                channel=channel.pk,
+                error=reason,
             )
             continue
         key = f"alert:{connector.pk}:{incident_start.isoformat()}:{recipient.pk}:{phase}"
@@ -309,14 +323,27 @@ def _alert(connector, incident_start, phase, text, *, allow_same_channel=False):
         except ServiceError as exc:  # send_message audited the refusal; say which alert it was
             logger.warning("Alert (%s) about %s to alert recipient %s refused: %s", phase, connector.pk, recipient.pk,
                            exc.message)
-            services._record(
-                "connector.alert", HEALTH, connector.pk, result=audit.FAILURE,
-                phase=phase, alert_recipient=recipient.pk, channel=channel.pk, error=exc.code,
+            audit.record_action(
+                "connector.alert",
+                HEALTH,
+                "connector",
+                connector.pk,
+                result=audit.FAILURE,
+                phase=phase,
+                alert_recipient=recipient.pk,
+                channel=channel.pk,
+                error=exc.code,
             )
             continue
-        services._record(
-            "connector.alert", HEALTH, connector.pk,
-            phase=phase, alert_recipient=recipient.pk, channel=channel.pk, delivery_id=str(delivery.id),
+        audit.record_action(
+            "connector.alert",
+            HEALTH,
+            "connector",
+            connector.pk,
+            phase=phase,
+            alert_recipient=recipient.pk,
+            channel=channel.pk,
+            delivery_id=str(delivery.id),
             replayed=replayed,
         )
 
@@ -354,7 +381,7 @@ def save_alert_recipient(principal, *, pk=None, connector_id, recipient, descrip
     """Create (pk None) or change an alert recipient. Audited without the address itself."""
     action = "add" if pk is None else "change"
     audit_action = "alert_recipient.create" if pk is None else "alert_recipient.update"
-    with services._audited_failures(audit_action, principal, str(pk or ""), target_type="alert_recipient"):
+    with audit.audited(audit_action, principal, "alert_recipient", str(pk or ""), classify=audit_result):
         recipient = (recipient or "").strip()
         with transaction.atomic():
             connector = Connector.objects.filter(pk=connector_id).first()
@@ -382,13 +409,19 @@ def save_alert_recipient(principal, *, pk=None, connector_id, recipient, descrip
                                        details={"recipient": "duplicate"})
             row.recipient, row.description, row.active = recipient, (description or "")[:200], bool(active)
             row.save()
-            services._record(audit_action, principal, str(row.pk), target_type="alert_recipient",
-                             connector=connector.pk, active=row.active)
+            audit.record_action(
+                audit_action,
+                principal,
+                "alert_recipient",
+                str(row.pk),
+                connector=connector.pk,
+                active=row.active,
+            )
     return row
 
 
 def delete_alert_recipient(principal, pk):
-    with services._audited_failures("alert_recipient.delete", principal, str(pk), target_type="alert_recipient"):
+    with audit.audited("alert_recipient.delete", principal, "alert_recipient", str(pk), classify=audit_result):
         with transaction.atomic():
             row = AlertRecipient.objects.select_for_update().select_related("connector").filter(pk=pk).first()
             if row is None:
@@ -396,5 +429,10 @@ def delete_alert_recipient(principal, pk):
             _check_recipient_access(principal, "delete", row.connector)
             connector_id = row.connector_id
             row.delete()
-            services._record("alert_recipient.delete", principal, str(pk), target_type="alert_recipient",
-                             connector=connector_id)
+            audit.record_action(
+                "alert_recipient.delete",
+                principal,
+                "alert_recipient",
+                str(pk),
+                connector=connector_id,
+            )

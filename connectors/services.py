@@ -11,7 +11,6 @@ import logging
 import random
 import re
 import time
-from contextlib import contextmanager
 from datetime import timedelta
 
 from django.conf import settings
@@ -23,7 +22,7 @@ from audit import services as audit
 
 from . import destinations, events, quotas
 from .base import ConnectorError, IncomingMessage, MessageValidationError, OutgoingMessage
-from .exceptions import Conflict, NotFound, PermissionDenied, ServiceError, ValidationFailed
+from .exceptions import Conflict, Hidden, NotFound, PermissionDenied, ServiceError, ValidationFailed, audit_result
 from .models import (
     ALLOWED_TRANSITIONS,
     CONNECTOR_ID_PATTERN,
@@ -46,45 +45,7 @@ logger = logging.getLogger(__name__)
 BRAIN = Principal.system_actor("brain")
 
 
-# --- auditing helpers ------------------------------------------------------------------------
-
-
-class _Denied(NotFound):
-    """404 to the caller (the object's existence stays hidden), `denied` in the audit log."""
-
-
-@contextmanager
-def _audited_failures(action, principal, target_id, target_type="connector"):
-    """Record a `denied` or `failure` audit row for a ServiceError escaping the block.
-
-    The block's own transaction has rolled back by then, so this row is written on its own:
-    refused attempts stay visible even though they changed nothing.
-    """
-    try:
-        yield
-    except ServiceError as exc:
-        denied = isinstance(exc, (PermissionDenied, _Denied))
-        _record(
-            action,
-            principal,
-            target_id,
-            target_type=target_type,
-            result=audit.DENIED if denied else audit.FAILURE,
-            error=exc.code,
-            message=exc.message,
-        )
-        raise
-
-
-def _record(action, principal, target_id, target_type="connector", result=audit.SUCCESS, **details):
-    audit.record(
-        action,
-        principal=principal,
-        result=result,
-        target_type=target_type,
-        target_id=target_id,
-        details={"via": principal.via, **details},
-    )
+# --- events and signals -----------------------------------------------------------------------
 
 
 def _emit(event_type, connector_id, **data):
@@ -140,7 +101,7 @@ def _load(principal, connector_id, perm, *, for_update=False):
         raise NotFound(f"Connector {connector_id!r} does not exist.")
     allowed = permission_test(principal, connector)
     if not allowed(PERM_VIEW):
-        raise _Denied(f"Connector {connector_id!r} does not exist.")
+        raise Hidden(f"Connector {connector_id!r} does not exist.")
     if not allowed(perm):
         raise PermissionDenied(f"You need the {perm} permission on connector {connector_id!r}.")
     return connector
@@ -243,7 +204,7 @@ def register_connector(
 ):
     config = {} if config is None else config
     credentials = {} if credentials is None else credentials
-    with _audited_failures("connector.register", principal, id):
+    with audit.audited("connector.register", principal, "connector", id, classify=audit_result):
         if not can_create_connectors(principal):
             raise PermissionDenied("You need the connectors.add_connector permission to register connectors.")
         _check_id(id)
@@ -274,8 +235,14 @@ def register_connector(
                     from guardian.shortcuts import assign_perm
 
                     assign_perm(PERM_ADMIN, principal.user, connector)
-                _record("connector.register", principal, connector.id, kind=kind,
-                        **({"destinations": destinations.summary(targets)} if targets else {}))
+                audit.record_action(
+                    "connector.register",
+                    principal,
+                    "connector",
+                    connector.id,
+                    kind=kind,
+                    **({"destinations": destinations.summary(targets)} if targets else {}),
+                )
                 _emit("connector.registered", connector.id, kind=kind, status=connector.status)
         except IntegrityError:
             raise Conflict(f"A connector with id {id!r} already exists.", code="duplicate_id")
@@ -287,7 +254,7 @@ def update_connector(principal, connector_id, **changes):
     where the credentials or messages go (destination_config_keys) need admin too: with them, a
     manager could send the credentials to a host of their choosing."""
     allowed = {"display_name", "config", "credentials", "quota_per_minute", "recipient_quota_per_minute"}
-    with _audited_failures("connector.update", principal, connector_id):
+    with audit.audited("connector.update", principal, "connector", connector_id, classify=audit_result):
         unknown = set(changes) - allowed
         if unknown:
             raise ValidationFailed(f"Cannot change {sorted(unknown)}.", details={k: "read-only" for k in unknown})
@@ -328,14 +295,20 @@ def update_connector(principal, connector_id, **changes):
             connector.save()
             # Field names only: values may be secret (credentials) or large (config). Moved
             # destinations by origin: paths and queries can carry tokens.
-            _record("connector.update", principal, connector.id, fields=sorted(changes),
-                    **({"destinations": destinations.summary(moved)} if moved else {}))
+            audit.record_action(
+                "connector.update",
+                principal,
+                "connector",
+                connector.id,
+                fields=sorted(changes),
+                **({"destinations": destinations.summary(moved)} if moved else {}),
+            )
             _emit("connector.updated", connector.id, fields=sorted(changes), status=connector.status)
     return connector
 
 
 def delete_connector(principal, connector_id):
-    with _audited_failures("connector.delete", principal, connector_id):
+    with audit.audited("connector.delete", principal, "connector", connector_id, classify=audit_result):
         with transaction.atomic():
             connector = _load(principal, connector_id, PERM_ADMIN, for_update=True)
             if connector.status in (ConnectorStatus.CONNECTED, ConnectorStatus.STARTING):
@@ -345,13 +318,13 @@ def delete_connector(principal, connector_id):
                 )
             kind = connector.kind
             connector.delete()
-            _record("connector.delete", principal, connector_id, kind=kind)
+            audit.record_action("connector.delete", principal, "connector", connector_id, kind=kind)
             _emit("connector.deleted", connector_id, kind=kind)
 
 
 def start_connector(principal, connector_id):
     """STOPPED/ERROR → STARTING (committed) → platform start → CONNECTED or ERROR (committed)."""
-    with _audited_failures("connector.start", principal, connector_id):
+    with audit.audited("connector.start", principal, "connector", connector_id, classify=audit_result):
         with transaction.atomic():
             connector = _load(principal, connector_id, PERM_MANAGE, for_update=True)
             _transition(connector, ConnectorStatus.STARTING)
@@ -370,7 +343,14 @@ def _finish_start(principal, connector_id, *, error, code="platform_error"):
     with transaction.atomic():
         connector = Connector.objects.select_for_update().get(pk=connector_id)
         if connector.status != ConnectorStatus.STARTING:  # stopped meanwhile: keep what the later call decided
-            _record("connector.start", principal, connector_id, outcome="superseded", status=connector.status)
+            audit.record_action(
+                "connector.start",
+                principal,
+                "connector",
+                connector_id,
+                outcome="superseded",
+                status=connector.status,
+            )
             return connector
         now = timezone.now()
         if error is None:
@@ -382,12 +362,13 @@ def _finish_start(principal, connector_id, *, error, code="platform_error"):
             connector.last_error = error[:2000]
         connector.save(update_fields=["status", "last_error", "last_heartbeat", "updated_at"])
         if error is None:
-            _record("connector.start", principal, connector_id, status=connector.status)
+            audit.record_action("connector.start", principal, "connector", connector_id, status=connector.status)
             _emit("connector.started", connector_id, status=connector.status)
         else:
-            _record(
+            audit.record_action(
                 "connector.start",
                 principal,
+                "connector",
                 connector_id,
                 result=audit.FAILURE,
                 status=connector.status,
@@ -398,13 +379,13 @@ def _finish_start(principal, connector_id, *, error, code="platform_error"):
 
 
 def stop_connector(principal, connector_id):
-    with _audited_failures("connector.stop", principal, connector_id):
+    with audit.audited("connector.stop", principal, "connector", connector_id, classify=audit_result):
         with transaction.atomic():
             connector = _load(principal, connector_id, PERM_MANAGE, for_update=True)
             _transition(connector, ConnectorStatus.STOPPED)
             connector.lease_owner, connector.lease_expires_at = "", None
             connector.save(update_fields=["status", "lease_owner", "lease_expires_at", "updated_at"])
-            _record("connector.stop", principal, connector_id)
+            audit.record_action("connector.stop", principal, "connector", connector_id)
             _emit("connector.stopped", connector_id, status=connector.status)
         try:
             connector_for(connector).stop()
@@ -415,14 +396,14 @@ def stop_connector(principal, connector_id):
 
 def set_disabled(principal, connector_id, disabled: bool, reason=""):
     action = "connector.disable" if disabled else "connector.enable"
-    with _audited_failures(action, principal, connector_id):
+    with audit.audited(action, principal, "connector", connector_id, classify=audit_result):
         with transaction.atomic():
             connector = _load(principal, connector_id, PERM_MANAGE, for_update=True)
             _transition(connector, ConnectorStatus.DISABLED if disabled else ConnectorStatus.STOPPED)
             if reason:
                 connector.last_error = reason[:2000]
             connector.save(update_fields=["status", "last_error", "updated_at"])
-            _record(action, principal, connector_id)
+            audit.record_action(action, principal, "connector", connector_id)
             if disabled:
                 _emit("connector.stopped", connector_id, status=connector.status, disabled=True)
             else:
@@ -435,7 +416,7 @@ def heartbeat(principal, connector_id, *, lease_owner=None, lease_seconds=60):
 
     Returns the connector, or raises Conflict if another live process holds the lease.
     """
-    with _audited_failures("connector.heartbeat", principal, connector_id):
+    with audit.audited("connector.heartbeat", principal, "connector", connector_id, classify=audit_result):
         with transaction.atomic():
             connector = _load(principal, connector_id, PERM_MANAGE, for_update=True)
             now = timezone.now()
@@ -458,7 +439,13 @@ def heartbeat(principal, connector_id, *, lease_owner=None, lease_seconds=60):
                 fields += ["lease_owner", "lease_expires_at"]
             connector.last_heartbeat = now
             connector.save(update_fields=fields)
-            _record("connector.heartbeat", principal, connector_id, lease_owner=lease_owner or "")
+            audit.record_action(
+                "connector.heartbeat",
+                principal,
+                "connector",
+                connector_id,
+                lease_owner=lease_owner or "",
+            )
     return connector
 
 
@@ -471,7 +458,13 @@ def release_lease(principal, connector_id, lease_owner):
             return False
         connector.lease_owner, connector.lease_expires_at = "", None
         connector.save(update_fields=["lease_owner", "lease_expires_at", "updated_at"])
-        _record("connector.lease_released", principal, connector_id, lease_owner=lease_owner)
+        audit.record_action(
+            "connector.lease_released",
+            principal,
+            "connector",
+            connector_id,
+            lease_owner=lease_owner,
+        )
     return True
 
 
@@ -481,26 +474,32 @@ def list_connectors(principal, *, kind=None, status=None):
         qs = qs.filter(kind=kind)
     if status is not None:  # "?status=" is not a status either
         if status not in ConnectorStatus.values:
-            with _audited_failures("connector.list", principal, ""):
+            with audit.audited("connector.list", principal, "connector", "", classify=audit_result):
                 raise ValidationFailed(
                     f"Unknown status {status!r}; use one of {', '.join(ConnectorStatus.values)}.",
                     details={"status": "unknown"},
                 )
         qs = qs.filter(status=status)
-    _record("connector.list", principal, "", filters={"kind": kind or "", "status": status or ""})
+    audit.record_action(
+        "connector.list",
+        principal,
+        "connector",
+        "",
+        filters={"kind": kind or "", "status": status or ""},
+    )
     return qs
 
 
 def get_connector(principal, connector_id, perm=PERM_VIEW):
-    with _audited_failures("connector.get", principal, connector_id):
+    with audit.audited("connector.get", principal, "connector", connector_id, classify=audit_result):
         connector = _load(principal, connector_id, perm)
-        _record("connector.get", principal, connector_id)
+        audit.record_action("connector.get", principal, "connector", connector_id)
     return connector
 
 
 def test_connector(principal, connector_id):
     """Run the platform's health check now and record the outcome on the connector."""
-    with _audited_failures("connector.test", principal, connector_id):
+    with audit.audited("connector.test", principal, "connector", connector_id, classify=audit_result):
         connector = _load(principal, connector_id, PERM_MANAGE)
         started = time.monotonic()
         try:
@@ -517,9 +516,10 @@ def test_connector(principal, connector_id):
             else:
                 connector.last_error = result.detail[:2000]
             connector.save(update_fields=["last_heartbeat", "last_error", "updated_at"])
-            _record(
+            audit.record_action(
                 "connector.test",
                 principal,
+                "connector",
                 connector_id,
                 result=audit.SUCCESS if result.ok else audit.FAILURE,
                 ok=result.ok,
@@ -545,7 +545,7 @@ def _change_permission(principal, connector_id, perm, *, user, group, grant):
     from .permissions import LEVELS
 
     action = "permission.grant" if grant else "permission.revoke"
-    with _audited_failures(action, principal, connector_id):
+    with audit.audited(action, principal, "connector", connector_id, classify=audit_result):
         if perm not in LEVELS:
             raise ValidationFailed(f"Unknown permission {perm!r}; use one of {', '.join(LEVELS)}.")
         if (user is None) == (group is None):
@@ -554,7 +554,7 @@ def _change_permission(principal, connector_id, perm, *, user, group, grant):
             connector = _load(principal, connector_id, PERM_ADMIN, for_update=True)
             (assign_perm if grant else remove_perm)(perm, user or group, connector)
             grantee = f"user:{user.get_username()}" if user else f"group:{group.name}"
-            _record(action, principal, connector_id, permission=perm, grantee=grantee)
+            audit.record_action(action, principal, "connector", connector_id, permission=perm, grantee=grantee)
 
 
 # --- messages --------------------------------------------------------------------------------
@@ -576,7 +576,7 @@ def send_message(principal, connector_id, recipient, content, *, idempotency_key
     With an idempotency key, the same key and body return the original delivery (replayed=True),
     and the same key with another body is a Conflict. The delivery task runs after commit.
     """
-    with _audited_failures("message.send", principal, connector_id):
+    with audit.audited("message.send", principal, "connector", connector_id, classify=audit_result):
         try:
             message = OutgoingMessage(recipient=recipient, content=content)
         except MessageValidationError as exc:
@@ -594,7 +594,14 @@ def send_message(principal, connector_id, recipient, content, *, idempotency_key
             if idempotency_key is not None:
                 existing = _replay(principal, idempotency_key, request_hash)
                 if existing:
-                    _record("message.send", principal, connector_id, delivery_id=str(existing.id), replayed=True)
+                    audit.record_action(
+                        "message.send",
+                        principal,
+                        "connector",
+                        connector_id,
+                        delivery_id=str(existing.id),
+                        replayed=True,
+                    )
                     return existing, True
             _require_running(connector)
             try:
@@ -615,10 +622,22 @@ def send_message(principal, connector_id, recipient, content, *, idempotency_key
                 existing = _replay(principal, idempotency_key, request_hash)
                 if existing is None:
                     raise
-                _record("message.send", principal, connector_id, delivery_id=str(existing.id), replayed=True)
+                audit.record_action(
+                    "message.send",
+                    principal,
+                    "connector",
+                    connector_id,
+                    delivery_id=str(existing.id),
+                    replayed=True,
+                )
                 return existing, True
-            _record(
-                "message.queued", principal, connector_id, delivery_id=str(delivery.id), length=len(message.content)
+            audit.record_action(
+                "message.queued",
+                principal,
+                "connector",
+                connector_id,
+                delivery_id=str(delivery.id),
+                length=len(message.content),
             )
             _emit("connector.message.queued", connector_id, delivery_id=str(delivery.id), length=len(message.content))
             _recorded(
@@ -741,8 +760,13 @@ def _record_sent(system, connector, delivery, result):
             delivery.delivered_at = now
         delivery.last_error = ""
         delivery.save()
-        _record(
-            "message.sent", system, connector.id, delivery_id=str(delivery.id), attempts=delivery.attempts
+        audit.record_action(
+            "message.sent",
+            system,
+            "connector",
+            connector.id,
+            delivery_id=str(delivery.id),
+            attempts=delivery.attempts,
         )
         sent = {"delivery_id": str(delivery.id), "attempts": delivery.attempts, "length": len(delivery.content)}
         _emit("connector.message.sent", connector.id, **sent, latency_ms=_ms_since(delivery.created_at, now))
@@ -814,9 +838,10 @@ def _record_send_failure(principal, delivery, error: ConnectorError):
             delivery.status = DeliveryStatus.QUEUED
             delivery.next_attempt_at = timezone.now() + timedelta(seconds=retry)
         delivery.save()
-        _record(
+        audit.record_action(
             "message.failed" if retry is None else "message.retry",
             principal,
+            "connector",
             delivery.connector_id,
             result=audit.FAILURE,
             delivery_id=str(delivery.id),
@@ -846,13 +871,13 @@ def _record_send_failure(principal, delivery, error: ConnectorError):
 
 
 def get_delivery(principal, delivery_id):
-    with _audited_failures("delivery.get", principal, str(delivery_id), target_type="delivery"):
+    with audit.audited("delivery.get", principal, "delivery", str(delivery_id), classify=audit_result):
         delivery = Delivery.objects.select_related("connector").filter(pk=_uuid_or_none(delivery_id)).first()
         if delivery is None:
             raise NotFound(f"Delivery {delivery_id!r} does not exist.")
         if not has_perm(principal, PERM_VIEW, delivery.connector):
-            raise _Denied(f"Delivery {delivery_id!r} does not exist.")
-        _record("delivery.get", principal, str(delivery.id), target_type="delivery")
+            raise Hidden(f"Delivery {delivery_id!r} does not exist.")
+        audit.record_action("delivery.get", principal, "delivery", str(delivery.id))
     return delivery
 
 
@@ -874,7 +899,13 @@ def mark_delivered(principal, delivery_id):
         delivery.status = DeliveryStatus.DELIVERED
         delivery.delivered_at = timezone.now()
         delivery.save(update_fields=["status", "delivered_at", "updated_at"])
-        _record("message.delivered", principal, delivery.connector_id, delivery_id=str(delivery.id))
+        audit.record_action(
+            "message.delivered",
+            principal,
+            "connector",
+            delivery.connector_id,
+            delivery_id=str(delivery.id),
+        )
         _emit("connector.message.delivered", delivery.connector_id, delivery_id=str(delivery.id), via="confirmation")
         _settled(delivery, "confirmation")
     return delivery
@@ -899,9 +930,10 @@ def acknowledge_delivery(connector_id, delivery_id, *, platform_message_id="", p
             and delivery.platform_message_id != platform_message_id
         )
         if delivery is None or mismatch:
-            _record(
+            audit.record_action(
                 "message.acknowledged",
                 principal,
+                "connector",
                 connector_id,
                 result=audit.FAILURE,
                 error="platform_id_mismatch" if mismatch else "unknown_message",
@@ -915,7 +947,14 @@ def acknowledge_delivery(connector_id, delivery_id, *, platform_message_id="", p
             _emit("connector.message.delivered", connector_id, delivery_id=str(delivery.id), via="acknowledgement")
         # Acknowledged even if a receipt marked it delivered before: the person confirmed it.
         _settled(delivery, "acknowledgement", acknowledged=True)
-        _record("message.acknowledged", principal, connector_id, delivery_id=str(delivery.id), previous=previous)
+        audit.record_action(
+            "message.acknowledged",
+            principal,
+            "connector",
+            connector_id,
+            delivery_id=str(delivery.id),
+            previous=previous,
+        )
     return delivery
 
 
@@ -935,9 +974,10 @@ def apply_receipt(connector_id, receipt, principal=None):
             .first()
         )
         if delivery is None:
-            _record(
+            audit.record_action(
                 "message.receipt",
                 principal,
+                "connector",
                 connector_id,
                 result=audit.FAILURE,
                 error="unknown_message",
@@ -960,9 +1000,10 @@ def apply_receipt(connector_id, receipt, principal=None):
                 via="receipt",
             )
             _settled(delivery, "receipt")
-        _record(
+        audit.record_action(
             "message.delivered" if receipt.status == DeliveryStatus.DELIVERED else "message.failed",
             principal,
+            "connector",
             connector_id,
             delivery_id=str(delivery.id),
             receipt=receipt.status,
@@ -998,7 +1039,7 @@ def save_platform_secret(connector_id, secret, principal=None):
         connector = Connector.objects.select_for_update().get(pk=connector_id)
         connector.platform_secret = secret
         connector.save(update_fields=["platform_secret", "updated_at"])
-        _record("connector.platform_secret", principal, connector_id, set=bool(secret))
+        audit.record_action("connector.platform_secret", principal, "connector", connector_id, set=bool(secret))
     return connector
 
 
@@ -1019,9 +1060,10 @@ def record_connector_error(principal, connector_id, error: ConnectorError):
         connector.last_error = error.message[:2000]
         connector.lease_owner, connector.lease_expires_at = "", None
         connector.save(update_fields=["status", "last_error", "lease_owner", "lease_expires_at", "updated_at"])
-        _record(
+        audit.record_action(
             "connector.error",
             principal,
+            "connector",
             connector_id,
             result=audit.FAILURE,
             status=connector.status,
@@ -1043,7 +1085,7 @@ def receive_message(connector_id, message: IncomingMessage, principal=None, conn
     `connector` is the row when the caller has just loaded it (the webhook view), to save a query.
     """
     principal = principal or Principal.system_actor("platform", via="webhook")
-    with _audited_failures("message.receive", principal, connector_id):
+    with audit.audited("message.receive", principal, "connector", connector_id, classify=audit_result):
         try:
             # The insert comes first and needs no savepoint of its own: a duplicate rolls back
             # this whole block (a savepoint only if a caller's transaction is open), which has
@@ -1066,7 +1108,14 @@ def receive_message(connector_id, message: IncomingMessage, principal=None, conn
                     )
                 except IntegrityError as exc:
                     raise _DuplicateInbound from exc
-                _record("message.received", principal, connector_id, inbound_id=inbound.pk, length=len(message.content))
+                audit.record_action(
+                    "message.received",
+                    principal,
+                    "connector",
+                    connector_id,
+                    inbound_id=inbound.pk,
+                    length=len(message.content),
+                )
                 _emit("connector.message.received", connector_id, inbound_id=inbound.pk, length=len(message.content))
                 _recorded(
                     connector_id, "inbound", inbound.sender, inbound.content, inbound.received_at, principal,
@@ -1077,7 +1126,14 @@ def receive_message(connector_id, message: IncomingMessage, principal=None, conn
         except _DuplicateInbound:
             with transaction.atomic():
                 existing = InboundMessage.objects.get(connector_id=connector_id, platform_message_id=message.platform_message_id)
-                _record("message.receive", principal, connector_id, inbound_id=existing.pk, duplicate=True)
+                audit.record_action(
+                    "message.receive",
+                    principal,
+                    "connector",
+                    connector_id,
+                    inbound_id=existing.pk,
+                    duplicate=True,
+                )
             return existing, False
     return inbound, True
 
@@ -1125,8 +1181,15 @@ def reply_with_brain(inbound_id):
             inbound.brain_status = InboundMessage.BrainStatus.REPLIED
             inbound.brain_error = ""
             inbound.save(update_fields=["brain_status", "brain_error"])
-            _record("brain.reply", BRAIN, inbound.connector_id, inbound_id=inbound.pk, outcome=inbound.brain_status,
-                    already_queued=True)
+            audit.record_action(
+                "brain.reply",
+                BRAIN,
+                "connector",
+                inbound.connector_id,
+                inbound_id=inbound.pk,
+                outcome=inbound.brain_status,
+                already_queued=True,
+            )
             return inbound
         inbound.brain_status = InboundMessage.BrainStatus.THINKING
         inbound.brain_claimed_at = timezone.now()
@@ -1154,9 +1217,10 @@ def reply_with_brain(inbound_id):
             InboundMessage.objects.filter(pk=inbound.pk).update(
                 brain_status=InboundMessage.BrainStatus.FAILED, brain_error=str(exc)[:2000]
             )
-            _record(
+            audit.record_action(
                 "brain.reply",
                 BRAIN,
+                "connector",
                 inbound.connector_id,
                 result=audit.FAILURE,
                 inbound_id=inbound.pk,
@@ -1175,7 +1239,14 @@ def reply_with_brain(inbound_id):
     status = InboundMessage.BrainStatus.REPLIED if reply else InboundMessage.BrainStatus.NO_REPLY
     with transaction.atomic():
         InboundMessage.objects.filter(pk=inbound.pk).update(brain_status=status, brain_error="")
-        _record("brain.reply", BRAIN, inbound.connector_id, inbound_id=inbound.pk, outcome=status)
+        audit.record_action(
+            "brain.reply",
+            BRAIN,
+            "connector",
+            inbound.connector_id,
+            inbound_id=inbound.pk,
+            outcome=status,
+        )
     return inbound
 
 
@@ -1264,7 +1335,13 @@ def sweep(limit=500):
             delivery.status = DeliveryStatus.QUEUED
             delivery.last_error = "re-driven: the worker sending it stopped"
             delivery.save(update_fields=["status", "last_error", "updated_at"])
-            _record("message.redrive", system, delivery.connector_id, delivery_id=str(delivery.pk))
+            audit.record_action(
+                "message.redrive",
+                system,
+                "connector",
+                delivery.connector_id,
+                delivery_id=str(delivery.pk),
+            )
     for pk in [*stuck, *due]:
         enqueue_delivery(pk)
 
@@ -1287,7 +1364,7 @@ def sweep(limit=500):
             pk__in=waiting, brain_status=InboundMessage.BrainStatus.THINKING
         ).update(brain_status=InboundMessage.BrainStatus.PENDING)
         if reclaimed:  # their worker died while asking BRAIN: BRAIN may be asked a second time
-            _record("brain.redrive", system, "", target_type="inbound", count=reclaimed)
+            audit.record_action("brain.redrive", system, "inbound", "", count=reclaimed)
     for pk in waiting:
         _enqueue_brain(pk)
     return {"deliveries_due": len(due), "deliveries_redriven": len(stuck), "inbound_redriven": len(waiting)}

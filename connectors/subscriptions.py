@@ -44,12 +44,12 @@ from django.utils import timezone
 from audit import services as audit
 
 from . import events, url_guard
-from .exceptions import NotFound, PermissionDenied, ValidationFailed
+from .exceptions import Hidden, NotFound, PermissionDenied, ValidationFailed, audit_result
 from .guarded_http import UnresolvableHost, caused_by, guarded_client
 from .models import DeliveryStatus, EventDelivery, EventSubscription
 from .permissions import Principal, viewable_connectors
 from .platforms.webhook import parse_retry_after
-from .services import _audited_failures, _Denied, _record, due_and_stuck, retry_delay
+from .services import due_and_stuck, retry_delay
 from .signing import signed_headers
 
 logger = logging.getLogger(__name__)
@@ -182,12 +182,12 @@ def _load(principal, subscription_id, *, for_update=False):
     if principal.is_system or (user is not None and user.is_active and (user.is_superuser or subscription.owner_id == user.pk)):
         return subscription
     # 404 to the caller (existence stays hidden), `denied` in the audit log.
-    raise _Denied(f"Subscription {subscription_id!r} does not exist.")
+    raise Hidden(f"Subscription {subscription_id!r} does not exist.")
 
 
 def create_subscription(principal, *, url, event_types, description="", active=True):
     """Returns (subscription, secret). The secret is shown this once; only its ciphertext is kept."""
-    with _audited_failures("subscription.create", principal, "", target_type=TARGET):
+    with audit.audited("subscription.create", principal, TARGET, "", classify=audit_result):
         owner = _require_user(principal)
         description = _check_description(description)
         event_types = _check_event_types(event_types)
@@ -200,9 +200,14 @@ def create_subscription(principal, *, url, event_types, description="", active=T
             subscription = EventSubscription.objects.create(
                 owner=owner, url=url, event_types=event_types, description=description, secret=secret, active=active
             )
-            _record(
-                "subscription.create", principal, str(subscription.pk), target_type=TARGET,
-                event_types=event_types, active=active, **_url_summary(url),
+            audit.record_action(
+                "subscription.create",
+                principal,
+                TARGET,
+                str(subscription.pk),
+                event_types=event_types,
+                active=active,
+                **_url_summary(url),
             )
             _invalidate_now_and_on_commit()
     return subscription, secret
@@ -210,7 +215,7 @@ def create_subscription(principal, *, url, event_types, description="", active=T
 
 def update_subscription(principal, subscription_id, **changes):
     allowed = {"url", "event_types", "description", "active"}
-    with _audited_failures("subscription.update", principal, str(subscription_id), target_type=TARGET):
+    with audit.audited("subscription.update", principal, TARGET, str(subscription_id), classify=audit_result):
         unknown = set(changes) - allowed
         if unknown:
             raise ValidationFailed(f"Cannot change {sorted(unknown)}.", details={k: "read-only" for k in unknown})
@@ -241,7 +246,7 @@ def update_subscription(principal, subscription_id, **changes):
                 details["event_types"] = cleaned["event_types"]
             if "active" in cleaned:
                 details["active"] = cleaned["active"]
-            _record("subscription.update", principal, str(subscription.pk), target_type=TARGET, **details)
+            audit.record_action("subscription.update", principal, TARGET, str(subscription.pk), **details)
             _invalidate_now_and_on_commit()
     return subscription
 
@@ -249,26 +254,26 @@ def update_subscription(principal, subscription_id, **changes):
 def rotate_secret(principal, subscription_id) -> tuple[EventSubscription, str]:
     """Replace the secret; returns (subscription, new secret), shown this once. Deliveries made
     from now on (retries included) are signed with the new one."""
-    with _audited_failures("subscription.rotate_secret", principal, str(subscription_id), target_type=TARGET):
+    with audit.audited("subscription.rotate_secret", principal, TARGET, str(subscription_id), classify=audit_result):
         secret = new_secret()
         with transaction.atomic():
             audit.lock_log()
             subscription = _load(principal, subscription_id, for_update=True)
             subscription.secret = secret
             subscription.save(update_fields=["secret", "updated_at"])
-            _record("subscription.rotate_secret", principal, str(subscription.pk), target_type=TARGET)
+            audit.record_action("subscription.rotate_secret", principal, TARGET, str(subscription.pk))
     return subscription, secret
 
 
 def delete_subscription(principal, subscription_id):
-    with _audited_failures("subscription.delete", principal, str(subscription_id), target_type=TARGET):
+    with audit.audited("subscription.delete", principal, TARGET, str(subscription_id), classify=audit_result):
         with transaction.atomic():
             audit.lock_log()
             subscription = _load(principal, subscription_id, for_update=True)
             pk = str(subscription.pk)
             summary = _url_summary(subscription.url)
             subscription.delete()  # its EventDelivery rows go with it
-            _record("subscription.delete", principal, pk, target_type=TARGET, **summary)
+            audit.record_action("subscription.delete", principal, TARGET, pk, **summary)
             _invalidate_now_and_on_commit()
 
 
@@ -280,20 +285,20 @@ def list_subscriptions(principal):
             qs = qs.none()
         elif not user.is_superuser:
             qs = qs.filter(owner=user)
-    _record("subscription.list", principal, "", target_type=TARGET)
+    audit.record_action("subscription.list", principal, TARGET, "")
     return qs
 
 
 def get_subscription(principal, subscription_id):
-    with _audited_failures("subscription.get", principal, str(subscription_id), target_type=TARGET):
+    with audit.audited("subscription.get", principal, TARGET, str(subscription_id), classify=audit_result):
         subscription = _load(principal, subscription_id)
-        _record("subscription.get", principal, str(subscription.pk), target_type=TARGET)
+        audit.record_action("subscription.get", principal, TARGET, str(subscription.pk))
     return subscription
 
 
 def list_deliveries(principal, subscription_id, *, status=None):
     """The subscription's deliveries, newest first (a queryset: the caller paginates)."""
-    with _audited_failures("subscription.deliveries", principal, str(subscription_id), target_type=TARGET):
+    with audit.audited("subscription.deliveries", principal, TARGET, str(subscription_id), classify=audit_result):
         if status is not None and status not in DeliveryStatus.values:
             raise ValidationFailed(
                 f"Unknown status {status!r}; use one of {', '.join(DeliveryStatus.values)}.", details={"status": "unknown"}
@@ -302,7 +307,7 @@ def list_deliveries(principal, subscription_id, *, status=None):
         qs = EventDelivery.objects.filter(subscription=subscription).select_related("event").order_by("-created_at")
         if status:
             qs = qs.filter(status=status)
-        _record("subscription.deliveries", principal, str(subscription.pk), target_type=TARGET)
+        audit.record_action("subscription.deliveries", principal, TARGET, str(subscription.pk))
     return qs
 
 
@@ -433,11 +438,11 @@ def _finish(delivery, outcome: _Outcome):
             DeliveryStatus.SENT: "subscription.delivery.sent",
             DeliveryStatus.QUEUED: "subscription.delivery.retry",
         }.get(delivery.status, "subscription.delivery.failed")
-        _record(
+        audit.record_action(
             action,
             DELIVERY_SYSTEM,
+            TARGET,
             str(delivery.subscription_id),
-            target_type=TARGET,
             result=audit.SUCCESS if delivery.status == DeliveryStatus.SENT else audit.FAILURE,
             event_delivery_id=str(delivery.pk),
             event_id=str(delivery.event.event_id),
@@ -519,9 +524,12 @@ def sweep(limit=500):
             delivery.next_attempt_at = None
             delivery.last_error = "re-driven: the worker sending it stopped"
             delivery.save(update_fields=["status", "next_attempt_at", "last_error", "updated_at"])
-            _record(
-                "subscription.delivery.redrive", DELIVERY_SYSTEM, str(delivery.subscription_id),
-                target_type=TARGET, event_delivery_id=str(delivery.pk),
+            audit.record_action(
+                "subscription.delivery.redrive",
+                DELIVERY_SYSTEM,
+                TARGET,
+                str(delivery.subscription_id),
+                event_delivery_id=str(delivery.pk),
             )
             redriven.append(pk)
     for pk in [*redriven, *due]:

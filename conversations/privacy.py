@@ -27,17 +27,6 @@ from .models import Conversation, Message, MessageAnalysis, RetentionPolicy, Sea
 PURGER = Principal.system_actor("purge_conversations", via="command")
 
 
-def _audit(action, principal, target_type, target_id, result=audit.SUCCESS, **details):
-    audit.record(
-        action,
-        principal=principal,
-        result=result,
-        target_type=target_type,
-        target_id=target_id,
-        details={"via": getattr(principal, "via", ""), **details},
-    )
-
-
 def _staff_may(principal, perm):
     user = principal.user
     return bool(user and user.is_active and (user.is_superuser or (user.is_staff and user.has_perm(perm))))
@@ -54,7 +43,7 @@ def global_retention_days():
 def set_retention_policy(principal, connector_id, days):
     """Create or change a connector's retention (days >= 0; 0 keeps its messages forever)."""
     if not (principal.is_system or _staff_may(principal, "conversations.change_retentionpolicy")):
-        _audit("conversations.retention.set", principal, "connector", connector_id, audit.DENIED)
+        audit.record_action("conversations.retention.set", principal, "connector", connector_id, audit.DENIED)
         raise PermissionDenied("You may not change retention policies.")
     try:
         days = int(days)
@@ -66,20 +55,27 @@ def set_retention_policy(principal, connector_id, days):
         if not Connector.objects.filter(pk=connector_id).exists():
             raise NotFound(f"No connector {connector_id!r}.")
         policy, created = RetentionPolicy.objects.update_or_create(connector_id=connector_id, defaults={"days": days})
-        _audit("conversations.retention.set", principal, "connector", connector_id, days=days, created=created)
+        audit.record_action(
+            "conversations.retention.set",
+            principal,
+            "connector",
+            connector_id,
+            days=days,
+            created=created,
+        )
     return policy
 
 
 def delete_retention_policy(principal, connector_id):
     """Remove a connector's policy: CONVERSATION_RETENTION_DAYS applies to it again."""
     if not (principal.is_system or _staff_may(principal, "conversations.delete_retentionpolicy")):
-        _audit("conversations.retention.delete", principal, "connector", connector_id, audit.DENIED)
+        audit.record_action("conversations.retention.delete", principal, "connector", connector_id, audit.DENIED)
         raise PermissionDenied("You may not change retention policies.")
     with transaction.atomic():
         deleted, _ = RetentionPolicy.objects.filter(connector_id=connector_id).delete()
         if not deleted:
             raise NotFound(f"Connector {connector_id!r} has no retention policy.")
-        _audit("conversations.retention.delete", principal, "connector", connector_id)
+        audit.record_action("conversations.retention.delete", principal, "connector", connector_id)
 
 
 def _expiry_scopes(now):
@@ -138,7 +134,7 @@ def purge_expired(progress=None, *, dry_run=False, batch_size=500, via="command"
                     .get(Conversation._meta.label, 0)
                 )
     principal = Principal.system_actor("purge_conversations", via=via)
-    _audit(
+    audit.record_action(
         "conversations.purge",
         principal,
         "conversations",
@@ -179,7 +175,7 @@ def check_access(principal, person, perm, action):
     user = principal.user
     if principal.is_system or (user is not None and user.is_active and user.pk == person.pk) or _staff_may(principal, perm):
         return
-    _audit(action, principal, "person", person.pk, audit.DENIED)
+    audit.record_action(action, principal, "person", person.pk, audit.DENIED)
     raise PermissionDenied("You may only do this for yourself, or as staff with the conversations permission.")
 
 
@@ -193,7 +189,15 @@ def check_read_access(principal, person, perm, action):
         return
     missing = access.unreadable_connector_count(principal, person_conversations(person))
     if missing:
-        _audit(action, principal, "person", person.pk, audit.DENIED, error="read_conversations", connectors=missing)
+        audit.record_action(
+            action,
+            principal,
+            "person",
+            person.pk,
+            audit.DENIED,
+            error="read_conversations",
+            connectors=missing,
+        )
         raise PermissionDenied(
             f"Reading {person.get_username()}'s conversations needs read_conversations on every connector they are "
             f"on; you lack it on {missing} of them."
@@ -240,7 +244,7 @@ def export_person(principal, person):
                 "messages": messages,
             }
         )
-    _audit(
+    audit.record_action(
         "conversations.export",
         principal,
         "person",
@@ -275,5 +279,5 @@ def erase_person(principal, person):
         MessageAnalysis.objects.filter(message__conversation_id__in=ids).delete()
         Message.objects.filter(conversation_id__in=ids).delete()
         Conversation.objects.filter(pk__in=ids).delete()
-        _audit("conversations.erase", principal, "person", person.pk, **counts)
+        audit.record_action("conversations.erase", principal, "person", person.pk, **counts)
     return counts

@@ -8,8 +8,9 @@ second audit row is written for storing it. Roles: inbound is "user"; outbound i
 BRAIN sent it (principal "system:brain"), else "system" (an operator, the API, MCP or routing
 speaking to the person: not BRAIN's own words, but part of what the person has read).
 
-WhatsApp addresses (`whatsapp:+E164`) are stored as the bare number, as routing does, so one
-person's WhatsApp exchange is one conversation whichever form a platform uses.
+Addresses are kept in the platform's lenient form (`normalize_address(strict=False)`: WhatsApp's
+`whatsapp:+E164` as the bare number, as routing does), so one person's WhatsApp exchange is one
+conversation whichever form a platform uses.
 """
 import logging
 
@@ -18,9 +19,11 @@ from django.db import transaction
 from django.db.models import Exists, OuterRef, Q
 
 from audit import services as audit
+from connectors.base import BaseConnector
 from connectors.exceptions import NotFound, PermissionDenied, ServiceError
 from connectors.models import PERM_VIEW, Connector
 from connectors.permissions import Principal, has_perm
+from connectors.registry import UnknownKind, get_connector_class
 
 from . import access
 from . import search as index
@@ -32,11 +35,15 @@ BRAIN_PRINCIPAL = "system:brain"
 MAX_SEARCH_LIMIT = 200
 
 
-def normalise_address(address):
-    address = (address or "").strip()
-    if address.lower().startswith("whatsapp:"):
-        address = address[len("whatsapp:"):]
-    return address
+def _conversation_address(kind, address):
+    """The address a conversation is kept under: the platform's lenient form (trimmed; WhatsApp's
+    `whatsapp:` prefix removed), never refused. The rules are the platform's
+    (`BaseConnector.normalize_address`), shared with routing's identities."""
+    try:
+        platform = get_connector_class(kind)
+    except UnknownKind:  # a row whose kind is no longer configured: trimmed only
+        platform = BaseConnector
+    return platform.normalize_address(address, strict=False)
 
 
 def _person_for(connector_id, address):
@@ -68,7 +75,8 @@ def _enqueue_analysis(message_id):
 def store_recorded_message(sender=None, *, connector_id, direction, address, content, at, principal,
                            inbound_id=None, delivery_id=None, platform_message_id="", metadata=None, **kwargs):
     """Receiver of message_recorded: store one message in the caller's transaction."""
-    address = normalise_address(address)
+    kind = Connector.objects.filter(pk=connector_id).values_list("kind", flat=True).first()
+    address = _conversation_address(kind, address)
     content = _memory_text(connector_id, direction, content)
     person_id = _person_for(connector_id, address)
     conversation, created = Conversation.objects.get_or_create(
@@ -181,7 +189,7 @@ def context_for_address(principal, connector_id, address, limit=10):
         connector = Connector.objects.get(pk=connector_id)
     except Connector.DoesNotExist:
         raise NotFound(f"Connector {connector_id!r} does not exist.")
-    address = normalise_address(address)
+    address = _conversation_address(connector.kind, address)
     conversation = Conversation.objects.filter(connector=connector, address=address).first()
     if not access.is_own(principal, connector.pk, address, conversation) and not access.may_read_connector(
         principal, connector

@@ -26,7 +26,6 @@ content or an address.
 """
 import logging
 import uuid
-from contextlib import contextmanager
 from datetime import timedelta
 
 from django.conf import settings
@@ -38,7 +37,15 @@ from django.utils import timezone
 from audit import services as audit
 from connectors import events
 from connectors.base import MessageValidationError, OutgoingMessage
-from connectors.exceptions import Conflict, NotFound, PermissionDenied, ServiceError, ValidationFailed
+from connectors.exceptions import (
+    Conflict,
+    Hidden,
+    NotFound,
+    PermissionDenied,
+    ServiceError,
+    ValidationFailed,
+    audit_result,
+)
 from connectors.permissions import Principal
 
 from .models import ChannelIdentity, Notification, NotificationStatus, NotificationType
@@ -100,39 +107,6 @@ def can_acknowledge(principal, notification):
         return False
     user = principal.user
     return user.is_superuser or notification.user_id == user.pk or user.has_perm(PERM_CHANGE)
-
-
-def _record(action, principal, target_id, result=audit.SUCCESS, **details):
-    audit.record(
-        action,
-        principal=principal,
-        result=result,
-        target_type=TARGET,
-        target_id=str(target_id),
-        details={"via": principal.via, **details},
-    )
-
-
-class _Hidden(NotFound):
-    """404 to the caller (someone else's notification stays hidden), `denied` in the audit log."""
-
-
-@contextmanager
-def _audited_failures(action, principal, target_id):
-    """A refused or invalid call leaves a `denied`/`failure` row of its own (its transaction,
-    if any, rolled back), then the error goes to the caller."""
-    try:
-        yield
-    except ServiceError as exc:
-        _record(
-            action,
-            principal,
-            target_id,
-            result=audit.DENIED if isinstance(exc, (PermissionDenied, _Hidden)) else audit.FAILURE,
-            error=exc.code,
-            message=exc.message,
-        )
-        raise
 
 
 def _emit(event_type, connector_id="", **data):
@@ -198,7 +172,7 @@ def notify_user(principal, user, content, notification_type, idempotency_key=Non
     notification (replayed=True) and sends nothing; with anything else it is a Conflict.
     """
     target = getattr(user, "pk", None) or str(user)
-    with _audited_failures("notification.create", principal, target):
+    with audit.audited("notification.create", principal, TARGET, target, classify=audit_result):
         if not can_notify(principal):
             raise PermissionDenied(f"You need the {PERM_ADD} permission to notify people.")
         _check_type(notification_type)
@@ -208,7 +182,7 @@ def notify_user(principal, user, content, notification_type, idempotency_key=Non
         if idempotency_key is not None:
             existing = _replay(principal, idempotency_key, user, content, notification_type)
             if existing is not None:
-                _record("notification.create", principal, existing.id, replayed=True)
+                audit.record_action("notification.create", principal, TARGET, existing.id, replayed=True)
                 return existing, True
         from . import router
 
@@ -221,7 +195,7 @@ def notify_user(principal, user, content, notification_type, idempotency_key=Non
             existing = _replay(principal, idempotency_key, user, content, notification_type) if idempotency_key else None
             if existing is None:
                 raise
-            _record("notification.create", principal, existing.id, replayed=True)
+            audit.record_action("notification.create", principal, TARGET, existing.id, replayed=True)
             return existing, True
     notification.refresh_from_db()  # eager deliveries may have moved it on already
     return notification, False
@@ -244,9 +218,10 @@ def _create(principal, user, content, notification_type, idempotency_key, decisi
             requested_by=principal.key,
             idempotency_key=idempotency_key,
         )
-    _record(
+    audit.record_action(
         "notification.create",
         principal,
+        TARGET,
         notification.id,
         user_id=user.pk,
         notification_type=notification_type,
@@ -354,16 +329,32 @@ def _move_on(notification, reason):
             notification.status = NotificationStatus.EXHAUSTED
             notification.ack_deadline = None
             notification.save()
-            _record("notification.exhausted", ROUTER, notification.id, result=audit.FAILURE,
-                    steps=len(chain), reason=reason)
+            audit.record_action(
+                "notification.exhausted",
+                ROUTER,
+                TARGET,
+                notification.id,
+                result=audit.FAILURE,
+                steps=len(chain),
+                reason=reason,
+            )
             _emit("notification.exhausted", from_connector, notification_id=str(notification.id),
                   user_id=notification.user_id, steps=len(chain), reason=reason)
             return
         notification.step = from_step + 1
         next_reason = _send_step(notification)
         to_connector = _current_connector(notification)
-        _record("notification.fallback", ROUTER, notification.id, from_step=from_step, to_step=notification.step,
-                from_connector=from_connector, to_connector=to_connector, reason=reason)
+        audit.record_action(
+            "notification.fallback",
+            ROUTER,
+            TARGET,
+            notification.id,
+            from_step=from_step,
+            to_step=notification.step,
+            from_connector=from_connector,
+            to_connector=to_connector,
+            reason=reason,
+        )
         _emit("notification.fallback", to_connector, notification_id=str(notification.id),
               user_id=notification.user_id, from_step=from_step, to_step=notification.step,
               from_connector=from_connector, to_connector=to_connector, reason=reason)
@@ -381,8 +372,15 @@ def _mark_delivered(notification, via, acknowledged=False):
         notification.acknowledged_at = now
     _close_attempt(notification, "acknowledged" if acknowledged else "delivered")
     notification.save()
-    _record("notification.delivered", ROUTER, notification.id, step=notification.step, via=via,
-            acknowledged=bool(acknowledged))
+    audit.record_action(
+        "notification.delivered",
+        ROUTER,
+        TARGET,
+        notification.id,
+        step=notification.step,
+        via=via,
+        acknowledged=bool(acknowledged),
+    )
     _emit("notification.delivered", _current_connector(notification), notification_id=str(notification.id),
           user_id=notification.user_id, step=notification.step, via=via, acknowledged=bool(acknowledged))
 
@@ -434,8 +432,14 @@ def settle(delivery_id, status, *, via="", acknowledged=False):
                 attempts[-1]["outcome"] = "awaiting acknowledgement"
             notification.attempts = attempts
             notification.save()
-            _record("notification.awaiting_ack", ROUTER, notification.id, step=notification.step,
-                    ack_deadline=notification.ack_deadline.isoformat())
+            audit.record_action(
+                "notification.awaiting_ack",
+                ROUTER,
+                TARGET,
+                notification.id,
+                step=notification.step,
+                ack_deadline=notification.ack_deadline.isoformat(),
+            )
     return notification
 
 
@@ -478,12 +482,12 @@ def _load(principal, notification_id):
     if notification is None:
         raise NotFound(f"Notification {notification_id!r} does not exist.")
     if not can_view(principal, notification):
-        raise _Hidden(f"Notification {notification_id!r} does not exist.")
+        raise Hidden(f"Notification {notification_id!r} does not exist.")
     return notification
 
 
 def get_notification(principal, notification_id):
-    with _audited_failures("notification.get", principal, notification_id):
+    with audit.audited("notification.get", principal, TARGET, notification_id, classify=audit_result):
         return _load(principal, notification_id)
 
 
@@ -513,7 +517,7 @@ def acknowledge(principal, notification_id):
     """The person confirms they have it: an urgent (or any) notification still being sent, or
     already delivered, becomes DELIVERED and acknowledged; no further channel is tried.
     Acknowledging twice is harmless. An exhausted or unroutable one cannot be acknowledged."""
-    with _audited_failures("notification.acknowledge", principal, notification_id):
+    with audit.audited("notification.acknowledge", principal, TARGET, notification_id, classify=audit_result):
         with transaction.atomic():
             found = _load(principal, notification_id)
             if not can_acknowledge(principal, found):
@@ -527,7 +531,13 @@ def acknowledge(principal, notification_id):
                     code="not_acknowledgeable",
                     details={"status": notification.status},
                 )
-            _record("notification.acknowledge", principal, notification.id, step=notification.step)
+            audit.record_action(
+                "notification.acknowledge",
+                principal,
+                TARGET,
+                notification.id,
+                step=notification.step,
+            )
             if notification.status == NotificationStatus.SENDING:
                 _mark_delivered(notification, principal.via or "api", acknowledged=True)
             else:

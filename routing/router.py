@@ -72,6 +72,7 @@ from django.db.models import FilteredRelation, OuterRef, Q, Subquery, Value
 from django.db.models.functions import Concat
 from django.utils import timezone
 
+from connectors.addresses import mask_address
 from connectors.exceptions import ValidationFailed
 
 NOTIFICATION_TYPES = ("standard", "urgent", "digest")
@@ -166,22 +167,6 @@ class Decision:
 
 
 # --- the pure half ------------------------------------------------------------------------------
-
-
-def mask_address(kind, address):
-    """A hint that tells a person which of their addresses it is, without revealing it."""
-    value = address.strip()
-    if value.lower().startswith("whatsapp:"):
-        value = value[len("whatsapp:"):]
-    if "://" in value:  # a webhook URL: scheme and host only
-        scheme, rest = value.split("://", 1)
-        return f"{scheme}://{rest.split('/', 1)[0]}/••••"
-    if "@" in value:
-        local, domain = value.rsplit("@", 1)
-        return f"{local[:1]}•••@{domain}"
-    if value.startswith("+") and len(value) > 7:
-        return f"{value[:3]}••••{value[-4:]}"
-    return f"••••{value[-4:]}" if len(value) > 4 else "••••"
 
 
 def _zone(name):
@@ -395,7 +380,7 @@ def load_entries(user_id):
                 identity_id=iid,
                 connector_id=cid,
                 address=address,
-                address_hint=mask_address("", address),
+                address_hint=mask_address(address),
                 preference_id=pid,
                 priority=priority,
                 enabled=True if enabled is None else enabled,
@@ -575,5 +560,5 @@ def on_inbound_saved(sender, instance, created=False, **kwargs):
 
 __all__ = [
     "ConnectorState", "Decision", "Entry", "Route", "Snapshot", "choose", "decide", "invalidate",
-    "load_entries", "load_connector_states", "mask_address",
+    "load_entries", "load_connector_states",
 ]

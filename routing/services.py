@@ -25,7 +25,6 @@ import hashlib
 import logging
 import re
 import secrets
-from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import time, timedelta
 from functools import lru_cache
@@ -39,9 +38,18 @@ from django.utils import timezone
 
 from audit import services as audit
 from connectors import events
-from connectors.exceptions import Conflict, NotFound, PermissionDenied, RateLimited, ServiceError, ValidationFailed
+from connectors.addresses import mask_address
+from connectors.exceptions import (
+    Conflict,
+    Hidden,
+    NotFound,
+    PermissionDenied,
+    ValidationFailed,
+    audit_result_limits_denied,
+)
 from connectors.models import Connector, ConnectorStatus
 from connectors.permissions import Principal
+from connectors.registry import get_connector_class
 
 from . import delivered_codes
 from .delivered_codes import delivers_code
@@ -92,53 +100,6 @@ def pairable_kinds():
 # --- helpers -------------------------------------------------------------------------------------
 
 
-E164_RE = re.compile(r"^\+[1-9][0-9]{6,14}$")
-NOT_E164 = "must be a phone number in E.164 form (+<country code><number>, e.g. +14155550123)"
-
-
-def normalize_phone(value):
-    """E.164 from what people type (spaces, dashes, dots, brackets removed) or ValidationFailed."""
-    cleaned = "".join(ch for ch in str(value or "").strip() if ch not in " -.()\u00a0")
-    if not E164_RE.fullmatch(cleaned):
-        raise ValidationFailed(f"The phone number {NOT_E164}.", code="invalid_address", details={"address": NOT_E164})
-    return cleaned
-
-
-def normalize_address(kind, address):
-    """The canonical form an identity is stored in: plain E.164 for phone kinds (WhatsApp's
-    `whatsapp:` prefix removed), a lower-case domain for email, the chat id for Telegram."""
-    address = str(address or "").strip()
-    if kind in PHONE_KINDS:
-        if kind == "whatsapp" and address.lower().startswith("whatsapp:"):
-            address = address[len("whatsapp:"):]
-        return normalize_phone(address)
-    if kind == "email":
-        from connectors.platforms.email import address_problem
-
-        problem = address_problem(address)
-        if problem:
-            raise ValidationFailed(f"The email address {problem}.", code="invalid_address", details={"address": problem})
-        local, _, domain = address.rpartition("@")
-        return f"{local}@{domain.lower()}"
-    if not address or len(address) > 255:
-        raise ValidationFailed("The address must be 1-255 characters.", code="invalid_address",
-                               details={"address": "must be 1-255 characters"})
-    return address
-
-
-def address_hint(address):
-    """A masked address for traces, audit rows and lists: "+44••••1234", "a•••@example.org"."""
-    address = str(address or "")
-    if "@" in address:
-        local, _, domain = address.rpartition("@")
-        return f"{local[:1]}•••@{domain}"
-    if address.startswith("+") and len(address) > 6:
-        return f"{address[:3]}••••{address[-4:]}"
-    if len(address) > 4:
-        return f"••••{address[-4:]}"
-    return "••••"
-
-
 def normalize_code(text):
     """The code in `text` (any case, spaces and dashes ignored), or None when it is not code-shaped."""
     if not isinstance(text, str):
@@ -178,46 +139,6 @@ def _invalidate_router(user_id):
     transaction.on_commit(invalidate)
 
 
-def _principal_name(principal):
-    return str(principal)
-
-
-def _record(action, principal, target_type, target_id, result=audit.SUCCESS, **details):
-    audit.record(
-        action,
-        principal=_principal_name(principal),
-        result=result,
-        target_type=target_type,
-        target_id=target_id,
-        details={"via": getattr(principal, "via", ""), **details},
-    )
-
-
-class _Hidden(NotFound):
-    """404 to the caller, `denied` in the audit log."""
-
-
-@contextmanager
-def _audited(action, principal, target_type, target_id, **details):
-    """An audit row for a refusal escaping the block (whose own transaction has rolled back)."""
-    try:
-        yield
-    except ServiceError as exc:
-        denied = isinstance(exc, (PermissionDenied, _Hidden, RateLimited))
-        with transaction.atomic():
-            _record(
-                action,
-                principal,
-                target_type,
-                target_id,
-                result=audit.DENIED if denied else audit.FAILURE,
-                error=exc.code,
-                message=exc.message[:300],
-                **details,
-            )
-        raise
-
-
 def _emit(connector_id, user_id, change, **data):
     events.publish("preference.updated", connector_id=connector_id, data={"user_id": user_id, "change": change, **data})
 
@@ -242,7 +163,7 @@ def may_act_for(principal: Principal, user, perm: str) -> bool:
 def _check_actor(principal, user, perm):
     if user is None or not may_act_for(principal, user, perm):
         name = user.get_username() if user is not None else "?"
-        raise _Hidden(f"User {name!r} does not exist.")
+        raise Hidden(f"User {name!r} does not exist.")
 
 
 def resolve_user(principal: Principal, username, perm="view_connectorpreference"):
@@ -256,7 +177,14 @@ def resolve_user(principal: Principal, username, perm="view_connectorpreference"
         if user is not None:
             # Someone else's data: the same answer as an unknown user, but a refusal on record.
             with transaction.atomic():
-                _record("routing.act_for", principal, "user", user.pk, result=audit.DENIED, permission=perm)
+                audit.record_action(
+                    "routing.act_for",
+                    principal,
+                    "user",
+                    user.pk,
+                    result=audit.DENIED,
+                    permission=perm,
+                )
         raise NotFound(f"User {username!r} does not exist.")
     return user
 
@@ -281,7 +209,8 @@ def _how(connector, code="CODE"):
     username = (connector.platform_state or {}).get("bot", {}).get("username") if connector.kind == "telegram" else None
     if username:
         bot = f" @{username}"
-    number = str(config.get("from_number", "")).removeprefix("whatsapp:") or "the connector's number"
+    number = config.get("from_number", "")
+    number = get_connector_class(connector.kind).normalize_address(number, strict=False) or "the connector's number"
     if delivers_code(connector):
         return HOW_DELIVERED
     return HOW.get(connector.kind, "Send {code}.").format(code=code, bot=bot, number=number, id=connector.id)
@@ -329,7 +258,15 @@ def request_pairing_code(principal: Principal, user, connector_id, address=None,
     Where the platform delivers the code (email), `address` is required, the code goes out as a
     link to that address only and is never returned (see routing.delivered_codes), and such sends
     are rate-limited per account and per address."""
-    with _audited("pairing.code_requested", principal, "user", getattr(user, "pk", ""), connector=str(connector_id)[:64]):
+    with audit.audited(
+        "pairing.code_requested",
+        principal,
+        "user",
+        getattr(user, "pk", ""),
+        classify=audit_result_limits_denied,
+        message_limit=300,
+        connector=str(connector_id)[:64],
+    ):
         with transaction.atomic():
             _check_actor(principal, user, "add_pairingcode")
             # Serialise this person's requests, so that the pending limit holds under concurrency.
@@ -353,7 +290,7 @@ def request_pairing_code(principal: Principal, user, connector_id, address=None,
                 if not address:
                     raise ValidationFailed(f"Give the {connector.kind} address to pair.",
                                            details={"address": f"required for {connector.kind}"})
-                clean_address = normalize_address(connector.kind, address)
+                clean_address = get_connector_class(connector.kind).normalize_address(address)
                 owner_id = ChannelIdentity.objects.filter(connector=connector, address=clean_address).values_list(
                     "user_id", flat=True).first()
                 if owner_id == user.pk:
@@ -381,16 +318,16 @@ def request_pairing_code(principal: Principal, user, connector_id, address=None,
             )
             details = {"connector": connector.id, "user_id": user.pk, "pairing_code_id": pairing.pk}
             if clean_address:
-                details["address_hint"] = address_hint(clean_address)
+                details["address_hint"] = mask_address(clean_address)
             if delivered and taken_elsewhere:
                 details["taken_elsewhere"] = True
-            _record("pairing.code_requested", principal, "pairing_code", pairing.pk, **details)
+            audit.record_action("pairing.code_requested", principal, "pairing_code", pairing.pk, **details)
             if delivered:
                 if taken_elsewhere:
                     delivered_codes.send_taken_notice(connector, clean_address, user)
                 else:
                     _deliver_link(connector, clean_address, user, code, base_url)
-                hint = address_hint(clean_address)
+                hint = mask_address(clean_address)
                 instructions = f"We sent a link to {hint}; open it within an hour and confirm."
                 return IssuedCode(code=None, pairing=pairing, instructions=instructions, delivered_to=hint)
             instructions = _how(connector, code)
@@ -449,11 +386,11 @@ def _refuse(connector_id, sender, reason, *, count_attempt=True, code_row=None):
     with transaction.atomic():
         if count_attempt:
             PairingAttempt.objects.create(connector_id=connector_id, sender=sender[:255])
-        details = {"connector": connector_id, "sender_hint": address_hint(sender), "reason": reason}
+        details = {"connector": connector_id, "sender_hint": mask_address(sender), "reason": reason}
         if code_row is not None:
             details["pairing_code_id"] = code_row.pk
             details["user_id"] = code_row.user_id
-        _record("identity.pair", principal, "connector", connector_id, result=audit.FAILURE, **details)
+        audit.record_action("identity.pair", principal, "connector", connector_id, result=audit.FAILURE, **details)
     return Redemption(False, MESSAGES[reason])
 
 
@@ -473,7 +410,7 @@ def redeem_code(connector_id, sender, code, *, now=None):
     if connector.kind == "telegram" and str(sender).startswith("-"):
         return _refuse(connector_id, sender, "group", count_attempt=False)
     try:
-        address = normalize_address(connector.kind, sender)
+        address = get_connector_class(connector.kind).normalize_address(sender)
     except ValidationFailed:
         return _refuse(connector_id, sender, "not_e164" if connector.kind in PHONE_KINDS else "unknown")
     normalised = normalize_code(code)
@@ -534,14 +471,14 @@ def _pair(row, connector, address, now, principal):
     row.identity = identity
     row.save(update_fields=["used_at", "identity"])
     preference = _default_preference(user, identity) if created else None
-    _record(
+    audit.record_action(
         "identity.paired",
         principal,
         "channel_identity",
         identity.pk,
         user_id=user.pk,
         connector=connector.id,
-        address_hint=address_hint(address),
+        address_hint=mask_address(address),
         pairing_code_id=row.pk,
         already_paired=not created,
     )
@@ -596,7 +533,15 @@ def confirm_email_link(principal: Principal, code):
     """The person confirmed the emailed link (a POST). The logged-in user must own the code: the
     link proves the mailbox, the login proves the account, and guessing other people's codes
     gains nothing. Returns a Redemption."""
-    with _audited("identity.pair", principal, "pairing_code", "", via_link=True):
+    with audit.audited(
+        "identity.pair",
+        principal,
+        "pairing_code",
+        "",
+        classify=audit_result_limits_denied,
+        message_limit=300,
+        via_link=True,
+    ):
         with transaction.atomic():
             normalised = normalize_code(code)
             row = None
@@ -631,14 +576,21 @@ def _own_identity(user, identity_id, *, for_update=False):
     except (ChannelIdentity.DoesNotExist, ValueError, TypeError):
         raise NotFound(f"Identity {identity_id!r} does not exist.")
     if identity.user_id != user.pk:  # someone else's: hidden, and audited as a refusal
-        raise _Hidden(f"Identity {identity_id!r} does not exist.")
+        raise Hidden(f"Identity {identity_id!r} does not exist.")
     return identity
 
 
 def add_identity(principal: Principal, user, connector_id, address, *, label=""):
     """An identity verified outside pairing (e.g. a voice number checked by phone), added by staff
     holding `routing.add_channelidentity` (or a superuser), never by people for themselves."""
-    with _audited("identity.added", principal, "user", getattr(user, "pk", "")):
+    with audit.audited(
+        "identity.added",
+        principal,
+        "user",
+        getattr(user, "pk", ""),
+        classify=audit_result_limits_denied,
+        message_limit=300,
+    ):
         with transaction.atomic():
             actor = principal.user
             if not principal.is_system and not (
@@ -648,15 +600,22 @@ def add_identity(principal: Principal, user, connector_id, address, *, label="")
             connector = Connector.objects.filter(pk=connector_id).first()
             if connector is None:
                 raise ValidationFailed(f"Connector {connector_id!r} does not exist.", details={"connector": "unknown"})
-            clean = normalize_address(connector.kind, address)
+            clean = get_connector_class(connector.kind).normalize_address(address)
             if ChannelIdentity.objects.filter(connector=connector, address=clean).exists():
                 raise Conflict("This address is already paired with an account.", code="already_paired")
             identity = ChannelIdentity.objects.create(
                 user=user, connector=connector, address=clean, label=(label or "").strip()[:100], verified_at=timezone.now()
             )
             preference = _default_preference(user, identity)
-            _record("identity.added", principal, "channel_identity", identity.pk, user_id=user.pk,
-                    connector=connector.id, address_hint=address_hint(clean))
+            audit.record_action(
+                "identity.added",
+                principal,
+                "channel_identity",
+                identity.pk,
+                user_id=user.pk,
+                connector=connector.id,
+                address_hint=mask_address(clean),
+            )
             _emit(connector.id, user.pk, "identity.added", identity_id=identity.pk, preference_id=preference.pk,
                   fields=["identity", "preference"])
             _invalidate_router(user.pk)
@@ -664,7 +623,14 @@ def add_identity(principal: Principal, user, connector_id, address, *, label="")
 
 
 def update_identity(principal: Principal, user, identity_id, *, label):
-    with _audited("identity.updated", principal, "channel_identity", identity_id):
+    with audit.audited(
+        "identity.updated",
+        principal,
+        "channel_identity",
+        identity_id,
+        classify=audit_result_limits_denied,
+        message_limit=300,
+    ):
         if not isinstance(label, str) or len(label.strip()) > 100:
             raise ValidationFailed("The label must be text of at most 100 characters.", details={"label": "invalid"})
         with transaction.atomic():
@@ -672,7 +638,14 @@ def update_identity(principal: Principal, user, identity_id, *, label):
             identity = _own_identity(user, identity_id, for_update=True)
             identity.label = label.strip()
             identity.save(update_fields=["label"])
-            _record("identity.updated", principal, "channel_identity", identity.pk, user_id=user.pk, fields=["label"])
+            audit.record_action(
+                "identity.updated",
+                principal,
+                "channel_identity",
+                identity.pk,
+                user_id=user.pk,
+                fields=["label"],
+            )
             _emit(identity.connector_id, user.pk, "identity.updated", identity_id=identity.pk, fields=["label"])
             _invalidate_router(user.pk)
     return identity
@@ -680,14 +653,21 @@ def update_identity(principal: Principal, user, identity_id, *, label):
 
 def delete_identity(principal: Principal, user, identity_id):
     """Remove an identity and the preferences that use it."""
-    with _audited("identity.deleted", principal, "channel_identity", identity_id):
+    with audit.audited(
+        "identity.deleted",
+        principal,
+        "channel_identity",
+        identity_id,
+        classify=audit_result_limits_denied,
+        message_limit=300,
+    ):
         with transaction.atomic():
             _check_actor(principal, user, "delete_channelidentity")
             identity = _own_identity(user, identity_id, for_update=True)
             preference_ids = list(identity.preferences.values_list("pk", flat=True))
-            connector_id, pk, hint = identity.connector_id, identity.pk, address_hint(identity.address)
+            connector_id, pk, hint = identity.connector_id, identity.pk, mask_address(identity.address)
             identity.delete()
-            _record(
+            audit.record_action(
                 "identity.deleted",
                 principal,
                 "channel_identity",
@@ -830,7 +810,14 @@ def create_preference(principal: Principal, user, data=None, **fields):
     """Add a preference: `identity` (id, required), `priority` (default: after the others),
     `enabled`, `notification_types` (default: all), `quiet_start`/`quiet_end` ("HH:MM"), `timezone`."""
     data = {**(data or {}), **fields}
-    with _audited("preference.created", principal, "user", getattr(user, "pk", "")):
+    with audit.audited(
+        "preference.created",
+        principal,
+        "user",
+        getattr(user, "pk", ""),
+        classify=audit_result_limits_denied,
+        message_limit=300,
+    ):
         with transaction.atomic():
             _check_actor(principal, user, "add_connectorpreference")
             _lock_user(user)
@@ -841,7 +828,14 @@ def create_preference(principal: Principal, user, data=None, **fields):
             _identity_clash(user, values["identity"])
             preference = ConnectorPreference.objects.create(user=user, **values)
             fields = sorted(set(values) | {"identity"})
-            _record("preference.created", principal, "connector_preference", preference.pk, user_id=user.pk, fields=fields)
+            audit.record_action(
+                "preference.created",
+                principal,
+                "connector_preference",
+                preference.pk,
+                user_id=user.pk,
+                fields=fields,
+            )
             _emit(preference.identity.connector_id, user.pk, "created", preference_id=preference.pk, fields=fields)
             _invalidate_router(user.pk)
     return preference
@@ -853,13 +847,20 @@ def _own_preference(user, preference_id):
     except (ConnectorPreference.DoesNotExist, ValueError, TypeError):
         raise NotFound(f"Preference {preference_id!r} does not exist.")
     if preference.user_id != user.pk:  # someone else's: hidden, and audited as a refusal
-        raise _Hidden(f"Preference {preference_id!r} does not exist.")
+        raise Hidden(f"Preference {preference_id!r} does not exist.")
     return preference
 
 
 def update_preference(principal: Principal, user, preference_id, data=None, **fields):
     data = {**(data or {}), **fields}
-    with _audited("preference.updated", principal, "connector_preference", preference_id):
+    with audit.audited(
+        "preference.updated",
+        principal,
+        "connector_preference",
+        preference_id,
+        classify=audit_result_limits_denied,
+        message_limit=300,
+    ):
         if not data:
             raise ValidationFailed("Nothing to change.", details={"body": "give at least one field"})
         with transaction.atomic():
@@ -877,7 +878,14 @@ def update_preference(principal: Principal, user, preference_id, data=None, **fi
                 setattr(preference, name, value)
             if changed:
                 preference.save()
-                _record("preference.updated", principal, "connector_preference", preference.pk, user_id=user.pk, fields=changed)
+                audit.record_action(
+                    "preference.updated",
+                    principal,
+                    "connector_preference",
+                    preference.pk,
+                    user_id=user.pk,
+                    fields=changed,
+                )
                 _emit(preference.identity.connector_id, user.pk, "updated", preference_id=preference.pk, fields=changed)
                 if preference.identity.connector_id != old_connector:
                     _emit(old_connector, user.pk, "updated", preference_id=preference.pk, fields=changed)
@@ -886,20 +894,34 @@ def update_preference(principal: Principal, user, preference_id, data=None, **fi
 
 
 def delete_preference(principal: Principal, user, preference_id):
-    with _audited("preference.deleted", principal, "connector_preference", preference_id):
+    with audit.audited(
+        "preference.deleted",
+        principal,
+        "connector_preference",
+        preference_id,
+        classify=audit_result_limits_denied,
+        message_limit=300,
+    ):
         with transaction.atomic():
             _check_actor(principal, user, "delete_connectorpreference")
             preference = _own_preference(user, preference_id)
             pk, connector_id = preference.pk, preference.identity.connector_id
             preference.delete()
-            _record("preference.deleted", principal, "connector_preference", pk, user_id=user.pk)
+            audit.record_action("preference.deleted", principal, "connector_preference", pk, user_id=user.pk)
             _emit(connector_id, user.pk, "deleted", preference_id=pk, fields=["preference"])
             _invalidate_router(user.pk)
 
 
 def reorder_preferences(principal: Principal, user, order):
     """Renumber the person's preferences 1..n in the given order (all of their ids, once each)."""
-    with _audited("preference.reordered", principal, "user", getattr(user, "pk", "")):
+    with audit.audited(
+        "preference.reordered",
+        principal,
+        "user",
+        getattr(user, "pk", ""),
+        classify=audit_result_limits_denied,
+        message_limit=300,
+    ):
         with transaction.atomic():
             _check_actor(principal, user, "change_connectorpreference")
             _lock_user(user)
@@ -922,7 +944,15 @@ def reorder_preferences(principal: Principal, user, order):
             for position, pk in enumerate(order, start=1):
                 if pk in changed:
                     ConnectorPreference.objects.filter(pk=pk).update(priority=position, updated_at=timezone.now())
-            _record("preference.reordered", principal, "user", user.pk, user_id=user.pk, order=order, changed=changed)
+            audit.record_action(
+                "preference.reordered",
+                principal,
+                "user",
+                user.pk,
+                user_id=user.pk,
+                order=order,
+                changed=changed,
+            )
             for pk in changed:
                 _emit(prefs[pk].identity.connector_id, user.pk, "reordered", preference_id=pk, fields=["priority"])
             if changed:

@@ -22,6 +22,7 @@ from django.core.validators import validate_email
 from django.utils.encoding import punycode
 from django.utils.html import escape
 
+from ..addresses import InvalidAddress
 from ..base import (
     MAX_ADDRESS_LENGTH,
     PATTERN_END,
@@ -138,6 +139,18 @@ class EmailConnector(BaseConnector):
             if "subject" in config and "subject" not in errors and not config["subject"].strip():
                 errors["subject"] = "must not be blank"
         return errors
+
+    @classmethod
+    def normalize_address(cls, address, *, strict: bool = True) -> str:
+        """The address with its domain in lower case (the local part is the mail server's call)."""
+        value = str(address or "").strip()
+        if not strict:
+            return value
+        problem = address_problem(value)
+        if problem:
+            raise InvalidAddress(problem, subject="email address")
+        local, _, domain = value.rpartition("@")
+        return f"{local}@{domain.lower()}"
 
     @classmethod
     def validate_recipient(cls, recipient) -> str | None:

@@ -31,12 +31,17 @@ WINDOW_MARGIN = timedelta(minutes=5)  # our received_at is a little later than t
 MAX_BODY = 1600  # Twilio's limit for a WhatsApp body
 
 
-def wa_address(value: str) -> str:
-    """`whatsapp:+E164` from `+E164` or `whatsapp:+E164`; ConnectorError(invalid_recipient) otherwise."""
-    value = value.strip()
+def without_prefix(value) -> str:
+    """`value` trimmed, without Twilio's `whatsapp:` prefix (any case). The only place it is removed."""
+    value = str(value or "").strip()
     if value.lower().startswith(PREFIX):
         value = value[len(PREFIX):]
-    return PREFIX + normalize_phone(value)
+    return value
+
+
+def wa_address(value: str) -> str:
+    """`whatsapp:+E164` from `+E164` or `whatsapp:+E164`; ConnectorError(invalid_recipient) otherwise."""
+    return PREFIX + normalize_phone(without_prefix(value))
 
 
 def template_value(content: str) -> str:
@@ -56,6 +61,12 @@ class WhatsAppConnector(TwilioMessagingConnector):
     @classmethod
     def normalize_recipient(cls, recipient: str) -> str:
         return wa_address(recipient)
+
+    @classmethod
+    def normalize_address(cls, address, *, strict: bool = True) -> str:
+        """The bare number (`whatsapp:` removed), so one person is one address whichever form
+        Twilio or a caller uses."""
+        return super().normalize_address(without_prefix(address), strict=strict)
 
     def last_inbound_at(self, address: str):
         from ..models import InboundMessage

@@ -19,6 +19,7 @@ from conversations.models import Conversation, Message, SearchToken
 from conversations.services import get_context, search
 from routing.models import ChannelIdentity
 from tests.conftest import SYSTEM
+from tests.connectors import twilio_support
 from tests.connectors.broken import CountingBrain
 
 
@@ -28,6 +29,10 @@ def counting_brain(settings):
     CountingBrain.calls.clear()
     yield CountingBrain.calls
     CountingBrain.calls.clear()
+
+
+twilio_fake = twilio_support.twilio_fake
+twilio_connector = twilio_support.twilio_connector
 
 
 def receive(connector_id, text, msg_id, sender="ada"):
@@ -53,8 +58,10 @@ def test_inbound_and_outbound_are_stored_with_roles(make_connector):
 
 
 @pytest.mark.django_db
-def test_whatsapp_prefix_is_normalised_and_person_is_set(make_connector, make_user):
-    make_connector("mem_wa")
+def test_whatsapp_prefix_is_normalised_and_person_is_set(twilio_connector, make_user):
+    # The prefix is WhatsApp's (WhatsAppConnector.normalize_address): other kinds keep it, as
+    # routing's identities on them do (tests/connectors/test_addresses.py).
+    twilio_connector("mem_wa", "whatsapp")
     user = make_user("wanda")
     ChannelIdentity.objects.create(user=user, connector_id="mem_wa", address="+15550001", verified_at=timezone.now())
     receive("mem_wa", "hi", "w1", sender="whatsapp:+15550001")

@@ -13,6 +13,7 @@ from audit.models import AuditEvent
 from connectors.exceptions import Conflict, NotFound, ValidationFailed
 from connectors.models import Delivery, Event, InboundMessage
 from connectors.permissions import Principal
+from connectors.registry import get_connector_class
 from routing import pairing, services
 from routing.models import ChannelIdentity, ConnectorPreference, PairingAttempt, PairingCode
 from tests.connectors import test_telegram, twilio_support
@@ -151,11 +152,11 @@ def test_phone_addresses_must_be_e164(make_user, make_connector):
     make_connector("cli_main", kind="cli")
     code = services.request_pairing_code(me(ada), ada, "cli_main").code
     with pytest.raises(ValidationFailed):
-        services.normalize_address("sms", "07700 900123")
+        get_connector_class("sms").normalize_address("07700 900123")
     with pytest.raises(ValidationFailed):
-        services.normalize_address("whatsapp", "whatsapp:447700900123")
-    assert services.normalize_address("sms", "+44 7700 900-123") == "+447700900123"
-    assert services.normalize_address("whatsapp", "whatsapp:+447700900123") == "+447700900123"
+        get_connector_class("whatsapp").normalize_address("whatsapp:447700900123")
+    assert get_connector_class("sms").normalize_address("+44 7700 900-123") == "+447700900123"
+    assert get_connector_class("whatsapp").normalize_address("whatsapp:+447700900123") == "+447700900123"
     # The CLI person pairs fine with the same code (the code was for the CLI connector).
     assert services.redeem_code("cli_main", "ada", code).ok
 

@@ -14,6 +14,7 @@ from django.utils import timezone
 from audit.models import AuditEvent
 from connectors import services as connector_services
 from connectors.base import IncomingMessage
+from connectors.exceptions import RateLimited
 from connectors.logging_filters import redact
 from connectors.models import Delivery, Event
 from connectors.permissions import Principal
@@ -198,7 +199,7 @@ def test_pairing_mails_are_limited_per_address_across_accounts(mailer, limits, m
         services.request_pairing_code(me(user), user, "mail", address)
     third = make_user("u3")
 
-    with pytest.raises(services.RateLimited) as refused:
+    with pytest.raises(RateLimited) as refused:
         services.request_pairing_code(me(third), third, "mail", "VICTIM@example.org")
 
     assert refused.value.status == 429 and refused.value.retry_after > 0
@@ -218,7 +219,7 @@ def test_the_address_limit_holds_when_accounts_ask_at_the_same_moment(mailer, li
 
     results, errors = run_at_once(ask, len(users))
 
-    assert len(results) == 2 and all(isinstance(e, services.RateLimited) for e in errors), errors
+    assert len(results) == 2 and all(isinstance(e, RateLimited) for e in errors), errors
     assert PairingCode.objects.filter(address="victim@example.org").count() == 2
 
 

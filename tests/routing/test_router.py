@@ -10,6 +10,7 @@ from hypothesis import HealthCheck, given
 from hypothesis import settings as hsettings
 from hypothesis import strategies as st
 
+from connectors.addresses import mask_address
 from connectors.exceptions import ValidationFailed
 from connectors.models import Connector, InboundMessage
 from routing import router
@@ -38,7 +39,7 @@ CONNECTORS = {
 
 def pref(identity_id, connector_id, priority, **kwargs):
     kwargs.setdefault("address", f"+4477009{identity_id:05d}")
-    kwargs.setdefault("address_hint", router.mask_address("", kwargs["address"]))
+    kwargs.setdefault("address_hint", mask_address(kwargs["address"]))
     return Entry(identity_id=identity_id, connector_id=connector_id, preference_id=100 + identity_id,
                  priority=priority, user_id=USER, **kwargs)
 
@@ -46,7 +47,7 @@ def pref(identity_id, connector_id, priority, **kwargs):
 def bare(identity_id, connector_id, **kwargs):
     """An identity without a preference."""
     kwargs.setdefault("address", f"+4477009{identity_id:05d}")
-    kwargs.setdefault("address_hint", router.mask_address("", kwargs["address"]))
+    kwargs.setdefault("address_hint", mask_address(kwargs["address"]))
     return Entry(identity_id=identity_id, connector_id=connector_id, user_id=USER, **kwargs)
 
 
@@ -175,8 +176,8 @@ def test_trace_shape_and_masking():
                                           "included", "reason"}
     assert "+442071234567" not in str(trace) and "ada@" not in str(trace)
     assert decision.chain[0].address == "+442071234567"  # the route itself keeps the address
-    assert router.mask_address("", "whatsapp:+14155550100") == "+14••••0100"
-    assert router.mask_address("", "https://hooks.example.com/x/secret") == "https://hooks.example.com/••••"
+    assert mask_address("whatsapp:+14155550100") == "+14••••0100"
+    assert mask_address("https://hooks.example.com/x/secret") == "https://hooks.example.com/••••"
 
 
 def test_unknown_notification_type_is_refused():

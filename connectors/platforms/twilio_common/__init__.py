@@ -15,6 +15,7 @@ import re
 from django.conf import settings
 from twilio.request_validator import RequestValidator
 
+from ...addresses import InvalidAddress
 from ...base import (
     CREDENTIALS,
     PATTERN_END,
@@ -72,7 +73,8 @@ def config_schema(from_number_pattern, **extra_properties):
     }
 
 
-NOT_E164 = "not a phone number in E.164 form (+<country code><number>, e.g. +14155550123)"
+PHONE_PROBLEM = "phone number in E.164 form (+<country code><number>, e.g. +14155550123)"
+NOT_E164 = f"not a {PHONE_PROBLEM}"
 
 
 def normalize_phone(recipient: str) -> str:
@@ -96,6 +98,17 @@ class TwilioConnector(BaseConnector):
     @classmethod
     def normalize_recipient(cls, recipient: str) -> str:
         return normalize_phone(recipient)
+
+    @classmethod
+    def normalize_address(cls, address, *, strict: bool = True) -> str:
+        """A person's phone number in plain E.164 (what people type around it removed)."""
+        value = super().normalize_address(address, strict=False)
+        if not strict:
+            return value
+        try:
+            return normalize_phone(value)
+        except ConnectorError:
+            raise InvalidAddress(f"must be a {PHONE_PROBLEM}", subject="phone number") from None
 
     @classmethod
     def validate_recipient(cls, recipient: str):
