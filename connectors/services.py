@@ -74,13 +74,14 @@ def _settled(delivery, via, acknowledged=False):
     transaction.on_commit(send)
 
 
-def _recorded(connector_id, direction, address, content, at, principal, **ids):
+def _recorded(connector, direction, address, content, at, principal, **ids):
     """Hand a stored message to conversation memory in this same transaction (see signals)."""
     from .signals import message_recorded
 
     message_recorded.send(
         sender=Connector,
-        connector_id=connector_id,
+        connector_id=connector.pk,
+        kind=connector.kind,  # the receiver needs it for the address rules: spares it a query per message
         direction=direction,
         address=address,
         content=content,
@@ -641,7 +642,7 @@ def send_message(principal, connector_id, recipient, content, *, idempotency_key
             )
             _emit("connector.message.queued", connector_id, delivery_id=str(delivery.id), length=len(message.content))
             _recorded(
-                connector_id, "outbound", delivery.recipient,
+                connector, "outbound", delivery.recipient,
                 delivery.content if memory_content is None else memory_content, delivery.created_at, principal,
                 delivery_id=delivery.id,
                 metadata={"in_reply_to": in_reply_to.pk} if in_reply_to is not None else {},
@@ -1118,7 +1119,7 @@ def receive_message(connector_id, message: IncomingMessage, principal=None, conn
                 )
                 _emit("connector.message.received", connector_id, inbound_id=inbound.pk, length=len(message.content))
                 _recorded(
-                    connector_id, "inbound", inbound.sender, inbound.content, inbound.received_at, principal,
+                    connector, "inbound", inbound.sender, inbound.content, inbound.received_at, principal,
                     inbound_id=inbound.pk, platform_message_id=inbound.platform_message_id,
                     metadata={"sender_name": inbound.sender_name} if inbound.sender_name else {},
                 )

@@ -12,6 +12,6 @@ delivery_settled = Signal()  # kwargs: delivery_id, connector_id, status, via, a
 
 # Sent INSIDE the transaction that stores an inbound message or queues a delivery, so that
 # whatever a receiver writes (conversation memory) commits or rolls back with it. A receiver that
-# raises fails the whole call. kwargs: connector_id, direction ("inbound" | "outbound"), address,
+# raises fails the whole call. kwargs: connector_id, kind (the connector's), direction ("inbound" | "outbound"), address,
 # content, at, inbound_id, delivery_id, platform_message_id, principal (str), metadata.
 message_recorded = Signal()

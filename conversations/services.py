@@ -73,9 +73,11 @@ def _enqueue_analysis(message_id):
 
 
 def store_recorded_message(sender=None, *, connector_id, direction, address, content, at, principal,
-                           inbound_id=None, delivery_id=None, platform_message_id="", metadata=None, **kwargs):
+                           inbound_id=None, delivery_id=None, platform_message_id="", metadata=None, kind=None,
+                           **kwargs):
     """Receiver of message_recorded: store one message in the caller's transaction."""
-    kind = Connector.objects.filter(pk=connector_id).values_list("kind", flat=True).first()
+    if kind is None:  # a sender that does not pass it: read it
+        kind = Connector.objects.filter(pk=connector_id).values_list("kind", flat=True).first()
     address = _conversation_address(kind, address)
     content = _memory_text(connector_id, direction, content)
     person_id = _person_for(connector_id, address)

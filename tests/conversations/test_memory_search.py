@@ -4,6 +4,7 @@ import subprocess
 
 import pytest
 from django.db import connection
+from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 from hypothesis import HealthCheck, given
 from hypothesis import settings as hsettings
@@ -55,6 +56,20 @@ def test_inbound_and_outbound_are_stored_with_roles(make_connector):
     ]
     assert conversation.last_message_at == Message.objects.order_by("-created_at").first().created_at
     assert SearchToken.objects.filter(message__conversation=conversation).count() == 6
+
+
+@pytest.mark.django_db
+def test_storing_a_message_reads_no_connector_row(make_connector):
+    """The signal carries the connector's kind, so memory does not read it again for every message
+    (webhook ingest pays for each query)."""
+    make_connector("mem_q")
+    with CaptureQueriesContext(connection) as queries:
+        receive("mem_q", "hello there", "q1")
+        services.send_message(SYSTEM, "mem_q", "ada", "operator note")
+    kind_reads = [q["sql"] for q in queries.captured_queries
+                  if q["sql"].startswith('SELECT "connectors_connector"."kind" AS "kind" FROM')]
+    assert kind_reads == []
+    assert Conversation.objects.get(connector_id="mem_q", address="ada").messages.count() == 2
 
 
 @pytest.mark.django_db
