@@ -31,8 +31,8 @@ from pathlib import Path
 from django.conf import settings
 from django.db import connection
 
-from . import keys
-from .models import AuditEvent
+from audit import keys
+from audit.models import AuditEvent
 
 logger = logging.getLogger("audit.checkpoint")
 

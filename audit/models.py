@@ -13,7 +13,7 @@ import json
 from django.core.serializers.json import DjangoJSONEncoder
 from django.db import models
 
-from . import keys
+from audit import keys
 
 GENESIS_HASH = "0" * 64
 

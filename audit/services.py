@@ -20,8 +20,8 @@ from django.core.serializers.json import DjangoJSONEncoder
 from django.db import connection, transaction
 from django.utils import timezone
 
-from . import keys
-from .models import GENESIS_HASH, AuditEvent, compute_hash
+from audit import keys
+from audit.models import GENESIS_HASH, AuditEvent, compute_hash
 
 # Any stable 64-bit number; it names the lock that serialises appends to the chain.
 _CHAIN_LOCK_KEY = 7_310_424_117_301
@@ -63,7 +63,7 @@ def _log_lock_released():
 def lock_log():
     """Serialise appends to the audit chain until the current transaction ends.
 
-    The event log (connectors.events) takes this same lock rather than one of its own: both are
+    The event log (connectors.events.log) takes this same lock rather than one of its own: both are
     written in the same transactions, and one lock cannot deadlock against itself.
 
     Taken once per transaction: a marker callback sits in the transaction's on-commit list

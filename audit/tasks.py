@@ -1,7 +1,7 @@
 """Celery tasks of the audit log."""
 from celery import shared_task
 
-from . import checkpoints
+from audit import checkpoints
 
 
 @shared_task(ignore_result=True)

@@ -408,9 +408,9 @@ def configure(env, telegram):
     from django.contrib.auth import get_user_model
 
     from connectors import services
+    from connectors.api.tokens import create_token
     from connectors.models import PERM_SEND, Connector, ConnectorStatus
     from connectors.permissions import Principal
-    from connectors.tokens import create_token
 
     system = Principal.system_actor("chaos", via="bench")
     services.register_connector(system, id=CONNECTOR, kind="telegram", display_name="Chaos",
@@ -537,7 +537,7 @@ def main():  # noqa: PLR0915 (one linear script: set up, run, settle, reconcile)
             postgres.url, redis_server.url,
             BRAIN_SIGNING_KEY=brain_key, BRAIN_URL=brain.url,
             PUBLIC_BASE_URL="https://chaos.example.org",
-            BRAIN_BACKEND="connectors.brain.HttpBrain",
+            BRAIN_BACKEND="connectors.delivery.brain.HttpBrain",
             BRAIN_TIMEOUT="3", BRAIN_MAX_RETRIES="1",
             # Shorter than the defaults so a run settles in minutes, still longer than any send (5 s)
             # or BRAIN call (2 × 3 s). The sweep grace stays the default: below the time a task can

@@ -1,7 +1,7 @@
 """Event stream latency: from an event's commit in PostgreSQL to its arrival at websocket clients
 of /ws/events/, through daphne and the Redis channel layer.
 
-A publisher process appends events with `connectors.events.publish()` at a steady rate, each in
+A publisher process appends events with `connectors.events.log.publish()` at a steady rate, each in
 its own transaction, and notes the time of each commit (an on_commit callback registered before
 the push). `--clients` websocket clients (aiohttp, Bearer token, acking like the dashboard does)
 note when each event arrives. Latency = arrival - commit, over every (client, event) pair; the
@@ -32,7 +32,7 @@ def publish_at_rate(rate, seconds, out_path):
     setup_django(migrate=False)
     from django.db import transaction
 
-    from connectors import events
+    from connectors.events import log as events
 
     commits = {}
     total = int(rate * seconds)
@@ -121,8 +121,8 @@ def main():
     from django.contrib.auth import get_user_model
 
     from connectors import services
+    from connectors.api.tokens import create_token
     from connectors.permissions import Principal
-    from connectors.tokens import create_token
 
     system = Principal.system_actor("bench", via="bench")
     root = get_user_model().objects.create_superuser("bench", password=None, email="")

@@ -6,4 +6,4 @@ class BrainConnectorsConfig(AppConfig):
     verbose_name = "BRAIN Connectors (project)"
 
     def ready(self):
-        from . import checks  # noqa: F401  (registers the configuration checks)
+        from brain_connectors import checks  # noqa: F401  (registers the configuration checks)

@@ -23,8 +23,8 @@ from django.core.management import call_command  # noqa: E402
 from django.urls import path  # noqa: E402
 
 from audit import checkpoints  # noqa: E402
-from connectors import access_log  # noqa: E402
-from connectors.consumers import EventStreamConsumer  # noqa: E402
+from brain_connectors.shared import access_log  # noqa: E402
+from connectors.events.stream import EventStreamConsumer  # noqa: E402
 
 call_command("check", fail_level="ERROR")
 # daphne writes its access log itself, outside settings.LOGGING: strip query values and pairing

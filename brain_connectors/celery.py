@@ -24,7 +24,7 @@ def _freeze_startup_objects(**kwargs):
 @setup_logging.connect
 def _keep_the_project_logging(loglevel=None, **kwargs):
     """Without a receiver here, a worker (and beat) replaces the root logger's handlers with its own,
-    and its lines skip connectors.logging_filters' redaction. Keep settings.LOGGING, and take only
+    and its lines skip brain_connectors.shared.log_redaction' redaction. Keep settings.LOGGING, and take only
     the level given with `-l`."""
     from django.conf import settings
     from django.utils.log import configure_logging

@@ -6,7 +6,7 @@ from django.conf import settings
 from django.core.checks import Error, Warning, register
 
 from audit.keys import MIN_KEY_LENGTH, problem
-from connectors import url_guard
+from brain_connectors.shared import url_guard
 
 
 @register()
@@ -60,7 +60,7 @@ def check_brain_backend(app_configs=None, **kwargs):
             messages.append(
                 Error(
                     "BRAIN_BACKEND is HttpBrain but BRAIN_URL is not set.",
-                    hint="Set BRAIN_URL to the BRAIN endpoint, or use connectors.brain.EchoBrain.",
+                    hint="Set BRAIN_URL to the BRAIN endpoint, or use connectors.delivery.brain.EchoBrain.",
                     id="brain_connectors.E004",
                 )
             )

@@ -21,7 +21,7 @@ FERNET_KEYS={fernet_key}
 SEARCH_INDEX_KEY={search_index_key}
 BRAIN_SIGNING_KEY={brain_signing_key}
 AUDIT_CHAIN_KEY={audit_chain_key}
-BRAIN_BACKEND=connectors.brain.EchoBrain
+BRAIN_BACKEND=connectors.delivery.brain.EchoBrain
 ALLOWED_HOSTS=127.0.0.1,localhost
 # Development only: lets webhooks, subscriptions, api_base_url and BRAIN_URL point at local and
 # private addresses (a receiver on 127.0.0.1). Never link-local or cloud metadata. Off in production.

@@ -8,7 +8,7 @@ from django.db import connection
 from django.http import JsonResponse
 from django.views.decorators.http import require_GET
 
-from connectors.logging_filters import redact
+from brain_connectors.shared.log_redaction import redact
 
 PROBE_TIMEOUT = 2.0
 

@@ -178,19 +178,19 @@ TRUSTED_PROXY_COUNT = env.int("TRUSTED_PROXY_COUNT", default=0)
 
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
-        "connectors.authentication.BearerTokenAuthentication",
+        "connectors.api.authentication.BearerTokenAuthentication",
         "rest_framework.authentication.SessionAuthentication",
     ],
     # IsAuthenticated that also throttles unauthenticated clients per address (429).
-    "DEFAULT_PERMISSION_CLASSES": ["connectors.throttling.IsAuthenticatedOrThrottled"],
-    "DEFAULT_THROTTLE_CLASSES": ["connectors.throttling.ClientQuotaThrottle"],
+    "DEFAULT_PERMISSION_CLASSES": ["brain_connectors.shared.throttling.IsAuthenticatedOrThrottled"],
+    "DEFAULT_THROTTLE_CLASSES": ["brain_connectors.shared.throttling.ClientQuotaThrottle"],
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
-    "EXCEPTION_HANDLER": "connectors.api_errors.exception_handler",
-    "DEFAULT_PAGINATION_CLASS": "connectors.pagination.StrictLimitOffsetPagination",
+    "EXCEPTION_HANDLER": "brain_connectors.shared.api_errors.exception_handler",
+    "DEFAULT_PAGINATION_CLASS": "brain_connectors.shared.pagination.StrictLimitOffsetPagination",
     "PAGE_SIZE": 50,
-    # JSON nested past connectors.parsers.MAX_JSON_DEPTH is a 400, not a RecursionError (a 500).
+    # JSON nested past brain_connectors.shared.parsers.MAX_JSON_DEPTH is a 400, not a RecursionError (a 500).
     "DEFAULT_PARSER_CLASSES": [
-        "connectors.parsers.SafeJSONParser",
+        "brain_connectors.shared.parsers.SafeJSONParser",
         "rest_framework.parsers.FormParser",
         "rest_framework.parsers.MultiPartParser",
     ],
@@ -204,7 +204,7 @@ SPECTACULAR_SETTINGS = {
     "DESCRIPTION": "The synapse layer between BRAIN and people on real channels.",
     "VERSION": "1.0.0",
     "SERVE_INCLUDE_SCHEMA": False,
-    "SERVE_PERMISSIONS": ["connectors.throttling.IsAuthenticatedOrThrottled"],
+    "SERVE_PERMISSIONS": ["brain_connectors.shared.throttling.IsAuthenticatedOrThrottled"],
     "SWAGGER_UI_DIST": "SIDECAR",  # assets served by the app itself: works offline
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
@@ -246,9 +246,9 @@ if env.str("EMAIL_URL", default=""):
     globals().update(_email)
 EMAIL_BACKEND = env.str("EMAIL_BACKEND", default=EMAIL_BACKEND)
 
-BRAIN_BACKEND = env.str("BRAIN_BACKEND", default="connectors.brain.EchoBrain")
+BRAIN_BACKEND = env.str("BRAIN_BACKEND", default="connectors.delivery.brain.EchoBrain")
 BRAIN_URL = env.str("BRAIN_URL", default="")
-# The outbound-URL guard (connectors.url_guard), for every URL the service calls: BRAIN_URL, the
+# The outbound-URL guard (brain_connectors.shared.url_guard), for every URL the service calls: BRAIN_URL, the
 # webhook kind's url, api_base_url, subscription URLs. Loopback, RFC 1918, CGNAT (100.64/10),
 # unique-local IPv6 and other non-public addresses are refused unless BRAIN_ALLOW_PRIVATE_URLS is on
 # (development, tests, a trusted internal network) or the host name is in BRAIN_URL_ALLOWED_HOSTS
@@ -313,7 +313,7 @@ CELERY_BEAT_SCHEDULE["close-refusal-windows"] = {
     "schedule": float(REFUSAL_AUDIT_WINDOW_SECONDS),
 }
 
-# --- Health checks, downtime alerts, metrics (connectors.monitoring, connectors.metrics) ------
+# --- Health checks, downtime alerts, metrics (connectors.monitoring.health, connectors.monitoring.metrics) ------
 HEALTH_CHECK_INTERVAL_SECONDS = env.float("HEALTH_CHECK_INTERVAL_SECONDS", default=60.0)
 # Failed checks in a row before a CONNECTED connector goes to ERROR (and an incident opens).
 HEALTH_FAILURE_THRESHOLD = env.int("HEALTH_FAILURE_THRESHOLD", default=3)
@@ -329,7 +329,7 @@ CELERY_BEAT_SCHEDULE["health-checks"] = {
     "task": "connectors.tasks.health_checks",
     "schedule": HEALTH_CHECK_INTERVAL_SECONDS,
 }
-# /metrics (connectors/metrics.py): superusers and holders of access.view_metrics (session or API
+# /metrics (connectors/monitoring/metrics.py): superusers and holders of access.view_metrics (session or API
 # token), or Authorization: Bearer <METRICS_SCRAPE_TOKEN> (32+ characters; empty: none). When
 # METRICS_ALLOWED_IPS (CIDRs, matched against REMOTE_ADDR only) is set, every scrape must also come
 # from one of them: an address alone never grants access.
@@ -408,7 +408,7 @@ SESSION_COOKIE_HTTPONLY = True
 SECURE_REDIRECT_EXEMPT = [r"^healthz\Z", r"^readyz\Z"]  # Django uses re.search: `$` would also take "healthz\n"
 SILENCED_SYSTEM_CHECKS = env.list("SILENCED_SYSTEM_CHECKS", default=[])
 
-# --- Event subscriptions (connectors.subscriptions) ------------------------------------------
+# --- Event subscriptions (connectors.events.subscriptions) ------------------------------------------
 # Their URLs pass the outbound-URL guard: see BRAIN_ALLOW_PRIVATE_URLS.
 EVENT_SUBSCRIPTION_TIMEOUT = env.float("EVENT_SUBSCRIPTION_TIMEOUT", default=10.0)
 # How long each process caches the list of active subscriptions (publishing checks it).
@@ -435,11 +435,11 @@ CELERY_BEAT_SCHEDULE["audit-checkpoint"] = {
     "schedule": AUDIT_CHECKPOINT_INTERVAL_SECONDS,
 }
 
-# --- Logging: secrets never reach it (see connectors.logging_filters) -----------------------
+# --- Logging: secrets never reach it (see brain_connectors.shared.log_redaction) -----------------------
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "filters": {"redact": {"()": "connectors.logging_filters.RedactSecretsFilter"}},
+    "filters": {"redact": {"()": "brain_connectors.shared.log_redaction.RedactSecretsFilter"}},
     "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
     "handlers": {
         "stderr": {

@@ -29,8 +29,8 @@ os.environ.setdefault("CSRF_COOKIE_SECURE", "false")
 os.environ.setdefault("CELERY_TASK_ALWAYS_EAGER", "true")
 os.environ.setdefault("ALLOWED_HOSTS", "testserver,127.0.0.1,localhost")
 
-from .settings import *  # noqa: E402,F403
-from .settings import DATABASES  # noqa: E402
+from brain_connectors.settings import *  # noqa: E402,F403
+from brain_connectors.settings import DATABASES  # noqa: E402
 
 # Tests import brain_connectors.asgi in this process: no checkpoint thread here, writing at random
 # moments into whichever test runs. Daphne started by a test (its own settings) still runs one.

@@ -12,8 +12,7 @@ from rest_framework.urlpatterns import format_suffix_patterns
 import connectors.urls
 import conversations.urls
 import routing.urls
-
-from . import health
+from brain_connectors import health
 
 # One browsable root for /api/v1/ listing every app's viewsets, as a single DefaultRouter would; the apps' routers
 # leave their root view out.
@@ -21,8 +20,8 @@ api_root = DefaultRouter(trailing_slash=True)
 api_root.registry.extend([*connectors.urls.router.registry, *routing.urls.router.registry])
 
 # API clients get the JSON error envelope even for a URL that matches no route.
-handler404 = "connectors.api_errors.not_found"
-handler400 = "connectors.api_errors.bad_request"  # e.g. a body over DATA_UPLOAD_MAX_MEMORY_SIZE
+handler404 = "brain_connectors.shared.api_errors.not_found"
+handler400 = "brain_connectors.shared.api_errors.bad_request"  # e.g. a body over DATA_UPLOAD_MAX_MEMORY_SIZE
 
 urlpatterns = [
     path("healthz", health.healthz, name="healthz"),

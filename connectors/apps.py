@@ -6,4 +6,4 @@ class ConnectorsConfig(AppConfig):
     verbose_name = "Connectors"
 
     def ready(self):
-        from . import checks, schema  # noqa: F401  (registers system checks and the OpenAPI auth scheme)
+        from connectors import checks  # noqa: F401  (registers system checks and the OpenAPI auth scheme)

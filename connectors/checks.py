@@ -3,7 +3,7 @@ from django.conf import settings
 from django.core.checks import Error, register
 from django.utils.module_loading import import_string
 
-from .base import BaseConnector
+from connectors.platforms.base import BaseConnector
 
 
 @register()

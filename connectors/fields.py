@@ -12,9 +12,7 @@ from django.conf import settings
 from django.core.exceptions import FieldError, ImproperlyConfigured
 from django.db import models
 
-
-class DecryptionError(ImproperlyConfigured):
-    """Stored ciphertext cannot be decrypted with any key in FERNET_KEYS."""
+from brain_connectors.shared.errors import DecryptionError  # noqa: F401  (callers catch it from here too)
 
 
 @lru_cache(maxsize=8)

@@ -1,6 +1,6 @@
 """The persistent registry and what flows through it.
 
-Only `connectors.services` (and `connectors.tokens`) write these rows: they check object
+Only `connectors.services` (and `connectors.api.tokens`) write these rows: they check object
 permissions and write the audit row in the same transaction.
 """
 import json
@@ -10,7 +10,7 @@ from django.conf import settings
 from django.core.validators import RegexValidator
 from django.db import models
 
-from .fields import EncryptedTextField
+from connectors.fields import EncryptedTextField
 
 CONNECTOR_ID_PATTERN = r"^[a-z0-9][a-z0-9_-]{1,62}[a-z0-9]$"
 connector_id_validator = RegexValidator(
@@ -215,7 +215,7 @@ class ApiToken(models.Model):
 
 
 class QuotaBucket(models.Model):
-    """A token bucket kept in the database when there is no Redis (see connectors.quotas)."""
+    """A token bucket kept in the database when there is no Redis (see brain_connectors.shared.quotas)."""
 
     key = models.CharField(max_length=300, primary_key=True)
     tokens = models.FloatField()
@@ -228,7 +228,7 @@ class QuotaBucket(models.Model):
 class Event(models.Model):
     """One entry of the durable event log: a CloudEvents 1.0 envelope plus `seq`.
 
-    `seq` is allocated under the log lock held until commit (see connectors.events), so rows
+    `seq` is allocated under the log lock held until commit (see connectors.events.log), so rows
     become visible in `seq` order and a reader resuming after seq N can never skip one.
     Events outlive their connector (no foreign key) and never hold message content.
     """

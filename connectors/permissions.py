@@ -20,7 +20,7 @@ from django.contrib.auth import get_user_model
 from guardian.core import ObjectPermissionChecker
 from guardian.shortcuts import get_objects_for_user
 
-from .models import PERM_ADMIN, PERM_MANAGE, PERM_READ_CONVERSATIONS, PERM_SEND, PERM_VIEW, Connector
+from connectors.models import PERM_ADMIN, PERM_MANAGE, PERM_READ_CONVERSATIONS, PERM_SEND, PERM_VIEW, Connector
 
 # The grantable permissions (REST, admin), lowest first.
 LEVELS = (PERM_VIEW, PERM_SEND, PERM_MANAGE, PERM_READ_CONVERSATIONS, PERM_ADMIN)

@@ -19,11 +19,18 @@ from django.utils import timezone
 from django.utils.module_loading import import_string
 
 from audit import services as audit
-
-from . import destinations, events, quotas
-from .base import ConnectorError, IncomingMessage, MessageValidationError, OutgoingMessage
-from .exceptions import Conflict, Hidden, NotFound, PermissionDenied, ServiceError, ValidationFailed, audit_result
-from .models import (
+from brain_connectors.shared import quotas
+from brain_connectors.shared.errors import (
+    Conflict,
+    Hidden,
+    NotFound,
+    PermissionDenied,
+    ServiceError,
+    ValidationFailed,
+    audit_result,
+)
+from connectors.events import log as events
+from connectors.models import (
     ALLOWED_TRANSITIONS,
     CONNECTOR_ID_PATTERN,
     PERM_ADMIN,
@@ -37,8 +44,10 @@ from .models import (
     InboundMessage,
     connector_id_validator,
 )
-from .permissions import Principal, can_create_connectors, has_perm, permission_test, viewable_connectors
-from .registry import UnknownKind, connector_for, get_connector_class
+from connectors.permissions import Principal, can_create_connectors, has_perm, permission_test, viewable_connectors
+from connectors.platforms.base import ConnectorError, IncomingMessage, MessageValidationError, OutgoingMessage
+from connectors.registry import destinations
+from connectors.registry.kinds import UnknownKind, connector_for, get_connector_class
 
 logger = logging.getLogger(__name__)
 
@@ -49,14 +58,14 @@ BRAIN = Principal.system_actor("brain")
 
 
 def _emit(event_type, connector_id, **data):
-    """Append an event in the current transaction (see connectors.events): ids, statuses and
+    """Append an event in the current transaction (see connectors.events.log): ids, statuses and
     lengths only, never content."""
     events.publish(event_type, connector_id=connector_id, data=data)
 
 
 def _settled(delivery, via, acknowledged=False):
     """Tell listeners (routing's fallback) after commit that a delivery reached an outcome."""
-    from .signals import delivery_settled
+    from connectors.signals import delivery_settled
 
     payload = {
         "delivery_id": str(delivery.id),
@@ -76,7 +85,7 @@ def _settled(delivery, via, acknowledged=False):
 
 def _recorded(connector, direction, address, content, at, principal, **ids):
     """Hand a stored message to conversation memory in this same transaction (see signals)."""
-    from .signals import message_recorded
+    from connectors.signals import message_recorded
 
     message_recorded.send(
         sender=Connector,
@@ -506,7 +515,7 @@ def test_connector(principal, connector_id):
         try:
             result = connector_for(connector).health_check()
         except ConnectorError as exc:
-            from .base import HealthResult
+            from connectors.platforms.base import HealthResult
 
             result = HealthResult(ok=False, detail=exc.message)
         latency_ms = round((time.monotonic() - started) * 1000, 1)
@@ -543,7 +552,7 @@ def revoke_permission(principal, connector_id, perm, *, user=None, group=None):
 def _change_permission(principal, connector_id, perm, *, user, group, grant):
     from guardian.shortcuts import assign_perm, remove_perm
 
-    from .permissions import LEVELS
+    from connectors.permissions import LEVELS
 
     action = "permission.grant" if grant else "permission.revoke"
     with audit.audited(action, principal, "connector", connector_id, classify=audit_result):
@@ -677,7 +686,7 @@ def _replay(principal, idempotency_key, request_hash):
 
 
 def enqueue_delivery(delivery_id, countdown=None):
-    from .tasks import deliver
+    from connectors.tasks import deliver
 
     if countdown:
         deliver.apply_async(args=[str(delivery_id)], countdown=countdown)
@@ -1140,7 +1149,7 @@ def receive_message(connector_id, message: IncomingMessage, principal=None, conn
 
 
 def _enqueue_brain(inbound_id):
-    from .tasks import handle_inbound
+    from connectors.tasks import handle_inbound
 
     handle_inbound.delay(inbound_id)
 
@@ -1167,7 +1176,7 @@ def _reply_key(inbound_id):
 
 def reply_with_brain(inbound_id):
     """Ask BRAIN about one stored inbound message and send its reply, at most once."""
-    from .brain import BrainError, BrainRequest, get_brain
+    from connectors.delivery.brain import BrainError, BrainRequest, get_brain
 
     with transaction.atomic():
         inbound = (

@@ -1,7 +1,7 @@
 """Celery tasks: thin wrappers over services, so tests and eager mode run the same code."""
 from celery import shared_task
 
-from . import services
+from connectors import services
 
 
 @shared_task(acks_late=True, reject_on_worker_lost=True, ignore_result=True)
@@ -23,7 +23,7 @@ def sweep():
 @shared_task(ignore_result=True)
 def relay_events():
     """Periodic (Celery beat): push committed events the channel layer never got."""
-    from . import events
+    from connectors.events import log as events
 
     return events.relay()
 
@@ -31,7 +31,7 @@ def relay_events():
 @shared_task(ignore_result=True)
 def purge_events():
     """Periodic (Celery beat): delete events past EVENT_RETENTION_DAYS (audited)."""
-    from . import events
+    from connectors.events import log as events
 
     return events.purge_expired()
 
@@ -39,15 +39,15 @@ def purge_events():
 @shared_task(ignore_result=True)
 def health_checks():
     """Periodic (Celery beat): check every running connector's health, open and close incidents."""
-    from . import monitoring
+    from connectors.monitoring import health as monitoring
 
     return monitoring.run_health_checks()
 
 
 @shared_task(acks_late=True, reject_on_worker_lost=True, ignore_result=True)
 def deliver_event(event_delivery_id):
-    """POST one event to one subscription (connectors.subscriptions)."""
-    from . import subscriptions
+    """POST one event to one subscription (connectors.events.subscriptions)."""
+    from connectors.events import subscriptions
 
     subscriptions.deliver_event(event_delivery_id)
 
@@ -55,6 +55,6 @@ def deliver_event(event_delivery_id):
 @shared_task(ignore_result=True)
 def sweep_event_deliveries():
     """Periodic (Celery beat): re-drive event deliveries the broker may have lost."""
-    from . import subscriptions
+    from connectors.events import subscriptions
 
     return subscriptions.sweep()

@@ -8,13 +8,12 @@ from django.contrib import admin, messages
 from django.db.models import Avg
 from django.http import HttpResponse
 
+from brain_connectors.shared.errors import ServiceError
 from connectors.admin import ReadOnlyAdmin, ServiceBackedAdmin
 from connectors.admin import principal_of as admin_principal
-from connectors.exceptions import ServiceError
-
-from . import access, privacy
-from .analysis import sentiment_trend
-from .models import Conversation, MessageAnalysis, RetentionPolicy
+from conversations import access, privacy
+from conversations.analysis import sentiment_trend
+from conversations.models import Conversation, MessageAnalysis, RetentionPolicy
 
 
 def _people(queryset):
@@ -71,7 +70,7 @@ class ConversationAdmin(ReadOnlyAdmin):
         queryset, may_have_duplicates = super().get_search_results(request, queryset, search_term)
         if not search_term.strip():
             return queryset, may_have_duplicates
-        from . import services
+        from conversations import services
 
         try:
             found = services.search(admin_principal(request), search_term, limit=200)

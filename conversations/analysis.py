@@ -12,7 +12,7 @@ from django.db.models import Avg, Count
 from django.db.models.functions import TruncDate
 from django.utils import timezone
 
-from .models import Message, MessageAnalysis, Role
+from conversations.models import Message, MessageAnalysis, Role
 
 TOPIC_COUNT = 5
 

@@ -4,10 +4,9 @@ from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from connectors.api import ERRORS, principal_of
-from connectors.pagination import whole_number
-
-from . import services
+from brain_connectors.shared.pagination import whole_number
+from connectors.api.views import ERRORS, principal_of
+from conversations import services
 
 
 class ConversationSearchView(APIView):

@@ -3,18 +3,17 @@
 A person acts for themselves; staff act for others with `conversations.view_conversation`
 (export, sentiment: plus read_conversations on every connector of the person's memory) or
 `conversations.delete_conversation` (erasure). Errors come from the
-services (connectors.api_errors renders them).
+services (brain_connectors.shared.api_errors renders them).
 """
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import status
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from connectors.api import ERRORS, principal_of
-from connectors.exceptions import ValidationFailed
-
-from . import privacy
-from .analysis import sentiment_trend
+from brain_connectors.shared.errors import ValidationFailed
+from connectors.api.views import ERRORS, principal_of
+from conversations import privacy
+from conversations.analysis import sentiment_trend
 
 
 def _errors(*codes):

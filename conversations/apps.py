@@ -7,7 +7,6 @@ class ConversationsConfig(AppConfig):
 
     def ready(self):
         from connectors.signals import message_recorded
-
-        from .services import store_recorded_message
+        from conversations.services import store_recorded_message
 
         message_recorded.connect(store_recorded_message, dispatch_uid="conversations.store_recorded_message")

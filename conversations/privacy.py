@@ -16,13 +16,12 @@ from django.db.models import Q
 from django.utils import timezone
 
 from audit import services as audit
-from connectors.exceptions import NotFound, PermissionDenied, ValidationFailed
+from brain_connectors.shared.errors import NotFound, PermissionDenied, ValidationFailed
 from connectors.models import Connector
 from connectors.permissions import Principal
-
-from . import access
-from .analysis import topics_of
-from .models import Conversation, Message, MessageAnalysis, RetentionPolicy, SearchToken
+from conversations import access
+from conversations.analysis import topics_of
+from conversations.models import Conversation, Message, MessageAnalysis, RetentionPolicy, SearchToken
 
 PURGER = Principal.system_actor("purge_conversations", via="command")
 

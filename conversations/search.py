@@ -20,7 +20,7 @@ import unicodedata
 
 from django.conf import settings
 
-from connectors.exceptions import ValidationFailed
+from brain_connectors.shared.errors import ValidationFailed
 
 MAX_QUERY_CHARS = 200
 MAX_QUERY_TOKENS = 10

@@ -19,15 +19,14 @@ from django.db import transaction
 from django.db.models import Exists, OuterRef, Q
 
 from audit import services as audit
-from connectors.base import BaseConnector
-from connectors.exceptions import NotFound, PermissionDenied, ServiceError
+from brain_connectors.shared.errors import NotFound, PermissionDenied, ServiceError
 from connectors.models import PERM_VIEW, Connector
 from connectors.permissions import Principal, has_perm
-from connectors.registry import UnknownKind, get_connector_class
-
-from . import access
-from . import search as index
-from .models import Conversation, Message, Role, SearchToken
+from connectors.platforms.base import BaseConnector
+from connectors.registry.kinds import UnknownKind, get_connector_class
+from conversations import access
+from conversations import search as index
+from conversations.models import Conversation, Message, Role, SearchToken
 
 logger = logging.getLogger(__name__)
 

@@ -4,13 +4,13 @@ from celery import shared_task
 
 @shared_task(acks_late=True, reject_on_worker_lost=True, ignore_result=True)
 def analyse_message(message_id):
-    from .analysis import analyse_message as analyse
+    from conversations.analysis import analyse_message as analyse
 
     analyse(message_id)
 
 
 @shared_task(acks_late=True, reject_on_worker_lost=True, ignore_result=True)
 def purge_conversations():
-    from .privacy import purge_expired
+    from conversations.privacy import purge_expired
 
     purge_expired(via="task")

@@ -2,8 +2,8 @@
 site root by ``brain_connectors/urls.py``; names are global (no namespace)."""
 from django.urls import path
 
-from .api import ConversationSearchView
-from .api_privacy import PersonEraseView, PersonExportView, PersonSentimentView
+from conversations.api import ConversationSearchView
+from conversations.api_privacy import PersonEraseView, PersonExportView, PersonSentimentView
 
 urlpatterns = [
     path(

@@ -2,9 +2,8 @@ from django.contrib import admin
 
 from connectors.admin import ReadOnlyAdmin, ServiceBackedAdmin
 from connectors.admin import principal_of as admin_principal
-
-from . import services as routing_services
-from .models import ChannelIdentity, ConnectorPreference, Notification, PairingCode
+from routing import services as routing_services
+from routing.models import ChannelIdentity, ConnectorPreference, Notification, PairingCode
 
 # --- identities, preferences, pairing codes (routing.services): every write through a service ----
 

@@ -8,12 +8,11 @@ from rest_framework import serializers, status, viewsets
 from rest_framework.decorators import action
 from rest_framework.response import Response
 
-from connectors.api import principal_of
-from connectors.exceptions import ValidationFailed
-from connectors.serializers import ErrorSerializer
-
-from . import services
-from .models import NotificationType
+from brain_connectors.shared.errors import ValidationFailed
+from connectors.api.serializers import ErrorSerializer
+from connectors.api.views import principal_of
+from routing import services
+from routing.models import NotificationType
 
 ERRORS = {
     400: OpenApiResponse(ErrorSerializer, "Invalid request"),

@@ -15,13 +15,12 @@ from rest_framework import serializers, status, viewsets
 from rest_framework.decorators import action
 from rest_framework.response import Response
 
-from connectors.api import principal_of
-from connectors.base import MAX_CONTENT_LENGTH
-from connectors.pagination import PaginatedListMixin
-from connectors.serializers import ErrorSerializer
-
-from . import notify
-from .models import NotificationStatus, NotificationType
+from brain_connectors.shared.pagination import PaginatedListMixin
+from connectors.api.serializers import ErrorSerializer
+from connectors.api.views import principal_of
+from connectors.platforms.base import MAX_CONTENT_LENGTH
+from routing import notify
+from routing.models import NotificationStatus, NotificationType
 
 
 class NotifySerializer(serializers.Serializer):

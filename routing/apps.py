@@ -11,9 +11,8 @@ class RoutingConfig(AppConfig):
         from django.db.models.signals import post_delete, post_save
 
         from connectors.models import Connector, InboundMessage
-
-        from . import router
-        from .models import ChannelIdentity, ConnectorPreference
+        from routing import router
+        from routing.models import ChannelIdentity, ConnectorPreference
 
         for model in (ChannelIdentity, ConnectorPreference):
             post_save.connect(router.on_identity_or_preference_changed, sender=model,
@@ -29,7 +28,6 @@ class RoutingConfig(AppConfig):
 
         # Fallback: move notifications on when their current delivery settles (routing.notify).
         from connectors.signals import delivery_settled
-
-        from .notify import on_delivery_settled
+        from routing.notify import on_delivery_settled
 
         delivery_settled.connect(on_delivery_settled, dispatch_uid="routing.notify.on_delivery_settled")

@@ -20,10 +20,9 @@ from datetime import timedelta
 from django.conf import settings
 from django.db import connection
 
-from connectors.exceptions import RateLimited
-from connectors.registry import UnknownKind, get_connector_class
-
-from .models import PairingCode
+from brain_connectors.shared.errors import RateLimited
+from connectors.registry.kinds import UnknownKind, get_connector_class
+from routing.models import PairingCode
 
 WINDOW = timedelta(hours=1)
 # What memory keeps of the message that carried the link: that it went out, and nothing of it.

@@ -35,9 +35,7 @@ from django.db.models import Q
 from django.utils import timezone
 
 from audit import services as audit
-from connectors import events
-from connectors.base import MessageValidationError, OutgoingMessage
-from connectors.exceptions import (
+from brain_connectors.shared.errors import (
     Conflict,
     Hidden,
     NotFound,
@@ -46,9 +44,10 @@ from connectors.exceptions import (
     ValidationFailed,
     audit_result,
 )
+from connectors.events import log as events
 from connectors.permissions import Principal
-
-from .models import ChannelIdentity, Notification, NotificationStatus, NotificationType
+from connectors.platforms.base import MessageValidationError, OutgoingMessage
+from routing.models import ChannelIdentity, Notification, NotificationStatus, NotificationType
 
 logger = logging.getLogger(__name__)
 
@@ -184,7 +183,7 @@ def notify_user(principal, user, content, notification_type, idempotency_key=Non
             if existing is not None:
                 audit.record_action("notification.create", principal, TARGET, existing.id, replayed=True)
                 return existing, True
-        from . import router
+        from routing import router
 
         decision = router.decide(user.pk, notification_type)
         try:

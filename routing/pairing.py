@@ -19,11 +19,10 @@ from django.shortcuts import render
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_http_methods
 
-from connectors.exceptions import ServiceError
+from brain_connectors.shared.errors import ServiceError
 from connectors.models import Connector
 from connectors.permissions import Principal
-
-from . import services
+from routing import services
 
 BARE_CODE_KINDS = ("sms", "whatsapp", "cli", "webhook")
 LOGIN_URL = "/accounts/login/"

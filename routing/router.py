@@ -42,7 +42,7 @@ Included candidates say "ok", "urgent overrides quiet hours", or "template (outs
   carries the text); without one it is excluded for every type, urgent included, because the
   platform would refuse the send anyway.
 - Quota exhausted: the connector's bucket (`quota_per_minute`) or this recipient's bucket
-  (`recipient_quota_per_minute`) holds less than one token now (`connectors.quotas.level`, one
+  (`recipient_quota_per_minute`) holds less than one token now (`brain_connectors.shared.quotas.level`, one
   Redis read or one database row per configured bucket; nothing is read for connectors without
   quotas). Over-quota sends would be delayed, not lost, so routing prefers a channel that can
   send now.
@@ -72,8 +72,8 @@ from django.db.models import FilteredRelation, OuterRef, Q, Subquery, Value
 from django.db.models.functions import Concat
 from django.utils import timezone
 
-from connectors.addresses import mask_address
-from connectors.exceptions import ValidationFailed
+from brain_connectors.shared.errors import ValidationFailed
+from connectors.platforms.addresses import mask_address
 
 NOTIFICATION_TYPES = ("standard", "urgent", "digest")
 DEFAULT_KIND_ORDER = ["telegram", "whatsapp", "sms", "email", "voice", "webhook", "cli", "locmem"]
@@ -331,8 +331,7 @@ _SENTINEL_USER = -7_919_000_001  # stands for the user id in the SQL compiled on
 
 def _entries_queryset(user_id):
     from connectors.models import InboundMessage
-
-    from .models import ChannelIdentity
+    from routing.models import ChannelIdentity
 
     newest_inbound = (
         InboundMessage.objects.filter(connector_id=OuterRef("connector_id"))
@@ -475,7 +474,7 @@ def _exhausted(entries, connectors, now):
             )
     if not buckets:
         return frozenset()
-    from connectors import quotas
+    from brain_connectors.shared import quotas
 
     stamp = now.timestamp()
     levels = {}

@@ -37,9 +37,7 @@ from django.db.models import Max
 from django.utils import timezone
 
 from audit import services as audit
-from connectors import events
-from connectors.addresses import mask_address
-from connectors.exceptions import (
+from brain_connectors.shared.errors import (
     Conflict,
     Hidden,
     NotFound,
@@ -47,13 +45,14 @@ from connectors.exceptions import (
     ValidationFailed,
     audit_result_limits_denied,
 )
+from connectors.events import log as events
 from connectors.models import Connector, ConnectorStatus
 from connectors.permissions import Principal
-from connectors.registry import get_connector_class
-
-from . import delivered_codes
-from .delivered_codes import delivers_code
-from .models import ChannelIdentity, ConnectorPreference, NotificationType, PairingAttempt, PairingCode
+from connectors.platforms.addresses import mask_address
+from connectors.registry.kinds import get_connector_class
+from routing import delivered_codes
+from routing.delivered_codes import delivers_code
+from routing.models import ChannelIdentity, ConnectorPreference, NotificationType, PairingAttempt, PairingCode
 
 logger = logging.getLogger(__name__)
 
@@ -128,7 +127,7 @@ def _invalidate_router(user_id):
 
     def invalidate():
         try:
-            from . import router
+            from routing import router
         except ImportError:  # the router is optional for these services
             return
         fn = getattr(router, "invalidate", None)

@@ -6,6 +6,6 @@ from celery import shared_task
 def check_ack_deadlines():
     """Periodic (Celery beat): urgent notifications nobody acknowledged in time move to their
     next channel (reason "no acknowledgement")."""
-    from . import notify
+    from routing import notify
 
     return notify.check_ack_deadlines()

@@ -4,9 +4,9 @@ global (no namespace)."""
 from django.urls import include, path
 from rest_framework.routers import DefaultRouter
 
-from . import pairing, views
-from .api import IdentityViewSet, PairingCodeViewSet, PreferenceViewSet
-from .api_notifications import NotificationViewSet
+from routing import pairing, views
+from routing.api import IdentityViewSet, PairingCodeViewSet, PreferenceViewSet
+from routing.api_notifications import NotificationViewSet
 
 # The API root (/api/v1/) is built in brain_connectors/urls.py from this registry and the connectors app's.
 router = DefaultRouter(trailing_slash=True)

@@ -14,7 +14,7 @@ What counts as a secret or as content, collected while the suite runs:
   sensitive): connector credentials (each value of the JSON), platform secrets, event-subscription
   secrets, and message content (inbound, deliveries, routing, conversations), on post_save;
 - every message content in `connectors.signals.message_recorded` (also bulk paths with no post_save);
-- every API token issued or presented (`connectors.tokens.digest` sees each plaintext);
+- every API token issued or presented (`connectors.api.tokens.digest` sees each plaintext);
 - every pairing code issued or redeemed (`routing.services.digest` sees each plaintext);
 - every conversation search, its whole query and each word or quoted phrase of it
   (`conversations.services.search`, which REST, MCP and the admin call);
@@ -32,6 +32,7 @@ before the save that reveals the secret it carries).
 At the end of the session a leak fails the run (exit status 1) with a report naming the test, the
 logger and the kind of value; the value itself is shown only as its first three characters.
 """
+import functools
 import json
 import logging
 import re
@@ -237,12 +238,34 @@ def collect_settings_secrets():
     scanner.add(settings.DATABASES.get("default", {}).get("PASSWORD"), "database password")
 
 
+@functools.lru_cache(maxsize=1)
+def _route_vocabulary():
+    """Every literal word of the project's URL patterns, e.g. "preferences", "subscriptions"."""
+    from django.urls import get_resolver
+
+    words = set()
+
+    def walk(patterns):
+        for entry in patterns:
+            words.update(w.lower() for w in re.findall(r"[A-Za-z]{3,}", str(entry.pattern)))
+            walk(getattr(entry, "url_patterns", []))
+
+    walk(get_resolver().url_patterns)
+    return frozenset(words)
+
+
+@functools.lru_cache(maxsize=1)
+def _route_words():
+    """Route words and their prefixes of 3+ letters (a query "preference" is inside "preferences")."""
+    return frozenset(w[:n] for w in _route_vocabulary() for n in range(3, len(w) + 1))
+
+
 def _connect_collectors():
     from django.apps import apps
     from django.contrib.auth.base_user import AbstractBaseUser
     from django.db.models.signals import post_save
 
-    from connectors import tokens
+    from connectors.api import tokens
     from connectors.fields import EncryptedTextField
     from connectors.signals import message_recorded
 
@@ -286,9 +309,13 @@ def _connect_collectors():
 
     def watching_search(principal, query, *args, **kwargs):  # what people look for is private too
         if isinstance(query, str):
-            scanner.add(query, "search query")
-            for phrase, word in re.findall(r'"([^"]+)"|(\S+)', query):
-                scanner.add(phrase or word.strip('"'), "search word")
+            # A query that is one of our own URL words ("preferences", "deliveries") is not private, and
+            # watching it would flag every 404 line django.request writes for those paths.
+            for term, label in [(query, "search query")] + [
+                (phrase or word.strip('"'), "search word") for phrase, word in re.findall(r'"([^"]+)"|(\S+)', query)
+            ]:
+                if term.lower() not in _route_words():
+                    scanner.add(term, label)
         return search(principal, query, *args, **kwargs)
 
     memory.search = watching_search

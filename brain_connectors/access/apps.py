@@ -8,4 +8,4 @@ class AccessConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self):
-        from . import checks, login  # noqa: F401  (registers the system checks and the login audit receivers)
+        from brain_connectors.access import checks, login  # noqa: F401  (registers the system checks and the login audit receivers)

@@ -23,9 +23,8 @@ from django.dispatch import receiver
 from django.shortcuts import render
 
 from audit import services as audit
-
-from . import refusals
-from .ip import client_ip, throttle_key
+from brain_connectors.access import refusals
+from brain_connectors.access.ip import client_ip, throttle_key
 
 
 class LockoutBackend(AxesStandaloneBackend):

@@ -24,8 +24,7 @@ from django.db.models import F
 from django.utils import timezone
 
 from audit import services as audit
-
-from .models import RefusalTally
+from brain_connectors.access.models import RefusalTally
 
 _CLOSE_BATCH = 500
 

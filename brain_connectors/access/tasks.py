@@ -5,6 +5,6 @@ from celery import shared_task
 @shared_task(ignore_result=True)
 def close_refusal_windows():
     """Periodic (Celery beat): audit the count of every ended window of repeated refusals."""
-    from . import refusals
+    from brain_connectors.access import refusals
 
     return refusals.close_ended_windows()

@@ -4,7 +4,7 @@ There is no remote platform: a sent message is kept as its Delivery row (status 
 person's attached `chat` session shows it and marks it `delivered`. A person who is not attached
 sees it the next time they attach.
 """
-from ..base import BaseConnector, OutgoingMessage, SendResult
+from connectors.platforms.base import BaseConnector, OutgoingMessage, SendResult
 
 
 class CliConnector(BaseConnector):

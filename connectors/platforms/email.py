@@ -22,8 +22,8 @@ from django.core.validators import validate_email
 from django.utils.encoding import punycode
 from django.utils.html import escape
 
-from ..addresses import InvalidAddress
-from ..base import (
+from connectors.platforms.addresses import InvalidAddress
+from connectors.platforms.base import (
     MAX_ADDRESS_LENGTH,
     PATTERN_END,
     BaseConnector,

@@ -5,7 +5,7 @@ Config `fail_with` makes sends fail on purpose: "transient" or "permanent". Conf
 makes the periodic health check fail on purpose: "fail" (an unhealthy answer) or "raise" (the
 platform call itself errors), so the monitoring's failure paths run against a real platform class.
 """
-from ..base import BaseConnector, ConnectorError, HealthResult, OutgoingMessage, SendResult
+from connectors.platforms.base import BaseConnector, ConnectorError, HealthResult, OutgoingMessage, SendResult
 
 outbox: list[tuple[str, OutgoingMessage]] = []
 

@@ -15,8 +15,8 @@ import logging
 import unicodedata
 from dataclasses import dataclass
 
-from ..base import PATTERN_END, ConnectorError, OutgoingMessage, SendResult
-from .twilio_common import E164, TwilioMessagingConnector, config_schema
+from connectors.platforms.base import PATTERN_END, ConnectorError, OutgoingMessage, SendResult
+from connectors.platforms.twilio_common import E164, TwilioMessagingConnector, config_schema
 
 logger = logging.getLogger(__name__)
 

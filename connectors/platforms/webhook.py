@@ -5,12 +5,12 @@ Outbound, each message is POSTed as JSON to the configured `url`:
     {"type": "message", "delivery_id", "connector_id", "recipient", "content",
      "in_reply_to": null | {"id", "metadata"}}
 
-signed Standard-Webhooks style (connectors.signing) with the connector's `signing_secret`.
+signed Standard-Webhooks style (brain_connectors.shared.signing) with the connector's `signing_secret`.
 `webhook-id` is the delivery id, the same on every retry, so the receiver can drop duplicates:
 sending is idempotent towards a receiver that remembers the ids it has handled. 2xx is sent;
 408, 429 and 5xx (Retry-After honoured, up to an hour), timeouts and connection errors are
 transient; any other answer (3xx, 4xx) is permanent. Redirects are not followed. The address is
-checked as the connection is made (connectors.guarded_http): one the outbound-URL guard refuses
+checked as the connection is made (brain_connectors.shared.guarded_http): one the outbound-URL guard refuses
 fails the delivery for good, and stops the connector (code `unsafe_url`).
 
 Inbound, senders POST to /webhooks/inbound/<connector_id>/ a JSON body
@@ -31,8 +31,10 @@ from email.utils import parsedate_to_datetime
 
 import httpx
 
-from .. import signing
-from ..base import (
+from brain_connectors.shared import signing
+from brain_connectors.shared.guarded_http import guarded_client
+from brain_connectors.shared.url_guard import UnsafeURL, url_problem
+from connectors.platforms.base import (
     MAX_ADDRESS_LENGTH,
     MAX_CONTENT_LENGTH,
     MESSAGES,
@@ -48,8 +50,6 @@ from ..base import (
     WebhookResult,
     _schema_errors,
 )
-from ..guarded_http import guarded_client
-from ..url_guard import UnsafeURL, url_problem
 
 USER_AGENT = "BRAIN-Connectors-Webhook/1.0"
 DEFAULT_TIMEOUT = 10.0

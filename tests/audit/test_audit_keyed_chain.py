@@ -14,7 +14,7 @@ from django.core.serializers.json import DjangoJSONEncoder
 from audit import keys, services
 from audit.models import GENESIS_HASH, AuditEvent
 from brain_connectors import dotenv_init
-from connectors.logging_filters import RedactSecretsFilter
+from brain_connectors.shared.log_redaction import RedactSecretsFilter
 from tests.audit.helpers import plain_sha256, record_rows, rewrite_from, tamper, verify_audit
 from tests.log_guard import collect_settings_secrets, scanner
 

@@ -4,7 +4,7 @@ import pytest
 
 from audit import services as audit
 from audit.models import AuditEvent
-from connectors.exceptions import (
+from brain_connectors.shared.errors import (
     Hidden,
     NotFound,
     PermissionDenied,

@@ -1,5 +1,5 @@
 """A platform whose start fails the way an invalid bot token does."""
-from connectors.base import ConnectorError
+from connectors.platforms.base import ConnectorError
 from connectors.platforms.locmem import LocmemConnector
 
 

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from connectors.addresses import InvalidAddress, mask_address
-from connectors.exceptions import ValidationFailed
-from connectors.registry import get_connector_class
+from brain_connectors.shared.errors import ValidationFailed
+from connectors.platforms.addresses import InvalidAddress, mask_address
+from connectors.registry.kinds import get_connector_class
 
 ROOT = Path(__file__).resolve().parents[2]
 PHONE = "phone number in E.164 form (+<country code><number>, e.g. +14155550123)"
@@ -130,7 +130,7 @@ def test_the_whatsapp_prefix_is_handled_only_by_the_whatsapp_platform():
                 found[relative] = count
     assert found == PREFIX_ADDED, (
         "the `whatsapp:` prefix belongs to connectors/platforms/whatsapp.py "
-        "(WhatsAppConnector.normalize_address); call it through connectors.registry"
+        "(WhatsAppConnector.normalize_address); call it through connectors.registry.kinds"
     )
 
 
@@ -142,7 +142,7 @@ def test_one_normaliser_and_one_mask():
         if re.search(r"^\s*def (mask_address|address_hint|\w*mask\w*)\(", text, flags=re.MULTILINE):
             masks.append(str(relative))
     assert normalisers == [
-        "connectors/base.py", "connectors/platforms/email.py",
+        "connectors/platforms/base.py", "connectors/platforms/email.py",
         "connectors/platforms/twilio_common/__init__.py", "connectors/platforms/whatsapp.py",
     ]
-    assert masks == ["connectors/addresses.py"]
+    assert masks == ["connectors/platforms/addresses.py"]

@@ -11,11 +11,12 @@ import pytest
 from django.conf import settings
 
 from audit.models import AuditEvent
-from connectors import services, signing
-from connectors.base import IncomingMessage
-from connectors.brain import BrainError, BrainRequest, EchoBrain, HttpBrain, get_brain
+from brain_connectors.shared import signing
+from connectors import services
+from connectors.delivery.brain import BrainError, BrainRequest, EchoBrain, HttpBrain, get_brain
 from connectors.models import Delivery, InboundMessage
 from connectors.platforms import locmem
+from connectors.platforms.base import IncomingMessage
 from tests.fakes.brain_server import FakeBrain, check_signature, compute_signature
 
 OTHER_KEY = "whsec_" + base64.b64encode(b"another-key-for-rotation-tests-0001").decode()
@@ -48,7 +49,7 @@ def http_brain(fake, **kwargs):
 
 
 def independent_headers(secret, body: bytes, *, msg_id="msg_test", timestamp=None):
-    """Standard-Webhooks headers computed here, without connectors.signing."""
+    """Standard-Webhooks headers computed here, without brain_connectors.shared.signing."""
     timestamp = int(time.time()) if timestamp is None else timestamp
     key = base64.b64decode(secret[len("whsec_"):]) if secret.startswith("whsec_") else secret.encode()
     digest = hmac.new(key, f"{msg_id}.{timestamp}.".encode() + body, hashlib.sha256).digest()
@@ -112,7 +113,7 @@ def test_http_brain_with_the_wrong_key_is_refused_without_retry(fake_brain):
 
 def test_http_brain_uses_the_settings_by_default(fake_brain, settings):
     settings.BRAIN_URL = fake_brain.url
-    settings.BRAIN_BACKEND = "connectors.brain.HttpBrain"
+    settings.BRAIN_BACKEND = "connectors.delivery.brain.HttpBrain"
     brain = get_brain()
     assert isinstance(brain, HttpBrain)
     assert brain.reply(brain_request("via settings")) == "fake brain got: via settings with 0 context"
@@ -290,7 +291,7 @@ def test_http_brain_passes_no_reply_on(fake_brain):
     assert len(fake_brain.requests) == 1
 
 
-# --- connectors.signing.verify ---------------------------------------------------------------
+# --- brain_connectors.shared.signing.verify ---------------------------------------------------------------
 
 
 KEY = settings.BRAIN_SIGNING_KEY
@@ -393,7 +394,7 @@ def _incoming(text, n, sender="+15550001"):
 
 @pytest.fixture
 def http_brain_settings(settings, fake_brain):
-    settings.BRAIN_BACKEND = "connectors.brain.HttpBrain"
+    settings.BRAIN_BACKEND = "connectors.delivery.brain.HttpBrain"
     settings.BRAIN_URL = fake_brain.url
     settings.BRAIN_MAX_RETRIES = 1
     return settings
@@ -509,3 +510,13 @@ def test_a_failing_brain_is_recorded_with_its_code(http_brain_settings, fake_bra
     assert not Delivery.objects.exists() and locmem.outbox == []
     # Retries are bounded by BRAIN_MAX_RETRIES (1): two attempts for a 500, one for garbage.
     assert len(fake_brain.requests) == (2 if mode == "error_500" else 1)
+
+
+@pytest.mark.parametrize(
+    "written_before_the_move, backend_class",
+    [("connectors.brain.EchoBrain", EchoBrain), ("connectors.brain.HttpBrain", HttpBrain)],
+)
+def test_backend_paths_written_before_the_backends_moved_still_load(settings, written_before_the_move, backend_class):
+    settings.BRAIN_BACKEND = written_before_the_move
+    settings.BRAIN_URL = "http://127.0.0.1:9/brain"
+    assert type(get_brain()) is backend_class

@@ -17,7 +17,7 @@ from ..conftest import BASE_DIR
 pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
 
 SYSTEM = Principal.system_actor("tests", via="test")
-ECHO = {"BRAIN_BACKEND": "connectors.brain.EchoBrain"}
+ECHO = {"BRAIN_BACKEND": "connectors.delivery.brain.EchoBrain"}
 
 
 def chat(manage, *lines, person="alice", extra=()):

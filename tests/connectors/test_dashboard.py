@@ -2,9 +2,10 @@
 import pytest
 from django.test import Client
 
-from connectors import events, services
-from connectors.base import ConnectorError, IncomingMessage
+from connectors import services
+from connectors.events import log as events
 from connectors.models import PERM_VIEW, Event
+from connectors.platforms.base import ConnectorError, IncomingMessage
 from tests.conftest import SYSTEM
 
 pytestmark = pytest.mark.django_db

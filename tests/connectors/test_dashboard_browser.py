@@ -19,8 +19,8 @@ from django.contrib.auth.hashers import make_password
 from django.db import connections
 
 from connectors import services
-from connectors.base import IncomingMessage
 from connectors.models import Event
+from connectors.platforms.base import IncomingMessage
 from tests.conftest import BASE_DIR, SYSTEM, free_port
 
 pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]

@@ -11,11 +11,11 @@ import pytest
 from django.conf import settings as django_settings
 
 from audit.models import AuditEvent
+from brain_connectors.shared.errors import Conflict, PermissionDenied
 from connectors import services
-from connectors.exceptions import Conflict, PermissionDenied
 from connectors.models import PERM_ADMIN, PERM_MANAGE, Connector
 from connectors.permissions import Principal
-from connectors.registry import get_connector_class
+from connectors.registry.kinds import get_connector_class
 from tests.connectors import url_guard_support
 from tests.connectors.url_guard_support import PUBLIC_ADDRESS
 

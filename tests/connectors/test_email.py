@@ -13,12 +13,12 @@ from django.core import mail
 from django.utils import timezone
 
 from audit.models import AuditEvent
+from brain_connectors.shared.errors import ValidationFailed
 from connectors import services
-from connectors.base import ConnectorError, OutgoingMessage
-from connectors.exceptions import ValidationFailed
 from connectors.models import Connector, Delivery
+from connectors.platforms.base import ConnectorError, OutgoingMessage
 from connectors.platforms.email import EmailConnector, classify, html_body
-from connectors.registry import connector_for
+from connectors.registry.kinds import connector_for
 from tests.conftest import BASE_DIR, SYSTEM
 from tests.deliveries import retry_now, send_now
 from tests.fakes.smtp_sink import SmtpSink

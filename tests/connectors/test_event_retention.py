@@ -5,7 +5,8 @@ import pytest
 from django.utils import timezone
 
 from audit.models import AuditEvent
-from connectors import events, tasks
+from connectors import tasks
+from connectors.events import log as events
 from connectors.models import Event
 
 

@@ -12,7 +12,9 @@ from channels.testing import WebsocketCommunicator
 
 from audit.models import AuditEvent
 from brain_connectors.asgi import application
-from connectors import events, services, tokens
+from connectors import services
+from connectors.api import tokens
+from connectors.events import log as events
 from connectors.models import PERM_VIEW, Event
 from tests.conftest import SYSTEM
 

@@ -8,9 +8,10 @@ from django.db import transaction
 from django.utils import timezone
 
 from audit.models import AuditEvent
-from connectors import events, services
-from connectors.base import ConnectorError, IncomingMessage, Receipt
+from connectors import services
+from connectors.events import log as events
 from connectors.models import PERM_VIEW, Event
+from connectors.platforms.base import ConnectorError, IncomingMessage, Receipt
 from tests.conftest import SYSTEM
 
 SECRET_CONTENT = "the-secret-content-7f3a"

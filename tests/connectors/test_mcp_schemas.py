@@ -7,7 +7,7 @@ import json
 import pytest
 
 from audit.models import AuditEvent
-from connectors import mcp as mcp_server
+from brain_connectors.mcp import server as mcp_server
 from connectors import services
 from connectors.models import Delivery
 from tests.conftest import SYSTEM

@@ -1,4 +1,4 @@
-"""Periodic health checks, incidents and downtime alerts (connectors.monitoring), on real locmem
+"""Periodic health checks, incidents and downtime alerts (connectors.monitoring.health), on real locmem
 connectors: `health: fail` makes a check fail, and alerts land in locmem's outbox."""
 from datetime import timedelta
 
@@ -6,9 +6,10 @@ import pytest
 from django.utils import timezone
 
 from audit.models import AuditEvent
-from connectors import monitoring, services, tasks
-from connectors.exceptions import PermissionDenied
+from brain_connectors.shared.errors import PermissionDenied
+from connectors import services, tasks
 from connectors.models import AlertRecipient, Connector, ConnectorStatus, Delivery, Event
+from connectors.monitoring import health as monitoring
 from connectors.platforms import locmem
 from tests.conftest import SYSTEM
 

@@ -3,19 +3,19 @@
 jsonschema matches a schema's `pattern` with Python's `re.search`, where `$` also matches just
 before a final "\\n": an email subject "Hello\\n" passed the config check and then failed every
 send. The same holds for Python `re` patterns used with match(). Patterns now end with
-connectors.base.PATTERN_END (`(?!\\n)$`), which means the very end in Python, ECMA-262 and Rust
+connectors.platforms.base.PATTERN_END (`(?!\\n)$`), which means the very end in Python, ECMA-262 and Rust
 regex alike (`\\Z` is Python only: jsonschema_rs refuses it), and code uses fullmatch()."""
 import jsonschema
 import jsonschema_rs
 import pytest
 from django.conf import settings as django_settings
 
+from brain_connectors.shared.errors import ValidationFailed
 from connectors import services
-from connectors.base import PATTERN_END
-from connectors.exceptions import ValidationFailed
 from connectors.models import Connector
+from connectors.platforms.base import PATTERN_END
 from connectors.platforms.telegram.connector import TelegramConnector
-from connectors.registry import get_connector_class
+from connectors.registry.kinds import get_connector_class
 from tests.conftest import SYSTEM
 
 pytestmark = pytest.mark.django_db

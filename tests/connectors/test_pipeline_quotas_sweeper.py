@@ -6,7 +6,8 @@ import pytest
 from django.utils import timezone
 
 from audit.models import AuditEvent
-from connectors import quotas, services
+from brain_connectors.shared import quotas
+from connectors import services
 from connectors.models import Delivery, InboundMessage
 from connectors.platforms import locmem
 from tests.concurrency import run_at_once
@@ -133,7 +134,7 @@ def test_sweeper_redrives_lost_and_stuck_work(make_connector, settings):
 
 @pytest.mark.django_db(transaction=True)
 def test_sweeper_asks_brain_for_inbound_whose_task_was_lost(make_connector, settings):
-    from connectors.base import IncomingMessage
+    from connectors.platforms.base import IncomingMessage
 
     settings.DELIVERY_SWEEP_GRACE = 0
     make_connector("sweep_two")
@@ -160,7 +161,7 @@ def test_rest_client_over_its_quota_gets_429_with_retry_after(settings, make_use
 
 @pytest.mark.django_db(transaction=True)
 def test_sweeper_reclaims_a_brain_call_whose_worker_died(make_connector, settings):
-    from connectors.base import IncomingMessage
+    from connectors.platforms.base import IncomingMessage
 
     settings.DELIVERY_SWEEP_GRACE = 0
     make_connector("sweep_three")
@@ -183,7 +184,7 @@ def test_a_reclaimed_brain_call_whose_reply_was_queued_does_not_ask_brain_again(
     saved. The re-drive must finish the message without asking BRAIN again: a second answer can
     differ, and the reply's idempotency key then refuses it and marks the message failed (found by
     bench/chaos.py)."""
-    from connectors.base import IncomingMessage
+    from connectors.platforms.base import IncomingMessage
 
     settings.DELIVERY_SWEEP_GRACE = 0
     make_connector("sweep_four")
@@ -200,7 +201,7 @@ def test_a_reclaimed_brain_call_whose_reply_was_queued_does_not_ask_brain_again(
             "sweep_four", IncomingMessage(sender="ann", content="hi", platform_message_id="x3")
         )
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr("connectors.brain.get_brain", lambda: ChangingBrain())
+        mp.setattr("connectors.delivery.brain.get_brain", lambda: ChangingBrain())
         # The first run: claimed, asked BRAIN, queued the reply, and died before saving "replied".
         first = ChangingBrain().reply(type("Request", (), {"content": "hi"}))
         services.send_message(services.BRAIN, "sweep_four", "ann", first, idempotency_key=f"reply:{inbound.pk}",

@@ -2,8 +2,8 @@
 import pytest
 
 from audit.services import verify_chain
+from brain_connectors.shared.errors import Conflict
 from connectors import services
-from connectors.exceptions import Conflict
 from connectors.models import Connector, Delivery
 from tests.concurrency import run_at_once
 from tests.conftest import SYSTEM

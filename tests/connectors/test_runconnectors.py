@@ -1,7 +1,7 @@
 """`manage.py runconnectors`: heartbeats and one lease per polling connector, so that of several
 processes exactly one polls a bot at a time, and another takes over when it dies.
 
-In-process tests drive connectors.runner directly; the last ones run real `manage.py
+In-process tests drive connectors.registry.runner directly; the last ones run real `manage.py
 runconnectors` processes against the loopback fake Telegram."""
 import json
 import signal
@@ -20,8 +20,8 @@ from audit import services as audit_services
 from audit.models import AuditEvent
 from connectors import services
 from connectors.models import Connector, InboundMessage
-from connectors.registry import connector_for
-from connectors.runner import Runner
+from connectors.registry.kinds import connector_for
+from connectors.registry.runner import Runner
 from tests.conftest import BASE_DIR, SYSTEM
 from tests.fakes.telegram_server import FakeTelegram
 

@@ -6,11 +6,11 @@ from django.db import connection
 from django.utils import timezone
 
 from audit.models import AuditEvent
+from brain_connectors.shared.errors import Conflict, NotFound
 from connectors import services
-from connectors.base import IncomingMessage, MessageValidationError, OutgoingMessage
-from connectors.exceptions import Conflict, NotFound
 from connectors.models import Connector, Delivery, InboundMessage
 from connectors.platforms import locmem
+from connectors.platforms.base import IncomingMessage, MessageValidationError, OutgoingMessage
 from tests.concurrency import run_at_once
 from tests.conftest import SYSTEM
 from tests.connectors.broken import CountingBrain

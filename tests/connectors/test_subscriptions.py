@@ -11,7 +11,9 @@ from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
 from audit.models import AuditEvent
-from connectors import events, services, subscriptions
+from connectors import services
+from connectors.events import log as events
+from connectors.events import subscriptions
 from connectors.models import PERM_SEND, PERM_VIEW, DeliveryStatus, EventDelivery, EventSubscription
 from tests.conftest import SYSTEM
 from tests.fakes.receiver import FakeReceiver

@@ -16,12 +16,12 @@ from django.test import Client
 from django.utils import timezone
 
 from audit.models import AuditEvent
+from brain_connectors.shared.errors import Conflict, ValidationFailed
 from connectors import services
-from connectors.exceptions import Conflict, ValidationFailed
 from connectors.models import Connector, Delivery, InboundMessage
 from connectors.platforms.telegram import client, split_text
 from connectors.platforms.telegram.text import MAX_MESSAGE_LENGTH, utf16_len
-from connectors.registry import connector_for
+from connectors.registry.kinds import connector_for
 from tests.concurrency import run_at_once
 from tests.conftest import SYSTEM
 from tests.deliveries import send_now
@@ -758,7 +758,7 @@ def test_an_offset_of_another_bot_is_not_used(telegram, fake):
 
 @pytest.mark.django_db(transaction=True)
 def test_polling_while_a_webhook_is_set_is_a_transient_error(telegram, fake):
-    from connectors.base import ConnectorError
+    from connectors.platforms.base import ConnectorError
 
     telegram("tg_poll", mode="polling")
     fake.webhook = {"url": "https://elsewhere.example.org/hook"}

@@ -9,8 +9,8 @@ from django.test import Client
 from django.utils import timezone
 
 from audit.models import AuditEvent
+from brain_connectors.shared.errors import ValidationFailed
 from connectors import services
-from connectors.exceptions import ValidationFailed
 from connectors.models import Connector, Delivery, InboundMessage
 from connectors.platforms.sms import GSM7, UCS2, count_segments, encode_sms, is_gsm7
 from connectors.platforms.twilio_common import BaseUrlHttpClient, map_twilio_error, parse_retry_after

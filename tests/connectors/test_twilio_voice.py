@@ -8,8 +8,8 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 
 from connectors import services
-from connectors.base import IncomingMessage
 from connectors.models import Delivery, InboundMessage
+from connectors.platforms.base import IncomingMessage
 from connectors.platforms.voice.conversation import is_goodbye
 from connectors.platforms.voice.twiml import chunks
 from tests.conftest import SYSTEM

@@ -6,10 +6,10 @@ from datetime import timedelta
 import pytest
 from django.utils import timezone
 
+from brain_connectors.shared.errors import ValidationFailed
 from connectors import services
-from connectors.base import IncomingMessage
-from connectors.exceptions import ValidationFailed
 from connectors.models import Delivery, InboundMessage
+from connectors.platforms.base import IncomingMessage
 from connectors.platforms.whatsapp import template_value, wa_address
 from tests.conftest import SYSTEM
 from tests.connectors import twilio_support
@@ -59,7 +59,7 @@ def test_addresses_with_or_without_prefix(given, expected):
 
 @pytest.mark.parametrize("bad", ["whatsapp:447700900123", "ada", "whatsapp:", "+0123"])
 def test_invalid_addresses(bad):
-    from connectors.base import ConnectorError
+    from connectors.platforms.base import ConnectorError
 
     with pytest.raises(ConnectorError) as caught:
         wa_address(bad)

@@ -13,8 +13,9 @@ from django.core.management.base import SystemCheckError
 
 from audit.models import AuditEvent
 from brain_connectors import checks
-from connectors import services, url_guard
-from connectors.exceptions import ValidationFailed
+from brain_connectors.shared import url_guard
+from brain_connectors.shared.errors import ValidationFailed
+from connectors import services
 from connectors.models import Connector
 from tests.conftest import SYSTEM
 from tests.connectors import url_guard_support
@@ -232,7 +233,7 @@ def test_subscription_urls_share_the_guard(strict, make_user, api, token_for):
 
 
 def brain_messages(settings, url):
-    settings.BRAIN_BACKEND = "connectors.brain.HttpBrain"
+    settings.BRAIN_BACKEND = "connectors.delivery.brain.HttpBrain"
     settings.BRAIN_URL = url
     return [m for m in checks.check_brain_backend() if "BRAIN_URL" in m.msg]
 

@@ -9,8 +9,10 @@ import pytest
 from django.conf import settings as django_settings
 
 from audit.models import AuditEvent
-from connectors import events, services, subscriptions
-from connectors.brain import BrainError, BrainRequest, HttpBrain
+from connectors import services
+from connectors.delivery.brain import BrainError, BrainRequest, HttpBrain
+from connectors.events import log as events
+from connectors.events import subscriptions
 from connectors.models import PERM_SEND, Connector, DeliveryStatus, EventDelivery
 from tests.conftest import SYSTEM
 from tests.connectors import url_guard_support

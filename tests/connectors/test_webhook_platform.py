@@ -12,8 +12,8 @@ import pytest
 from django.utils import timezone
 
 from audit.models import AuditEvent
+from brain_connectors.shared.errors import ValidationFailed
 from connectors import services
-from connectors.exceptions import ValidationFailed
 from connectors.models import Connector, Delivery, InboundMessage
 from connectors.platforms.webhook import MAX_RETRY_AFTER, parse_retry_after
 from tests.conftest import SYSTEM

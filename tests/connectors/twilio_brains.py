@@ -12,7 +12,7 @@ class NoReplyBrain:
 
 class FailingBrain:
     def reply(self, request):
-        from connectors.brain import BrainError
+        from connectors.delivery.brain import BrainError
 
         raise BrainError("BRAIN is down for the test", code="brain_unavailable")
 

@@ -11,10 +11,10 @@ from hypothesis import settings as hsettings
 from hypothesis import strategies as st
 
 from audit.models import AuditEvent
+from brain_connectors.shared.errors import NotFound, ValidationFailed
 from connectors import services
-from connectors.base import IncomingMessage
-from connectors.exceptions import NotFound, ValidationFailed
 from connectors.permissions import Principal
+from connectors.platforms.base import IncomingMessage
 from conversations import search as index
 from conversations.models import Conversation, Message, SearchToken
 from conversations.services import get_context, search

@@ -6,7 +6,7 @@ import pytest
 from django.utils import timezone
 
 from audit.models import AuditEvent
-from connectors.exceptions import NotFound, PermissionDenied
+from brain_connectors.shared.errors import NotFound, PermissionDenied
 from connectors.permissions import Principal
 from conversations import analysis, privacy
 from conversations.models import Conversation, Message, MessageAnalysis, RetentionPolicy, SearchToken

@@ -7,12 +7,12 @@ import pytest
 from django.contrib.auth.models import Permission
 
 from audit.models import AuditEvent
-from connectors import mcp as mcp_server
+from brain_connectors.mcp import server as mcp_server
+from brain_connectors.shared.errors import NotFound, PermissionDenied
 from connectors import services
-from connectors.base import IncomingMessage
-from connectors.exceptions import NotFound, PermissionDenied
 from connectors.models import Connector
 from connectors.permissions import Principal
+from connectors.platforms.base import IncomingMessage
 from conversations import privacy
 from conversations.models import Conversation
 from conversations.services import context_for_address, search

@@ -7,7 +7,7 @@
     fake.stop()
 
 It verifies Standard-Webhooks signatures on its own (it deliberately does not import
-connectors.signing, so a bug there cannot hide itself): base64(HMAC-SHA256(key,
+brain_connectors.shared.signing, so a bug there cannot hide itself): base64(HMAC-SHA256(key,
 f"{webhook-id}.{webhook-timestamp}.{body}")) offered as `v1,<b64>` in `webhook-signature`
 (possibly several, space-separated), with a 5-minute replay window. The key is the base64-decoded
 rest of a `whsec_` secret, else the secret's UTF-8 bytes. Anything that does not verify gets 401.

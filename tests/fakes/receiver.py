@@ -7,7 +7,7 @@
     receiver.stop()
 
 It records every POST (method, path, headers, raw body, parsed JSON) and checks Standard-Webhooks
-signatures with its own HMAC code (it deliberately does not import connectors.signing, so a bug
+signatures with its own HMAC code (it deliberately does not import brain_connectors.shared.signing, so a bug
 there cannot hide itself): base64(HMAC-SHA256(key, f"{webhook-id}.{webhook-timestamp}.{body}"))
 offered as `v1,<b64>` in `webhook-signature` (several may be space-separated), within a 5-minute
 window. The key is the base64-decoded rest of a `whsec_` secret, else the secret's UTF-8 bytes.

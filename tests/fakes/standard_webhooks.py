@@ -1,5 +1,5 @@
 """The fakes' own Standard-Webhooks signing and checking, written independently of
-connectors/signing.py so that a test compares two implementations, not one with itself.
+brain_connectors/shared/signing.py so that a test compares two implementations, not one with itself.
 
 signature = base64(HMAC-SHA256(key, f"{id}.{timestamp}.{body}")); key = base64-decoded `whsec_…`
 secrets, else the UTF-8 bytes of the secret; headers webhook-id, webhook-timestamp and

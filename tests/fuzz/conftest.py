@@ -15,9 +15,9 @@ from django.test import RequestFactory
 from hypothesis import HealthCheck
 from hypothesis import settings as hsettings
 
-from connectors import signing
+from brain_connectors.shared import signing
 from connectors.models import Connector
-from connectors.webhooks import public_url
+from connectors.platforms.webhook_view import public_url
 from tests.fakes.telegram_server import FakeTelegram
 from tests.fakes.twilio_server import FakeTwilio, sign
 

@@ -13,9 +13,9 @@ from django.test import RequestFactory
 from hypothesis import example, given
 from hypothesis import strategies as st
 
-from connectors import signing
-from connectors.base import IncomingMessage, MessageValidationError, Receipt, WebhookIgnored, WebhookMalformed
-from connectors.brain import BrainError, HttpBrain
+from brain_connectors.shared import signing
+from connectors.delivery.brain import BrainError, HttpBrain
+from connectors.platforms.base import IncomingMessage, MessageValidationError, Receipt, WebhookIgnored, WebhookMalformed
 from connectors.platforms.telegram.parsing import Ignored, parse_update, update_from_body, update_from_data
 from connectors.platforms.twilio_common import inbound_message, receipt_from_status
 from connectors.platforms.voice import VoiceConnector

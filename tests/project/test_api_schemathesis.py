@@ -30,7 +30,8 @@ from hypothesis import HealthCheck, Phase, settings
 from hypothesis import strategies as st
 from schemathesis.specs.openapi import checks as openapi_checks
 
-from connectors import services, subscriptions
+from connectors import services
+from connectors.events import subscriptions
 from connectors.models import Delivery
 from connectors.permissions import Principal
 from conversations.models import Conversation, Message

@@ -80,7 +80,7 @@ def test_invalid_fernet_key_is_a_check_error(settings):
 
 
 def test_http_brain_without_url_is_a_check_error(settings):
-    settings.BRAIN_BACKEND = "connectors.brain.HttpBrain"
+    settings.BRAIN_BACKEND = "connectors.delivery.brain.HttpBrain"
     settings.BRAIN_URL = ""
     with pytest.raises(SystemCheckError, match="BRAIN_URL is not set"):
         call_command("check")

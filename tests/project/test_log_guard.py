@@ -50,7 +50,7 @@ def test_scanner_rescans_lines_of_the_test_against_values_seen_later_in_it():
 def test_guarded_handler_sees_the_line_after_its_filters(settings):
     """Through the production filter, a configured secret is redacted and so no leak; a value the
     filter does not know (message content) is one."""
-    from connectors.logging_filters import RedactSecretsFilter
+    from brain_connectors.shared.log_redaction import RedactSecretsFilter
 
     scanner = LeakScanner()
     scanner.add(settings.SECRET_KEY, "SECRET_KEY")

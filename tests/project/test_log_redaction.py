@@ -3,7 +3,7 @@ import logging
 
 import pytest
 
-from connectors.logging_filters import RedactSecretsFilter
+from brain_connectors.shared.log_redaction import RedactSecretsFilter
 
 
 @pytest.fixture
@@ -88,7 +88,7 @@ django.setup()
 if sys.argv[1] == "celery-worker":
     from brain_connectors.celery import app
     app.log.setup_logging_subsystem(loglevel="INFO")  # what `celery worker` runs at start
-from connectors.logging_filters import RedactSecretsFilter
+from brain_connectors.shared.log_redaction import RedactSecretsFilter
 unfiltered = set()
 for name in ["", *logging.Logger.manager.loggerDict]:
     logger = logging.getLogger(name)

@@ -35,12 +35,13 @@ from drf_spectacular.generators import SchemaGenerator
 from guardian.models import UserObjectPermission
 
 from audit.models import AuditEvent
-from connectors import mcp as mcp_server
-from connectors import services, subscriptions
-from connectors.consumers import QUERY_PARAMETERS
+from brain_connectors.mcp import server as mcp_server
+from connectors import services
+from connectors.api.tokens import create_token
+from connectors.events import subscriptions
+from connectors.events.stream import QUERY_PARAMETERS
 from connectors.models import ApiToken, Connector, Delivery, Event, EventSubscription
 from connectors.permissions import Principal
-from connectors.tokens import create_token
 from conversations.models import Conversation, Message
 from routing import notify
 from routing import services as routing

@@ -16,7 +16,7 @@ from rest_framework.parsers import JSONParser
 from rest_framework.settings import api_settings
 
 from audit.models import AuditEvent
-from connectors import subscriptions
+from connectors.events import subscriptions
 from connectors.models import Connector
 from connectors.permissions import Principal
 from routing import notify
@@ -91,7 +91,7 @@ def test_deeply_nested_json_is_a_400_on_every_operation_with_a_body(method, path
 def test_json_nested_past_the_limit_is_refused_and_at_the_limit_accepted(world, api):
     """Past MAX_JSON_DEPTH: refused before any serializer or service sees it (a body that the
     decoder survives can still overflow json.dumps further down, in the audit row or the database)."""
-    from connectors import parsers
+    from brain_connectors.shared import parsers
 
     _, token, _ = world
     client = api(token)
@@ -112,7 +112,7 @@ def _nest(depth):
 
 def test_every_view_uses_the_project_parsers():
     """The depth limit is the project-wide parser: no REST view may bring its own JSON parser."""
-    from connectors import parsers
+    from brain_connectors.shared import parsers
 
     assert api_settings.DEFAULT_PARSER_CLASSES[0] is parsers.SafeJSONParser
 

@@ -10,10 +10,10 @@ from django.test import Client
 from django.utils import timezone
 
 from audit.models import AuditEvent
-from connectors.exceptions import Conflict, NotFound, ValidationFailed
+from brain_connectors.shared.errors import Conflict, NotFound, ValidationFailed
 from connectors.models import Delivery, Event, InboundMessage
 from connectors.permissions import Principal
-from connectors.registry import get_connector_class
+from connectors.registry.kinds import get_connector_class
 from routing import pairing, services
 from routing.models import ChannelIdentity, ConnectorPreference, PairingAttempt, PairingCode
 from tests.connectors import test_telegram, twilio_support

@@ -12,13 +12,13 @@ from django.core import mail
 from django.utils import timezone
 
 from audit.models import AuditEvent
+from brain_connectors.shared.errors import RateLimited
+from brain_connectors.shared.log_redaction import redact
 from connectors import services as connector_services
-from connectors.base import IncomingMessage
-from connectors.exceptions import RateLimited
-from connectors.logging_filters import redact
 from connectors.models import Delivery, Event
 from connectors.permissions import Principal
 from connectors.platforms import locmem
+from connectors.platforms.base import IncomingMessage
 from connectors.platforms.locmem import LocmemConnector
 from conversations.models import Message
 from conversations.services import context_for_address, search

@@ -43,7 +43,7 @@ SECRET_HEADER = "X-Telegram-Bot-Api-Secret-Token"
 def subprocess_env(subprocess_env):
     """daphne and `manage.py chat` run BRAIN's reply task (which answers pairing codes) in-process
     even when REDIS_URL is set: these tests start no Celery worker."""
-    return {**subprocess_env, "CELERY_TASK_ALWAYS_EAGER": "1", "BRAIN_BACKEND": "connectors.brain.EchoBrain"}
+    return {**subprocess_env, "CELERY_TASK_ALWAYS_EAGER": "1", "BRAIN_BACKEND": "connectors.delivery.brain.EchoBrain"}
 
 
 @pytest.fixture

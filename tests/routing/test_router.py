@@ -10,9 +10,9 @@ from hypothesis import HealthCheck, given
 from hypothesis import settings as hsettings
 from hypothesis import strategies as st
 
-from connectors.addresses import mask_address
-from connectors.exceptions import ValidationFailed
+from brain_connectors.shared.errors import ValidationFailed
 from connectors.models import Connector, InboundMessage
+from connectors.platforms.addresses import mask_address
 from routing import router
 from routing.models import ChannelIdentity, ConnectorPreference
 from routing.router import ConnectorState, Entry, Snapshot, choose
@@ -438,7 +438,7 @@ def test_whatsapp_window_from_inbound_messages(make_user, make_connector):
 
 
 def test_quota_exhausted_on_the_database(make_user, make_connector):
-    from connectors import quotas
+    from brain_connectors.shared import quotas
 
     user = make_user("quota")
     make_connector("locmem_q", recipient_quota_per_minute=1)

@@ -15,11 +15,11 @@ from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 from django.db import close_old_connections, connection
 
+from brain_connectors.shared.errors import ServiceError
 from connectors import services
-from connectors.base import IncomingMessage, MessageValidationError
-from connectors.exceptions import ServiceError
 from connectors.models import Connector, ConnectorStatus, Delivery, DeliveryStatus, InboundMessage
 from connectors.permissions import Principal
+from connectors.platforms.base import IncomingMessage, MessageValidationError
 
 POLL_SECONDS = 0.3
 

@@ -1,7 +1,7 @@
 from django.core.management.base import BaseCommand, CommandError
 
+from brain_connectors.shared.errors import ServiceError
 from connectors import services
-from connectors.exceptions import ServiceError
 from connectors.permissions import Principal
 
 

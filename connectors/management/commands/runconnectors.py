@@ -1,11 +1,11 @@
 """Run the long-running side of connectors (Telegram polling) with heartbeats, under a database
 lease per connector, so several processes can run and exactly one works on each connector.
-The loop lives in connectors/runner.py."""
+The loop lives in connectors/registry/runner.py."""
 import signal
 
 from django.core.management.base import BaseCommand, CommandError
 
-from connectors.runner import DEFAULT_INTERVAL, DEFAULT_LEASE_SECONDS, Runner
+from connectors.registry.runner import DEFAULT_INTERVAL, DEFAULT_LEASE_SECONDS, Runner
 
 
 class Command(BaseCommand):

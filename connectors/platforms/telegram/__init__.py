@@ -7,14 +7,14 @@
 
 The connector is loaded lazily, so the pure modules import without Django (bench scripts).
 """
-from .text import split_text
+from connectors.platforms.telegram.text import split_text
 
 __all__ = ["TelegramConnector", "split_text"]
 
 
 def __getattr__(name):
     if name == "TelegramConnector":
-        from .connector import TelegramConnector
+        from connectors.platforms.telegram.connector import TelegramConnector
 
         return TelegramConnector
     raise AttributeError(name)

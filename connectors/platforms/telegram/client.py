@@ -8,7 +8,7 @@ repeats the token in its error message; we open and close its HTTP clients ourse
 
 `translate()` turns PTB's exceptions into ConnectorError, deciding what is permanent.
 
-Every connection the Bot's HTTP clients open passes the outbound-URL guard (connectors.guarded_http)
+Every connection the Bot's HTTP clients open passes the outbound-URL guard (brain_connectors.shared.guarded_http)
 on the address it connects to. PTB reports the guard's refusal as a NetworkError; `translate()`
 finds it in the cause and makes it permanent (`unsafe_url`), which stops the connector.
 """
@@ -35,9 +35,9 @@ from telegram.error import (
 from telegram.request import HTTPXRequest
 from telegram.warnings import PTBDeprecationWarning
 
-from ...base import ConnectorError
-from ...guarded_http import caused_by, guarded_async_transport
-from ...url_guard import UnsafeURL
+from brain_connectors.shared.guarded_http import caused_by, guarded_async_transport
+from brain_connectors.shared.url_guard import UnsafeURL
+from connectors.platforms.base import ConnectorError
 
 # PTB 22 warns, from inside RetryAfter.__init__ itself, that `retry_after` becomes a timedelta one
 # day; retry_after_seconds() handles both, so that one warning is only noise on every 429.

@@ -20,8 +20,9 @@ from telegram import ReplyParameters
 from telegram.error import ChatMigrated, TelegramError
 from telegram.warnings import PTBUserWarning
 
-from ... import services
-from ...base import (
+from connectors import services
+from connectors.permissions import Principal
+from connectors.platforms.base import (
     CREDENTIALS,
     PATTERN_END,
     BaseConnector,
@@ -33,10 +34,15 @@ from ...base import (
     WebhookRejected,
     WebhookResult,
 )
-from ...permissions import Principal
-from . import client
-from .parsing import HANDLED_UPDATE_TYPES, Ignored, parse_update, update_from_body, update_from_data
-from .text import split_text
+from connectors.platforms.telegram import client
+from connectors.platforms.telegram.parsing import (
+    HANDLED_UPDATE_TYPES,
+    Ignored,
+    parse_update,
+    update_from_body,
+    update_from_data,
+)
+from connectors.platforms.telegram.text import split_text
 
 logger = logging.getLogger(__name__)
 
@@ -56,7 +62,7 @@ class TelegramConnector(BaseConnector):
         "required": ["mode"],
         "properties": {
             "mode": {"enum": ["webhook", "polling"]},
-            # Where it may point (and whether plain http is allowed) is connectors.url_guard's call.
+            # Where it may point (and whether plain http is allowed) is brain_connectors.shared.url_guard's call.
             "api_base_url": {"type": "string", "pattern": rf"^https?://[^\s/?#]+(/[^\s?#]*)?{PATTERN_END}",
                              "maxLength": 500},
             "timeout": {"type": "number", "minimum": 1, "maximum": 120},
@@ -125,7 +131,7 @@ class TelegramConnector(BaseConnector):
 
     def _state(self):
         """platform_state as committed now (the row this object wraps may be older)."""
-        from ...models import Connector
+        from connectors.models import Connector
 
         return Connector.objects.filter(pk=self.connector.pk).values_list("platform_state", flat=True).first() or {}
 
@@ -133,7 +139,7 @@ class TelegramConnector(BaseConnector):
     def start(self):
         url = None
         if self.mode == "webhook":
-            from ...webhooks import webhook_url
+            from connectors.platforms.webhook_view import webhook_url
 
             try:
                 url = webhook_url("webhook-telegram", self.connector.id)
@@ -165,7 +171,7 @@ class TelegramConnector(BaseConnector):
             detail = f"@{me.username} answers"
             if self.mode == "webhook":
                 info = self._api(lambda bot: bot.get_webhook_info())
-                from ...webhooks import webhook_url
+                from connectors.platforms.webhook_view import webhook_url
 
                 try:
                     expected = webhook_url("webhook-telegram", self.connector.id)

@@ -14,7 +14,7 @@ from datetime import timezone as dt_timezone
 
 from telegram import Message, MessageEntity, Update
 
-from ...base import IncomingMessage, MessageValidationError
+from connectors.platforms.base import IncomingMessage, MessageValidationError
 
 HANDLED_UPDATE_TYPES = ("message", "edited_message", "callback_query")
 VOICE_PLACEHOLDER = "[voice message]"

@@ -15,8 +15,8 @@ import re
 from django.conf import settings
 from twilio.request_validator import RequestValidator
 
-from ...addresses import InvalidAddress
-from ...base import (
+from connectors.platforms.addresses import InvalidAddress
+from connectors.platforms.base import (
     CREDENTIALS,
     PATTERN_END,
     BaseConnector,
@@ -26,9 +26,9 @@ from ...base import (
     WebhookRejected,
     WebhookResult,
 )
-from .client import DEFAULT_TIMEOUT, BaseUrlHttpClient, make_client
-from .errors import PERMANENT_CODES, call_twilio, map_twilio_error, parse_retry_after
-from .inbound import inbound_message, receipt_from_status, twiml_response
+from connectors.platforms.twilio_common.client import DEFAULT_TIMEOUT, BaseUrlHttpClient, make_client
+from connectors.platforms.twilio_common.errors import PERMANENT_CODES, call_twilio, map_twilio_error, parse_retry_after
+from connectors.platforms.twilio_common.inbound import inbound_message, receipt_from_status, twiml_response
 
 __all__ = [
     "DEFAULT_TIMEOUT", "E164", "E164_RE", "NOT_E164", "PERMANENT_CODES", "BaseUrlHttpClient", "TwilioConnector",
@@ -41,7 +41,7 @@ logger = logging.getLogger(__name__)
 E164 = r"\+[1-9][0-9]{6,14}"
 E164_RE = re.compile(E164)  # fullmatch: "$" would pass a final "\n"
 # The form only. Where it may point, and plain http only to an allowed private address (a fake, a
-# proxy on the local network), is connectors.url_guard's call when the config is saved.
+# proxy on the local network), is brain_connectors.shared.url_guard's call when the config is saved.
 API_BASE_URL_PATTERN = rf"^https?://([A-Za-z0-9.-]+|\[[0-9A-Fa-f:.]+\])(:[0-9]{{1,5}})?(/[^\s?#]*)?{PATTERN_END}"
 
 CREDENTIALS_SCHEMA = {
@@ -153,13 +153,13 @@ class TwilioConnector(BaseConnector):
         """Where Twilio should report delivery status, or None when PUBLIC_BASE_URL is unset."""
         if not settings.PUBLIC_BASE_URL:
             return None
-        from ...webhooks import webhook_url
+        from connectors.platforms.webhook_view import webhook_url
 
         return webhook_url("webhook-twilio-status", self.connector.id)
 
     # --- inbound webhooks ---
     def verify_webhook(self, request, channel: str) -> None:
-        from ...webhooks import public_url
+        from connectors.platforms.webhook_view import public_url
 
         signature = request.headers.get("X-Twilio-Signature", "")
         if not signature:

@@ -1,6 +1,6 @@
 """The Twilio REST client: the SDK's own, pointed at `api_base_url` when the config has one.
 
-Its requests session connects only through the outbound-URL guard (connectors.guarded_http): the
+Its requests session connects only through the outbound-URL guard (brain_connectors.shared.guarded_http): the
 address of every new connection is checked as it is made, and environment proxies are not used.
 """
 import logging
@@ -9,7 +9,7 @@ from urllib.parse import urlsplit, urlunsplit
 from twilio.http.http_client import TwilioHttpClient
 from twilio.rest import Client
 
-from ...guarded_http import guard_session
+from brain_connectors.shared.guarded_http import guard_session
 
 logger = logging.getLogger(__name__)
 

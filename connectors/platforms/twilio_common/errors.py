@@ -5,8 +5,8 @@ import time
 import requests
 from twilio.base.exceptions import TwilioException, TwilioRestException
 
-from ...base import ConnectorError
-from ...url_guard import UnsafeURL
+from brain_connectors.shared.url_guard import UnsafeURL
+from connectors.platforms.base import ConnectorError
 
 # Twilio error code → (our code, human summary). All permanent: the same request cannot succeed.
 PERMANENT_CODES = {

@@ -1,5 +1,5 @@
 """What Twilio posts to us: inbound messages and status callbacks, parsed; TwiML answers."""
-from ...base import IncomingMessage, MessageValidationError, Receipt, WebhookIgnored
+from connectors.platforms.base import IncomingMessage, MessageValidationError, Receipt, WebhookIgnored
 
 MESSAGE_DELIVERED = {"delivered", "read"}
 MESSAGE_FAILED = {"undelivered", "failed"}

@@ -25,7 +25,8 @@ import re
 
 from django.conf import settings
 
-from ...base import (
+from connectors.permissions import Principal
+from connectors.platforms.base import (
     PATTERN_END,
     ConnectorError,
     IncomingMessage,
@@ -36,10 +37,16 @@ from ...base import (
     WebhookIgnored,
     WebhookResult,
 )
-from ...permissions import Principal
-from ..twilio_common import E164, E164_RE, TwilioConnector, config_schema, receipt_from_status, twiml_response
-from .conversation import CallState, is_goodbye, url_with, wait_for_reply
-from .twiml import Speaker
+from connectors.platforms.twilio_common import (
+    E164,
+    E164_RE,
+    TwilioConnector,
+    config_schema,
+    receipt_from_status,
+    twiml_response,
+)
+from connectors.platforms.voice.conversation import CallState, is_goodbye, url_with, wait_for_reply
+from connectors.platforms.voice.twiml import Speaker
 
 logger = logging.getLogger(__name__)
 
@@ -143,7 +150,7 @@ class VoiceConnector(TwilioConnector):
                 permanent=True,
                 code="public_url_missing",
             )
-        from ...webhooks import webhook_url
+        from connectors.platforms.webhook_view import webhook_url
 
         return url_with(webhook_url("webhook-twilio-voice", self.connector.id), ack=delivery_id)
 
@@ -172,7 +179,7 @@ class VoiceConnector(TwilioConnector):
             raise WebhookIgnored("intermediate call status")
         if not (params.get("Direction") or "").startswith("inbound"):
             return WebhookResult(receipts=[receipt])
-        from ...models import Delivery, DeliveryStatus
+        from connectors.models import Delivery, DeliveryStatus
 
         unspoken = Delivery.objects.filter(
             connector_id=self.connector.id,
@@ -190,7 +197,7 @@ class VoiceConnector(TwilioConnector):
     def webhook_response(self, request, channel, result, stored):
         if channel != "voice":
             return None
-        from ...models import ConnectorStatus
+        from connectors.models import ConnectorStatus
 
         state = CallState.from_request(request)
         speaker = Speaker(self.config)
@@ -213,8 +220,8 @@ class VoiceConnector(TwilioConnector):
         return twiml_response(speaker.reprompt(url_with(base, turn=state.turn, silence=silence)))
 
     def _answer(self, speaker, base, inbound_id, state):
-        from ... import services
-        from ...models import InboundMessage
+        from connectors import services
+        from connectors.models import InboundMessage
 
         turn = state.turn or 0
         inbound = InboundMessage.objects.filter(pk=inbound_id, connector_id=self.connector.id).first()
@@ -237,7 +244,7 @@ class VoiceConnector(TwilioConnector):
         return speaker.hold(redirect, first=state.wait == 0)
 
     def _acknowledge(self, speaker, state, request):
-        from ... import services
+        from connectors import services
 
         if state.digits == "1":
             services.acknowledge_delivery(self.connector.id, state.ack, platform_message_id=state.call_sid)
@@ -248,6 +255,6 @@ class VoiceConnector(TwilioConnector):
 
 
 def _voice_base_url(request):
-    from ...webhooks import public_url
+    from connectors.platforms.webhook_view import public_url
 
     return url_with(public_url(request))

@@ -14,7 +14,7 @@ import uuid
 from dataclasses import dataclass
 from urllib.parse import urlencode, urlsplit, urlunsplit
 
-from ...base import WebhookIgnored
+from connectors.platforms.base import WebhookIgnored
 
 MAX_TURNS = 1000
 POLL_SECONDS = 0.1
@@ -101,7 +101,7 @@ def wait_for_reply(connector_id, inbound_id, timeout):
     ("failed", delivery-or-None) if there will be none to speak, ("none", None) if BRAIN chose not
     to reply, or ("pending", None) when time ran out.
     """
-    from ...models import Delivery, DeliveryStatus, InboundMessage
+    from connectors.models import Delivery, DeliveryStatus, InboundMessage
 
     deadline = time.monotonic() + max(0.0, timeout)
     while True:

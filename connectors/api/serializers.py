@@ -1,0 +1,114 @@
+"""Request and response shapes of the REST API. Shape checks only: rules live in services."""
+from rest_framework import serializers
+
+from connectors.models import Connector, Delivery
+from connectors.permissions import LEVELS
+from connectors.platforms.base import MAX_ADDRESS_LENGTH, MAX_CONTENT_LENGTH
+
+
+class ConnectorSerializer(serializers.ModelSerializer):
+    """Credentials are write-only: `has_credentials` says whether any are set, never what they are."""
+
+    credentials = serializers.DictField(write_only=True, required=False)
+    has_credentials = serializers.BooleanField(read_only=True)
+
+    class Meta:
+        model = Connector
+        fields = [
+            "id",
+            "kind",
+            "display_name",
+            "status",
+            "config",
+            "credentials",
+            "has_credentials",
+            "quota_per_minute",
+            "recipient_quota_per_minute",
+            "created_at",
+            "updated_at",
+            "last_heartbeat",
+            "last_error",
+            "lease_owner",
+            "lease_expires_at",
+        ]
+        read_only_fields = [
+            "status",
+            "created_at",
+            "updated_at",
+            "last_heartbeat",
+            "last_error",
+            "lease_owner",
+            "lease_expires_at",
+        ]
+        extra_kwargs = {
+            # Uniqueness is decided by the service (one winner, 409 for the rest), not here.
+            "id": {"validators": []},
+            "config": {"required": False},
+        }
+
+
+class ConnectorUpdateSerializer(serializers.Serializer):
+    display_name = serializers.CharField(max_length=200, required=False)
+    config = serializers.DictField(required=False)
+    credentials = serializers.DictField(required=False, write_only=True)
+    quota_per_minute = serializers.IntegerField(min_value=1, max_value=1_000_000, required=False, allow_null=True)
+    recipient_quota_per_minute = serializers.IntegerField(
+        min_value=1, max_value=1_000_000, required=False, allow_null=True
+    )
+
+
+class SendSerializer(serializers.Serializer):
+    recipient = serializers.CharField(max_length=MAX_ADDRESS_LENGTH, trim_whitespace=False)
+    # Emptiness and length are checked by OutgoingMessage so every edge reports them alike.
+    content = serializers.CharField(allow_blank=True, trim_whitespace=False, max_length=MAX_CONTENT_LENGTH)
+
+
+class DeliverySerializer(serializers.ModelSerializer):
+    delivery_id = serializers.UUIDField(source="id", read_only=True)
+    connector_id = serializers.CharField(read_only=True)
+
+    class Meta:
+        model = Delivery
+        fields = [
+            "delivery_id",
+            "connector_id",
+            "recipient",
+            "status",
+            "attempts",
+            "next_attempt_at",
+            "platform_message_id",
+            "last_error",
+            "created_at",
+            "updated_at",
+            "sent_at",
+            "delivered_at",
+        ]
+        read_only_fields = fields
+
+
+class PermissionGrantSerializer(serializers.Serializer):
+    username = serializers.CharField(required=False)
+    group = serializers.CharField(required=False)
+    permission = serializers.ChoiceField(choices=list(LEVELS))
+
+    def validate(self, attrs):
+        if bool(attrs.get("username")) == bool(attrs.get("group")):
+            raise serializers.ValidationError("Give exactly one of username or group.")
+        return attrs
+
+
+class ErrorSerializer(serializers.Serializer):
+    """The error envelope, for the OpenAPI schema."""
+
+    class _Inner(serializers.Serializer):
+        code = serializers.CharField()
+        message = serializers.CharField()
+        details = serializers.DictField()
+
+    error = _Inner()
+
+
+class HealthResultSerializer(serializers.Serializer):
+    ok = serializers.BooleanField()
+    detail = serializers.CharField()
+

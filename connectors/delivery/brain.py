@@ -1,0 +1,156 @@
+"""BRAIN backends: who answers a person. Chosen by settings.BRAIN_BACKEND (a dotted path).
+
+EchoBrain is the embedded default: deterministic, no network. HttpBrain POSTs a signed JSON
+request to BRAIN_URL and validates the answer.
+
+Request body (HttpBrain):
+    {"connector": {"id", "kind"}, "message": {"id", "sender", "sender_name", "content"},
+     "context": [{"role": "user"|"assistant", "content", "time"}, ...]}
+Expected response: 200 with {"reply": "<text>"} or {"reply": null} for no reply.
+
+BRAIN_URL passes the outbound-URL guard like every URL we call: a system check at start-up
+(brain_connectors.checks) and, on each call, the address the connection goes to
+(brain_connectors.shared.guarded_http). BRAIN is often an internal service: allow its host name with
+BRAIN_URL_ALLOWED_HOSTS, or private addresses at large with BRAIN_ALLOW_PRIVATE_URLS.
+"""
+import json
+import logging
+import time
+from dataclasses import dataclass, field
+
+import httpx
+from django.conf import settings
+from django.utils.module_loading import import_string
+
+from brain_connectors.shared import signing
+from brain_connectors.shared.guarded_http import guarded_client
+from brain_connectors.shared.url_guard import UnsafeURL
+from connectors.platforms.base import MAX_CONTENT_LENGTH
+
+logger = logging.getLogger(__name__)
+
+
+class BrainError(Exception):
+    def __init__(self, message, code="brain_error"):
+        super().__init__(message)
+        self.code = code
+
+
+@dataclass(frozen=True)
+class BrainRequest:
+    connector_id: str
+    connector_kind: str
+    sender: str
+    content: str
+    message_id: str = ""
+    sender_name: str = ""
+    context: list = field(default_factory=list)
+
+
+class EchoBrain:
+    """Replies with what it received and how much context came with it.
+
+    Long messages are quoted up to ECHO_QUOTE characters, so the reply itself stays sendable.
+    """
+
+    ECHO_QUOTE = 500
+
+    def reply(self, request: BrainRequest) -> str:
+        text = request.content
+        if len(text) > self.ECHO_QUOTE:
+            text = f"{text[: self.ECHO_QUOTE]}… ({len(request.content)} characters)"
+        return f'Echo: "{text}" ({len(request.context)} context messages)'
+
+
+class HttpBrain:
+    def __init__(self, url=None, signing_key=None, timeout=None, max_retries=None, backoff=0.2):
+        self.url = url or settings.BRAIN_URL
+        self.signing_key = signing_key or settings.BRAIN_SIGNING_KEY
+        self.timeout = settings.BRAIN_TIMEOUT if timeout is None else timeout
+        self.max_retries = max(0, settings.BRAIN_MAX_RETRIES if max_retries is None else max_retries)
+        self.backoff = backoff
+        if not self.url:
+            raise BrainError("BRAIN_URL is not set", code="brain_misconfigured")
+
+    def _body(self, request: BrainRequest) -> bytes:
+        payload = {
+            "connector": {"id": request.connector_id, "kind": request.connector_kind},
+            "message": {
+                "id": request.message_id,
+                "sender": request.sender,
+                "sender_name": request.sender_name,
+                "content": request.content,
+            },
+            "context": [dict(item) for item in request.context],
+        }
+        return json.dumps(payload, separators=(",", ":"), ensure_ascii=False).encode()
+
+    def reply(self, request: BrainRequest):
+        with guarded_client(timeout=self.timeout) as client:
+            return self._reply(client, request)
+
+    def _reply(self, client, request: BrainRequest):
+        body = self._body(request)
+        last_error = None
+        for attempt in range(self.max_retries + 1):
+            if attempt:
+                time.sleep(self.backoff * 2 ** (attempt - 1))
+            # Fresh id and timestamp per attempt: each attempt is its own signed message.
+            try:
+                headers = {"content-type": "application/json", **signing.signed_headers(self.signing_key, body)}
+            except (signing.SignatureError, ValueError) as exc:
+                raise BrainError(f"BRAIN_SIGNING_KEY is unusable: {exc}", code="brain_misconfigured")
+            try:
+                response = client.post(self.url, content=body, headers=headers)
+            except UnsafeURL as exc:  # a setting to fix, not an outage: no retry
+                raise BrainError(f"BRAIN_URL is refused: {exc}", code="brain_unsafe_url")
+            except httpx.TimeoutException:
+                last_error = BrainError(f"BRAIN did not answer within {self.timeout}s", code="brain_timeout")
+                continue
+            except httpx.InvalidURL as exc:
+                raise BrainError(f"BRAIN_URL is invalid: {exc}", code="brain_misconfigured")
+            except httpx.HTTPError as exc:
+                last_error = BrainError(f"BRAIN is unreachable: {type(exc).__name__}", code="brain_unreachable")
+                continue
+            if response.status_code >= 500 or response.status_code == 429:
+                last_error = BrainError(f"BRAIN answered HTTP {response.status_code}", code="brain_unavailable")
+                continue
+            if response.status_code != 200:
+                raise BrainError(f"BRAIN refused the request: HTTP {response.status_code}", code="brain_refused")
+            return self._parse(response)
+        logger.warning("BRAIN call failed after %d attempts: %s", self.max_retries + 1, last_error)
+        raise last_error
+
+    @staticmethod
+    def _parse(response):
+        try:
+            data = response.json()
+        except (ValueError, RecursionError):
+            raise BrainError("BRAIN answered with something that is not JSON", code="brain_bad_response")
+        if not isinstance(data, dict) or "reply" not in data:
+            raise BrainError('BRAIN answer lacks a "reply" field', code="brain_bad_response")
+        reply = data["reply"]
+        if reply is None:
+            return None
+        if not isinstance(reply, str) or not reply.strip():
+            raise BrainError('BRAIN "reply" must be a non-empty string or null', code="brain_bad_response")
+        if len(reply) > MAX_CONTENT_LENGTH:
+            raise BrainError(f"BRAIN reply is longer than {MAX_CONTENT_LENGTH} characters", code="brain_bad_response")
+        return reply
+
+
+# BRAIN_BACKEND values written before the backends moved into connectors.delivery keep working.
+LEGACY_BACKEND_PATHS = {
+    "connectors.brain.EchoBrain": "connectors.delivery.brain.EchoBrain",
+    "connectors.brain.HttpBrain": "connectors.delivery.brain.HttpBrain",
+}
+
+
+def backend_path(dotted_path):
+    """The importable path of a BRAIN_BACKEND value, old spellings included."""
+    return LEGACY_BACKEND_PATHS.get(dotted_path, dotted_path)
+
+
+def get_brain():
+    return import_string(backend_path(settings.BRAIN_BACKEND))()
+

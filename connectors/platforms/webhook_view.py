@@ -1,0 +1,130 @@
+"""Inbound webhooks: one thin view for every platform.
+
+Order matters and is the same for all: find the connector → the platform verifies the request
+(secret or signature, constant time) → only then parse → store through services, committed →
+answer. A forged or stale request is refused with 403 before any database write. A payload we do
+not handle is acknowledged with 200 and dropped, so the platform stops retrying it; a body that
+breaks a format we define ourselves (WebhookMalformed) gets 400 with the reasons. If the
+database is down, or the connector is not running, the answer is 503 and the platform retries
+later: nothing is acknowledged before it is stored.
+"""
+import logging
+import re
+
+from asgiref.sync import sync_to_async
+from django.db import DatabaseError, InterfaceError, OperationalError, close_old_connections
+from django.http import HttpResponseNotAllowed, JsonResponse
+from django.views.decorators.csrf import csrf_exempt
+
+from brain_connectors.shared.errors import Conflict, NotFound
+from connectors import services
+from connectors.models import CONNECTOR_ID_PATTERN, Connector
+from connectors.platforms.base import WebhookIgnored, WebhookMalformed, WebhookRejected
+from connectors.registry.kinds import UnknownKind, connector_for
+
+logger = logging.getLogger(__name__)
+
+# URL family → kinds that may be addressed through it.
+FAMILIES = {
+    "telegram": {"telegram"},
+    "twilio": {"whatsapp", "sms", "voice"},
+    "inbound": {"webhook"},
+}
+
+MAX_BODY_BYTES = 1_000_000
+
+
+def _json(status, code, message):
+    return JsonResponse({"error": {"code": code, "message": message, "details": {}}}, status=status)
+
+
+@csrf_exempt
+async def platform_webhook(request, family, connector_id, channel="messages"):
+    """Async only to leave the event loop: the work runs in a pool thread (not the single
+    thread-sensitive one Django gives sync views), so concurrent webhooks are stored in parallel."""
+    if request.method != "POST":
+        return HttpResponseNotAllowed(["POST"])
+    return await sync_to_async(_handle, thread_sensitive=False)(request, family, connector_id, channel)
+
+
+def _handle(request, family, connector_id, channel):
+    close_old_connections()  # pool threads get no request signals: drop broken or expired connections
+    try:
+        return _handle_webhook(request, family, connector_id, channel)
+    finally:
+        close_old_connections()
+
+
+def _handle_webhook(request, family, connector_id, channel):
+    if len(request.body) > MAX_BODY_BYTES:
+        return _json(413, "payload_too_large", "The payload is too large.")
+    if not re.fullmatch(CONNECTOR_ID_PATTERN, connector_id):
+        # No connector has such an id. Refused before the query: PostgreSQL rejects NUL in a
+        # parameter with a DataError, which would otherwise surface as a 500.
+        return _json(404, "not_found", "No such webhook.")
+    try:
+        row = Connector.objects.filter(pk=connector_id).first()
+    except (OperationalError, InterfaceError):
+        return _json(503, "unavailable", "The database is unavailable; retry later.")
+    if row is None or row.kind not in FAMILIES[family]:
+        return _json(404, "not_found", "No such webhook.")
+    try:
+        platform = connector_for(row)
+    except UnknownKind:
+        return _json(404, "not_found", "No such webhook.")
+
+    try:
+        platform.verify_webhook(request, channel)
+    except WebhookRejected as exc:
+        logger.warning("Rejected %s webhook for %s: %s", channel, connector_id, exc)
+        return _json(403, "forbidden", "Signature or secret missing, invalid or stale.")
+    try:
+        result = platform.parse_webhook(request, channel)
+    except WebhookIgnored as exc:
+        logger.info("Ignored %s webhook for %s: %s", channel, connector_id, exc)
+        return JsonResponse({"ok": True, "ignored": str(exc)})
+    except WebhookMalformed as exc:
+        logger.info("Malformed %s webhook for %s: %s", channel, connector_id, exc.message)
+        return JsonResponse(
+            {"error": {"code": "malformed_payload", "message": exc.message, "details": exc.details}}, status=400
+        )
+
+    stored = []
+    try:
+        for message in result.messages:
+            stored.append(services.receive_message(connector_id, message, connector=row))
+        for receipt in result.receipts:
+            services.apply_receipt(connector_id, receipt)
+    except Conflict as exc:  # connector not running: let the platform retry later
+        return _json(503, exc.code, exc.message)
+    except NotFound as exc:
+        return _json(404, "not_found", exc.message)
+    except DatabaseError:
+        logger.exception("Database error storing a %s webhook for %s", channel, connector_id)
+        return _json(503, "unavailable", "The database is unavailable; retry later.")
+
+    response = platform.webhook_response(request, channel, result, stored)
+    if response is not None:
+        return response
+    return JsonResponse({"ok": True, "stored": sum(1 for _, created in stored if created)})
+
+
+def public_url(request):
+    """The URL the platform called, as it saw it: PUBLIC_BASE_URL + path behind a proxy, else
+    the request's own absolute URL. Twilio signs exactly this string."""
+    from django.conf import settings
+
+    if settings.PUBLIC_BASE_URL:
+        return settings.PUBLIC_BASE_URL.rstrip("/") + request.get_full_path()
+    return request.build_absolute_uri()
+
+
+def webhook_url(url_name, connector_id):
+    """Absolute URL of one of our webhooks, for registering it with a platform."""
+    from django.conf import settings
+    from django.urls import reverse
+
+    base = settings.PUBLIC_BASE_URL.rstrip("/")
+    if not base:
+        raise ValueError("PUBLIC_BASE_URL is not set: platforms cannot be told where to call us.")
+    return base + reverse(url_name, kwargs={"connector_id": connector_id})
