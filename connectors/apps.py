@@ -6,4 +6,5 @@ class ConnectorsConfig(AppConfig):
     verbose_name = "Connectors"
 
     def ready(self):
-        from connectors import checks  # noqa: F401  (registers system checks and the OpenAPI auth scheme)
+        from connectors import checks  # noqa: F401  (registers the system checks)
+        from connectors.api import schema  # noqa: F401  (registers the OpenAPI auth scheme)
