@@ -1,4 +1,4 @@
-"""Serve the MCP tools (brain_connectors/mcp/server.py) over stdio, or over streamable HTTP.
+"""Serve the MCP server (brain_connectors/mcp/server.py, every app's tools) over stdio, or over streamable HTTP.
 
 On stdio, stdout carries the protocol and nothing else: logs go to stderr.
 """
@@ -8,6 +8,10 @@ import os
 import sys
 
 from django.core.management.base import BaseCommand, CommandError
+
+from brain_connectors.mcp.auth import VIA
+from brain_connectors.mcp.server import build_server
+from connectors.api import tokens
 
 
 class Command(BaseCommand):
@@ -20,9 +24,6 @@ class Command(BaseCommand):
         parser.add_argument("--token-file", help="stdio: read the API token from this file (else BRAIN_MCP_TOKEN)")
 
     def handle(self, *args, transport, host, port, token_file, **options):
-        from brain_connectors.mcp import server as mcp
-        from connectors.api import tokens
-
         _logs_to_stderr()
         gc.freeze()  # start-up objects live as long as the server: keep full collections short
         if transport == "stdio":
@@ -30,14 +31,14 @@ class Command(BaseCommand):
             try:
                 user, _ = tokens.authenticate(raw)
             except tokens.TokenRejected as exc:
-                tokens.record_rejection(exc, mcp.VIA)
+                tokens.record_rejection(exc, VIA)
                 raise CommandError(f"The API token is {exc.reason.replace('_', ' ')}: the MCP server will not start.")
             sys.stderr.write(f"MCP server on stdio, acting as {user.get_username()}.\n")
-            mcp.build_server(stdio_token=raw).run("stdio")
+            build_server(stdio_token=raw).run("stdio")
         else:
             base = f"http://{host}:{port}"
             sys.stderr.write(f"MCP server on {base}/mcp (each request needs Authorization: Bearer <token>).\n")
-            mcp.build_server(http_base_url=base).run("streamable-http", host=host, port=port)
+            build_server(http_base_url=base).run("streamable-http", host=host, port=port)
 
 
 def _read_token(token_file):
