@@ -1,3 +1,4 @@
+"""App config of the project package: registers the configuration system checks."""
 from django.apps import AppConfig
 
 

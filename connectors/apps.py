@@ -1,3 +1,4 @@
+"""App config of connectors: registers the system checks and the OpenAPI auth scheme."""
 from django.apps import AppConfig
 
 

@@ -1,5 +1,6 @@
-"""Signals other apps listen to, so that connectors never imports them (routing reacts to
-deliveries settling without connectors knowing routing exists).
+"""Signals other apps listen to, so that connectors never imports them.
+
+Routing, for instance, reacts to deliveries settling without connectors knowing routing exists.
 
 `delivery_settled` is sent after commit when a delivery reaches an outcome: `status` is one of
 sent, delivered, failed, dead; `via` says what told us (platform, receipt, acknowledgement,

@@ -1,4 +1,6 @@
-"""Admin for conversation memory: read-only history, the sentiment trend, retention policies
+"""Admin for conversation memory: read-only history, sentiment, retention and privacy actions.
+
+Admin for conversation memory: read-only history, the sentiment trend, retention policies
 (through conversations.privacy) and the privacy actions "Export as JSON" and "Forget this person".
 Staff see the conversations they may read (conversations.access): their own, and everyone's on
 connectors where they hold read_conversations."""

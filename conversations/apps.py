@@ -1,3 +1,4 @@
+"""App config of conversations."""
 from django.apps import AppConfig
 
 

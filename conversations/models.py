@@ -1,4 +1,6 @@
-"""BRAIN's memory: every message to and from a person, encrypted at rest, searchable through a
+"""BRAIN's memory: messages encrypted at rest, a blind search index, analysis, retention.
+
+BRAIN's memory: every message to and from a person, encrypted at rest, searchable through a
 blind index (keyed token hashes), analysed for sentiment and topics, and erasable.
 
 Only `conversations.services` writes these rows.

@@ -1,4 +1,6 @@
-"""Routes of the conversations app: search and the privacy controls, under /api/v1/conversations/. Included at the
+"""Routes of the conversations app: search and the privacy controls.
+
+Routes of the conversations app: search and the privacy controls, under /api/v1/conversations/. Included at the
 site root by ``brain_connectors/urls.py``; names are global (no namespace)."""
 from django.urls import path
 

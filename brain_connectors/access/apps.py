@@ -1,3 +1,4 @@
+"""App config of `access`: registers its system checks and the login audit receivers."""
 from django.apps import AppConfig
 
 

@@ -1,3 +1,4 @@
+"""Counting windows of refused attempts, so that repeats cost one audit row per window."""
 from django.db import models
 
 

@@ -1,1 +1,1 @@
-"""brain_connectors.shared."""
+"""Cross-app glue every app may import: the error family, API plumbing, quotas, signing, the outbound-URL guard, log redaction."""

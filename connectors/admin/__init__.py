@@ -1,4 +1,6 @@
-"""Django admin for staff: every change goes through the services, so the admin checks the same object
+"""Django admin for staff, thin over the services; one module per model family.
+
+Django admin for staff: every change goes through the services, so the admin checks the same object
 permissions and writes the same audit rows as the API.
 
 Django's admin autodiscovery imports this package only: each module below registers its ModelAdmins

@@ -1,4 +1,6 @@
-"""Who may open a connector's admin pages: refusals audited as the API audits them, and guardian's
+"""Who may open a connector's admin pages, and guardian's object-permission pages.
+
+Who may open a connector's admin pages: refusals audited as the API audits them, and guardian's
 object-permission pages limited to our four levels and saving through the services."""
 
 from django.contrib.admin.utils import unquote

@@ -1,1 +1,1 @@
-"""connectors.api."""
+"""The REST API under /api/v1/ for connectors, deliveries, tokens, events and subscriptions."""

@@ -1,1 +1,1 @@
-"""connectors.events."""
+"""Events: the durable log, live push, the websocket stream and signed subscriptions."""

@@ -1,1 +1,1 @@
-"""connectors.monitoring."""
+"""Monitoring: health checks, incidents and alerts, Prometheus metrics, the staff dashboard."""

@@ -1,0 +1,1 @@
+"""The platforms: one module or folder per kind, each owning its client, parsing and address rules."""

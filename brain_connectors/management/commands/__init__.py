@@ -1,0 +1,1 @@
+"""Commands: runmcp, and the project-wide makemigrations guard."""

@@ -1,0 +1,1 @@
+"""Commands: bootstrap, chat, tokens, runconnectors, rotate_keys and friends."""

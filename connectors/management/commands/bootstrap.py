@@ -1,3 +1,4 @@
+"""`manage.py bootstrap`: what `make run` does before serving (migrate, then the admin account)."""
 from django.core.management import call_command
 from django.core.management.base import BaseCommand
 

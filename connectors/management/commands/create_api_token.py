@@ -1,3 +1,4 @@
+"""`manage.py create_api_token <username>`: issue an API token, printed alone on the last line."""
 from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand, CommandError
 

@@ -1,3 +1,4 @@
+"""`manage.py ensure_admin`: create the admin account once, printing its random password once."""
 import secrets
 
 from django.contrib.auth import get_user_model

@@ -1,3 +1,4 @@
+"""`manage.py list_connectors`: the registry as a table."""
 from django.core.management.base import BaseCommand, CommandError
 
 from brain_connectors.shared.errors import ServiceError

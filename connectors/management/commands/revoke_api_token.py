@@ -1,3 +1,4 @@
+"""`manage.py revoke_api_token`: revoke an API token named by its prefix or by the whole token."""
 from django.core.management.base import BaseCommand, CommandError
 
 from brain_connectors.shared.errors import ServiceError

@@ -1,4 +1,6 @@
-"""Run the long-running side of connectors (Telegram polling) with heartbeats, under a database
+"""`manage.py runconnectors`: long-running platform work (polling, heartbeats) under a lease.
+
+Run the long-running side of connectors (Telegram polling) with heartbeats, under a database
 lease per connector, so several processes can run and exactly one works on each connector.
 The loop lives in connectors/registry/runner.py."""
 import signal

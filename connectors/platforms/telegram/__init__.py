@@ -1,4 +1,6 @@
-"""Telegram (python-telegram-bot). `settings.CONNECTOR_CLASSES["telegram"]` points at
+"""Telegram through python-telegram-bot: the `telegram` kind.
+
+Telegram (python-telegram-bot). `settings.CONNECTOR_CLASSES["telegram"]` points at
 `connectors.platforms.telegram.TelegramConnector` (connector.py).
 
     client.py   running PTB from synchronous code; PTB errors → ConnectorError

@@ -1,0 +1,1 @@
+"""Commands: purge_conversations, rebuild_search_index."""
