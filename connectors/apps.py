@@ -7,3 +7,4 @@ class ConnectorsConfig(AppConfig):
 
     def ready(self):
         from connectors import checks  # noqa: F401  (registers system checks and the OpenAPI auth scheme)
+        from connectors.events import subscription_fanout  # noqa: F401  (connects event subscriptions to events.publish)

@@ -491,7 +491,7 @@ class AlertRecipientAdmin(ServiceBackedAdmin):
         return super().formfield_for_foreignkey(db_field, request, **kwargs)
 
     def save_model(self, request, obj, form, change):
-        from connectors.monitoring import health as monitoring
+        from connectors.monitoring import alert_recipients as monitoring
 
         saved = monitoring.save_alert_recipient(
             principal_of(request), pk=obj.pk if change else None, connector_id=obj.connector_id,
@@ -500,7 +500,7 @@ class AlertRecipientAdmin(ServiceBackedAdmin):
         obj.pk = saved.pk
 
     def delete_model(self, request, obj):
-        from connectors.monitoring import health as monitoring
+        from connectors.monitoring import alert_recipients as monitoring
 
         monitoring.delete_alert_recipient(principal_of(request), obj.pk)
 
