@@ -165,7 +165,7 @@ def create_subscription(principal, *, url, event_types, description="", active=T
         _check_url(url)
         secret = new_secret()
         with transaction.atomic():
-            # The log lock first, as publishers take it: see fan_out() on why the order matters.
+            # The log lock first, as publishers take it: see subscription_fanout.fan_out() on why the order matters.
             audit.lock_log()
             subscription = EventSubscription.objects.create(
                 owner=owner, url=url, event_types=event_types, description=description, secret=secret, active=active

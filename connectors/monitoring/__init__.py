@@ -1,1 +1,1 @@
-"""connectors.monitoring."""
+"""Monitoring: periodic health checks, downtime incidents and alerts, Prometheus metrics, the staff dashboard."""

@@ -1,4 +1,4 @@
-"""Alert recipients, managed by staff: who hears about downtime, through which connector (permission-checked, audited)."""
+"""Alert recipients, managed by staff: who hears about downtime, through which connector (checked, audited)."""
 from django.db import transaction
 
 from audit import services as audit
