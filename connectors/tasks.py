@@ -23,7 +23,7 @@ def sweep():
 @shared_task(ignore_result=True)
 def relay_events():
     """Periodic (Celery beat): push committed events the channel layer never got."""
-    from connectors.events import log as events
+    from connectors.events import push as events
 
     return events.relay()
 
@@ -47,7 +47,7 @@ def health_checks():
 @shared_task(acks_late=True, reject_on_worker_lost=True, ignore_result=True)
 def deliver_event(event_delivery_id):
     """POST one event to one subscription (connectors.events.subscriptions)."""
-    from connectors.events import subscriptions
+    from connectors.events import subscription_delivery as subscriptions
 
     subscriptions.deliver_event(event_delivery_id)
 
@@ -55,6 +55,6 @@ def deliver_event(event_delivery_id):
 @shared_task(ignore_result=True)
 def sweep_event_deliveries():
     """Periodic (Celery beat): re-drive event deliveries the broker may have lost."""
-    from connectors.events import subscriptions
+    from connectors.events import subscription_delivery as subscriptions
 
     return subscriptions.sweep()

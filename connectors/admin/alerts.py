@@ -1,16 +1,16 @@
-"""Admin of alert recipients (who hears about downtime), writing through connectors.monitoring.health."""
+"""Admin of alert recipients (who hears about downtime), writing through connectors.monitoring.alert_recipients."""
 
 from django.contrib import admin
 
 from connectors.admin.base import OnViewableConnectors, ServiceBackedAdmin, principal_of
 from connectors.models import AlertRecipient
-from connectors.monitoring import health as monitoring
+from connectors.monitoring import alert_recipients
 from connectors.permissions import viewable_connectors
 
 
 @admin.register(AlertRecipient)
 class AlertRecipientAdmin(OnViewableConnectors, ServiceBackedAdmin):
-    """Who hears about downtime. Writes go through connectors.monitoring.health (permission checks, audit):
+    """Who hears about downtime. Writes go through connectors.monitoring.alert_recipients (permission checks, audit):
     Django's model permissions on alert recipients, plus send permission on the channel connector."""
 
     fields = ("connector", "recipient", "description", "active")
@@ -24,11 +24,11 @@ class AlertRecipientAdmin(OnViewableConnectors, ServiceBackedAdmin):
         return super().formfield_for_foreignkey(db_field, request, **kwargs)
 
     def save_model(self, request, obj, form, change):
-        saved = monitoring.save_alert_recipient(
+        saved = alert_recipients.save_alert_recipient(
             principal_of(request), pk=obj.pk if change else None, connector_id=obj.connector_id,
             recipient=obj.recipient, description=obj.description, active=obj.active,
         )
         obj.pk = saved.pk
 
     def delete_model(self, request, obj):
-        monitoring.delete_alert_recipient(principal_of(request), obj.pk)
+        alert_recipients.delete_alert_recipient(principal_of(request), obj.pk)

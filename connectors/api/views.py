@@ -302,7 +302,7 @@ def _event_query(params):
     """Parse the event listing's query string; ValidationFailed names every bad parameter."""
     from django.utils.dateparse import parse_datetime
 
-    from connectors.events import log as events
+    from connectors.events import types as events
 
     problems = {name: "unknown filter" for name in set(params) - EVENT_QUERY_PARAMETERS}
     query = {"types": [], "connector_ids": [], "after": 0, "time_from": None, "time_to": None, "limit": 100}

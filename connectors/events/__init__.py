@@ -1,1 +1,1 @@
-"""Events: the durable log, live push, the websocket stream and signed subscriptions."""
+"""Events: the durable log, its live push and websocket stream, and event subscriptions (signed HTTP POSTs)."""

@@ -6,10 +6,9 @@ Protocol (README "Event stream"):
              {"type": "ping", "latest_seq", "time"}                         every EVENTS_WS_PING_SECONDS
     client → {"type": "ack", "seq": N}                                      the last event processed
 
-Fan-out: one subscription to the channel layer per process (`EventHub`), handed to each socket
-of the process through a bounded in-memory inbox. A Redis round trip per socket per event
-(the channels default, one channel per consumer) was the bottleneck: 50 sockets at 200 events/s
-gave p99 ~770 ms (bench/event_latency.py). A full inbox drops the push; the log fills the gap.
+Fan-out: one subscription to the channel layer per process (connectors.events.stream_hub), handed
+to each socket of the process through a bounded in-memory inbox. A full inbox drops the push; the
+log fills the gap.
 
 How nothing is lost: live pushes from the channel layer are only a fast path. The consumer keeps
 a cursor (the seq up to which it has sent everything the client may see). A push that is not
@@ -26,163 +25,33 @@ import json
 import logging
 import random
 import time
-import weakref
 from collections import deque
 from datetime import UTC, datetime
-from urllib.parse import parse_qs
 
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncWebsocketConsumer
-from channels.layers import get_channel_layer
 from django.conf import settings
-from django.contrib.auth import get_user_model
 
-from audit import services as audit
 from brain_connectors.shared.origins import origin_allowed
-from connectors.api import tokens
-from connectors.events import log as events
-from connectors.models import Connector
+from connectors.events.log import latest_seq, read_after
+from connectors.events.stream_hub import event_frame, hub_for_this_loop
+from connectors.events.stream_request import (
+    CLOSE_BAD_REQUEST,
+    CLOSE_FORBIDDEN_ORIGIN,
+    CLOSE_SLOW_CONSUMER,
+    CLOSE_UNAUTHENTICATED,
+    StreamRequestError,
+    initial_state,
+    parse_stream_query,
+    refresh_access,
+    token_user,
+)
+from connectors.events.types import type_matches
 from connectors.permissions import Principal
 
 logger = logging.getLogger(__name__)
 
-CLOSE_BAD_REQUEST = 4400
-CLOSE_UNAUTHENTICATED = 4401
-CLOSE_FORBIDDEN_ORIGIN = 4403
-CLOSE_UNKNOWN_CONNECTOR = 4404
-CLOSE_SLOW_CONSUMER = 4408
-
-QUERY_PARAMETERS = frozenset({"since", "types", "connector"})
 READ_BATCH = 500
-MAX_SEQ = 2**63 - 1
-
-
-class StreamRequestError(Exception):
-    def __init__(self, code, reason):
-        super().__init__(reason)
-        self.code = code
-        self.reason = reason
-
-
-def parse_stream_query(query_string: bytes):
-    """(since or None, type patterns, connector ids) from the query string, or StreamRequestError."""
-    try:
-        query = parse_qs(query_string.decode("ascii"), keep_blank_values=True, strict_parsing=False)
-    except UnicodeDecodeError:
-        raise StreamRequestError(CLOSE_BAD_REQUEST, "the query string must be ASCII")
-    unknown = sorted(set(query) - QUERY_PARAMETERS)
-    if unknown:
-        raise StreamRequestError(CLOSE_BAD_REQUEST, f"unknown filter {unknown[0]!r}; use since, types or connector")
-    if any(len(values) > 1 for values in query.values()):
-        raise StreamRequestError(CLOSE_BAD_REQUEST, "give each parameter once (comma-separate several values)")
-    since = None
-    if "since" in query:
-        raw = query["since"][0]
-        if not raw.isdigit() or len(raw) > 19 or int(raw) > MAX_SEQ:
-            raise StreamRequestError(CLOSE_BAD_REQUEST, "since must be a non-negative integer (an event seq)")
-        since = int(raw)
-    try:
-        types = events.parse_types(query.get("types", [""])[0])
-    except events.EventFilterError as exc:
-        raise StreamRequestError(CLOSE_BAD_REQUEST, str(exc)[:120])
-    connectors = [c.strip() for c in query.get("connector", [""])[0].split(",") if c.strip()]
-    return since, types, connectors
-
-
-def event_frame(envelope) -> str:
-    return json.dumps({"type": "event", "event": envelope}, separators=(",", ":"))
-
-
-class EventHub:
-    """This process's one subscription to the event group, fanned out to its sockets.
-
-    Runs while at least one socket is open. Every EVENTS_WS_CATCHUP_SECONDS it renews its group
-    membership (a Redis flush or expiry drops memberships silently) and reads the log's newest
-    seq: sockets still short of the newest seq of the round before read the log. One query per
-    process and round; 50 sockets each reading on their own timer stalled the live stream.
-    """
-
-    def __init__(self):
-        self.sockets = set()
-        self.task = None
-        self.latest = 0  # the newest seq this process knows of
-
-    def register(self, socket):
-        self.sockets.add(socket)
-        if self.task is None or self.task.done():
-            self.task = asyncio.ensure_future(self._run())
-
-    def unregister(self, socket):
-        self.sockets.discard(socket)
-        if not self.sockets and self.task is not None:
-            self.task.cancel()
-            self.task = None
-
-    async def _run(self):
-        layer = get_channel_layer()
-        channel = await layer.new_channel("events-hub.")
-        watch = asyncio.ensure_future(self._watch(layer, channel))
-        try:
-            while self.sockets and self.task is asyncio.current_task():
-                try:
-                    message = await layer.receive(channel)
-                except asyncio.CancelledError:
-                    raise
-                except Exception as exc:  # Redis away: the sockets' timers read the log meanwhile
-                    # A cancellation can surface as the client library's own error (a read
-                    # interrupted): stop when we were cancelled or stopped, rather than retry for
-                    # ever and hold up the loop's shutdown.
-                    if asyncio.current_task().cancelling() or self.task is not asyncio.current_task():
-                        raise asyncio.CancelledError from exc
-                    logger.warning("Event hub could not receive (retrying): %s", exc)
-                    await asyncio.sleep(1)
-                    continue
-                if message.get("type") != events.PUSH_MESSAGE_TYPE:
-                    continue
-                for envelope in message["events"]:
-                    self.latest = max(self.latest, envelope["seq"])
-                    # Serialised once for every socket of the process, not once per socket.
-                    frame = event_frame(envelope)
-                    for socket in list(self.sockets):
-                        socket.offer(envelope, frame)
-        finally:
-            watch.cancel()
-            try:
-                await layer.group_discard(events.GROUP_ALL, channel)
-            except Exception:  # noqa: S110 (best effort: the membership expires anyway)
-                pass
-
-    async def _watch(self, layer, channel):
-        previous = None
-        while True:
-            try:
-                await layer.group_add(events.GROUP_ALL, channel)
-            except Exception as exc:
-                logger.warning("Event hub could not join its group (retrying): %s", exc)
-            try:
-                latest = await database_sync_to_async(events.latest_seq)()
-            except Exception as exc:
-                logger.warning("Event hub could not read the log: %s", exc)
-                latest = None
-            if previous is not None:
-                for socket in list(self.sockets):
-                    if socket.cursor < previous:  # a whole round behind: a push was lost
-                        socket.offer_catch_up()
-            if latest is not None:
-                previous = latest
-                self.latest = max(self.latest, latest)
-            await asyncio.sleep(settings.EVENTS_WS_CATCHUP_SECONDS)
-
-
-# One hub per event loop (daphne has one; each async test has its own).
-_hubs = weakref.WeakKeyDictionary()
-
-
-def hub_for_this_loop():
-    loop = asyncio.get_running_loop()
-    if loop not in _hubs:
-        _hubs[loop] = EventHub()
-    return _hubs[loop]
 
 
 class EventStreamConsumer(AsyncWebsocketConsumer):
@@ -221,13 +90,16 @@ class EventStreamConsumer(AsyncWebsocketConsumer):
             scheme, _, raw = authorization.partition(" ")
             if scheme.lower() != "bearer":
                 raise StreamRequestError(CLOSE_UNAUTHENTICATED, "use Authorization: Bearer <token>")
-            user = await database_sync_to_async(self._token_user)(raw.strip())
+            client_ip = (self.scope.get("client") or (None,))[0]
+            user = await database_sync_to_async(token_user)(raw.strip(), client_ip)
             self.raw_token = raw.strip()
         if user is None or not user.is_authenticated or not user.is_active:
             raise StreamRequestError(CLOSE_UNAUTHENTICATED, "log in, or send Authorization: Bearer <token>")
         self.principal = Principal.for_user(user, via="websocket")
         since, self.types, requested = parse_stream_query(self.scope.get("query_string", b""))
-        self.visible, self.cursor, latest, oldest = await database_sync_to_async(self._initial_state)(requested, since)
+        self.visible, self.cursor, latest, oldest = await database_sync_to_async(initial_state)(
+            self.principal, requested, since
+        )
         self.connector_filter = set(requested)
         self.acked_seq = self.cursor
         # Listen before reading the log: a push that overlaps the read is dropped by the cursor.
@@ -245,33 +117,7 @@ class EventStreamConsumer(AsyncWebsocketConsumer):
     def window(self):
         return settings.EVENTS_WS_WINDOW
 
-    def _token_user(self, raw):
-        try:
-            user, _ = tokens.authenticate(raw)
-        except tokens.TokenRejected as exc:
-            # The socket peer (as REMOTE_ADDR is for HTTP), so repeats are counted per client address.
-            tokens.record_rejection(exc, via="websocket", ip=(self.scope.get("client") or (None,))[0])
-            raise StreamRequestError(CLOSE_UNAUTHENTICATED, f"invalid token: {exc.reason.replace('_', ' ')}")
-        return user
-
-    def _initial_state(self, requested, since):
-        visible = events.visible_connector_ids(self.principal)
-        for connector_id in requested:
-            exists = Connector.objects.filter(pk=connector_id).exists() if visible is None else connector_id in visible
-            # Events of deleted connectors stay in the log; a superuser may still ask for them.
-            if not exists and (visible is not None or not events.visible_query(None).filter(connector_id=connector_id).exists()):
-                # Hidden like an unknown one; a connector that exists is a refused attempt, on record.
-                hidden = Connector.objects.filter(pk=connector_id).exists()
-                audit.record(
-                    "event.subscribe", principal=self.principal, result=audit.DENIED if hidden else audit.FAILURE,
-                    target_type="connector", target_id=connector_id[:64],
-                    details={"via": self.principal.via, "error": "not_found"},
-                )
-                raise StreamRequestError(CLOSE_UNKNOWN_CONNECTOR, f"unknown connector {connector_id[:64]!r}")
-        latest = events.latest_seq()
-        return visible, (latest if since is None else since), latest, events.oldest_seq()
-
-    # --- live pushes, permissions ----------------------------------------------------------
+    # --- live pushes ------------------------------------------------------------------------
 
     def offer(self, envelope, frame):
         """From the hub: queue a live event for this socket, or drop it if the inbox is full."""
@@ -296,20 +142,6 @@ class EventStreamConsumer(AsyncWebsocketConsumer):
             else:
                 await self.event_push(*item)
 
-    def _refresh_access(self):
-        """(still allowed, visible connector ids): a deactivated user or a revoked token ends
-        the stream, and grants given or taken since it opened apply from now on."""
-        user = get_user_model().objects.filter(pk=self.principal.user.pk).first()
-        if user is None or not user.is_active:
-            return False, set()
-        if self.raw_token is not None:
-            try:
-                tokens.authenticate(self.raw_token)
-            except tokens.TokenRejected:
-                return False, set()
-        self.principal = Principal.for_user(user, via="websocket")
-        return True, events.visible_connector_ids(self.principal)
-
     # --- sending --------------------------------------------------------------------------
 
     async def _send_json(self, payload):
@@ -321,15 +153,15 @@ class EventStreamConsumer(AsyncWebsocketConsumer):
             return False
         if self.connector_filter and connector_id not in self.connector_filter:
             return False
-        return events.type_matches(envelope["type"], self.types)
+        return type_matches(envelope["type"], self.types)
 
     async def _send_event(self, envelope, frame=None):
         await self.send(text_data=frame or event_frame(envelope))
         self.inflight.append(envelope["seq"])
 
     def _read_log(self, cursor, limit):
-        latest = events.latest_seq()
-        rows = events.read_after(
+        latest = latest_seq()
+        rows = read_after(
             self.visible, cursor, types=self.types, connector_ids=self.connector_filter, limit=limit, up_to=latest
         )
         return latest, [row.envelope() for row in rows]
@@ -406,11 +238,11 @@ class EventStreamConsumer(AsyncWebsocketConsumer):
         now = time.monotonic()
         if now - self.last_access_check >= settings.EVENTS_WS_ACCESS_SECONDS:
             self.last_access_check = now
-            allowed, visible = await database_sync_to_async(self._refresh_access)()
-            if not allowed:
+            principal, visible = await database_sync_to_async(refresh_access)(self.principal.user.pk, self.raw_token)
+            if principal is None:
                 await self.close(code=CLOSE_UNAUTHENTICATED, reason="access revoked")
                 return
-            self.visible = visible
+            self.principal, self.visible = principal, visible
         async with self.lock:
             if self.full_since and time.monotonic() - self.full_since > settings.EVENTS_WS_SLOW_CLIENT_SECONDS:
                 await self.close(code=CLOSE_SLOW_CONSUMER, reason=f"slow consumer: resume with since={self.acked_seq}")

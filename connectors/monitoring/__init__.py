@@ -1,1 +1,1 @@
-"""Monitoring: health checks, incidents and alerts, Prometheus metrics, the staff dashboard."""
+"""Monitoring: periodic health checks, downtime incidents and alerts, Prometheus metrics, the staff dashboard."""

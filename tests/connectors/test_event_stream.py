@@ -15,6 +15,7 @@ from brain_connectors.asgi import application
 from connectors import services
 from connectors.api import tokens
 from connectors.events import log as events
+from connectors.events import push
 from connectors.models import PERM_VIEW, Event
 from tests.conftest import SYSTEM
 
@@ -323,13 +324,13 @@ async def test_a_lost_push_still_arrives_through_the_relay(world, monkeypatch):
     async def redis_down(events_):
         raise ConnectionError("channel layer unreachable")
 
-    monkeypatch.setattr(events, "_send_to_groups", redis_down)
+    monkeypatch.setattr(push, "_send_to_groups", redis_down)
     await send("ws_a")
     assert await stream.nothing_within(0.3)
     unpushed = await database_sync_to_async(lambda: list(Event.objects.filter(pushed_at__isnull=True).values_list("seq", flat=True)))()
     assert len(unpushed) == 2
     monkeypatch.undo()
-    assert await database_sync_to_async(events.relay)(grace_seconds=0) == 2
+    assert await database_sync_to_async(push.relay)(grace_seconds=0) == 2
     relayed = await stream.events(2)
     assert [e["seq"] for e in relayed] == unpushed
     assert not await database_sync_to_async(Event.objects.filter(pushed_at__isnull=True).exists)()

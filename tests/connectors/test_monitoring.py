@@ -1,4 +1,4 @@
-"""Periodic health checks, incidents and downtime alerts (connectors.monitoring.health), on real locmem
+"""Periodic health checks, incidents and downtime alerts (connectors.monitoring), on real locmem
 connectors: `health: fail` makes a check fail, and alerts land in locmem's outbox."""
 from datetime import timedelta
 
@@ -9,8 +9,11 @@ from audit.models import AuditEvent
 from brain_connectors.shared.errors import PermissionDenied
 from connectors import services, tasks
 from connectors.models import AlertRecipient, Connector, ConnectorStatus, Delivery, Event
+from connectors.monitoring import alert_recipients, alerts, incidents, reporting
 from connectors.monitoring import health as monitoring
+from connectors.permissions import Principal
 from connectors.platforms import locmem
+from connectors.platforms.base import HealthResult
 from tests.conftest import SYSTEM
 
 
@@ -151,7 +154,7 @@ def test_downtime_alert_once_per_incident_and_recovery_alert(make_connector):
     # More failing rounds, and an explicit re-run of the reconciliation: still one alert.
     monitoring.run_health_checks()
     monitoring.run_health_checks()
-    assert monitoring.reconcile_incidents() == {"opened": 0, "closed": 0}
+    assert incidents.reconcile_incidents() == {"opened": 0, "closed": 0}
     assert len(alerts_to("oncall-ada")) == 1
     assert Connector.objects.get(pk="locmem_main").incident_started_at == started
 
@@ -182,13 +185,13 @@ def test_alerts_are_idempotent_per_incident_recipient_and_phase(make_connector):
     make_connector("locmem_alerts")
     recipient = AlertRecipient.objects.create(connector_id="locmem_alerts", recipient="oncall-ada")
     services.record_connector_error(SYSTEM, "locmem_main", services.ConnectorError("token revoked", code="invalid_token"))
-    monitoring.reconcile_incidents()
+    incidents.reconcile_incidents()
     connector = Connector.objects.get(pk="locmem_main")
 
     # A second worker that somehow got past the incident lock (say its transaction was rolled
     # back and retried) queues the same alert again: the idempotency key replays the first one.
     text = alerts_to("oncall-ada")[0].content
-    monitoring._alert(connector, connector.incident_started_at, "down", text)
+    alerts.send_alert(connector, connector.incident_started_at, "down", text)
 
     assert len(alerts_to("oncall-ada")) == 1
     assert Delivery.objects.filter(recipient="oncall-ada").count() == 1
@@ -207,7 +210,7 @@ def test_alert_cannot_go_through_the_failing_connector_or_a_stopped_one(make_con
     AlertRecipient.objects.create(connector_id="locmem_alerts", recipient="oncall-ada")
 
     services.record_connector_error(SYSTEM, "locmem_main", services.ConnectorError("boom"))
-    monitoring.reconcile_incidents()
+    incidents.reconcile_incidents()
 
     assert [m.recipient for _, m in locmem.outbox] == ["oncall-ada"]
     refused = {
@@ -223,10 +226,10 @@ def test_stopping_an_errored_connector_closes_its_incident(make_connector):
     make_connector("locmem_alerts")
     AlertRecipient.objects.create(connector_id="locmem_alerts", recipient="oncall-ada")
     services.record_connector_error(SYSTEM, "locmem_main", services.ConnectorError("boom"))
-    monitoring.reconcile_incidents()
+    incidents.reconcile_incidents()
     services.stop_connector(SYSTEM, "locmem_main")
 
-    assert monitoring.reconcile_incidents() == {"opened": 0, "closed": 1}
+    assert incidents.reconcile_incidents() == {"opened": 0, "closed": 1}
 
     assert Connector.objects.get(pk="locmem_main").incident_started_at is None
     down, closed = alerts_to("oncall-ada")
@@ -288,14 +291,14 @@ def test_event_and_audit_carry_no_secrets(make_connector, settings):
     monitoring.run_health_checks()
     [event] = health_events("locmem_main")
     assert settings.SECRET_KEY not in event.data["detail"] and "[redacted]" in event.data["detail"]
-    assert len(event.data["detail"]) <= monitoring.DETAIL_MAX
+    assert len(event.data["detail"]) <= reporting.DETAIL_MAX
 
 
 class LeakyLocmem(locmem.LocmemConnector):
     def health_check(self):
         from django.conf import settings
 
-        return monitoring.HealthResult(ok=False, detail=f"upstream said key={settings.SECRET_KEY} " + "x" * 500)
+        return HealthResult(ok=False, detail=f"upstream said key={settings.SECRET_KEY} " + "x" * 500)
 
 
 # --- the beat schedule reaches django-celery-beat ----------------------------------------------
@@ -329,19 +332,19 @@ def test_alert_recipient_service_checks_permissions_and_audits(make_connector, m
 
     make_connector("locmem_alerts")
     staff = make_user("staffer", staff=True)
-    principal = monitoring.Principal.for_user(staff, via="admin")
+    principal = Principal.for_user(staff, via="admin")
     with pytest.raises(PermissionDenied):
-        monitoring.save_alert_recipient(principal, connector_id="locmem_alerts", recipient="oncall-ada")
+        alert_recipients.save_alert_recipient(principal, connector_id="locmem_alerts", recipient="oncall-ada")
     staff.user_permissions.add(*Permission.objects.filter(codename__in=["add_alertrecipient", "delete_alertrecipient"]))
     staff = type(staff).objects.get(pk=staff.pk)  # fresh permission cache
-    principal = monitoring.Principal.for_user(staff, via="admin")
+    principal = Principal.for_user(staff, via="admin")
     grant(staff, "view_connector", Connector.objects.get(pk="locmem_alerts"))
     with pytest.raises(PermissionDenied):  # may not make the system send through it
-        monitoring.save_alert_recipient(principal, connector_id="locmem_alerts", recipient="oncall-ada")
+        alert_recipients.save_alert_recipient(principal, connector_id="locmem_alerts", recipient="oncall-ada")
     grant(staff, PERM_SEND, Connector.objects.get(pk="locmem_alerts"))
 
-    row = monitoring.save_alert_recipient(principal, connector_id="locmem_alerts", recipient="oncall-ada")
-    monitoring.delete_alert_recipient(principal, row.pk)
+    row = alert_recipients.save_alert_recipient(principal, connector_id="locmem_alerts", recipient="oncall-ada")
+    alert_recipients.delete_alert_recipient(principal, row.pk)
 
     assert not AlertRecipient.objects.exists()
     actions = list(
@@ -389,7 +392,7 @@ def test_concurrent_reconciliations_alert_once(make_connector):
     AlertRecipient.objects.create(connector_id="locmem_alerts", recipient="oncall-ada")
     services.record_connector_error(SYSTEM, "locmem_main", services.ConnectorError("boom"))
 
-    results, errors = run_at_once(lambda i: monitoring.reconcile_incidents()["opened"], 4, timeout=30)
+    results, errors = run_at_once(lambda i: incidents.reconcile_incidents()["opened"], 4, timeout=30)
 
     assert errors == []
     assert sorted(results) == [0, 0, 0, 1]

@@ -13,7 +13,7 @@ from django.utils import timezone
 from audit.models import AuditEvent
 from connectors import services
 from connectors.events import log as events
-from connectors.events import subscriptions
+from connectors.events import subscription_delivery, subscriptions
 from connectors.models import PERM_SEND, PERM_VIEW, DeliveryStatus, EventDelivery, EventSubscription
 from tests.conftest import SYSTEM
 from tests.fakes.receiver import FakeReceiver
@@ -274,12 +274,12 @@ def test_a_503_is_retried_after_the_backoff_and_then_sent(ada_api, connector, re
     assert len(receiver.requests) == 1
 
     # An early task (a duplicate, or the sweep before the time) changes nothing.
-    subscriptions.deliver_event(delivery.pk)
-    assert subscriptions.sweep()["event_deliveries_due"] == 0
+    subscription_delivery.deliver_event(delivery.pk)
+    assert subscription_delivery.sweep()["event_deliveries_due"] == 0
     assert len(receiver.requests) == 1
 
     make_due(delivery)
-    assert subscriptions.sweep()["event_deliveries_due"] == 1
+    assert subscription_delivery.sweep()["event_deliveries_due"] == 1
     delivery.refresh_from_db()
     assert delivery.status == DeliveryStatus.SENT and delivery.attempts == 2 and delivery.response_status == 200
     first, second = receiver.requests
@@ -297,7 +297,7 @@ def test_a_400_fails_permanently(ada_api, connector, receiver):
     (delivery,) = deliveries_for(sub["id"])
     assert delivery.status == DeliveryStatus.FAILED and delivery.attempts == 1 and delivery.response_status == 400
     make_due(delivery)
-    subscriptions.sweep()
+    subscription_delivery.sweep()
     assert len(receiver.requests) == 1
     (row,) = audit_rows("subscription.delivery.failed")
     assert row.result == "failure" and row.details["response_status"] == 400
@@ -312,7 +312,7 @@ def test_transient_failures_end_dead_after_the_maximum_attempts(ada_api, connect
     for _ in range(2):
         assert delivery.status == DeliveryStatus.QUEUED
         make_due(delivery)
-        subscriptions.sweep()
+        subscription_delivery.sweep()
         delivery.refresh_from_db()
     assert delivery.status == DeliveryStatus.DEAD and delivery.attempts == 3
     assert len(receiver.requests) == 3
@@ -328,7 +328,7 @@ def test_an_unreachable_receiver_is_retried_and_a_stuck_delivery_is_redriven(ada
     # A worker died mid-POST: the row sits in `sending`.
     long_ago = timezone.now() - timedelta(hours=1)
     EventDelivery.objects.filter(pk=delivery.pk).update(status=DeliveryStatus.SENDING, updated_at=long_ago)
-    assert subscriptions.sweep()["event_deliveries_redriven"] == 1
+    assert subscription_delivery.sweep()["event_deliveries_redriven"] == 1
     delivery.refresh_from_db()
     assert delivery.status == DeliveryStatus.SENT and delivery.attempts == 2
     assert len(audit_rows("subscription.delivery.redrive")) == 1
@@ -371,7 +371,7 @@ def test_events_of_connectors_the_owner_cannot_view_are_not_delivered(ada, ada_a
         services.revoke_permission(SYSTEM, connector.pk, PERM_SEND, user=ada)
         assert not ada.has_perm(PERM_VIEW, connector)
     (delivery,) = deliveries_for(sub["id"])
-    assert delivery.status == DeliveryStatus.FAILED and delivery.last_error == subscriptions.NOT_VISIBLE
+    assert delivery.status == DeliveryStatus.FAILED and delivery.last_error == subscription_delivery.NOT_VISIBLE
     assert receiver.requests == []
 
 

@@ -39,7 +39,7 @@ from brain_connectors.mcp import server as mcp_server
 from connectors import services
 from connectors.api.tokens import create_token
 from connectors.events import subscriptions
-from connectors.events.stream import QUERY_PARAMETERS
+from connectors.events.stream_request import QUERY_PARAMETERS
 from connectors.models import ApiToken, Connector, Delivery, Event, EventSubscription
 from connectors.permissions import Principal
 from conversations.models import Conversation, Message
