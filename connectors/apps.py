@@ -1,4 +1,4 @@
-"""App config of connectors: registers the system checks and the OpenAPI auth scheme."""
+"""App config of connectors: registers the system checks, the OpenAPI auth scheme and the subscription fan-out."""
 from django.apps import AppConfig
 
 
