@@ -21,6 +21,8 @@ from django.conf import settings
 from django.db import connection
 
 from brain_connectors.shared.errors import RateLimited
+from connectors import services as connector_services
+from connectors.permissions import Principal
 from connectors.registry.kinds import UnknownKind, get_connector_class
 from routing.models import PairingCode
 
@@ -105,9 +107,6 @@ def send_taken_notice(connector, address, user):
     """Tell the mailbox, and only the mailbox, that a pairing request for it was refused because the
     address belongs to another account. The requester's answer is the same as for a free address,
     so it does not reveal whose addresses have accounts here; the mail holds no code and no link."""
-    from connectors import services as connector_services
-    from connectors.permissions import Principal
-
     message = (
         f"Hello,\n\n{user.get_username()} asked BRAIN to reach them at this address, but this address is already "
         "paired with another BRAIN account, so nothing was changed.\n\n"
