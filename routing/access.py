@@ -27,6 +27,7 @@ def may_act_for(principal: Principal, user, perm: str) -> bool:
 
 
 def check_actor(principal, user, perm):
+    """Refuse, as if `user` did not exist, unless `principal` may use `perm` on their routing data."""
     if user is None or not may_act_for(principal, user, perm):
         name = user.get_username() if user is not None else "?"
         raise Hidden(f"User {name!r} does not exist.")

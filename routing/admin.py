@@ -1,5 +1,8 @@
 """Routing's admin: identities, preferences, pairing codes and notifications; every write goes through a service."""
+import json
+
 from django.contrib import admin
+from django.utils.html import format_html
 
 from connectors.admin import ReadOnlyAdmin, ServiceBackedAdmin
 from connectors.admin import principal_of as admin_principal
@@ -108,10 +111,5 @@ class NotificationAdmin(ReadOnlyAdmin):
         return _pretty(obj.attempts)
 
 
-
 def _pretty(value):
-    import json
-
-    from django.utils.html import format_html
-
     return format_html('<pre style="white-space: pre-wrap">{}</pre>', json.dumps(value, indent=2, ensure_ascii=False))

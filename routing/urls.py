@@ -1,6 +1,6 @@
-"""Routes of the routing app: the preferences page and its pairing link, and the REST API for identities,
-pairing codes, preferences and notifications. Included at the site root by ``brain_connectors/urls.py``; names are
-global (no namespace)."""
+"""Routes of the routing app: the preferences page, its pairing link, and the REST API of identities, pairing and notifications.
+
+Included at the site root by ``brain_connectors/urls.py``; names are global (no namespace)."""
 from django.urls import include, path
 from rest_framework.routers import DefaultRouter
 

@@ -1,5 +1,6 @@
-"""Pairing codes that BRAIN delivers to the address itself: email's link, and any platform whose
-class sets `delivers_pairing_code`.
+"""Pairing codes BRAIN delivers to the address itself (email's link): kept from everyone else, sends limited.
+
+This applies to email and to any platform whose class sets `delivers_pairing_code`.
 
 Such a code proves control of the address only if nobody but the address's owner ever sees it:
 - the pairing service never returns it (`IssuedCode.code` is None), so no edge can show it;
