@@ -1,4 +1,4 @@
-"""Router decision time: `routing.router.decide()` for people with 4 identities and 4 preferences
+"""Router decision time: `routing.router.decision.decide()` for people with 4 identities and 4 preferences
 each, on PostgreSQL. Prints p50/p99 cold (the per-process cache cleared before each decision, so it
 reads the connector states and the person's identities, preferences and newest WhatsApp message
 from the database) and warm (from the cache). Goal: p99 <= 2 ms (warm).
@@ -125,8 +125,9 @@ def main():
     from django.contrib.auth import get_user_model
     from django.db import connection
 
-    from routing import router
     from routing.models import ConnectorPreference
+    from routing.router import cache as router_cache
+    from routing.router import decision as router_decision
 
     rng = random.Random(args.seed)
     started = time.perf_counter()
@@ -139,8 +140,8 @@ def main():
     sample = rng.sample(ids, min(args.sample, len(ids)))
     types = [rng.choice(["standard", "urgent", "digest"]) for _ in sample]
     for user_id, kind in list(zip(sample, types, strict=True))[:50]:  # warm up the interpreter and the connection
-        router.invalidate()
-        router.decide(user_id, kind)
+        router_cache.invalidate()
+        router_decision.decide(user_id, kind)
     connection.ensure_connection()
     gc.collect()
     gc.freeze()
@@ -152,21 +153,21 @@ def main():
         return execute(sql, params, many, context)
 
     for user_id, kind in zip(sample, types, strict=True):
-        router.invalidate()  # everything: this person's rows and the connector states
+        router_cache.invalidate()  # everything: this person's rows and the connector states
         t0 = time.perf_counter()
-        decision = router.decide(user_id, kind)
+        decision = router_decision.decide(user_id, kind)
         cold.append(time.perf_counter() - t0)
         chain_lengths.append(len(decision.chain))
     pairs = list(zip(sample, types, strict=True))
-    router.invalidate()
+    router_cache.invalidate()
     for start in range(0, len(pairs), args.chunk):
         chunk = pairs[start:start + args.chunk]
         for user_id, kind in chunk:
-            router.decide(user_id, kind)
+            router_decision.decide(user_id, kind)
         with connection.execute_wrapper(count_query):
             for user_id, kind in chunk:
                 t0 = time.perf_counter()
-                router.decide(user_id, kind)
+                router_decision.decide(user_id, kind)
                 warm.append(time.perf_counter() - t0)
 
     cold_s, warm_s = summary_ms(cold), summary_ms(warm)

@@ -1,11 +1,15 @@
+"""Routing's admin: identities, preferences, pairing codes and notifications; every write goes through a service."""
+import json
+
 from django.contrib import admin
+from django.utils.html import format_html
 
 from connectors.admin import ReadOnlyAdmin, ServiceBackedAdmin
 from connectors.admin import principal_of as admin_principal
-from routing import services as routing_services
+from routing import identities, preferences
 from routing.models import ChannelIdentity, ConnectorPreference, Notification, PairingCode
 
-# --- identities, preferences, pairing codes (routing.services): every write through a service ----
+# --- identities, preferences, pairing codes (routing.identities, routing.preferences): every write through a service ----
 
 
 @admin.register(ChannelIdentity)
@@ -28,13 +32,13 @@ class ChannelIdentityAdmin(ServiceBackedAdmin):
     def save_model(self, request, obj, form, change):
         principal = admin_principal(request)
         if change:
-            saved = routing_services.update_identity(principal, obj.user, obj.pk, label=obj.label)
+            saved = identities.update_identity(principal, obj.user, obj.pk, label=obj.label)
         else:
-            saved = routing_services.add_identity(principal, obj.user, obj.connector_id, obj.address, label=obj.label)
+            saved = identities.add_identity(principal, obj.user, obj.connector_id, obj.address, label=obj.label)
         obj.pk, obj.verified_at = saved.pk, saved.verified_at
 
     def delete_model(self, request, obj):
-        routing_services.delete_identity(admin_principal(request), obj.user, obj.pk)
+        identities.delete_identity(admin_principal(request), obj.user, obj.pk)
 
 
 
@@ -58,13 +62,13 @@ class ConnectorPreferenceAdmin(ServiceBackedAdmin):
             value = form.cleaned_data.get(name)
             data[name] = value.pk if name == "identity" and value is not None else value
         if change:
-            saved = routing_services.update_preference(principal, obj.user, obj.pk, data) if data else obj
+            saved = preferences.update_preference(principal, obj.user, obj.pk, data) if data else obj
         else:
-            saved = routing_services.create_preference(principal, obj.user, data)
+            saved = preferences.create_preference(principal, obj.user, data)
         obj.pk = saved.pk
 
     def delete_model(self, request, obj):
-        routing_services.delete_preference(admin_principal(request), obj.user, obj.pk)
+        preferences.delete_preference(admin_principal(request), obj.user, obj.pk)
 
 
 
@@ -107,10 +111,5 @@ class NotificationAdmin(ReadOnlyAdmin):
         return _pretty(obj.attempts)
 
 
-
 def _pretty(value):
-    import json
-
-    from django.utils.html import format_html
-
     return format_html('<pre style="white-space: pre-wrap">{}</pre>', json.dumps(value, indent=2, ensure_ascii=False))

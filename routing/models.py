@@ -1,7 +1,7 @@
 """Who a person is on each channel, how they want to be reached, and what was sent to them.
 
-Only `routing.services` (and `routing.notify`) write these rows, checking permissions and
-writing the audit row in the same transaction.
+Only routing's services (`routing.identities`, `routing.preferences`, `routing.pairing`, `routing.notify`) write these rows,
+checking permissions and writing the audit row in the same transaction.
 """
 import uuid
 

@@ -1,12 +1,15 @@
-"""Routes of the routing app: the preferences page and its pairing link, and the REST API for identities,
-pairing codes, preferences and notifications. Included at the site root by ``brain_connectors/urls.py``; names are
-global (no namespace)."""
+"""Routes of the routing app: the preferences page, its pairing link, and the REST API of identities, pairing and notifications.
+
+Included at the site root by ``brain_connectors/urls.py``; names are global (no namespace)."""
 from django.urls import include, path
 from rest_framework.routers import DefaultRouter
 
-from routing import pairing, views
-from routing.api import IdentityViewSet, PairingCodeViewSet, PreferenceViewSet
-from routing.api_notifications import NotificationViewSet
+from routing import views
+from routing.api.identities import IdentityViewSet
+from routing.api.notifications import NotificationViewSet
+from routing.api.pairing_codes import PairingCodeViewSet
+from routing.api.preferences import PreferenceViewSet
+from routing.pairing import link_view
 
 # The API root (/api/v1/) is built in brain_connectors/urls.py from this registry and the connectors app's.
 router = DefaultRouter(trailing_slash=True)
@@ -18,6 +21,6 @@ router.register("notifications", NotificationViewSet, basename="notification")
 
 urlpatterns = [
     path("preferences/", views.preferences_page, name="preferences"),
-    path("preferences/pair/<str:code>/", pairing.pair_link, name="preferences-pair-link"),
+    path("preferences/pair/<str:code>/", link_view.pair_link, name="preferences-pair-link"),
     path("api/v1/", include(router.urls)),
 ]

@@ -15,7 +15,7 @@ What counts as a secret or as content, collected while the suite runs:
   secrets, and message content (inbound, deliveries, routing, conversations), on post_save;
 - every message content in `connectors.signals.message_recorded` (also bulk paths with no post_save);
 - every API token issued or presented (`connectors.api.tokens.digest` sees each plaintext);
-- every pairing code issued or redeemed (`routing.services.digest` sees each plaintext);
+- every pairing code issued or redeemed (`routing.pairing.codes.digest` sees each plaintext);
 - every conversation search, its whole query and each word or quoted phrase of it
   (`conversations.services.search`, which REST, MCP and the admin call);
 - every user password set through `set_password`.
@@ -293,15 +293,15 @@ def _connect_collectors():
 
     tokens.digest = watching_digest
 
-    from routing import services as routing_services
+    from routing.pairing import codes as pairing_codes
 
-    pairing_digest = routing_services.digest
+    pairing_digest = pairing_codes.digest
 
     def watching_pairing_digest(code):  # every pairing code issued, redeemed or confirmed by link
         scanner.add(code, "pairing code")
         return pairing_digest(code)
 
-    routing_services.digest = watching_pairing_digest
+    pairing_codes.digest = watching_pairing_digest
 
     from conversations import services as memory
 

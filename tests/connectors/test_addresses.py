@@ -110,7 +110,7 @@ def test_one_mask(address, hint):
 APPS = ("connectors", "routing", "conversations", "audit", "brain_connectors")
 WHATSAPP_MODULE = Path("connectors/platforms/whatsapp.py")
 # Places that ADD the prefix to find InboundMessage rows (Twilio's `From` keeps it); none strips it.
-PREFIX_ADDED = {Path("routing/router.py"): 4}
+PREFIX_ADDED = {Path("routing/router/loading.py"): 1, Path("routing/router/cache.py"): 3}
 
 
 def _sources():

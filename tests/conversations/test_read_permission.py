@@ -16,8 +16,8 @@ from connectors.platforms.base import IncomingMessage
 from conversations import privacy
 from conversations.models import Conversation
 from conversations.services import context_for_address, search
-from routing import notify
-from routing import services as routing
+from routing import identities
+from routing.notify import creation
 from tests.conftest import SYSTEM
 from tests.mcp_client import error_text, structured
 
@@ -36,11 +36,11 @@ def shop(make_connector, make_user, grant, settings):
     settings.BRAIN_BACKEND = "tests.connectors.broken.CountingBrain"  # replies without the words searched
     make_connector("shop")
     ada, bob = make_user("ada"), make_user("bob")
-    routing.add_identity(SYSTEM, ada, "shop", "ada-addr")
-    routing.add_identity(SYSTEM, bob, "shop", "bob-addr")
+    identities.add_identity(SYSTEM, ada, "shop", "ada-addr")
+    identities.add_identity(SYSTEM, bob, "shop", "bob-addr")
     services.receive_message("shop", IncomingMessage(sender="ada-addr", content="ada zebra diary", platform_message_id="1"))
     services.receive_message("shop", IncomingMessage(sender="zoe", content="zoe zebra medical note", platform_message_id="2"))
-    notify.notify_user(SYSTEM, bob, "zebra parcel for bob", "standard")
+    creation.notify_user(SYSTEM, bob, "zebra parcel for bob", "standard")
     people = {"ada": ada, "bob": bob}
     conn = Connector.objects.get(pk="shop")
     for name, perm in (("viewer", "view_connector"), ("sender", "send_via_connector"), ("manager", "manage_connector"),
@@ -100,7 +100,7 @@ def test_context_of_someone_elses_conversation_needs_read_conversations(shop):
 def test_context_stays_on_the_connector_read_even_with_cross_channel_context(shop, make_connector, settings):
     settings.CONVERSATION_CONTEXT_CROSS_CHANNEL = True  # BRAIN's context spans Ada's channels…
     make_connector("clinic")
-    routing.add_identity(SYSTEM, shop["ada"], "clinic", "ada-clinic")
+    identities.add_identity(SYSTEM, shop["ada"], "clinic", "ada-clinic")
     services.receive_message("clinic", IncomingMessage(sender="ada-clinic", content="ada clinic results",
                                                        platform_message_id="c1"))
     # …but a reader of "shop" reads Ada's conversation there only, not what she said elsewhere.

@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 
 from connectors.models import InboundMessage
 from conversations.models import Message
-from routing.pairing import memory_text
+from routing.pairing.inbound import memory_text
 from tests.fuzz import strategies as s
 from tests.fuzz.conftest import (
     delta,

@@ -35,9 +35,9 @@ from connectors.events import subscriptions
 from connectors.models import Delivery
 from connectors.permissions import Principal
 from conversations.models import Conversation, Message
-from routing import notify
-from routing import services as routing_services
 from routing.models import ChannelIdentity, ConnectorPreference
+from routing.notify import creation
+from routing.pairing import issue
 from tests.conftest import SYSTEM
 
 pytestmark = pytest.mark.django_db
@@ -112,9 +112,9 @@ def world(make_user, make_connector, token_for, grant, settings):
         Message.objects.create(conversation=conversation, role="assistant", content="Noted.", created_at=now)
     as_root = Principal.for_user(root, via="test")
     subscriptions.create_subscription(as_root, url="https://hooks.example.org/brain", event_types=["connector.*"])
-    routing_services.request_pairing_code(Principal.for_user(ada, via="test"), ada, "locmem_main")
-    notify.notify_user(SYSTEM, root, "The build is green.", "standard")
-    notify.notify_user(SYSTEM, ada, "Your parcel left the depot.", "urgent")
+    issue.request_pairing_code(Principal.for_user(ada, via="test"), ada, "locmem_main")
+    creation.notify_user(SYSTEM, root, "The build is green.", "standard")
+    creation.notify_user(SYSTEM, ada, "Your parcel left the depot.", "urgent")
     token_for(bob)
     token_for(root, name="spare")  # one the caller may revoke; revoking the caller's own ends the test's reach
     # Read by SuperuserToken while Hypothesis generates the cases, before the test body runs.

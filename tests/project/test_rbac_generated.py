@@ -43,9 +43,10 @@ from connectors.events.stream_request import QUERY_PARAMETERS
 from connectors.models import ApiToken, Connector, Delivery, Event, EventSubscription
 from connectors.permissions import Principal
 from conversations.models import Conversation, Message
-from routing import notify
-from routing import services as routing
+from routing.identities import add_identity
 from routing.models import ChannelIdentity, ConnectorPreference, Notification, PairingCode
+from routing.notify import creation
+from routing.pairing import issue
 from tests.conftest import SYSTEM
 from tests.connectors.test_rbac_matrix import GRANTS, READS_CONVERSATIONS, REST_MATRIX
 from tests.connectors.test_rbac_matrix import LEVELS as MATRIX_LEVELS
@@ -153,7 +154,7 @@ def _person(username, level, make_user, grant, carol):
         grant(user, GRANTS[level], conn)
     grant(carol, "send_via_connector", conn)  # a bystander whose grants the permission calls change
     identities = [
-        routing.add_identity(SYSTEM, user, conn_id, f"{username}-{n}", label=f"{username} {n}") for n in (1, 2, 3)
+        add_identity(SYSTEM, user, conn_id, f"{username}-{n}", label=f"{username} {n}") for n in (1, 2, 3)
     ]
     ConnectorPreference.objects.filter(identity=identities[2]).delete()  # free for a new preference
     preferences = list(ConnectorPreference.objects.filter(user=user).order_by("priority").values_list("pk", flat=True))
@@ -161,12 +162,12 @@ def _person(username, level, make_user, grant, carol):
     delivery, _ = services.send_message(SYSTEM, conn_id, f"{username}-1", f"hello {word}")
     # Someone without an account on the person's own connector: theirs to read only with read_conversations.
     services.send_message(SYSTEM, conn_id, f"{username}-stranger", f"private {word}")
-    notification, _ = notify.notify_user(SYSTEM, user, "please read", "standard")
+    notification, _ = creation.notify_user(SYSTEM, user, "please read", "standard")
     subscription, _ = subscriptions.create_subscription(
         Principal.for_user(user, "test"), url="http://127.0.0.1:9/hook", event_types=["connector.*"], active=False
     )
     spare, _ = create_token(SYSTEM, user, name="spare")
-    pairing = routing.request_pairing_code(SYSTEM, user, conn_id)
+    pairing = issue.request_pairing_code(SYSTEM, user, conn_id)
     return user, {
         "username": username,
         "connector": conn_id,

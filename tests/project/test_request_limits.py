@@ -19,8 +19,8 @@ from audit.models import AuditEvent
 from connectors.events import subscriptions
 from connectors.models import Connector
 from connectors.permissions import Principal
-from routing import notify
 from routing.models import ChannelIdentity, ConnectorPreference
+from routing.notify import creation
 from tests.conftest import SYSTEM, free_port
 from tests.mcp_client import HttpServer
 
@@ -195,7 +195,7 @@ def lists(make_user, make_connector, token_for, settings):
     subscription, _ = subscriptions.create_subscription(
         Principal.for_user(root, via="test"), url="https://hooks.example.org/limits", event_types=["connector.*"]
     )
-    notify.notify_user(SYSTEM, root, "The build is green.", "standard")
+    creation.notify_user(SYSTEM, root, "The build is green.", "standard")
     return token_for(root), {"{id}": str(subscription.pk)}
 
 

@@ -12,8 +12,10 @@ from audit.models import AuditEvent
 from connectors.models import Delivery, Event
 from connectors.permissions import Principal
 from connectors.platforms import locmem
-from routing import notify, router
 from routing.models import ChannelIdentity, ConnectorPreference, Notification
+from routing.notify import creation, inbox, settlement
+from routing.router import cache as router_cache
+from routing.router import decision as router_decision
 from tests.conftest import SYSTEM
 from tests.connectors import twilio_support
 from tests.connectors.twilio_support import PUBLIC, fixture, post_twilio
@@ -28,9 +30,9 @@ ALL_TYPES = ["standard", "urgent", "digest"]
 
 @pytest.fixture(autouse=True)
 def _fresh_router_cache():
-    router.invalidate()
+    router_cache.invalidate()
     yield
-    router.invalidate()
+    router_cache.invalidate()
 
 
 @pytest.fixture
@@ -78,7 +80,7 @@ def test_first_channel_fails_and_the_second_is_used(make_connector, ada):
     first = reach(ada, "loc_broken", "ada-broken", 1)
     second = reach(ada, "loc_ok", "ada-ok", 2)
 
-    notification, replayed = notify.notify_user(SYSTEM, ada, SECRET, "standard")
+    notification, replayed = creation.notify_user(SYSTEM, ada, SECRET, "standard")
 
     assert replayed is False
     assert notification.status == "delivered" and notification.step == 1
@@ -110,7 +112,7 @@ def test_every_channel_failing_exhausts_the_notification(make_connector, ada):
     reach(ada, "loc_bad1", "a1", 1)
     reach(ada, "loc_bad2", "a2", 2)
 
-    notification, _ = notify.notify_user(SYSTEM, ada, SECRET, "digest")
+    notification, _ = creation.notify_user(SYSTEM, ada, SECRET, "digest")
 
     assert notification.status == "exhausted" and notification.step == 1
     assert [a["outcome"] for a in notification.attempts] == ["failed", "failed"]
@@ -128,18 +130,18 @@ def test_a_channel_refusing_the_send_at_once_is_skipped(make_connector, ada):
     make_connector("loc_second")
     reach(ada, "loc_first", "a1", 1)
     reach(ada, "loc_second", "a2", 2)
-    decision = router.decide(ada.pk, "standard")
+    decision = router_decision.decide(ada.pk, "standard")
     assert len(decision.chain) == 2
     from connectors import services
 
     services.stop_connector(SYSTEM, "loc_first")
     # The router would now exclude it; decide on the earlier snapshot to exercise the refusal.
-    original = router.decide
-    router.decide = lambda *args, **kwargs: decision
+    original = router_decision.decide
+    router_decision.decide = lambda *args, **kwargs: decision
     try:
-        notification, _ = notify.notify_user(SYSTEM, ada, SECRET, "standard")
+        notification, _ = creation.notify_user(SYSTEM, ada, SECRET, "standard")
     finally:
-        router.decide = original
+        router_decision.decide = original
     assert notification.status == "delivered" and notification.step == 1
     assert notification.attempts[0]["outcome"] == "failed"
     assert notification.attempts[0]["reason"] == "send refused: connector_not_running"
@@ -152,12 +154,12 @@ def test_a_late_duplicate_signal_never_advances_twice(make_connector, ada):
     make_connector("loc_three")
     for i, cid in enumerate(("loc_one", "loc_two", "loc_three"), start=1):
         reach(ada, cid, f"a{i}", i)
-    notification, _ = notify.notify_user(SYSTEM, ada, SECRET, "urgent")
+    notification, _ = creation.notify_user(SYSTEM, ada, SECRET, "urgent")
     assert notification.status == "sending" and notification.step == 0
     first_delivery = notification.current_delivery_id
 
-    notify.settle(first_delivery, "failed", via="receipt")
-    notify.settle(first_delivery, "failed", via="receipt")  # the same receipt again
+    settlement.settle(first_delivery, "failed", via="receipt")
+    settlement.settle(first_delivery, "failed", via="receipt")  # the same receipt again
 
     notification.refresh_from_db()
     assert notification.step == 1 and notification.status == "sending"
@@ -176,7 +178,7 @@ def test_twilio_undelivered_receipt_moves_to_the_next_channel(
     reach(ada, "sms_main", "+14155550199", 1)
     reach(ada, "loc_backup", "ada-backup", 2)
 
-    notification, _ = notify.notify_user(SYSTEM, ada, SECRET, "standard")
+    notification, _ = creation.notify_user(SYSTEM, ada, SECRET, "standard")
     [sms] = twilio_fake.messages
     assert sms.form["To"] == "+14155550199" and sms.form["Body"] == SECRET
     assert notification.status == "delivered" and notification.step == 0  # sent: Twilio accepted it
@@ -205,7 +207,7 @@ def test_a_delivered_receipt_keeps_it_delivered(client, settings, twilio_connect
     make_connector("loc_spare")
     reach(ada, "sms_ok", "+14155550199", 1)
     reach(ada, "loc_spare", "ada-spare", 2)
-    notification, _ = notify.notify_user(SYSTEM, ada, SECRET, "standard")
+    notification, _ = creation.notify_user(SYSTEM, ada, SECRET, "standard")
     path = "/webhooks/twilio/sms_ok/status/"
     sid = notification.current_delivery.platform_message_id
     payload = fixture("message_status_delivered", MessageSid=sid, SmsSid=sid)
@@ -228,16 +230,16 @@ def test_urgent_without_acknowledgement_moves_on_at_the_deadline(settings, make_
     reach(ada, "loc_mail", "mail", 3)
     before = timezone.now()
 
-    notification, _ = notify.notify_user(SYSTEM, ada, SECRET, "urgent")
+    notification, _ = creation.notify_user(SYSTEM, ada, SECRET, "urgent")
     assert notification.status == "sending" and notification.step == 0
     assert notification.attempts[0]["outcome"] == "awaiting acknowledgement"
     assert before + timedelta(seconds=119) < notification.ack_deadline <= timezone.now() + timedelta(seconds=120)
 
-    assert notify.check_ack_deadlines(now=timezone.now()) == 0  # not yet due
+    assert settlement.check_ack_deadlines(now=timezone.now()) == 0  # not yet due
     from routing.tasks import check_ack_deadlines
 
     later = notification.ack_deadline + timedelta(seconds=1)
-    assert notify.check_ack_deadlines(now=later) == 1
+    assert settlement.check_ack_deadlines(now=later) == 1
     notification.refresh_from_db()
     assert notification.step == 1 and notification.status == "sending"
     assert notification.attempts[0]["outcome"] == "no acknowledgement"
@@ -252,7 +254,7 @@ def test_urgent_without_acknowledgement_moves_on_at_the_deadline(settings, make_
     body = response.json()
     assert body["status"] == "delivered" and body["acknowledged_at"] and body["ack_deadline"] is None
     check_ack_deadlines.delay()  # the beat task (eager), then far in the future
-    assert notify.check_ack_deadlines(now=timezone.now() + timedelta(days=1)) == 0
+    assert settlement.check_ack_deadlines(now=timezone.now() + timedelta(days=1)) == 0
     notification.refresh_from_db()
     assert notification.step == 1 and notification.status == "delivered"
     assert [c for c, _ in locmem.outbox] == ["loc_pager", "loc_phone"]
@@ -271,19 +273,19 @@ def test_urgent_acknowledged_by_the_platform_is_delivered(make_connector, ada):
     make_connector("loc_after")
     reach(ada, "loc_call", "call", 1)
     reach(ada, "loc_after", "after", 2)
-    notification, _ = notify.notify_user(SYSTEM, ada, SECRET, "urgent")
+    notification, _ = creation.notify_user(SYSTEM, ada, SECRET, "urgent")
     services.acknowledge_delivery("loc_call", notification.current_delivery_id)
     notification.refresh_from_db()
     assert notification.status == "delivered" and notification.acknowledged_at is not None
-    assert notify.check_ack_deadlines(now=timezone.now() + timedelta(days=1)) == 0
+    assert settlement.check_ack_deadlines(now=timezone.now() + timedelta(days=1)) == 0
     assert [c for c, _ in locmem.outbox] == ["loc_call"]
 
 
 def test_urgent_unacknowledged_on_the_last_channel_is_exhausted(settings, make_connector, ada):
     make_connector("loc_only")
     reach(ada, "loc_only", "only", 1)
-    notification, _ = notify.notify_user(SYSTEM, ada, SECRET, "urgent")
-    assert notify.check_ack_deadlines(now=notification.ack_deadline + timedelta(seconds=1)) == 1
+    notification, _ = creation.notify_user(SYSTEM, ada, SECRET, "urgent")
+    assert settlement.check_ack_deadlines(now=notification.ack_deadline + timedelta(seconds=1)) == 1
     notification.refresh_from_db()
     assert notification.status == "exhausted"
     assert events("notification.exhausted")[0].data["reason"] == "no acknowledgement"
@@ -358,7 +360,7 @@ def test_notifying_needs_the_add_notification_permission(make_connector, make_us
 def test_who_sees_what(make_connector, make_user, ada, operator, api, token_for):
     make_connector("loc_view")
     reach(ada, "loc_view", "ada-view", 1)
-    notification, _ = notify.notify_user(Principal.for_user(operator, via="test"), ada, SECRET, "standard")
+    notification, _ = creation.notify_user(Principal.for_user(operator, via="test"), ada, SECRET, "standard")
     auditor = make_user("auditor", staff=True)
     auditor.user_permissions.add(Permission.objects.get(codename="view_notification", content_type__app_label="routing"))
     stranger = make_user("stranger")
@@ -399,8 +401,8 @@ def test_excluded_channels_are_explained_in_the_trace(make_connector, ada):
     reach(ada, "loc_on", "on", 1)
     reach(ada, "loc_off", "off", 2)
     reach(ada, "loc_urgent_only", "u", 3, types=["urgent"])
-    notification, _ = notify.notify_user(SYSTEM, ada, SECRET, "standard")
-    summary = notify.summary(notification)
+    notification, _ = creation.notify_user(SYSTEM, ada, SECRET, "standard")
+    summary = inbox.summary(notification)
     assert [c["connector_id"] for c in summary["chain"]] == ["loc_on"]
     assert {c["connector_id"]: c["reason"] for c in summary["excluded"]} == {
         "loc_off": "connector not connected", "loc_urgent_only": "type not served"}
@@ -410,7 +412,7 @@ def test_excluded_channels_are_explained_in_the_trace(make_connector, ada):
 def test_admin_shows_the_trace_but_not_the_content(client, make_connector, ada, operator):
     make_connector("loc_admin")
     reach(ada, "loc_admin", "ada-admin", 1)
-    notification, _ = notify.notify_user(SYSTEM, ada, SECRET, "standard")
+    notification, _ = creation.notify_user(SYSTEM, ada, SECRET, "standard")
     client.force_login(operator)
     page = client.get(f"/admin/routing/notification/{notification.id}/change/")
     assert page.status_code == 200

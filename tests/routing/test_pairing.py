@@ -14,8 +14,8 @@ from brain_connectors.shared.errors import Conflict, NotFound, ValidationFailed
 from connectors.models import Delivery, Event, InboundMessage
 from connectors.permissions import Principal
 from connectors.registry.kinds import get_connector_class
-from routing import pairing, services
 from routing.models import ChannelIdentity, ConnectorPreference, PairingAttempt, PairingCode
+from routing.pairing import codes, inbound, issue, redeem
 from tests.connectors import test_telegram, twilio_support
 from tests.connectors.test_telegram import ADA, fixture, post_update, secret_of
 from tests.connectors.twilio_support import post_twilio
@@ -48,12 +48,12 @@ def start_update(text):
 def test_telegram_start_code_pairs_the_chat_and_the_bot_says_so(telegram, fake, make_user):
     ada = make_user("ada")
     telegram()
-    issued = services.request_pairing_code(me(ada), ada, "tg_main")
+    issued = issue.request_pairing_code(me(ada), ada, "tg_main")
     code = issued.code
     assert len(code) == 8 and "/start " + code in issued.instructions
     # Only the digest is stored.
     row = PairingCode.objects.get()
-    assert row.digest == services.digest(code) and code not in str(row.__dict__)
+    assert row.digest == codes.digest(code) and code not in str(row.__dict__)
 
     # Typed as people do: lower case, with a dash, as in the real-format fixture.
     text = f"/start {code[:4].lower()}-{code[4:].lower()}"
@@ -107,16 +107,16 @@ def test_ordinary_telegram_messages_still_go_to_brain(telegram, fake, make_user)
 
 
 def test_what_counts_as_a_code_per_kind():
-    assert pairing.code_in("telegram", "/start K7Q2-MX4P") == "K7Q2MX4P"
-    assert pairing.code_in("telegram", "/start", {"start_payload": ""}) is None
-    assert pairing.code_in("telegram", "K7Q2MX4P") is None  # Telegram: only /start CODE
-    assert pairing.code_in("sms", "  k7q2mx4p \n") == "K7Q2MX4P"
-    assert pairing.code_in("whatsapp", "K7Q2 MX4P") == "K7Q2MX4P"
-    assert pairing.code_in("sms", "whatever") is None  # a word is not a code: no digit
-    assert pairing.code_in("sms", "12345678") is None  # nor a number
-    assert pairing.code_in("sms", "K7Q2MX4P please") is None
-    assert pairing.code_in("voice", "K7Q2MX4P") is None
-    assert pairing.code_in("locmem", "K7Q2MX4P") is None
+    assert inbound.code_in("telegram", "/start K7Q2-MX4P") == "K7Q2MX4P"
+    assert inbound.code_in("telegram", "/start", {"start_payload": ""}) is None
+    assert inbound.code_in("telegram", "K7Q2MX4P") is None  # Telegram: only /start CODE
+    assert inbound.code_in("sms", "  k7q2mx4p \n") == "K7Q2MX4P"
+    assert inbound.code_in("whatsapp", "K7Q2 MX4P") == "K7Q2MX4P"
+    assert inbound.code_in("sms", "whatever") is None  # a word is not a code: no digit
+    assert inbound.code_in("sms", "12345678") is None  # nor a number
+    assert inbound.code_in("sms", "K7Q2MX4P please") is None
+    assert inbound.code_in("voice", "K7Q2MX4P") is None
+    assert inbound.code_in("locmem", "K7Q2MX4P") is None
 
 
 # --- SMS and WhatsApp through the Twilio webhook ---------------------------------------------------
@@ -126,7 +126,7 @@ def test_what_counts_as_a_code_per_kind():
 def test_sms_code_pairs_the_number(client, twilio_connector, twilio_fake, make_user):
     ada = make_user("ada")
     twilio_connector("sms_main", "sms")
-    code = services.request_pairing_code(me(ada), ada, "sms_main").code
+    code = issue.request_pairing_code(me(ada), ada, "sms_main").code
     payload = twilio_support.fixture("sms_inbound", Body=f" {code.lower()} ")
     assert post_twilio(client, "/webhooks/twilio/sms_main/", payload).status_code == 200
     identity = ChannelIdentity.objects.get()
@@ -139,7 +139,7 @@ def test_sms_code_pairs_the_number(client, twilio_connector, twilio_fake, make_u
 def test_whatsapp_senders_are_stored_as_plain_e164(client, twilio_connector, twilio_fake, make_user):
     ada = make_user("ada")
     twilio_connector("wa_main", "whatsapp", from_number="whatsapp:+14155550100")
-    code = services.request_pairing_code(me(ada), ada, "wa_main").code
+    code = issue.request_pairing_code(me(ada), ada, "wa_main").code
     payload = twilio_support.fixture("whatsapp_inbound", Body=code)
     sender = payload["From"]
     assert sender.startswith("whatsapp:+")
@@ -150,7 +150,7 @@ def test_whatsapp_senders_are_stored_as_plain_e164(client, twilio_connector, twi
 def test_phone_addresses_must_be_e164(make_user, make_connector):
     ada = make_user("ada")
     make_connector("cli_main", kind="cli")
-    code = services.request_pairing_code(me(ada), ada, "cli_main").code
+    code = issue.request_pairing_code(me(ada), ada, "cli_main").code
     with pytest.raises(ValidationFailed):
         get_connector_class("sms").normalize_address("07700 900123")
     with pytest.raises(ValidationFailed):
@@ -158,15 +158,15 @@ def test_phone_addresses_must_be_e164(make_user, make_connector):
     assert get_connector_class("sms").normalize_address("+44 7700 900-123") == "+447700900123"
     assert get_connector_class("whatsapp").normalize_address("whatsapp:+447700900123") == "+447700900123"
     # The CLI person pairs fine with the same code (the code was for the CLI connector).
-    assert services.redeem_code("cli_main", "ada", code).ok
+    assert redeem.redeem_code("cli_main", "ada", code).ok
 
 
 @pytest.mark.django_db(transaction=True)
 def test_an_sms_from_a_short_code_cannot_pair(client, twilio_connector, twilio_fake, make_user):
     ada = make_user("ada")
     twilio_connector("sms_main", "sms")
-    code = services.request_pairing_code(me(ada), ada, "sms_main").code
-    redemption = services.redeem_code("sms_main", "72345", code)
+    code = issue.request_pairing_code(me(ada), ada, "sms_main").code
+    redemption = redeem.redeem_code("sms_main", "72345", code)
     assert not redemption.ok and "E.164" in redemption.reply
     assert stored() == (0, 0) and PairingCode.objects.get().used_at is None
 
@@ -181,26 +181,26 @@ def cli(make_connector):
 
 def test_expired_code_is_refused_and_nothing_stored(make_user, cli):
     ada = make_user("ada")
-    code = services.request_pairing_code(me(ada), ada, "cli_main").code
+    code = issue.request_pairing_code(me(ada), ada, "cli_main").code
     PairingCode.objects.update(expires_at=timezone.now() - timedelta(seconds=1))
-    redemption = services.redeem_code("cli_main", "ada", code)
+    redemption = redeem.redeem_code("cli_main", "ada", code)
     assert not redemption.ok and "expired" in redemption.reply
     assert stored() == (0, 0) and PairingCode.objects.get().used_at is None
 
 
 def test_a_code_expires_after_an_hour(make_user, cli):
     ada = make_user("ada")
-    issued = services.request_pairing_code(me(ada), ada, "cli_main")
+    issued = issue.request_pairing_code(me(ada), ada, "cli_main")
     assert timedelta(minutes=59) < issued.pairing.expires_at - timezone.now() <= timedelta(hours=1)
     later = timezone.now() + timedelta(hours=1, seconds=1)
-    assert "expired" in services.redeem_code("cli_main", "ada", issued.code, now=later).reply
+    assert "expired" in redeem.redeem_code("cli_main", "ada", issued.code, now=later).reply
 
 
 def test_a_used_code_is_refused(make_user, cli):
     ada = make_user("ada")
-    code = services.request_pairing_code(me(ada), ada, "cli_main").code
-    assert services.redeem_code("cli_main", "ada", code).ok
-    again = services.redeem_code("cli_main", "mallory", code)
+    code = issue.request_pairing_code(me(ada), ada, "cli_main").code
+    assert redeem.redeem_code("cli_main", "ada", code).ok
+    again = redeem.redeem_code("cli_main", "mallory", code)
     assert not again.ok and "already been used" in again.reply
     assert list(ChannelIdentity.objects.values_list("address", flat=True)) == ["ada"]
 
@@ -208,16 +208,16 @@ def test_a_used_code_is_refused(make_user, cli):
 def test_a_code_for_another_connector_is_refused(make_user, make_connector, cli):
     ada = make_user("ada")
     make_connector("cli_other", kind="cli")
-    code = services.request_pairing_code(me(ada), ada, "cli_other").code
-    assert "another channel" in services.redeem_code("cli_main", "ada", code).reply
+    code = issue.request_pairing_code(me(ada), ada, "cli_other").code
+    assert "another channel" in redeem.redeem_code("cli_main", "ada", code).reply
     assert stored() == (0, 0)
 
 
 def test_an_address_paired_to_another_account_is_refused(make_user, cli):
     ada, bob = make_user("ada"), make_user("bob")
-    assert services.redeem_code("cli_main", "shared", services.request_pairing_code(me(ada), ada, "cli_main").code).ok
-    code = services.request_pairing_code(me(bob), bob, "cli_main").code
-    redemption = services.redeem_code("cli_main", "shared", code)
+    assert redeem.redeem_code("cli_main", "shared", issue.request_pairing_code(me(ada), ada, "cli_main").code).ok
+    code = issue.request_pairing_code(me(bob), bob, "cli_main").code
+    redemption = redeem.redeem_code("cli_main", "shared", code)
     assert not redemption.ok and "already paired with another account" in redemption.reply
     assert ChannelIdentity.objects.get().user == ada
     assert PairingCode.objects.get(user=bob).used_at is None  # still usable from Bob's own address
@@ -226,32 +226,32 @@ def test_an_address_paired_to_another_account_is_refused(make_user, cli):
 
 def test_wrong_codes_are_rate_limited_per_sender(make_user, cli, settings):
     ada = make_user("ada")
-    code = services.request_pairing_code(me(ada), ada, "cli_main").code
+    code = issue.request_pairing_code(me(ada), ada, "cli_main").code
     for guess in ["AAAA2222", "BBBB3333", "CCCC4444", "DDDD5555", "EEEE6666"]:
-        assert "not valid" in services.redeem_code("cli_main", "eve", guess).reply
+        assert "not valid" in redeem.redeem_code("cli_main", "eve", guess).reply
     # The sixth try is not even looked at, right code included.
-    blocked = services.redeem_code("cli_main", "eve", code)
+    blocked = redeem.redeem_code("cli_main", "eve", code)
     assert not blocked.ok and "Too many attempts" in blocked.reply
     assert stored() == (0, 0)
     # Another sender is not blocked by Eve's guesses.
-    assert services.redeem_code("cli_main", "ada", code).ok
+    assert redeem.redeem_code("cli_main", "ada", code).ok
     # After the window, Eve may try again.
     later = timezone.now() + timedelta(minutes=16)
-    assert "not valid" in services.redeem_code("cli_main", "eve", "FFFF7777", now=later).reply
+    assert "not valid" in redeem.redeem_code("cli_main", "eve", "FFFF7777", now=later).reply
 
 
 def test_at_most_three_codes_pending(make_user, cli):
     ada = make_user("ada")
     for _ in range(3):
-        services.request_pairing_code(me(ada), ada, "cli_main")
+        issue.request_pairing_code(me(ada), ada, "cli_main")
     with pytest.raises(Conflict) as refused:
-        services.request_pairing_code(me(ada), ada, "cli_main")
+        issue.request_pairing_code(me(ada), ada, "cli_main")
     assert refused.value.code == "too_many_pending_codes"
     assert PairingCode.objects.count() == 3
     assert AuditEvent.objects.filter(action="pairing.code_requested", result="failure").count() == 1
     # Expired ones do not count.
     PairingCode.objects.filter(pk=PairingCode.objects.first().pk).update(expires_at=timezone.now())
-    services.request_pairing_code(me(ada), ada, "cli_main")
+    issue.request_pairing_code(me(ada), ada, "cli_main")
 
 
 def test_only_connected_pairable_connectors(make_user, make_connector):
@@ -259,18 +259,18 @@ def test_only_connected_pairable_connectors(make_user, make_connector):
     make_connector("locmem_main")  # not a pairable kind
     make_connector("cli_off", kind="cli", start=False)
     with pytest.raises(ValidationFailed):
-        services.request_pairing_code(me(ada), ada, "locmem_main")
+        issue.request_pairing_code(me(ada), ada, "locmem_main")
     with pytest.raises(Conflict):
-        services.request_pairing_code(me(ada), ada, "cli_off")
+        issue.request_pairing_code(me(ada), ada, "cli_off")
     with pytest.raises(ValidationFailed):
-        services.request_pairing_code(me(ada), ada, "nope")
-    assert [c["id"] for c in services.list_pairing_channels(me(ada))] == []
+        issue.request_pairing_code(me(ada), ada, "nope")
+    assert [c["id"] for c in issue.list_pairing_channels(me(ada))] == []
 
 
 def test_nobody_requests_codes_for_someone_else_without_permission(make_user, cli):
     ada, bob = make_user("ada"), make_user("bob", staff=True)
     with pytest.raises(NotFound):
-        services.request_pairing_code(me(bob), ada, "cli_main")
+        issue.request_pairing_code(me(bob), ada, "cli_main")
     assert PairingCode.objects.count() == 0
     assert AuditEvent.objects.filter(action="pairing.code_requested", result="denied").exists()
 
@@ -283,7 +283,7 @@ def test_emailed_link_pairs_after_a_confirming_post(make_user, make_connector, s
     settings.PUBLIC_BASE_URL = "https://brain.example.org"
     ada, bob = make_user("ada"), make_user("bob")
     make_connector("mail", kind="email", config={"from_address": "brain@example.org"})
-    issued = services.request_pairing_code(me(ada), ada, "mail", "Ada@Example.ORG")
+    issued = issue.request_pairing_code(me(ada), ada, "mail", "Ada@Example.ORG")
     assert "A•••@example.org" in issued.instructions and issued.code is None  # the code is in the mail only
     [message] = mail.outbox
     assert message.to == ["Ada@example.org"]
@@ -317,9 +317,9 @@ def test_email_codes_need_an_address_and_others_refuse_one(make_user, make_conne
     ada = make_user("ada")
     make_connector("mail", kind="email", config={"from_address": "brain@example.org"})
     with pytest.raises(ValidationFailed):
-        services.request_pairing_code(me(ada), ada, "mail")
+        issue.request_pairing_code(me(ada), ada, "mail")
     with pytest.raises(ValidationFailed):
-        services.request_pairing_code(me(ada), ada, "mail", "not an address")
+        issue.request_pairing_code(me(ada), ada, "mail", "not an address")
     with pytest.raises(ValidationFailed):
-        services.request_pairing_code(me(ada), ada, "cli_main", "ada@example.org")
+        issue.request_pairing_code(me(ada), ada, "cli_main", "ada@example.org")
     assert PairingCode.objects.count() == 0

@@ -12,7 +12,7 @@ from django.core import mail
 from django.utils import timezone
 
 from audit.models import AuditEvent
-from brain_connectors.shared.errors import RateLimited
+from brain_connectors.shared.errors import RateLimited, ValidationFailed
 from brain_connectors.shared.log_redaction import redact
 from connectors import services as connector_services
 from connectors.models import Delivery, Event
@@ -22,8 +22,8 @@ from connectors.platforms.base import IncomingMessage
 from connectors.platforms.locmem import LocmemConnector
 from conversations.models import Message
 from conversations.services import context_for_address, search
-from routing import services
 from routing.models import ChannelIdentity, PairingCode
+from routing.pairing import codes, issue, redeem
 from tests.conftest import SYSTEM
 from tests.connectors import test_telegram
 from tests.connectors.test_telegram import ADA, fixture, post_update, secret_of
@@ -55,7 +55,7 @@ def mailer(make_connector, settings):
 @pytest.fixture
 def relay(make_connector, settings):
     settings.CONNECTOR_CLASSES = {**settings.CONNECTOR_CLASSES, "relay": f"{__name__}.RelayConnector"}
-    settings.ROUTING_PAIRABLE_KINDS = (*services.PAIRABLE_KINDS, "relay")
+    settings.ROUTING_PAIRABLE_KINDS = (*codes.PAIRABLE_KINDS, "relay")
     return make_connector("relay_main", kind="relay")
 
 
@@ -105,7 +105,7 @@ def test_an_emailed_code_is_not_in_the_answer_nor_the_pending_list(mailer, make_
 @pytest.mark.django_db(transaction=True)
 def test_an_emailed_code_is_kept_nowhere_but_in_the_mail(mailer, make_user, api, token_for, client):
     ada = make_user("ada")
-    issued = services.request_pairing_code(me(ada), ada, "mail", "ada@example.org")
+    issued = issue.request_pairing_code(me(ada), ada, "mail", "ada@example.org")
     assert issued.code is None  # the service never hands it to an edge
     [code] = mailed_codes()
 
@@ -137,12 +137,12 @@ def test_an_emailed_code_is_kept_nowhere_but_in_the_mail(mailer, make_user, api,
 @pytest.mark.django_db(transaction=True)
 def test_a_platform_that_delivers_codes_itself_gets_the_same_treatment(relay, make_user):
     ada = make_user("ada")
-    [channel] = [c for c in services.list_pairing_channels(me(ada)) if c["id"] == "relay_main"]
+    [channel] = [c for c in issue.list_pairing_channels(me(ada)) if c["id"] == "relay_main"]
     assert channel["needs_address"] is True
-    with pytest.raises(services.ValidationFailed):
-        services.request_pairing_code(me(ada), ada, "relay_main")  # the address is required
+    with pytest.raises(ValidationFailed):
+        issue.request_pairing_code(me(ada), ada, "relay_main")  # the address is required
 
-    issued = services.request_pairing_code(me(ada), ada, "relay_main", "ada-on-relay")
+    issued = issue.request_pairing_code(me(ada), ada, "relay_main", "ada-on-relay")
 
     assert issued.code is None and "ada-on-relay" not in issued.instructions
     [(connector_id, sent)] = locmem.outbox
@@ -150,13 +150,13 @@ def test_a_platform_that_delivers_codes_itself_gets_the_same_treatment(relay, ma
     assert connector_id == "relay_main" and sent.recipient == "ada-on-relay"
     assert code not in everything_stored_as_text()
     # Such a code is redeemed through the link only: sending it back to BRAIN pairs nothing.
-    assert not services.redeem_code("relay_main", "ada-on-relay", code).ok
+    assert not redeem.redeem_code("relay_main", "ada-on-relay", code).ok
     assert ChannelIdentity.objects.count() == 0
 
 
 def test_channels_say_which_ones_need_an_address(make_user, make_connector, mailer):
     make_connector("cli_main", kind="cli")
-    channels = {c["id"]: c for c in services.list_pairing_channels(me(make_user("ada")))}
+    channels = {c["id"]: c for c in issue.list_pairing_channels(me(make_user("ada")))}
     assert channels["mail"]["needs_address"] is True and channels["cli_main"]["needs_address"] is False
 
 
@@ -196,11 +196,11 @@ def test_pairing_mails_are_limited_per_address_across_accounts(mailer, limits, m
     # Case and +tags reach the same mailbox, so they count as one address.
     for name, address in (("u1", "Victim@example.org"), ("u2", "victim+x@EXAMPLE.org")):
         user = make_user(name)
-        services.request_pairing_code(me(user), user, "mail", address)
+        issue.request_pairing_code(me(user), user, "mail", address)
     third = make_user("u3")
 
     with pytest.raises(RateLimited) as refused:
-        services.request_pairing_code(me(third), third, "mail", "VICTIM@example.org")
+        issue.request_pairing_code(me(third), third, "mail", "VICTIM@example.org")
 
     assert refused.value.status == 429 and refused.value.retry_after > 0
     assert len(mail.outbox) == 2
@@ -215,7 +215,7 @@ def test_the_address_limit_holds_when_accounts_ask_at_the_same_moment(mailer, li
     users = [make_user(f"racer{i}") for i in range(6)]
 
     def ask(i):
-        return services.request_pairing_code(me(users[i]), users[i], "mail", "victim@example.org")
+        return issue.request_pairing_code(me(users[i]), users[i], "mail", "victim@example.org")
 
     results, errors = run_at_once(ask, len(users))
 
@@ -227,7 +227,7 @@ def test_codes_people_send_themselves_are_not_limited_by_the_mail_limits(make_us
     make_connector("cli_main", kind="cli")
     ada = make_user("ada")
     for _ in range(3):
-        services.request_pairing_code(me(ada), ada, "cli_main")
+        issue.request_pairing_code(me(ada), ada, "cli_main")
     assert PairingCode.objects.count() == 3
 
 
@@ -244,7 +244,7 @@ def receive(connector_id, sender, text, msg_id):
 def test_codes_sent_to_brain_are_not_kept_in_memory(make_user, make_connector):
     make_connector("cli_main", kind="cli")
     ada = make_user("ada")
-    code = services.request_pairing_code(me(ada), ada, "cli_main").code
+    code = issue.request_pairing_code(me(ada), ada, "cli_main").code
 
     receive("cli_main", "ada", f" {code[:4].lower()}-{code[4:]} ", "p1")
     receive("cli_main", "eve", "ZZ22ZZ22", "p2")  # a wrong guess: someone's mistyped code, perhaps
@@ -264,7 +264,7 @@ def test_codes_sent_to_brain_are_not_kept_in_memory(make_user, make_connector):
 def test_a_telegram_start_code_is_not_kept_in_memory(telegram, fake, make_user):
     ada = make_user("ada")
     telegram()
-    code = services.request_pairing_code(me(ada), ada, "tg_main").code
+    code = issue.request_pairing_code(me(ada), ada, "tg_main").code
     update = fixture("message_start_payload")
     update["message"]["text"] = f"/start {code}"
 
@@ -293,9 +293,9 @@ def test_pairing_links_are_redacted_in_log_lines():
 @pytest.mark.django_db(transaction=True)
 def test_asking_for_an_address_paired_elsewhere_answers_as_for_a_free_one(mailer, make_user, api, token_for):
     ada = make_user("ada")
-    services.request_pairing_code(me(ada), ada, "mail", "ada@example.org")
+    issue.request_pairing_code(me(ada), ada, "mail", "ada@example.org")
     [code] = mailed_codes()
-    assert services.confirm_email_link(me(ada), code).ok
+    assert redeem.confirm_email_link(me(ada), code).ok
     mail.outbox.clear()
     mallory = api(token_for(make_user("mallory")))
 
@@ -316,9 +316,9 @@ def test_asking_for_an_address_paired_elsewhere_answers_as_for_a_free_one(mailer
 @pytest.mark.django_db(transaction=True)
 def test_asking_again_for_your_own_paired_address_says_so(mailer, make_user, api, token_for):
     ada = make_user("ada")
-    services.request_pairing_code(me(ada), ada, "mail", "ada@example.org")
+    issue.request_pairing_code(me(ada), ada, "mail", "ada@example.org")
     [code] = mailed_codes()
-    assert services.confirm_email_link(me(ada), code).ok
+    assert redeem.confirm_email_link(me(ada), code).ok
 
     again = api(token_for(ada)).post(PAIRING_CODES, {"connector": "mail", "address": "ada@example.org"}, format="json")
 

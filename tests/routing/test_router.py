@@ -13,9 +13,12 @@ from hypothesis import strategies as st
 from brain_connectors.shared.errors import ValidationFailed
 from connectors.models import Connector, InboundMessage
 from connectors.platforms.addresses import mask_address
-from routing import router
 from routing.models import ChannelIdentity, ConnectorPreference
-from routing.router import ConnectorState, Entry, Snapshot, choose
+from routing.router import cache as router_cache
+from routing.router import decision as router_decision
+from routing.router import loading
+from routing.router.chain import INCLUDED_REASONS, choose
+from routing.router.snapshot import NOTIFICATION_TYPES, ConnectorState, Entry, Snapshot
 
 NOW = datetime(2026, 11, 25, 12, 0, tzinfo=timezone.utc)  # a Wednesday, noon UTC
 USER = 7
@@ -229,7 +232,7 @@ def snapshots(draw):
                 preference_id=1000 + i if has_pref else None,
                 priority=priorities[i] if has_pref else None,
                 enabled=draw(st.booleans()),
-                notification_types=tuple(draw(st.sets(st.sampled_from(router.NOTIFICATION_TYPES)))),
+                notification_types=tuple(draw(st.sets(st.sampled_from(NOTIFICATION_TYPES)))),
                 quiet_start=draw(times),
                 quiet_end=draw(times),
                 timezone=draw(st.sampled_from(ZONES)),
@@ -243,7 +246,7 @@ def snapshots(draw):
 
 
 moments = st.datetimes(min_value=datetime(2020, 1, 1), max_value=datetime(2030, 1, 1), timezones=st.just(timezone.utc))
-types = st.sampled_from(router.NOTIFICATION_TYPES)
+types = st.sampled_from(NOTIFICATION_TYPES)
 PROPERTY_SETTINGS = hsettings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 
@@ -261,9 +264,9 @@ def test_every_excluded_candidate_says_why(snapshot, kind, now):
     for candidate in choose(snapshot, kind, now).trace["candidates"]:
         assert isinstance(candidate["reason"], str) and candidate["reason"]
         if candidate["included"]:
-            assert candidate["reason"] in router.INCLUDED_REASONS
+            assert candidate["reason"] in INCLUDED_REASONS
         else:
-            assert candidate["reason"] != "ok" and candidate["reason"] not in router.INCLUDED_REASONS
+            assert candidate["reason"] != "ok" and candidate["reason"] not in INCLUDED_REASONS
 
 
 @PROPERTY_SETTINGS
@@ -313,9 +316,9 @@ def test_excluded_channels_are_never_in_the_chain_for_a_down_connector(snapshot,
 
 @pytest.fixture(autouse=True)
 def _fresh_router_cache():
-    router.invalidate()
+    router_cache.invalidate()
     yield
-    router.invalidate()
+    router_cache.invalidate()
 
 
 @pytest.fixture
@@ -330,13 +333,13 @@ def ada(make_user, make_connector):
 
 def test_decide_without_preferences_uses_the_default_order(ada):
     user, first, second = ada
-    decision = router.decide(user.pk, "standard")
+    decision = router_decision.decide(user.pk, "standard")
     assert decision.trace["source"] == "default_order"
     assert [r.identity_id for r in decision.chain] == [first.pk, second.pk]
     assert decision.trace["decision_ms"] >= 0
     with override_settings(ROUTING_DEFAULT_KIND_ORDER=["telegram"]):
-        router.invalidate()
-        decision = router.decide(user, "standard")  # a User works as well as its id
+        router_cache.invalidate()
+        decision = router_decision.decide(user, "standard")  # a User works as well as its id
     assert decision.chain == []
     assert {c["reason"] for c in decision.trace["candidates"]} == {"kind not in default order"}
 
@@ -345,14 +348,14 @@ def test_decide_sees_a_changed_preference_at_once(ada):
     user, first, second = ada
     p1 = ConnectorPreference.objects.create(user=user, identity=first, priority=1, notification_types=[])
     ConnectorPreference.objects.create(user=user, identity=second, priority=2, notification_types=[])
-    assert [r.identity_id for r in router.decide(user.pk, "standard").chain] == [first.pk, second.pk]
+    assert [r.identity_id for r in router_decision.decide(user.pk, "standard").chain] == [first.pk, second.pk]
     p1.enabled = False
     p1.save()
-    decision = router.decide(user.pk, "standard")
+    decision = router_decision.decide(user.pk, "standard")
     assert [r.identity_id for r in decision.chain] == [second.pk]
     assert {c["identity_id"]: c["reason"] for c in decision.trace["candidates"]}[first.pk] == "disabled"
     p1.delete()
-    decision = router.decide(user.pk, "standard")
+    decision = router_decision.decide(user.pk, "standard")
     assert {c["identity_id"]: c["reason"] for c in decision.trace["candidates"]}[first.pk] == "no preference"
 
 
@@ -361,12 +364,12 @@ def test_decide_sees_a_new_identity_and_a_stopped_connector(ada, make_connector)
     from tests.conftest import SYSTEM
 
     user, first, second = ada
-    assert len(router.decide(user.pk, "urgent").chain) == 2
+    assert len(router_decision.decide(user.pk, "urgent").chain) == 2
     make_connector("locmem_c")
     third = ChannelIdentity.objects.create(user=user, connector_id="locmem_c", address="c", verified_at=NOW)
-    assert third.pk in router.decide(user.pk, "urgent").trace["chain"]
+    assert third.pk in router_decision.decide(user.pk, "urgent").trace["chain"]
     services.stop_connector(SYSTEM, "locmem_a")
-    decision = router.decide(user.pk, "urgent")
+    decision = router_decision.decide(user.pk, "urgent")
     assert first.pk not in decision.trace["chain"]
     assert {c["identity_id"]: c["reason"] for c in decision.trace["candidates"]}[first.pk] == "connector not connected"
 
@@ -375,31 +378,31 @@ def test_a_warm_decision_makes_no_query(ada, django_assert_num_queries):
     user, first, second = ada
     ConnectorPreference.objects.create(user=user, identity=first, priority=1, notification_types=["urgent"])
     with django_assert_num_queries(2):  # cold: connector states + identities with preferences
-        cold = router.decide(user.pk, "urgent")
+        cold = router_decision.decide(user.pk, "urgent")
     with django_assert_num_queries(0):
-        warm = router.decide(user.pk, "urgent")
+        warm = router_decision.decide(user.pk, "urgent")
     assert warm.chain == cold.chain
     with django_assert_num_queries(0):
         for kind in ("standard", "digest"):
-            router.decide(user.pk, kind)
+            router_decision.decide(user.pk, kind)
 
 
 def test_a_heartbeat_reloads_connector_states_but_keeps_people(ada, django_assert_num_queries):
     user, first, second = ada
-    router.decide(user.pk, "standard")
+    router_decision.decide(user.pk, "standard")
     Connector.objects.get(pk="locmem_a").save(update_fields=["last_heartbeat"])
     with django_assert_num_queries(1):  # the connector states only
-        router.decide(user.pk, "standard")
+        router_decision.decide(user.pk, "standard")
 
 
 def test_the_cache_expires(ada, django_assert_num_queries):
     user, first, second = ada
-    router.decide(user.pk, "standard")
+    router_decision.decide(user.pk, "standard")
     # A change that sends no signal (another process, a bulk update) shows once the entry expires.
     ChannelIdentity.objects.filter(pk=second.pk).update(connector_id="locmem_a", address="other")
-    assert router.decide(user.pk, "standard").chain[1].address == "ada-cli"
+    assert router_decision.decide(user.pk, "standard").chain[1].address == "ada-cli"
     with override_settings(ROUTING_CACHE_SECONDS=0):
-        assert router.decide(user.pk, "standard").chain[1].address == "other"
+        assert router_decision.decide(user.pk, "standard").chain[1].address == "other"
 
 
 def test_decide_is_deterministic_on_the_database(ada):
@@ -407,12 +410,12 @@ def test_decide_is_deterministic_on_the_database(ada):
     ConnectorPreference.objects.create(user=user, identity=second, priority=1, quiet_start=time(22),
                                        quiet_end=time(7), timezone="Europe/Paris")
     night = datetime(2026, 11, 25, 1, 0, tzinfo=timezone.utc)
-    one, two = router.decide(user.pk, "standard", now=night), router.decide(user.pk, "standard", now=night)
+    one, two = router_decision.decide(user.pk, "standard", now=night), router_decision.decide(user.pk, "standard", now=night)
     for d in (one, two):
         d.trace.pop("decision_ms")
     assert one.trace == two.trace and one.chain == two.chain
     assert one.trace["candidates"][0]["reason"] == "quiet hours"
-    assert router.decide(user.pk, "urgent", now=night).trace["candidates"][0]["reason"] == "urgent overrides quiet hours"
+    assert router_decision.decide(user.pk, "urgent", now=night).trace["candidates"][0]["reason"] == "urgent overrides quiet hours"
 
 
 def test_whatsapp_window_from_inbound_messages(make_user, make_connector):
@@ -422,9 +425,9 @@ def test_whatsapp_window_from_inbound_messages(make_user, make_connector):
     make_connector("locmem_wa")
     identity = ChannelIdentity.objects.create(user=user, connector_id="locmem_wa", address="+14155550123",
                                               verified_at=NOW)
-    entries = router.load_entries(user.pk)
+    entries = loading.load_entries(user.pk)
     assert entries[0].last_inbound is None
-    router.decide(user.pk, "standard")
+    router_decision.decide(user.pk, "standard")
     received = NOW - timedelta(hours=1)
     InboundMessage.objects.create(connector_id="locmem_wa", platform_message_id="m1",
                                   sender="whatsapp:+14155550123", content="hi", received_at=received)
@@ -432,7 +435,7 @@ def test_whatsapp_window_from_inbound_messages(make_user, make_connector):
                                   sender="whatsapp:+14155550123", content="older", received_at=received - timedelta(hours=5))
     InboundMessage.objects.create(connector_id="locmem_wa", platform_message_id="m2",
                                   sender="whatsapp:+14155550999", content="someone else", received_at=NOW)
-    snapshot = router.snapshot_for(user.pk)  # evicted by the new message: reloaded without waiting
+    snapshot = router_decision.snapshot_for(user.pk)  # evicted by the new message: reloaded without waiting
     assert snapshot.entries[0].identity_id == identity.pk
     assert snapshot.entries[0].last_inbound == received
 
@@ -448,13 +451,13 @@ def test_quota_exhausted_on_the_database(make_user, make_connector):
     other = ChannelIdentity.objects.create(user=user, connector_id="locmem_r", address="r", verified_at=NOW)
     ConnectorPreference.objects.create(user=user, identity=limited, priority=1)
     ConnectorPreference.objects.create(user=user, identity=other, priority=2)
-    assert router.decide(user.pk, "urgent").trace["chain"] == [limited.pk, other.pk]
+    assert router_decision.decide(user.pk, "urgent").trace["chain"] == [limited.pk, other.pk]
     assert quotas.take([(f"recipient:locmem_q:{address}", 1)]) == 0.0  # the one token of this minute
-    decision = router.decide(user.pk, "urgent")
+    decision = router_decision.decide(user.pk, "urgent")
     assert decision.trace["chain"] == [other.pk]
     assert decision.trace["candidates"][0]["reason"] == "quota exhausted"
 
 
 def test_unknown_type_is_refused_by_decide(ada):
     with pytest.raises(ValidationFailed):
-        router.decide(ada[0].pk, "loud")
+        router_decision.decide(ada[0].pk, "loud")

@@ -19,8 +19,8 @@ from brain_connectors.shared.pagination import PaginatedListMixin
 from connectors.api.serializers import ErrorSerializer
 from connectors.api.views import principal_of
 from connectors.platforms.base import MAX_CONTENT_LENGTH
-from routing import notify
 from routing.models import NotificationStatus, NotificationType
+from routing.notify import creation, inbox, permissions
 
 
 class NotifySerializer(serializers.Serializer):
@@ -50,7 +50,7 @@ class NotificationDetailSerializer(NotificationSerializer):
 
     def get_content(self, obj) -> str | None:
         principal = self.context.get("principal")
-        return obj.content if principal is not None and notify.can_see_content(principal, obj) else None
+        return obj.content if principal is not None and permissions.can_see_content(principal, obj) else None
 
 
 ERRORS = {code: OpenApiResponse(ErrorSerializer) for code in (400, 401, 403, 404, 409)}
@@ -95,7 +95,7 @@ class NotificationViewSet(PaginatedListMixin, viewsets.ViewSet):
         serializer = NotifySerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
         data = serializer.validated_data
-        notification, replayed = notify.notify_user(
+        notification, replayed = creation.notify_user(
             principal_of(request),
             data["user"],
             data["content"],
@@ -107,13 +107,13 @@ class NotificationViewSet(PaginatedListMixin, viewsets.ViewSet):
         return self._detail(request, notification, code=status.HTTP_201_CREATED)
 
     def list(self, request):
-        qs = notify.list_notifications(
+        qs = inbox.list_notifications(
             principal_of(request), username=request.query_params.get("user"), status=request.query_params.get("status")
         )
         return self.paginated_response(request, qs, NotificationSerializer)
 
     def retrieve(self, request, id=None):
-        return self._detail(request, notify.get_notification(principal_of(request), id))
+        return self._detail(request, inbox.get_notification(principal_of(request), id))
 
     @extend_schema(
         summary="Acknowledge: the person has it, stop falling back",
@@ -122,4 +122,4 @@ class NotificationViewSet(PaginatedListMixin, viewsets.ViewSet):
     )
     @action(detail=True, methods=["post"])
     def acknowledge(self, request, id=None):
-        return self._detail(request, notify.acknowledge(principal_of(request), id))
+        return self._detail(request, inbox.acknowledge(principal_of(request), id))

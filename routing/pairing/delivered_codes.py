@@ -1,5 +1,6 @@
-"""Pairing codes that BRAIN delivers to the address itself: email's link, and any platform whose
-class sets `delivers_pairing_code`.
+"""Pairing codes BRAIN delivers to the address itself (email's link): kept from everyone else, sends limited.
+
+This applies to email and to any platform whose class sets `delivers_pairing_code`.
 
 Such a code proves control of the address only if nobody but the address's owner ever sees it:
 - the pairing service never returns it (`IssuedCode.code` is None), so no edge can show it;
@@ -21,6 +22,8 @@ from django.conf import settings
 from django.db import connection
 
 from brain_connectors.shared.errors import RateLimited
+from connectors import services as connector_services
+from connectors.permissions import Principal
 from connectors.registry.kinds import UnknownKind, get_connector_class
 from routing.models import PairingCode
 
@@ -105,9 +108,6 @@ def send_taken_notice(connector, address, user):
     """Tell the mailbox, and only the mailbox, that a pairing request for it was refused because the
     address belongs to another account. The requester's answer is the same as for a free address,
     so it does not reveal whose addresses have accounts here; the mail holds no code and no link."""
-    from connectors import services as connector_services
-    from connectors.permissions import Principal
-
     message = (
         f"Hello,\n\n{user.get_username()} asked BRAIN to reach them at this address, but this address is already "
         "paired with another BRAIN account, so nothing was changed.\n\n"
