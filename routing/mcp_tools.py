@@ -9,7 +9,7 @@ from pydantic import Field
 from brain_connectors.mcp.registry import tool
 from connectors.permissions import Principal
 from connectors.platforms.base import MAX_CONTENT_LENGTH
-from routing import notify
+from routing.notify import creation, inbox
 
 
 @tool(
@@ -39,7 +39,7 @@ def notify_user(
               description="Optional. The same key with the same arguments never notifies twice."),
     ] = None,
 ) -> dict:
-    notification, replayed = notify.notify_user(
+    notification, replayed = creation.notify_user(
         principal, username, content, notification_type, idempotency_key=idempotency_key
     )
     return {
@@ -47,5 +47,5 @@ def notify_user(
         "status": notification.status,
         "notification_type": notification.notification_type,
         "replayed": replayed,
-        **notify.summary(notification),
+        **inbox.summary(notification),
     }

@@ -6,8 +6,3 @@
 - `inbox`: reading, listing and acknowledging notifications;
 - `permissions`: who may notify, see, read and acknowledge; `trail`: audit target, principal, events.
 """
-# The MCP server (brain_connectors/mcp/server.py) calls routing.notify.notify_user and .summary.
-from routing.notify.creation import notify_user
-from routing.notify.inbox import summary
-
-__all__ = ["notify_user", "summary"]
