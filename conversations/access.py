@@ -12,6 +12,7 @@ from django.db.models import Q
 
 from connectors.models import PERM_READ_CONVERSATIONS
 from connectors.permissions import Principal, connectors_with, has_perm
+from routing.models import ChannelIdentity
 
 
 def reads_everything(principal: Principal) -> bool:
@@ -26,8 +27,6 @@ def _active(principal):
 
 def own_q(user, prefix=""):
     """Q over Conversation (prefix "") or Message (prefix "conversation__"): the person's own."""
-    from routing.models import ChannelIdentity
-
     q = Q(**{f"{prefix}person": user})
     for connector_id, address in ChannelIdentity.objects.filter(user=user).values_list("connector_id", "address"):
         q |= Q(**{f"{prefix}connector_id": connector_id, f"{prefix}address": address})
@@ -47,8 +46,6 @@ def readable_q(principal: Principal, prefix=""):
 def is_own(principal: Principal, connector_id, address, conversation=None) -> bool:
     """Whether (connector, address) is the principal's own: a paired address of theirs, or a
     conversation linked to their account."""
-    from routing.models import ChannelIdentity
-
     if not _active(principal):
         return False
     if conversation is not None and conversation.person_id == principal.user.pk:

@@ -13,7 +13,7 @@ from django.http import HttpResponse
 from brain_connectors.shared.errors import ServiceError
 from connectors.admin import ReadOnlyAdmin, ServiceBackedAdmin
 from connectors.admin import principal_of as admin_principal
-from conversations import access, privacy
+from conversations import access, privacy, services
 from conversations.analysis import sentiment_trend
 from conversations.models import Conversation, MessageAnalysis, RetentionPolicy
 
@@ -72,8 +72,6 @@ class ConversationAdmin(ReadOnlyAdmin):
         queryset, may_have_duplicates = super().get_search_results(request, queryset, search_term)
         if not search_term.strip():
             return queryset, may_have_duplicates
-        from conversations import services
-
         try:
             found = services.search(admin_principal(request), search_term, limit=200)
         except ServiceError as exc:

@@ -20,6 +20,7 @@ TOPIC_COUNT = 5
 @lru_cache(maxsize=1)
 def _sentiment_analyzer():
     """One analyzer per process: loading the lexicon is the slow part."""
+    # Imported on first use: only the analysis worker needs the lexicon.
     from vaderSentiment.vaderSentiment import SentimentIntensityAnalyzer
 
     return SentimentIntensityAnalyzer()
@@ -34,7 +35,7 @@ def topics(text, count=TOPIC_COUNT):
     """Up to `count` keywords (lowercased, most relevant first)."""
     if not (text or "").strip():
         return []
-    import yake
+    import yake  # on first use: only the analysis worker needs it, and it is slow to import
 
     extractor = yake.KeywordExtractor(lan="en", n=2, top=count)
     seen, found = set(), []

@@ -7,6 +7,7 @@ class ConversationsConfig(AppConfig):
     verbose_name = "Conversations (memory and search)"
 
     def ready(self):
+        # Here, not at the top: services import models, which exist only once the app registry is ready.
         from connectors.signals import message_recorded
         from conversations.services import store_recorded_message
 

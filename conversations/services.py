@@ -24,9 +24,12 @@ from connectors.models import PERM_VIEW, Connector
 from connectors.permissions import Principal, has_perm
 from connectors.platforms.base import BaseConnector
 from connectors.registry.kinds import UnknownKind, get_connector_class
+from connectors.services import conversation_context
 from conversations import access
 from conversations import search as index
 from conversations.models import Conversation, Message, Role, SearchToken
+from routing.models import ChannelIdentity
+from routing.pairing import memory_text
 
 logger = logging.getLogger(__name__)
 
@@ -46,8 +49,6 @@ def _conversation_address(kind, address):
 
 
 def _person_for(connector_id, address):
-    from routing.models import ChannelIdentity
-
     identity = ChannelIdentity.objects.filter(connector_id=connector_id, address=address).only("user_id").first()
     return identity.user_id if identity else None
 
@@ -55,8 +56,6 @@ def _person_for(connector_id, address):
 def _memory_text(connector_id, direction, content):
     """The text to keep: a pairing code sent to BRAIN is replaced by routing's placeholder, so it
     never reaches memory, the index, BRAIN's context or anyone who reads conversations."""
-    from routing.pairing import memory_text
-
     return memory_text(connector_id, direction, content) or content
 
 
@@ -167,8 +166,6 @@ def context_for_inbound(inbound):
     limit = settings.BRAIN_CONTEXT_LIMIT
     message = Message.objects.select_related("conversation").filter(inbound_id=inbound.pk).first()
     if message is None:  # stored before memory existed: fall back to the connectors' own view
-        from connectors.services import conversation_context
-
         return conversation_context(inbound, limit)
     return get_context(message.conversation, inbound.connector_id, limit, before=message)
 

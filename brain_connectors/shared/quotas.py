@@ -43,7 +43,7 @@ _redis_script = None
 def _redis():
     global _redis_client, _redis_script
     if _redis_client is None:
-        import redis
+        import redis  # only with REDIS_URL: the embedded set-up never loads the client
 
         _redis_client = redis.Redis.from_url(settings.REDIS_URL, socket_timeout=2, socket_connect_timeout=2)
         _redis_script = _redis_client.register_script(_LUA_TAKE)

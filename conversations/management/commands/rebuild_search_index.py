@@ -19,6 +19,7 @@ from tqdm import tqdm
 
 from audit import services as audit
 from connectors.fields import DecryptionError
+from conversations import search
 from conversations.models import IndexState, Message, SearchToken
 
 PRINCIPAL = "system:rebuild_search_index"
@@ -40,7 +41,6 @@ class Command(BaseCommand):
             raise CommandError("--max-batches must be at least 1")
         if not settings.SEARCH_INDEX_KEY:
             raise CommandError("SEARCH_INDEX_KEY is not set: set it to the new index key, then run rebuild_search_index.")
-        from conversations import search
 
         key = settings.SEARCH_INDEX_KEY
         kid = search.key_id(key)
