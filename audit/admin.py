@@ -1,3 +1,5 @@
+"""Read-only admin for the audit log."""
+
 from django.contrib import admin
 
 from audit.models import AuditEvent

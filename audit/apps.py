@@ -1,3 +1,5 @@
+"""App config of audit."""
+
 from django.apps import AppConfig
 
 

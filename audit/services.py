@@ -1,5 +1,6 @@
-"""Writing and verifying the audit log. `record()` is the only writer; services use `record_action()`
-and `audited()` on top of it.
+"""Writing and verifying the audit log.
+
+`record()` is the only writer; services use `record_action()` and `audited()` on top of it.
 
 `record()` joins the caller's transaction, so an audit row commits or rolls back with the change
 it describes. The chain is serialised: on PostgreSQL by a transaction-scoped advisory lock, on

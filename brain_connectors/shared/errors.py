@@ -1,5 +1,6 @@
-"""Errors raised by services. Each carries a stable code and an HTTP status, so every edge (REST,
-admin, MCP, commands) reports the same clear message without translating by hand."""
+"""The ServiceError family that services raise, each with a stable code and an HTTP status.
+
+Every edge (REST, admin, MCP, commands) reports the same clear message without translating by hand."""
 
 from django.core.exceptions import ImproperlyConfigured
 

@@ -1,8 +1,10 @@
-"""Keep secrets out of logs: any configured secret value, and anything shaped like an API token or
-a bearer header, is replaced before a record is written, and so are the values of URL query strings
-(search words, codes) and pairing codes in paths; so is the raw payload that an SDK dumps whole into
-a log line (message text, names), which the filter cannot recognise by its shape. daphne's access
-log, which does not go through logging, gets the same treatment (brain_connectors/shared/access_log.py)."""
+"""Keeps secrets, tokens, codes and message text out of log records.
+
+Any configured secret value, and anything shaped like an API token or a bearer header, is replaced before a record
+is written, and so are the values of URL query strings (search words, codes) and pairing codes in paths; so is the
+raw payload that an SDK dumps whole into a log line (message text, names), which the filter cannot recognise by its
+shape. daphne's access log, which does not go through logging, gets the same treatment
+(brain_connectors/shared/access_log.py)."""
 import logging
 import re
 

@@ -1,5 +1,4 @@
-"""Token buckets that stay correct across processes: in Redis when REDIS_URL is set, in the
-database otherwise.
+"""Token buckets that stay correct across processes: in Redis when REDIS_URL is set, in the database otherwise.
 
 A bucket holds up to `per_minute` tokens (one minute of burst) and refills continuously at
 per_minute/60 tokens a second. `take()` takes one token from every named bucket at once, or from

@@ -1,5 +1,4 @@
-"""Standard-Webhooks-style signatures, for everything we sign or verify (BRAIN calls, the generic
-webhook connector, event subscriptions).
+"""Standard-Webhooks-style signatures for everything we sign or verify (BRAIN, webhook connector, subscriptions).
 
 signature = base64(HMAC-SHA256(key, f"{id}.{timestamp}.{body}")), sent as `v1,<signature>` in
 `webhook-signature` (several space-separated during key rotation), with `webhook-id` and

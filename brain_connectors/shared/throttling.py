@@ -1,4 +1,5 @@
 """Request quotas for the REST API, in token buckets shared by every process (brain_connectors.shared.quotas).
+
 Over quota answers 429 with Retry-After.
 
 - Authenticated clients: a bucket per user (API_RATE_LIMIT_PER_MINUTE).

@@ -1,3 +1,5 @@
+"""`manage.py audit_checkpoint`: checkpoints the audit chain's head now."""
+
 from django.core.management.base import BaseCommand, CommandError
 
 from audit import checkpoints

@@ -1,3 +1,5 @@
+"""`manage.py verify_audit`: verifies the audit log's hash chain and its checkpoints."""
+
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 from tqdm import tqdm

@@ -1,5 +1,7 @@
-"""Delete conversation messages older than their retention (CONVERSATION_RETENTION_DAYS, or the
-connector's RetentionPolicy), and conversations left empty. Writes an audit row with the counts."""
+"""`manage.py purge_conversations`: deletes messages past their retention, and conversations left empty.
+
+The retention is the connector's RetentionPolicy, else CONVERSATION_RETENTION_DAYS. Writes an audit row with the
+counts."""
 from django.core.management.base import BaseCommand, CommandError
 from tqdm import tqdm
 
