@@ -46,6 +46,7 @@ from brain_connectors.shared import url_guard
 from brain_connectors.shared.errors import Hidden, NotFound, PermissionDenied, ValidationFailed, audit_result
 from brain_connectors.shared.guarded_http import UnresolvableHost, caused_by, guarded_client
 from brain_connectors.shared.signing import signed_headers
+from connectors.delivery import queue
 from connectors.events import log as events
 from connectors.models import DeliveryStatus, EventDelivery, EventSubscription
 from connectors.permissions import Principal, viewable_connectors
@@ -352,12 +353,7 @@ def fan_out(event):
 
 
 def enqueue(event_delivery_id, countdown=None):
-    from connectors.tasks import deliver_event
-
-    if countdown:
-        deliver_event.apply_async(args=[str(event_delivery_id)], countdown=countdown)
-    else:
-        deliver_event.delay(str(event_delivery_id))
+    queue.enqueue(queue.DELIVER_EVENT, str(event_delivery_id), countdown=countdown)
 
 
 # --- delivery --------------------------------------------------------------------------------
