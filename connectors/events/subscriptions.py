@@ -47,11 +47,11 @@ from brain_connectors.shared.errors import Hidden, NotFound, PermissionDenied, V
 from brain_connectors.shared.guarded_http import UnresolvableHost, caused_by, guarded_client
 from brain_connectors.shared.signing import signed_headers
 from connectors.delivery import queue
+from connectors.delivery.schedule import due_and_stuck, retry_delay
 from connectors.events import log as events
 from connectors.models import DeliveryStatus, EventDelivery, EventSubscription
 from connectors.permissions import Principal, viewable_connectors
 from connectors.platforms.webhook import parse_retry_after
-from connectors.services import due_and_stuck, retry_delay
 
 logger = logging.getLogger(__name__)
 
