@@ -1,60 +1,56 @@
-"""Celery tasks: thin wrappers over services, so tests and eager mode run the same code."""
+"""Celery tasks: thin wrappers over services, so tests and eager mode run the same code.
+
+Their names (`connectors.tasks.<function>`) are stored in beat schedules and named by
+`connectors.delivery.queue`, through which services enqueue them without importing this module.
+"""
 from celery import shared_task
 
-from connectors import services
+from connectors.delivery import attempts, replies, sweeper
+from connectors.events import log, push, subscription_delivery
+from connectors.monitoring import health
 
 
 @shared_task(acks_late=True, reject_on_worker_lost=True, ignore_result=True)
 def deliver(delivery_id):
-    services.attempt_delivery(delivery_id)
+    attempts.attempt_delivery(delivery_id)
 
 
 @shared_task(acks_late=True, reject_on_worker_lost=True, ignore_result=True)
 def handle_inbound(inbound_id):
-    services.reply_with_brain(inbound_id)
+    replies.reply_with_brain(inbound_id)
 
 
 @shared_task(ignore_result=True)
 def sweep():
     """Periodic (Celery beat): re-drive deliveries and inbound messages the broker may have lost."""
-    return services.sweep()
+    return sweeper.sweep()
 
 
 @shared_task(ignore_result=True)
 def relay_events():
     """Periodic (Celery beat): push committed events the channel layer never got."""
-    from connectors.events import push as events
-
-    return events.relay()
+    return push.relay()
 
 
 @shared_task(ignore_result=True)
 def purge_events():
     """Periodic (Celery beat): delete events past EVENT_RETENTION_DAYS (audited)."""
-    from connectors.events import log as events
-
-    return events.purge_expired()
+    return log.purge_expired()
 
 
 @shared_task(ignore_result=True)
 def health_checks():
     """Periodic (Celery beat): check every running connector's health, open and close incidents."""
-    from connectors.monitoring import health as monitoring
-
-    return monitoring.run_health_checks()
+    return health.run_health_checks()
 
 
 @shared_task(acks_late=True, reject_on_worker_lost=True, ignore_result=True)
 def deliver_event(event_delivery_id):
-    """POST one event to one subscription (connectors.events.subscriptions)."""
-    from connectors.events import subscription_delivery as subscriptions
-
-    subscriptions.deliver_event(event_delivery_id)
+    """POST one event to one subscription (connectors.events.subscription_delivery)."""
+    subscription_delivery.deliver_event(event_delivery_id)
 
 
 @shared_task(ignore_result=True)
 def sweep_event_deliveries():
     """Periodic (Celery beat): re-drive event deliveries the broker may have lost."""
-    from connectors.events import subscription_delivery as subscriptions
-
-    return subscriptions.sweep()
+    return subscription_delivery.sweep()

@@ -13,7 +13,6 @@ from rest_framework.views import APIView
 
 from brain_connectors.shared.errors import ValidationFailed
 from brain_connectors.shared.pagination import PaginatedListMixin
-from connectors import services
 from connectors.api import tokens
 from connectors.api.serializers import (
     ConnectorSerializer,
@@ -24,8 +23,18 @@ from connectors.api.serializers import (
     PermissionGrantSerializer,
     SendSerializer,
 )
+from connectors.delivery.outbound import get_delivery, send_message
 from connectors.models import PERM_ADMIN, ConnectorStatus, Delivery
 from connectors.permissions import LEVELS, Principal, viewable_connectors
+from connectors.registry.grants import grant_permission, revoke_permission
+from connectors.registry.lifecycle import set_disabled, start_connector, stop_connector, test_connector
+from connectors.registry.records import (
+    delete_connector,
+    get_connector,
+    list_connectors,
+    register_connector,
+    update_connector,
+)
 
 ERRORS = {
     400: OpenApiResponse(ErrorSerializer, "Invalid request"),
@@ -74,14 +83,14 @@ class ConnectorViewSet(PaginatedListMixin, viewsets.ViewSet):
     serializer_class = ConnectorSerializer
 
     def list(self, request):
-        qs = services.list_connectors(
+        qs = list_connectors(
             principal_of(request), kind=request.query_params.get("kind"), status=request.query_params.get("status")
         )
         return self.paginated_response(request, qs, ConnectorSerializer)
 
     def create(self, request):
         data = _validated(ConnectorSerializer, request.data)
-        connector = services.register_connector(
+        connector = register_connector(
             principal_of(request),
             id=data["id"],
             kind=data["kind"],
@@ -94,43 +103,43 @@ class ConnectorViewSet(PaginatedListMixin, viewsets.ViewSet):
         return Response(ConnectorSerializer(connector).data, status=status.HTTP_201_CREATED)
 
     def retrieve(self, request, id=None):
-        return Response(ConnectorSerializer(services.get_connector(principal_of(request), id)).data)
+        return Response(ConnectorSerializer(get_connector(principal_of(request), id)).data)
 
     def partial_update(self, request, id=None):
         changes = _validated(ConnectorUpdateSerializer, request.data)
         if not changes:
             raise ValidationFailed("Nothing to change.", details={"body": "give at least one field"})
-        connector = services.update_connector(principal_of(request), id, **changes)
+        connector = update_connector(principal_of(request), id, **changes)
         return Response(ConnectorSerializer(connector).data)
 
     def destroy(self, request, id=None):
-        services.delete_connector(principal_of(request), id)
+        delete_connector(principal_of(request), id)
         return Response(status=status.HTTP_204_NO_CONTENT)
 
     @extend_schema(summary="Start the connector (manage)", request=None, responses={200: ConnectorSerializer, **_errors(401, 403, 404, 409)})
     @action(detail=True, methods=["post"])
     def start(self, request, id=None):
-        return Response(ConnectorSerializer(services.start_connector(principal_of(request), id)).data)
+        return Response(ConnectorSerializer(start_connector(principal_of(request), id)).data)
 
     @extend_schema(summary="Stop the connector (manage)", request=None, responses={200: ConnectorSerializer, **_errors(401, 403, 404, 409)})
     @action(detail=True, methods=["post"])
     def stop(self, request, id=None):
-        return Response(ConnectorSerializer(services.stop_connector(principal_of(request), id)).data)
+        return Response(ConnectorSerializer(stop_connector(principal_of(request), id)).data)
 
     @extend_schema(summary="Disable the connector (manage)", request=None, responses={200: ConnectorSerializer, **_errors(401, 403, 404, 409)})
     @action(detail=True, methods=["post"])
     def disable(self, request, id=None):
-        return Response(ConnectorSerializer(services.set_disabled(principal_of(request), id, True)).data)
+        return Response(ConnectorSerializer(set_disabled(principal_of(request), id, True)).data)
 
     @extend_schema(summary="Re-enable a disabled connector (manage)", request=None, responses={200: ConnectorSerializer, **_errors(401, 403, 404, 409)})
     @action(detail=True, methods=["post"])
     def enable(self, request, id=None):
-        return Response(ConnectorSerializer(services.set_disabled(principal_of(request), id, False)).data)
+        return Response(ConnectorSerializer(set_disabled(principal_of(request), id, False)).data)
 
     @extend_schema(summary="Run the platform health check now (manage)", request=None, responses={200: HealthResultSerializer, **_errors(401, 403, 404)})
     @action(detail=True, methods=["post"])
     def test(self, request, id=None):
-        result = services.test_connector(principal_of(request), id)
+        result = test_connector(principal_of(request), id)
         return Response({"ok": result.ok, "detail": result.detail})
 
     @extend_schema(
@@ -149,7 +158,7 @@ class ConnectorViewSet(PaginatedListMixin, viewsets.ViewSet):
     @action(detail=True, methods=["post"])
     def send(self, request, id=None):
         data = _validated(SendSerializer, request.data)
-        delivery, replayed = services.send_message(
+        delivery, replayed = send_message(
             principal_of(request),
             id,
             data["recipient"],
@@ -186,7 +195,7 @@ class ConnectorViewSet(PaginatedListMixin, viewsets.ViewSet):
     def permissions(self, request, id=None):
         principal = principal_of(request)
         if request.method == "GET":
-            connector = services.get_connector(principal, id, perm=PERM_ADMIN)
+            connector = get_connector(principal, id, perm=PERM_ADMIN)
             return Response(_grants(connector))
         source = request.query_params if request.method == "DELETE" and not request.data else request.data
         data = _validated(PermissionGrantSerializer, source)
@@ -199,9 +208,9 @@ class ConnectorViewSet(PaginatedListMixin, viewsets.ViewSet):
             group = Group.objects.filter(name=data["group"]).first()
             if group is None:
                 raise ValidationFailed(f"No group {data['group']!r}.", details={"group": "unknown"})
-        change = services.grant_permission if request.method == "POST" else services.revoke_permission
+        change = grant_permission if request.method == "POST" else revoke_permission
         change(principal, id, data["permission"], user=user, group=group)
-        return Response(_grants(services.get_connector(principal, id, perm=PERM_ADMIN)))
+        return Response(_grants(get_connector(principal, id, perm=PERM_ADMIN)))
 
 
 def _grants(connector):
@@ -248,7 +257,7 @@ class DeliveryViewSet(mixins.ListModelMixin, viewsets.GenericViewSet):
         return qs
 
     def retrieve(self, request, id=None):
-        return Response(DeliverySerializer(services.get_delivery(principal_of(request), id)).data)
+        return Response(DeliverySerializer(get_delivery(principal_of(request), id)).data)
 
 
 class ApiTokenSerializer(serializers.Serializer):

@@ -1,1 +1,1 @@
-"""The delivery pipeline: outbound sends, attempts and retries, receipts, inbound, BRAIN replies, the sweeper."""
+"""Messages in and out: send, attempts, receipts, inbound, BRAIN replies and backends, the sweeper, the queue seam."""

@@ -25,6 +25,7 @@ from django.db import transaction
 from audit import services as audit
 from brain_connectors.shared import url_guard
 from brain_connectors.shared.errors import Hidden, NotFound, PermissionDenied, ValidationFailed, audit_result
+from connectors.delivery import queue
 from connectors.events.types import EVENT_TYPES, type_pattern_known
 from connectors.models import DeliveryStatus, EventDelivery, EventSubscription
 
@@ -285,9 +286,4 @@ def list_deliveries(principal, subscription_id, *, status=None):
 
 
 def enqueue(event_delivery_id, countdown=None):
-    from connectors.tasks import deliver_event
-
-    if countdown:
-        deliver_event.apply_async(args=[str(event_delivery_id)], countdown=countdown)
-    else:
-        deliver_event.delay(str(event_delivery_id))
+    queue.enqueue(queue.DELIVER_EVENT, str(event_delivery_id), countdown=countdown)

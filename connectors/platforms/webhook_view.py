@@ -17,7 +17,8 @@ from django.http import HttpResponseNotAllowed, JsonResponse
 from django.views.decorators.csrf import csrf_exempt
 
 from brain_connectors.shared.errors import Conflict, NotFound
-from connectors import services
+from connectors.delivery.inbound import receive_message
+from connectors.delivery.receipts import apply_receipt
 from connectors.models import CONNECTOR_ID_PATTERN, Connector
 from connectors.platforms.base import WebhookIgnored, WebhookMalformed, WebhookRejected
 from connectors.registry.kinds import UnknownKind, connector_for
@@ -92,9 +93,9 @@ def _handle_webhook(request, family, connector_id, channel):
     stored = []
     try:
         for message in result.messages:
-            stored.append(services.receive_message(connector_id, message, connector=row))
+            stored.append(receive_message(connector_id, message, connector=row))
         for receipt in result.receipts:
-            services.apply_receipt(connector_id, receipt)
+            apply_receipt(connector_id, receipt)
     except Conflict as exc:  # connector not running: let the platform retry later
         return _json(503, exc.code, exc.message)
     except NotFound as exc:

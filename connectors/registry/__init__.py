@@ -1,1 +1,1 @@
-"""The connector registry: kinds, records, lifecycle, leases, grants and destinations."""
+"""The connector registry: kinds, records, lifecycle, leases, grants, platform state, destinations, the runner."""

@@ -4,7 +4,7 @@ Some connectors need a process of their own (Telegram in polling mode). Any numb
 `runconnectors` processes may run; for each such connector exactly one of them works at a time:
 
 - every `interval` seconds a runner heartbeats each CONNECTED connector whose platform
-  `runs_poller`, asking for its lease (`services.heartbeat(..., lease_owner=owner)`). A
+  `runs_poller`, asking for its lease (`heartbeat(..., lease_owner=owner)`). A
   Conflict "lease_held" means another live process owns it: skip it, and try again next round.
   Holding the lease, the runner keeps one thread polling it (`poll_once` in a loop) and renews
   the lease each round;
@@ -26,11 +26,12 @@ from django.db import close_old_connections, connection
 from django.utils import timezone
 
 from brain_connectors.shared.errors import Conflict, NotFound
-from connectors import services
 from connectors.models import Connector, ConnectorStatus
 from connectors.permissions import Principal
 from connectors.platforms.base import ConnectorError
 from connectors.registry.kinds import UnknownKind, connector_for
+from connectors.registry.leases import heartbeat, release_lease
+from connectors.registry.lifecycle import CONNECTOR_FATAL_CODES, record_connector_error
 
 logger = logging.getLogger("connectors.registry.runner")
 
@@ -86,7 +87,7 @@ class Runner:
                 self._note_waiting(connector_id, holder)  # plainly taken: no refused heartbeat to audit
                 continue
             try:
-                services.heartbeat(self.principal, connector_id, lease_owner=self.owner,
+                heartbeat(self.principal, connector_id, lease_owner=self.owner,
                                    lease_seconds=self.lease_seconds)
             except Conflict as exc:
                 if exc.code != "lease_held":
@@ -104,7 +105,7 @@ class Runner:
         for connector_id in self.held - held:  # stopped, errored, deleted or taken over
             logger.info("%s: no longer running %s", self.owner, connector_id)
             self._stop_poller(connector_id)
-            services.release_lease(self.principal, connector_id, self.owner)
+            release_lease(self.principal, connector_id, self.owner)
         self.held = held
         return held
 
@@ -143,7 +144,7 @@ class Runner:
         close_old_connections()
         for connector_id in sorted(self.held):
             try:
-                if services.release_lease(self.principal, connector_id, self.owner):
+                if release_lease(self.principal, connector_id, self.owner):
                     logger.info("%s: released %s", self.owner, connector_id)
             except Exception:
                 logger.exception("Could not release the lease on %s", connector_id)
@@ -190,9 +191,9 @@ class Poller(threading.Thread):
         try:
             handled = platform.poll_once(self.stop_event)
         except ConnectorError as exc:
-            if exc.permanent and exc.code in services.CONNECTOR_FATAL_CODES:
+            if exc.permanent and exc.code in CONNECTOR_FATAL_CODES:
                 logger.error("%s: %s", self.connector_id, exc.message)
-                services.record_connector_error(self.runner.principal, self.connector_id, exc)
+                record_connector_error(self.runner.principal, self.connector_id, exc)
                 return False
             self.failures += 1
             delay = exc.retry_after or min(MAX_BACKOFF, 2 ** min(self.failures, 6))

@@ -15,6 +15,7 @@ from brain_connectors.shared.errors import Conflict, PermissionDenied
 from connectors import services
 from connectors.models import PERM_ADMIN, PERM_MANAGE, Connector
 from connectors.permissions import Principal
+from connectors.registry import validation
 from connectors.registry.kinds import get_connector_class
 from tests.connectors import url_guard_support
 from tests.connectors.url_guard_support import PUBLIC_ADDRESS
@@ -165,13 +166,13 @@ def test_a_destination_moved_by_someone_else_meanwhile_is_a_conflict(people, mon
     """The permission is decided on a first read without the lock; if an admin moved the destination
     before the lock is taken, the manager's config (which would move it back) is refused, not saved."""
     manager, _ = people
-    real_check = services._check_destinations
+    real_check = validation.check_destinations
 
     def admin_changes_it_meanwhile(kind_class, changes):
         real_check(kind_class, changes)
         Connector.objects.filter(pk="tg_main").update(config={**TG, "api_base_url": "https://hooks.example"})
 
-    monkeypatch.setattr(services, "_check_destinations", admin_changes_it_meanwhile)
+    monkeypatch.setattr(validation, "check_destinations", admin_changes_it_meanwhile)
     with pytest.raises(Conflict) as caught:
         services.update_connector(Principal.for_user(manager, via="test"), "tg_main", config={**TG, "timeout": 9})
     assert caught.value.code == "config_changed"

@@ -8,6 +8,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from audit.models import AuditEvent
+from brain_connectors.shared.errors import ServiceError
 from connectors import services
 from connectors.events import log as events
 from connectors.models import PERM_VIEW, Event
@@ -67,7 +68,7 @@ OPERATIONS = [
 def _refused(call):
     try:
         call()
-    except services.ServiceError:
+    except ServiceError:
         return
     raise AssertionError("the call should have been refused")
 

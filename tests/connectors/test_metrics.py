@@ -10,6 +10,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from audit.models import AuditEvent
 from connectors import services
 from connectors.models import Delivery, Event
+from connectors.platforms.base import ConnectorError
 from tests.conftest import SYSTEM
 
 
@@ -163,7 +164,7 @@ def test_staff_session_sees_real_figures(make_user, make_connector, client):
     now = timezone.now()
     for delivery, seconds in zip(sent, (0.3, 7, 0.05), strict=True):
         Delivery.objects.filter(pk=delivery.pk).update(created_at=now - timedelta(seconds=seconds), sent_at=now)
-    services.record_connector_error(SYSTEM, "locmem_down", services.ConnectorError("boom"))
+    services.record_connector_error(SYSTEM, "locmem_down", ConnectorError("boom"))
     # One event the live stream never got, committed 42 s ago.
     oldest = Event.objects.order_by("seq").first()
     Event.objects.filter(pushed_at__isnull=True).update(pushed_at=now)

@@ -13,7 +13,7 @@ from connectors.monitoring import alert_recipients, alerts, incidents, reporting
 from connectors.monitoring import health as monitoring
 from connectors.permissions import Principal
 from connectors.platforms import locmem
-from connectors.platforms.base import HealthResult
+from connectors.platforms.base import ConnectorError, HealthResult
 from tests.conftest import SYSTEM
 
 
@@ -184,7 +184,7 @@ def test_alerts_are_idempotent_per_incident_recipient_and_phase(make_connector):
     make_connector("locmem_main")
     make_connector("locmem_alerts")
     recipient = AlertRecipient.objects.create(connector_id="locmem_alerts", recipient="oncall-ada")
-    services.record_connector_error(SYSTEM, "locmem_main", services.ConnectorError("token revoked", code="invalid_token"))
+    services.record_connector_error(SYSTEM, "locmem_main", ConnectorError("token revoked", code="invalid_token"))
     incidents.reconcile_incidents()
     connector = Connector.objects.get(pk="locmem_main")
 
@@ -209,7 +209,7 @@ def test_alert_cannot_go_through_the_failing_connector_or_a_stopped_one(make_con
     stopped = AlertRecipient.objects.create(connector_id="locmem_stopped", recipient="via-stopped")
     AlertRecipient.objects.create(connector_id="locmem_alerts", recipient="oncall-ada")
 
-    services.record_connector_error(SYSTEM, "locmem_main", services.ConnectorError("boom"))
+    services.record_connector_error(SYSTEM, "locmem_main", ConnectorError("boom"))
     incidents.reconcile_incidents()
 
     assert [m.recipient for _, m in locmem.outbox] == ["oncall-ada"]
@@ -225,7 +225,7 @@ def test_stopping_an_errored_connector_closes_its_incident(make_connector):
     make_connector("locmem_main")
     make_connector("locmem_alerts")
     AlertRecipient.objects.create(connector_id="locmem_alerts", recipient="oncall-ada")
-    services.record_connector_error(SYSTEM, "locmem_main", services.ConnectorError("boom"))
+    services.record_connector_error(SYSTEM, "locmem_main", ConnectorError("boom"))
     incidents.reconcile_incidents()
     services.stop_connector(SYSTEM, "locmem_main")
 
@@ -251,14 +251,14 @@ def test_a_failing_restart_leaves_it_in_error(make_connector, settings):
 
 class UnstartableLocmem(locmem.LocmemConnector):
     def start(self):
-        raise services.ConnectorError("cannot start")
+        raise ConnectorError("cannot start")
 
 
 @pytest.mark.django_db
 def test_auto_restart_can_be_turned_off(make_connector, settings):
     settings.HEALTH_AUTO_RESTART = False
     make_connector("locmem_main")
-    services.record_connector_error(SYSTEM, "locmem_main", services.ConnectorError("boom"))
+    services.record_connector_error(SYSTEM, "locmem_main", ConnectorError("boom"))
     monitoring.run_health_checks()
     assert status_of("locmem_main") == ConnectorStatus.ERROR
 
@@ -390,7 +390,7 @@ def test_concurrent_reconciliations_alert_once(make_connector):
     make_connector("locmem_main")
     make_connector("locmem_alerts")
     AlertRecipient.objects.create(connector_id="locmem_alerts", recipient="oncall-ada")
-    services.record_connector_error(SYSTEM, "locmem_main", services.ConnectorError("boom"))
+    services.record_connector_error(SYSTEM, "locmem_main", ConnectorError("boom"))
 
     results, errors = run_at_once(lambda i: incidents.reconcile_incidents()["opened"], 4, timeout=30)
 

@@ -8,6 +8,8 @@ from django.utils import timezone
 from audit.models import AuditEvent
 from brain_connectors.shared import quotas
 from connectors import services
+from connectors.delivery import attempts
+from connectors.delivery import queue as task_queue
 from connectors.models import Delivery, InboundMessage
 from connectors.platforms import locmem
 from tests.concurrency import run_at_once
@@ -116,7 +118,7 @@ def test_sweeper_redrives_lost_and_stuck_work(make_connector, settings):
     make_connector("sweep_one")
     # A task the broker lost: the row is queued and nobody will run it.
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(services, "enqueue_delivery", lambda *a, **k: None)
+        mp.setattr(task_queue, "enqueue_delivery", lambda *a, **k: None)
         lost, _ = services.send_message(SYSTEM, "sweep_one", "ann", "lost task")
     # A worker that died mid-send.
     stuck, _ = services.send_message(SYSTEM, "sweep_one", "bob", "stuck")
@@ -139,7 +141,7 @@ def test_sweeper_asks_brain_for_inbound_whose_task_was_lost(make_connector, sett
     settings.DELIVERY_SWEEP_GRACE = 0
     make_connector("sweep_two")
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(services, "_enqueue_brain", lambda *a, **k: None)
+        mp.setattr(task_queue, "enqueue_brain", lambda *a, **k: None)
         services.receive_message("sweep_two", IncomingMessage(sender="ann", content="hi", platform_message_id="x1"))
     assert InboundMessage.objects.get().brain_status == "pending" and locmem.outbox == []
     assert services.sweep()["inbound_redriven"] == 1
@@ -166,7 +168,7 @@ def test_sweeper_reclaims_a_brain_call_whose_worker_died(make_connector, setting
     settings.DELIVERY_SWEEP_GRACE = 0
     make_connector("sweep_three")
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(services, "_enqueue_brain", lambda *a, **k: None)
+        mp.setattr(task_queue, "enqueue_brain", lambda *a, **k: None)
         services.receive_message("sweep_three", IncomingMessage(sender="ann", content="hi", platform_message_id="x2"))
     # A worker claimed it and died before BRAIN answered.
     InboundMessage.objects.update(
@@ -196,7 +198,7 @@ def test_a_reclaimed_brain_call_whose_reply_was_queued_does_not_ask_brain_again(
             return f"answer {len(asked)}"
 
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(services, "_enqueue_brain", lambda *a, **k: None)
+        mp.setattr(task_queue, "enqueue_brain", lambda *a, **k: None)
         inbound, _ = services.receive_message(
             "sweep_four", IncomingMessage(sender="ann", content="hi", platform_message_id="x3")
         )
@@ -225,7 +227,7 @@ def test_a_sent_message_is_recorded_after_a_database_blip_and_never_sent_again(m
 
     settings.DELIVERY_SWEEP_GRACE = 0
     make_connector("blip_one")
-    record_sent, failures = services._record_sent, []
+    record_sent, failures = attempts.record_sent, []
 
     def database_down_once(*args):
         if not failures:
@@ -235,7 +237,7 @@ def test_a_sent_message_is_recorded_after_a_database_blip_and_never_sent_again(m
 
     settings.DELIVERY_SENDING_TIMEOUT = 4  # the worker's retries last half of it
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(services, "_record_sent", database_down_once)
+        mp.setattr(attempts, "record_sent", database_down_once)
         delivery, _ = services.send_message(SYSTEM, "blip_one", "ann", "once only")
     assert failures == [1]
     assert Delivery.objects.get(pk=delivery.pk).status == "sent"

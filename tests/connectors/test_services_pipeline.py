@@ -8,6 +8,7 @@ from django.utils import timezone
 from audit.models import AuditEvent
 from brain_connectors.shared.errors import Conflict, NotFound
 from connectors import services
+from connectors.delivery import queue as task_queue
 from connectors.models import Connector, Delivery, InboundMessage
 from connectors.platforms import locmem
 from connectors.platforms.base import IncomingMessage, MessageValidationError, OutgoingMessage
@@ -146,7 +147,7 @@ def test_retry_delay_honours_retry_after_and_grows():
 def test_queued_delivery_waits_while_the_connector_is_stopped(make_connector):
     make_connector("out_four")
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(services, "enqueue_delivery", lambda *a, **k: None)  # the broker lost the task
+        mp.setattr(task_queue, "enqueue_delivery", lambda *a, **k: None)  # the broker lost the task
         delivery, _ = services.send_message(SYSTEM, "out_four", "r", "later")
     services.stop_connector(SYSTEM, "out_four")
     services.attempt_delivery(delivery.pk)

@@ -21,6 +21,7 @@ from connectors import services
 from connectors.models import Connector, Delivery, InboundMessage
 from connectors.platforms.telegram import client, split_text
 from connectors.platforms.telegram.text import MAX_MESSAGE_LENGTH, utf16_len
+from connectors.registry import platform_state
 from connectors.registry.kinds import connector_for
 from tests.concurrency import run_at_once
 from tests.conftest import SYSTEM
@@ -704,7 +705,7 @@ def test_a_crash_while_storing_loses_nothing_and_duplicates_nothing(telegram, fa
     for i, update in enumerate(updates):
         update["message"]["text"] = f"message {i}"
 
-    real_save = services.save_platform_state
+    real_save = platform_state.save_platform_state
     saves = []
 
     def crash_on_second_offset(connector_id, **state):
@@ -714,10 +715,10 @@ def test_a_crash_while_storing_loses_nothing_and_duplicates_nothing(telegram, fa
                 raise RuntimeError("the process died here")
         return real_save(connector_id, **state)
 
-    monkeypatch.setattr(services, "save_platform_state", crash_on_second_offset)
+    monkeypatch.setattr(platform_state, "save_platform_state", crash_on_second_offset)
     with pytest.raises(RuntimeError):
         poll()
-    monkeypatch.setattr(services, "save_platform_state", real_save)
+    monkeypatch.setattr(platform_state, "save_platform_state", real_save)
     # Update 5001 was stored in the same transaction as its offset: both rolled back.
     assert list(InboundMessage.objects.values_list("platform_message_id", flat=True)) == ["5000"]
     assert Connector.objects.get(pk="tg_poll").platform_state["offset"] == 5001

@@ -97,7 +97,7 @@ def brain_calls(monkeypatch):
     """Inbound messages handed to BRAIN after commit. Recorded, not run: a reply would go out
     through the platforms and blur what the webhook itself wrote."""
     calls = []
-    monkeypatch.setattr("connectors.services._enqueue_brain", calls.append)
+    monkeypatch.setattr("connectors.delivery.queue.enqueue_brain", calls.append)
     return calls
 
 

@@ -16,10 +16,13 @@ from django.core.management.base import BaseCommand, CommandError
 from django.db import close_old_connections, connection
 
 from brain_connectors.shared.errors import ServiceError
-from connectors import services
+from connectors.delivery.inbound import receive_message
+from connectors.delivery.receipts import mark_delivered
 from connectors.models import Connector, ConnectorStatus, Delivery, DeliveryStatus, InboundMessage
 from connectors.permissions import Principal
 from connectors.platforms.base import IncomingMessage, MessageValidationError
+from connectors.registry.lifecycle import start_connector
+from connectors.registry.records import register_connector
 
 POLL_SECONDS = 0.3
 
@@ -71,11 +74,11 @@ class Command(BaseCommand):
             if rows:
                 row = rows[0]
             else:
-                row = services.register_connector(system, id="cli", kind="cli", display_name="Command line")
+                row = register_connector(system, id="cli", kind="cli", display_name="Command line")
                 self._say("Registered the cli connector 'cli'.")
         try:
             if row.status in (ConnectorStatus.STOPPED, ConnectorStatus.ERROR):
-                row = services.start_connector(system, row.pk)
+                row = start_connector(system, row.pk)
         except ServiceError as exc:
             raise CommandError(exc.message)
         if row.status != ConnectorStatus.CONNECTED:
@@ -100,7 +103,7 @@ class Command(BaseCommand):
         for delivery in pending:
             label = "brain" if delivery.in_reply_to_id else "notice"
             self._say(f"{label}> {delivery.content}")
-            services.mark_delivered(self.principal, delivery.pk)
+            mark_delivered(self.principal, delivery.pk)
             if delivery.in_reply_to_id and delivery.in_reply_to_id == self.waiting_for:
                 self.answered.set()
         if self.waiting_for and not self.answered.is_set():
@@ -141,7 +144,7 @@ class Command(BaseCommand):
                 self.answered.clear()
                 # Under show_lock: the poller must not show the reply before we know to wait for it.
                 with self.show_lock:
-                    inbound, _ = services.receive_message(self.connector_id, message, principal=self.principal)
+                    inbound, _ = receive_message(self.connector_id, message, principal=self.principal)
                     self.waiting_for = inbound.pk
             except MessageValidationError as exc:
                 self._say(f"! Not sent: {exc}")

@@ -2,8 +2,8 @@
 from django.core.management.base import BaseCommand, CommandError
 
 from brain_connectors.shared.errors import ServiceError
-from connectors import services
 from connectors.permissions import Principal
+from connectors.registry.records import list_connectors
 
 
 class Command(BaseCommand):
@@ -16,7 +16,7 @@ class Command(BaseCommand):
     def handle(self, *args, kind, status, **options):
         principal = Principal.system_actor("list_connectors", via="command")
         try:
-            rows = services.list_connectors(principal, kind=kind, status=status)
+            rows = list_connectors(principal, kind=kind, status=status)
         except ServiceError as exc:
             raise CommandError(exc.message)
         self.stdout.write(f"{'ID':<24} {'KIND':<10} {'STATUS':<10} LAST HEARTBEAT")

@@ -20,7 +20,7 @@ from telegram import ReplyParameters
 from telegram.error import ChatMigrated, TelegramError
 from telegram.warnings import PTBUserWarning
 
-from connectors import services
+from connectors.delivery.inbound import receive_message
 from connectors.permissions import Principal
 from connectors.platforms.base import (
     CREDENTIALS,
@@ -43,6 +43,7 @@ from connectors.platforms.telegram.parsing import (
     update_from_data,
 )
 from connectors.platforms.telegram.text import split_text
+from connectors.registry import platform_state
 
 logger = logging.getLogger(__name__)
 
@@ -151,14 +152,14 @@ class TelegramConnector(BaseConnector):
                     code="public_url_missing",
                 )
         me = self._api(lambda bot: bot.get_me())  # fails fast on a bad token
-        services.save_platform_state(self.connector.id, bot={"id": me.id, "username": me.username or ""})
+        platform_state.save_platform_state(self.connector.id, bot={"id": me.id, "username": me.username or ""})
         if url is not None:
             secret = secrets.token_urlsafe(32)  # Telegram allows 1-256 of A-Z a-z 0-9 _ -
-            services.save_platform_secret(self.connector.id, secret)  # stored before Telegram can use it
+            platform_state.save_platform_secret(self.connector.id, secret)  # stored before Telegram can use it
             self._api(lambda bot: bot.set_webhook(url=url, secret_token=secret,
                                                   allowed_updates=list(HANDLED_UPDATE_TYPES)))
         else:
-            services.save_platform_secret(self.connector.id, "")  # no webhook call verifies any more
+            platform_state.save_platform_secret(self.connector.id, "")  # no webhook call verifies any more
             self._api(lambda bot: bot.delete_webhook())  # getUpdates is refused while a webhook is set
 
     def stop(self):
@@ -205,14 +206,14 @@ class TelegramConnector(BaseConnector):
                     chat_id, reply_to = migrated_to, None
                 first_id = first_id or sent.message_id
                 if index < len(parts) - 1:
-                    services.save_platform_state(self.connector.id,
+                    platform_state.save_platform_state(self.connector.id,
                                                  **{progress_key: {"sent": index + 1, "first_message_id": first_id}})
         except ConnectorError as exc:
             if exc.permanent and (progress or len(parts) > 1):
-                services.discard_platform_state(self.connector.id, progress_key)
+                platform_state.discard_platform_state(self.connector.id, progress_key)
             raise
         if progress or len(parts) > 1:
-            services.discard_platform_state(self.connector.id, progress_key)
+            platform_state.discard_platform_state(self.connector.id, progress_key)
         return SendResult(platform_message_id=str(first_id))
 
     def _send_part(self, chat_id, text, reply_to):
@@ -227,7 +228,7 @@ class TelegramConnector(BaseConnector):
             except ChatMigrated as exc:
                 logger.info("Telegram chat %s of %s moved to %s; following it", chat_id, self.connector.id,
                             exc.new_chat_id)
-                services.save_platform_state(self.connector.id, **{f"migrated_chat:{chat_id}": exc.new_chat_id})
+                platform_state.save_platform_state(self.connector.id, **{f"migrated_chat:{chat_id}": exc.new_chat_id})
                 chat_id = migrated_to = str(exc.new_chat_id)
                 reply_to = None  # the message replied to stayed in the old chat
         raise ConnectorError(f"Telegram kept moving chat {chat_id}; giving up.", permanent=True, code="chat_migrated")
@@ -300,9 +301,9 @@ class TelegramConnector(BaseConnector):
                 # The connector row first, then the audit lock (inside receive_message): the order
                 # every connector service takes them in (stop_connector, heartbeat...). The other way
                 # round, a stop during a poll deadlocked on PostgreSQL.
-                services.save_platform_state(self.connector.id, offset=update_id + 1, offset_bot_id=bot_id)
+                platform_state.save_platform_state(self.connector.id, offset=update_id + 1, offset_bot_id=bot_id)
                 if message is not None:
-                    services.receive_message(self.connector.id, message, principal=POLLER)
+                    receive_message(self.connector.id, message, principal=POLLER)
             handled += 1
             if message is not None:
                 self._answer_callback_queries([message])

@@ -6,7 +6,7 @@ Credentials `account_sid`, `auth_token`; config `from_number` (E.164), `greeting
 
 Inbound call (POST /webhooks/twilio/<id>/voice/): the greeting inside a speech `<Gather>` whose
 action is the same voice URL with the conversation state in its query (see conversation.py).
-Each utterance is stored through services.receive_message (dedupe id: CallSid, turn and a hash of
+Each utterance is stored through delivery.inbound.receive_message (dedupe id: CallSid, turn and a hash of
 the words); BRAIN is asked on the normal task path and replies through send_message. send()
 recognises a reply to an utterance of a call (reply_to metadata carries call_sid): it places no
 call and returns `call:<CallSid>:<delivery id>`. The TwiML answering the utterance waits up to
@@ -17,7 +17,7 @@ silent Gathers in a row.
 
 Outbound notification (send() without a call to reply into): calls.create with inline TwiML that
 says the text; with `ask_ack` it is wrapped in a one-digit Gather ("press 1 to acknowledge") whose
-answer is recorded through services.acknowledge_delivery. Call status callbacks (completed →
+answer is recorded through delivery.receipts.acknowledge_delivery. Call status callbacks (completed →
 delivered; no-answer, busy, failed, canceled → failed) come back to …/status/.
 """
 import logging
@@ -25,6 +25,7 @@ import re
 
 from django.conf import settings
 
+from connectors.delivery.receipts import acknowledge_delivery, mark_delivered
 from connectors.permissions import Principal
 from connectors.platforms.base import (
     PATTERN_END,
@@ -220,7 +221,6 @@ class VoiceConnector(TwilioConnector):
         return twiml_response(speaker.reprompt(url_with(base, turn=state.turn, silence=silence)))
 
     def _answer(self, speaker, base, inbound_id, state):
-        from connectors import services
         from connectors.models import InboundMessage
 
         turn = state.turn or 0
@@ -232,7 +232,7 @@ class VoiceConnector(TwilioConnector):
         next_gather = url_with(base, turn=turn + 1, silence=0)
         if outcome == "reply":
             twiml = speaker.reply(delivery.content, next_gather)
-            services.mark_delivered(Principal.system_actor("platform", via="webhook"), delivery.pk)
+            mark_delivered(Principal.system_actor("platform", via="webhook"), delivery.pk)
             return twiml
         if outcome == "failed":
             return speaker.apology(next_gather)
@@ -244,10 +244,8 @@ class VoiceConnector(TwilioConnector):
         return speaker.hold(redirect, first=state.wait == 0)
 
     def _acknowledge(self, speaker, state, request):
-        from connectors import services
-
         if state.digits == "1":
-            services.acknowledge_delivery(self.connector.id, state.ack, platform_message_id=state.call_sid)
+            acknowledge_delivery(self.connector.id, state.ack, platform_message_id=state.call_sid)
             return speaker.acknowledged()
         if state.retry == 0:
             return speaker.ask_ack_again(url_with(_voice_base_url(request), ack=state.ack, retry=1))

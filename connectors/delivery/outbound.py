@@ -1,0 +1,141 @@
+"""Outbound messages: queue one for a recipient (idempotent per key), and read a delivery back."""
+import hashlib
+import json
+
+from django.db import IntegrityError, transaction
+
+from audit import services as audit
+from brain_connectors.shared.errors import Conflict, Hidden, NotFound, ValidationFailed, audit_result
+from connectors.delivery import queue
+from connectors.delivery.announcements import announce_recorded
+from connectors.models import PERM_SEND, PERM_VIEW, Delivery
+from connectors.permissions import has_perm
+from connectors.platforms.base import MessageValidationError, OutgoingMessage
+from connectors.registry.common import emit, load_connector, require_running, uuid_or_none
+from connectors.registry.kinds import UnknownKind, get_connector_class
+
+
+def _request_hash(connector_id, recipient, content):
+    canonical = json.dumps([connector_id, recipient, content], ensure_ascii=False, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def send_message(principal, connector_id, recipient, content, *, idempotency_key=None, in_reply_to=None,
+                 memory_content=None):
+    """Queue one outbound message; returns (delivery, replayed).
+
+    `memory_content`, when given, is what conversation memory keeps instead of `content`: for a
+    message carrying a one-time secret (routing's pairing link), which must reach the recipient
+    but never the memory, its search index or anyone who reads conversations.
+
+    With an idempotency key, the same key and body return the original delivery (replayed=True),
+    and the same key with another body is a Conflict. The delivery task runs after commit.
+    """
+    with audit.audited("message.send", principal, "connector", connector_id, classify=audit_result):
+        try:
+            message = OutgoingMessage(recipient=recipient, content=content)
+        except MessageValidationError as exc:
+            raise ValidationFailed("Invalid message.", details=exc.errors)
+        if idempotency_key is not None and (
+            not isinstance(idempotency_key, str) or not 1 <= len(idempotency_key) <= 255 or not idempotency_key.isprintable()
+        ):
+            raise ValidationFailed(
+                "Idempotency-Key must be 1-255 printable characters.", details={"idempotency_key": "invalid"}
+            )
+        request_hash = _request_hash(connector_id, message.recipient, message.content)
+        with transaction.atomic():
+            connector = load_connector(principal, connector_id, PERM_SEND)
+            _check_recipient(connector, message.recipient)
+            if idempotency_key is not None:
+                existing = _replay(principal, idempotency_key, request_hash)
+                if existing:
+                    audit.record_action(
+                        "message.send",
+                        principal,
+                        "connector",
+                        connector_id,
+                        delivery_id=str(existing.id),
+                        replayed=True,
+                    )
+                    return existing, True
+            require_running(connector)
+            try:
+                # A savepoint only when a concurrent request with the same key can collide.
+                with transaction.atomic(savepoint=idempotency_key is not None):
+                    delivery = Delivery.objects.create(
+                        connector=connector,
+                        recipient=message.recipient,
+                        content=message.content,
+                        principal=principal.key,
+                        requested_by=principal.user,
+                        idempotency_key=idempotency_key,
+                        request_hash=request_hash,
+                        in_reply_to=in_reply_to,
+                    )
+            except IntegrityError:
+                # A concurrent request with the same key won: answer as its replay.
+                existing = _replay(principal, idempotency_key, request_hash)
+                if existing is None:
+                    raise
+                audit.record_action(
+                    "message.send",
+                    principal,
+                    "connector",
+                    connector_id,
+                    delivery_id=str(existing.id),
+                    replayed=True,
+                )
+                return existing, True
+            audit.record_action(
+                "message.queued",
+                principal,
+                "connector",
+                connector_id,
+                delivery_id=str(delivery.id),
+                length=len(message.content),
+            )
+            emit("connector.message.queued", connector_id, delivery_id=str(delivery.id), length=len(message.content))
+            announce_recorded(
+                connector, "outbound", delivery.recipient,
+                delivery.content if memory_content is None else memory_content, delivery.created_at, principal,
+                delivery_id=delivery.id,
+                metadata={"in_reply_to": in_reply_to.pk} if in_reply_to is not None else {},
+            )
+            transaction.on_commit(lambda: queue.enqueue_delivery(delivery.id))
+    return delivery, False
+
+
+def _check_recipient(connector, recipient):
+    """The platform's own address rules (e.g. a valid email address), so the caller hears at once."""
+    try:
+        problem = get_connector_class(connector.kind).validate_recipient(recipient)
+    except UnknownKind:
+        return  # the delivery task reports the missing kind
+    if problem:
+        raise ValidationFailed(
+            f"Invalid recipient for a {connector.kind} connector: {problem}.",
+            code="invalid_recipient",
+            details={"recipient": problem},
+        )
+
+
+def _replay(principal, idempotency_key, request_hash):
+    existing = Delivery.objects.filter(principal=principal.key, idempotency_key=idempotency_key).first()
+    if existing and existing.request_hash != request_hash:
+        raise Conflict(
+            "This Idempotency-Key was already used with a different request body.",
+            code="idempotency_conflict",
+            details={"delivery_id": str(existing.id)},
+        )
+    return existing
+
+
+def get_delivery(principal, delivery_id):
+    with audit.audited("delivery.get", principal, "delivery", str(delivery_id), classify=audit_result):
+        delivery = Delivery.objects.select_related("connector").filter(pk=uuid_or_none(delivery_id)).first()
+        if delivery is None:
+            raise NotFound(f"Delivery {delivery_id!r} does not exist.")
+        if not has_perm(principal, PERM_VIEW, delivery.connector):
+            raise Hidden(f"Delivery {delivery_id!r} does not exist.")
+        audit.record_action("delivery.get", principal, "delivery", str(delivery.id))
+    return delivery

@@ -1,0 +1,75 @@
+"""The sweeper: re-drive deliveries and inbound messages whose Celery task the broker may have lost."""
+from datetime import timedelta
+
+from django.conf import settings
+from django.db import transaction
+from django.utils import timezone
+
+from audit import services as audit
+from connectors.delivery import queue
+from connectors.delivery.schedule import due_and_stuck
+from connectors.models import Delivery, DeliveryStatus, InboundMessage
+from connectors.permissions import Principal
+
+
+def sweep(limit=500):
+    """Re-drive work the broker may have lost; run periodically (Celery beat) and by runconnectors.
+
+    - queued deliveries that are due get their task again (a duplicate task is harmless: the
+      claim under a row lock lets one through);
+    - deliveries stuck in `sending` past DELIVERY_SENDING_TIMEOUT (their worker died) go back to
+      `queued`: if the platform had accepted the send just before the crash, this is the one
+      place a duplicate can come from, and it is audited as `message.redrive`;
+    - inbound messages whose BRAIN task never ran, or whose claim is stale, are asked again.
+    Returns counts per kind of work.
+    """
+    now = timezone.now()
+    system = Principal.system_actor("sweeper")
+    # Queued rows are re-enqueued only into the room the broker has below `limit` waiting tasks. A
+    # backlog means their tasks are most likely still in it; re-adding up to `limit` copies on every
+    # sweep grew a backlog faster than workers drained it (bench/chaos.py, 10,000 messages). After
+    # a broker flush the queue is empty and everything due is re-driven.
+    room = limit if (waiting_tasks := queue.broker_backlog()) is None else max(0, limit - waiting_tasks)
+    due, stuck = due_and_stuck(Delivery, now, limit)
+    due = due[:room]
+    for pk in stuck:
+        with transaction.atomic():
+            delivery = Delivery.objects.select_for_update().filter(pk=pk, status=DeliveryStatus.SENDING).first()
+            if delivery is None:
+                continue
+            delivery.status = DeliveryStatus.QUEUED
+            delivery.last_error = "re-driven: the worker sending it stopped"
+            delivery.save(update_fields=["status", "last_error", "updated_at"])
+            audit.record_action(
+                "message.redrive",
+                system,
+                "connector",
+                delivery.connector_id,
+                delivery_id=str(delivery.pk),
+            )
+    for pk in [*stuck, *due]:
+        queue.enqueue_delivery(pk)
+
+    stale_claim = now - timedelta(seconds=settings.BRAIN_CLAIM_TIMEOUT)
+    # Stale claims always: their worker died, so no task of theirs is waiting anywhere. Pending
+    # messages only into the broker's room, like queued deliveries.
+    stale = list(
+        InboundMessage.objects.filter(brain_status=InboundMessage.BrainStatus.THINKING, brain_claimed_at__lte=stale_claim)
+        .values_list("pk", flat=True)[:limit]
+    )
+    pending = list(
+        InboundMessage.objects.filter(
+            brain_status=InboundMessage.BrainStatus.PENDING,
+            received_at__lte=now - timedelta(seconds=settings.DELIVERY_SWEEP_GRACE),
+        ).values_list("pk", flat=True)[: max(0, room - len(due))]
+    )
+    waiting = stale + pending
+    with transaction.atomic():
+        reclaimed = InboundMessage.objects.filter(
+            pk__in=waiting, brain_status=InboundMessage.BrainStatus.THINKING
+        ).update(brain_status=InboundMessage.BrainStatus.PENDING)
+        if reclaimed:  # their worker died while asking BRAIN: BRAIN may be asked a second time
+            audit.record_action("brain.redrive", system, "inbound", "", count=reclaimed)
+    for pk in waiting:
+        queue.enqueue_brain(pk)
+    return {"deliveries_due": len(due), "deliveries_redriven": len(stuck), "inbound_redriven": len(waiting)}

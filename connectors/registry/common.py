@@ -1,0 +1,44 @@
+"""The steps every connector service shares: load a connector behind its permission check, insist it runs, emit."""
+import uuid
+
+from brain_connectors.shared.errors import Conflict, Hidden, NotFound, PermissionDenied
+from connectors.events import log as events
+from connectors.models import PERM_VIEW, Connector, ConnectorStatus
+from connectors.permissions import permission_test
+
+
+def emit(event_type, connector_id, **data):
+    """Append an event in the current transaction (see connectors.events.log): ids, statuses and
+    lengths only, never content."""
+    events.publish(event_type, connector_id=connector_id, data=data)
+
+
+def load_connector(principal, connector_id, perm, *, for_update=False):
+    """The connector, if `principal` may see it and holds `perm` on it: NotFound, Hidden (it may not see
+    it: answered as if it did not exist) or PermissionDenied otherwise."""
+    qs = Connector.objects.select_for_update() if for_update else Connector.objects.all()
+    try:
+        connector = qs.get(pk=connector_id)
+    except (Connector.DoesNotExist, ValueError, TypeError):
+        raise NotFound(f"Connector {connector_id!r} does not exist.")
+    allowed = permission_test(principal, connector)
+    if not allowed(PERM_VIEW):
+        raise Hidden(f"Connector {connector_id!r} does not exist.")
+    if not allowed(perm):
+        raise PermissionDenied(f"You need the {perm} permission on connector {connector_id!r}.")
+    return connector
+
+
+def require_running(connector):
+    if connector.status != ConnectorStatus.CONNECTED:
+        raise Conflict(
+            f"Connector {connector.id!r} is {connector.status}, not CONNECTED; start it first.",
+            code="connector_not_running",
+        )
+
+
+def uuid_or_none(value):
+    try:
+        return uuid.UUID(str(value))
+    except ValueError:
+        return None
