@@ -408,9 +408,9 @@ def configure(env, telegram):
     from django.contrib.auth import get_user_model
 
     from connectors import services
-    from connectors.api.tokens import create_token
     from connectors.models import PERM_SEND, Connector, ConnectorStatus
     from connectors.permissions import Principal
+    from connectors.tokens import create_token
 
     system = Principal.system_actor("chaos", via="bench")
     services.register_connector(system, id=CONNECTOR, kind="telegram", display_name="Chaos",

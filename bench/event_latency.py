@@ -121,8 +121,8 @@ def main():
     from django.contrib.auth import get_user_model
 
     from connectors import services
-    from connectors.api.tokens import create_token
     from connectors.permissions import Principal
+    from connectors.tokens import create_token
 
     system = Principal.system_actor("bench", via="bench")
     root = get_user_model().objects.create_superuser("bench", password=None, email="")

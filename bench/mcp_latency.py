@@ -50,8 +50,8 @@ def main():
     from django.contrib.auth import get_user_model
 
     from connectors import services
-    from connectors.api.tokens import create_token
     from connectors.permissions import Principal
+    from connectors.tokens import create_token
     from tests.mcp_client import HttpServer, http_session, stdio_session
 
     system = Principal.system_actor("bench", via="bench")

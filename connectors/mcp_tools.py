@@ -14,8 +14,7 @@ from pydantic import Field
 
 from brain_connectors.mcp.registry import resource, tool
 from brain_connectors.mcp.schema import ConnectorId, iso, untrusted
-from brain_connectors.shared import quotas
-from connectors import services
+from connectors import quotas, services
 from connectors.models import ConnectorStatus, DeliveryStatus
 from connectors.permissions import Principal
 from connectors.platforms.base import MAX_CONTENT_LENGTH

@@ -1,6 +1,6 @@
 """The persistent registry and what flows through it.
 
-Only `connectors.services` (and `connectors.api.tokens`) write these rows: they check object
+Only `connectors.services` (and `connectors.tokens`) write these rows: they check object
 permissions and write the audit row in the same transaction.
 """
 import json
@@ -215,7 +215,7 @@ class ApiToken(models.Model):
 
 
 class QuotaBucket(models.Model):
-    """A token bucket kept in the database when there is no Redis (see brain_connectors.shared.quotas)."""
+    """A token bucket kept in the database when there is no Redis (see connectors.quotas)."""
 
     key = models.CharField(max_length=300, primary_key=True)
     tokens = models.FloatField()

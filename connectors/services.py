@@ -10,10 +10,8 @@ code inside `connectors` imports from the homes.
 from connectors.delivery.attempts import attempt_delivery
 from connectors.delivery.inbound import receive_message
 from connectors.delivery.outbound import get_delivery, send_message
-from connectors.delivery.queue import broker_backlog
 from connectors.delivery.receipts import acknowledge_delivery, apply_receipt, mark_delivered
 from connectors.delivery.replies import BRAIN, conversation_context, reply_with_brain
-from connectors.delivery.schedule import due_and_stuck, retry_delay
 from connectors.delivery.sweeper import sweep
 from connectors.registry.grants import grant_permission, revoke_permission
 from connectors.registry.leases import heartbeat, release_lease
@@ -33,6 +31,8 @@ from connectors.registry.records import (
     register_connector,
     update_connector,
 )
+from connectors.retry_schedule import due_and_stuck, retry_delay
+from connectors.task_queue import broker_backlog
 
 __all__ = [
     # connector records

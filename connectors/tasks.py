@@ -1,7 +1,7 @@
 """Celery tasks: thin wrappers over services, so tests and eager mode run the same code.
 
 Their names (`connectors.tasks.<function>`) are stored in beat schedules and named by
-`connectors.delivery.queue`, through which services enqueue them without importing this module.
+`connectors.task_queue`, through which services enqueue them without importing this module.
 """
 from celery import shared_task
 

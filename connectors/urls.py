@@ -9,7 +9,7 @@ from connectors.api.subscriptions import SubscriptionViewSet
 from connectors.api.views import ConnectorViewSet, DeliveryViewSet, EventListView, TokenViewSet
 from connectors.monitoring import dashboard
 from connectors.monitoring.metrics import metrics_view
-from connectors.platforms.webhook_view import platform_webhook
+from connectors.webhooks import platform_webhook
 
 # The one API root (/api/v1/) lists every app's viewsets, so it is built in brain_connectors/urls.py from this
 # registry; this router adds only its own routes (with their `.json` format suffixes).

@@ -14,9 +14,9 @@ from django.db import connection
 from rest_framework.test import APIClient
 
 from connectors import services
-from connectors.api.tokens import create_token
 from connectors.permissions import Principal
 from connectors.platforms import locmem
+from connectors.tokens import create_token
 
 # The suite-wide check that no secret or message content reaches the logs (issue 8).
 pytest_plugins = ("tests.log_guard",)

@@ -14,7 +14,7 @@ What counts as a secret or as content, collected while the suite runs:
   sensitive): connector credentials (each value of the JSON), platform secrets, event-subscription
   secrets, and message content (inbound, deliveries, routing, conversations), on post_save;
 - every message content in `connectors.signals.message_recorded` (also bulk paths with no post_save);
-- every API token issued or presented (`connectors.api.tokens.digest` sees each plaintext);
+- every API token issued or presented (`connectors.tokens.digest` sees each plaintext);
 - every pairing code issued or redeemed (`routing.pairing.codes.digest` sees each plaintext);
 - every conversation search, its whole query and each word or quoted phrase of it
   (`conversations.services.search`, which REST, MCP and the admin call);
@@ -265,7 +265,7 @@ def _connect_collectors():
     from django.contrib.auth.base_user import AbstractBaseUser
     from django.db.models.signals import post_save
 
-    from connectors.api import tokens
+    from connectors import tokens
     from connectors.fields import EncryptedTextField
     from connectors.signals import message_recorded
 

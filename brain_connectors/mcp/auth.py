@@ -10,16 +10,13 @@ from django.db import close_old_connections
 from mcp.server.auth.middleware.auth_context import get_access_token
 from mcp.server.auth.provider import AccessToken
 
-from connectors.api import tokens
+from brain_connectors.mcp.registry import Unauthenticated
+from connectors import tokens
 from connectors.permissions import Principal
 
 VIA = "mcp"  # the `via` of every audit row an MCP call writes
 
 _stdio_token = None  # set by use_stdio_token() for stdio; HTTP requests carry their own
-
-
-class Unauthenticated(Exception):
-    """The call carries no live API token (the message says why, for the model)."""
 
 
 def use_stdio_token(raw):

@@ -22,8 +22,30 @@ from django.db import close_old_connections
 from django.utils.module_loading import autodiscover_modules
 from mcp.server.mcpserver.exceptions import ResourceError, ToolError
 
-from brain_connectors.mcp.auth import Unauthenticated, current_principal
 from brain_connectors.shared.errors import ServiceError
+
+
+class Unauthenticated(Exception):
+    """The call carries no live API token (the message says why, for the model)."""
+
+
+# Who is calling: brain_connectors.mcp.auth checks the token, and the server hands that check in here
+# (use_principal_resolver), so this registry, which every app's mcp_tools imports, never imports the
+# token service of an app.
+_resolve_principal = None
+
+
+def use_principal_resolver(resolve):
+    """Set by build_server(): a function returning the calling Principal or raising Unauthenticated."""
+    global _resolve_principal
+    _resolve_principal = resolve
+
+
+def current_principal():
+    """The calling Principal, checked now (a revoked token stops working mid-session)."""
+    if _resolve_principal is None:
+        raise Unauthenticated("The MCP server is not set up: build_server() was not called.")
+    return _resolve_principal()
 
 
 @dataclass(frozen=True)

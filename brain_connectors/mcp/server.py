@@ -101,6 +101,7 @@ def build_server(*, stdio_token=None, http_base_url=None):
     """A server with every app's tools and resources. stdio: pass the token it runs as. HTTP: pass
     the base URL it is served at; each request then authenticates with its own bearer token."""
     registry.discover()
+    registry.use_principal_resolver(current_principal)
     use_stdio_token(stdio_token)
     auth = {}
     if http_base_url:

@@ -4,13 +4,13 @@ Each part holds one concern and imports what it reads from .environment (which l
 before any part reads a variable), so the order below does not matter. settings_test.py imports
 this whole and overrides a few.
 """
-from .api import *  # noqa: F403
-from .audit_chain import *  # noqa: F403
-from .background import *  # noqa: F403
-from .connectors import *  # noqa: F403
-from .environment import *  # noqa: F403
-from .keys import *  # noqa: F403
-from .logs import *  # noqa: F403
-from .people import *  # noqa: F403
-from .project import *  # noqa: F403
-from .security import *  # noqa: F403
+from brain_connectors.settings.api import *  # noqa: F403
+from brain_connectors.settings.audit_chain import *  # noqa: F403
+from brain_connectors.settings.background import *  # noqa: F403
+from brain_connectors.settings.connectors import *  # noqa: F403
+from brain_connectors.settings.environment import *  # noqa: F403
+from brain_connectors.settings.keys import *  # noqa: F403
+from brain_connectors.settings.logs import *  # noqa: F403
+from brain_connectors.settings.people import *  # noqa: F403
+from brain_connectors.settings.project import *  # noqa: F403
+from brain_connectors.settings.security import *  # noqa: F403

@@ -1,5 +1,5 @@
 """The REST API: DRF, its OpenAPI schema (drf-spectacular), paging, and request quotas and throttles."""
-from .environment import env
+from brain_connectors.settings.environment import env
 
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
@@ -7,8 +7,8 @@ REST_FRAMEWORK = {
         "rest_framework.authentication.SessionAuthentication",
     ],
     # IsAuthenticated that also throttles unauthenticated clients per address (429).
-    "DEFAULT_PERMISSION_CLASSES": ["brain_connectors.shared.throttling.IsAuthenticatedOrThrottled"],
-    "DEFAULT_THROTTLE_CLASSES": ["brain_connectors.shared.throttling.ClientQuotaThrottle"],
+    "DEFAULT_PERMISSION_CLASSES": ["connectors.throttling.IsAuthenticatedOrThrottled"],
+    "DEFAULT_THROTTLE_CLASSES": ["connectors.throttling.ClientQuotaThrottle"],
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "EXCEPTION_HANDLER": "brain_connectors.shared.api_errors.exception_handler",
     "DEFAULT_PAGINATION_CLASS": "brain_connectors.shared.pagination.StrictLimitOffsetPagination",
@@ -29,7 +29,7 @@ SPECTACULAR_SETTINGS = {
     "DESCRIPTION": "The synapse layer between BRAIN and people on real channels.",
     "VERSION": "1.0.0",
     "SERVE_INCLUDE_SCHEMA": False,
-    "SERVE_PERMISSIONS": ["brain_connectors.shared.throttling.IsAuthenticatedOrThrottled"],
+    "SERVE_PERMISSIONS": ["connectors.throttling.IsAuthenticatedOrThrottled"],
     "SWAGGER_UI_DIST": "SIDECAR",  # assets served by the app itself: works offline
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",

@@ -1,5 +1,5 @@
 """The audit chain's keys and checkpoints (audit.services, audit.checkpoints)."""
-from .environment import BASE_DIR, env
+from brain_connectors.settings.environment import BASE_DIR, env
 
 # The chain's HMAC key, kept outside the database so that the database alone cannot re-chain a
 # rewritten log. At least 32 characters; required (a check error) with DEBUG off, and audit rows

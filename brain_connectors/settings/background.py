@@ -1,9 +1,13 @@
 """Work outside requests: Redis (channel layer, broker), Celery's behaviour and the beat schedule of periodic tasks."""
-from .api import REFUSAL_AUDIT_WINDOW_SECONDS
-from .audit_chain import AUDIT_CHECKPOINT_INTERVAL_SECONDS
-from .connectors import EVENT_RELAY_INTERVAL_SECONDS, HEALTH_CHECK_INTERVAL_SECONDS, SWEEP_INTERVAL_SECONDS
-from .environment import env
-from .people import ROUTING_ACK_CHECK_SECONDS
+from brain_connectors.settings.api import REFUSAL_AUDIT_WINDOW_SECONDS
+from brain_connectors.settings.audit_chain import AUDIT_CHECKPOINT_INTERVAL_SECONDS
+from brain_connectors.settings.connectors import (
+    EVENT_RELAY_INTERVAL_SECONDS,
+    HEALTH_CHECK_INTERVAL_SECONDS,
+    SWEEP_INTERVAL_SECONDS,
+)
+from brain_connectors.settings.environment import env
+from brain_connectors.settings.people import ROUTING_ACK_CHECK_SECONDS
 
 # --- Redis: channel layer and Celery broker --------------------------------------------------
 REDIS_URL = env.str("REDIS_URL", default="")

@@ -1,5 +1,5 @@
 """The connectors' knobs: platform classes, email, BRAIN, delivery retries, the event log and stream, health, metrics."""
-from .environment import DEBUG, env
+from brain_connectors.settings.environment import DEBUG, env
 
 # --- Connectors, BRAIN -----------------------------------------------------------------------
 CONNECTOR_CLASSES = {

@@ -1,5 +1,5 @@
 """The secret keys: Django's, the encryption keys of stored secrets, the search index's and the signing key."""
-from .environment import env
+from brain_connectors.settings.environment import env
 
 # A placeholder keeps Django importable; checks.py refuses to start with it when DEBUG is off.
 MISSING_SECRET_PLACEHOLDER = "missing-secret-key-set-the-SECRET_KEY-environment-variable"  # noqa: S105 (a marker, not a key)

@@ -1,5 +1,5 @@
 """Logging: everything to stderr through the redaction filter, so secrets never reach a log (shared.log_redaction)."""
-from .environment import env
+from brain_connectors.settings.environment import env
 
 LOGGING = {
     "version": 1,

@@ -1,5 +1,5 @@
 """Reaching people and remembering them: notification routing, pairing, conversation privacy and memory."""
-from .environment import env
+from brain_connectors.settings.environment import env
 
 # --- Notifications (routing.notify) ---------------------------------------------------------
 # An urgent notification sent but not acknowledged within this many seconds goes to its next

@@ -1,5 +1,5 @@
 """The Django project itself: hosts, installed apps, middleware, templates, database, static files, locale."""
-from .environment import BASE_DIR, DEBUG, env
+from brain_connectors.settings.environment import BASE_DIR, DEBUG, env
 
 ALLOWED_HOSTS = env.list("ALLOWED_HOSTS", default=["127.0.0.1", "localhost"])
 CSRF_TRUSTED_ORIGINS = env.list("CSRF_TRUSTED_ORIGINS", default=[])

@@ -1,7 +1,7 @@
 """Who may sign in, and how: authentication backends, login lockout, API token lifetimes, HTTPS and cookies."""
 from datetime import timedelta
 
-from .environment import DEBUG, env
+from brain_connectors.settings.environment import DEBUG, env
 
 # --- Auth, permissions -----------------------------------------------------------------------
 AUTHENTICATION_BACKENDS = [

@@ -3,8 +3,8 @@
 from django.contrib import admin, messages
 
 from brain_connectors.shared.errors import ServiceError
+from connectors import tokens
 from connectors.admin.base import OpenToStaff, ReadOnlyAdmin, principal_of
-from connectors.api import tokens
 from connectors.models import ApiToken
 
 

@@ -2,8 +2,7 @@
 from rest_framework import authentication, exceptions
 
 from brain_connectors.access.ip import client_ip
-from brain_connectors.shared import throttling
-from connectors.api import tokens
+from connectors import throttling, tokens
 
 
 class BearerTokenAuthentication(authentication.BaseAuthentication):
@@ -20,7 +19,7 @@ class BearerTokenAuthentication(authentication.BaseAuthentication):
             user, token = tokens.authenticate(raw.strip())
         except tokens.TokenRejected as exc:
             # A refused token is an unauthenticated request: it takes from the address's bucket
-            # (brain_connectors.shared.throttling), and beyond it is a 429, still counted in the audit tally.
+            # (connectors.throttling), and beyond it is a 429, still counted in the audit tally.
             ip = client_ip(request)
             wait = throttling.anonymous_wait(ip)
             tokens.record_rejection(exc, via="api", ip=ip, throttled=bool(wait))

@@ -13,7 +13,7 @@ from rest_framework.views import APIView
 
 from brain_connectors.shared.errors import ValidationFailed
 from brain_connectors.shared.pagination import PaginatedListMixin
-from connectors.api import tokens
+from connectors import tokens
 from connectors.api.serializers import (
     ConnectorSerializer,
     ConnectorUpdateSerializer,

@@ -8,16 +8,16 @@ from django.db import InterfaceError, OperationalError, connection, transaction
 from django.utils import timezone
 
 from audit import services as audit
-from brain_connectors.shared import quotas
-from connectors.delivery import queue
+from connectors import quotas
+from connectors import task_queue as queue
 from connectors.delivery.announcements import announce_settled
-from connectors.delivery.schedule import retry_delay
 from connectors.models import ConnectorStatus, Delivery, DeliveryStatus, InboundMessage
 from connectors.permissions import Principal
 from connectors.platforms.base import ConnectorError, OutgoingMessage
 from connectors.registry.common import emit
 from connectors.registry.kinds import connector_for
 from connectors.registry.lifecycle import CONNECTOR_FATAL_CODES, record_connector_error
+from connectors.retry_schedule import retry_delay
 
 logger = logging.getLogger(__name__)
 

@@ -4,7 +4,7 @@ from django.utils import timezone
 
 from audit import services as audit
 from brain_connectors.shared.errors import NotFound, audit_result
-from connectors.delivery import queue
+from connectors import task_queue as queue
 from connectors.delivery.announcements import announce_recorded
 from connectors.models import Connector, InboundMessage
 from connectors.permissions import Principal

@@ -6,7 +6,7 @@ from django.db import IntegrityError, transaction
 
 from audit import services as audit
 from brain_connectors.shared.errors import Conflict, Hidden, NotFound, ValidationFailed, audit_result
-from connectors.delivery import queue
+from connectors import task_queue as queue
 from connectors.delivery.announcements import announce_recorded
 from connectors.models import PERM_SEND, PERM_VIEW, Delivery
 from connectors.permissions import has_perm

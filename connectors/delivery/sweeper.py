@@ -6,10 +6,10 @@ from django.db import transaction
 from django.utils import timezone
 
 from audit import services as audit
-from connectors.delivery import queue
-from connectors.delivery.schedule import due_and_stuck
+from connectors import task_queue as queue
 from connectors.models import Delivery, DeliveryStatus, InboundMessage
 from connectors.permissions import Principal
+from connectors.retry_schedule import due_and_stuck
 
 
 def sweep(limit=500):

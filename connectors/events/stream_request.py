@@ -7,7 +7,7 @@ from urllib.parse import parse_qs
 from django.contrib.auth import get_user_model
 
 from audit import services as audit
-from connectors.api import tokens
+from connectors import tokens
 from connectors.events.log import latest_seq, oldest_seq, visible_connector_ids, visible_query
 from connectors.events.types import EventFilterError, parse_types
 from connectors.models import Connector

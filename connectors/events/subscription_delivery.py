@@ -30,12 +30,12 @@ from audit import services as audit
 from brain_connectors.shared import url_guard
 from brain_connectors.shared.guarded_http import UnresolvableHost, caused_by, guarded_client
 from brain_connectors.shared.signing import signed_headers
-from connectors.delivery.schedule import due_and_stuck, retry_delay
 from connectors.events.subscription_fanout import owner_may_view
 from connectors.events.subscriptions import TARGET, enqueue
 from connectors.models import DeliveryStatus, EventDelivery
 from connectors.permissions import Principal
 from connectors.platforms.webhook import parse_retry_after
+from connectors.retry_schedule import due_and_stuck, retry_delay
 
 logger = logging.getLogger(__name__)
 

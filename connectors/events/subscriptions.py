@@ -25,7 +25,7 @@ from django.db import transaction
 from audit import services as audit
 from brain_connectors.shared import url_guard
 from brain_connectors.shared.errors import Hidden, NotFound, PermissionDenied, ValidationFailed, audit_result
-from connectors.delivery import queue
+from connectors import task_queue as queue
 from connectors.events.types import EVENT_TYPES, type_pattern_known
 from connectors.models import DeliveryStatus, EventDelivery, EventSubscription
 

@@ -31,9 +31,9 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 from prometheus_client.core import GaugeMetricFamily, HistogramMetricFamily
 
 from brain_connectors.access.ip import client_ip
-from brain_connectors.shared.throttling import anonymous_wait
-from connectors.api import tokens
+from connectors import tokens
 from connectors.models import Connector, ConnectorStatus, Delivery, DeliveryStatus, Event
+from connectors.throttling import anonymous_wait
 
 logger = logging.getLogger(__name__)
 

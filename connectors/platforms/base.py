@@ -264,7 +264,7 @@ class BaseConnector:
         id and metadata) for platforms that thread replies. Raise ConnectorError on failure."""
         raise NotImplementedError
 
-    # --- inbound webhooks (connectors/platforms/webhook_view.py calls these, in this order) ---
+    # --- inbound webhooks (connectors/webhooks.py calls these, in this order) ---
     def verify_webhook(self, request, channel: str) -> None:
         """Raise WebhookRejected unless the request provably comes from the platform. Constant-time
         comparisons only; no database writes. `channel` is "messages", "voice" or "status"."""

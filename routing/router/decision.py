@@ -1,7 +1,7 @@
 """decide(): the chain for one person now, from the cached snapshot and the quota levels read fresh.
 
 Quota exhausted: the connector's bucket (`quota_per_minute`) or this recipient's bucket
-(`recipient_quota_per_minute`) holds less than one token now (`brain_connectors.shared.quotas.level`,
+(`recipient_quota_per_minute`) holds less than one token now (`connectors.quotas.level`,
 one Redis read or one database row per configured bucket; nothing is read for connectors without
 quotas). Over-quota sends would be delayed, not lost, so routing prefers a channel that can send now.
 """
@@ -10,7 +10,7 @@ import time
 from django.conf import settings
 from django.utils import timezone
 
-from brain_connectors.shared import quotas
+from connectors import quotas
 from routing.router.cache import connector_states, user_entries
 from routing.router.chain import choose
 from routing.router.snapshot import DEFAULT_KIND_ORDER, NOTIFICATION_TYPES, Decision, Snapshot

@@ -15,8 +15,7 @@ from rest_framework.test import APIClient
 from audit.models import AuditEvent
 from brain_connectors.access import refusals
 from brain_connectors.access.models import RefusalTally
-from brain_connectors.shared import quotas
-from connectors.api import tokens
+from connectors import quotas, tokens
 from connectors.models import ApiToken
 from tests.connectors.test_tokens import assert_error_shape, prefix_of
 

@@ -12,8 +12,7 @@ from channels.testing import WebsocketCommunicator
 
 from audit.models import AuditEvent
 from brain_connectors.asgi import application
-from connectors import services
-from connectors.api import tokens
+from connectors import services, tokens
 from connectors.events import log as events
 from connectors.events import push
 from connectors.models import PERM_VIEW, Event

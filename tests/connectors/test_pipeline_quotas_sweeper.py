@@ -6,10 +6,8 @@ import pytest
 from django.utils import timezone
 
 from audit.models import AuditEvent
-from brain_connectors.shared import quotas
-from connectors import services
+from connectors import quotas, services, task_queue
 from connectors.delivery import attempts
-from connectors.delivery import queue as task_queue
 from connectors.models import Delivery, InboundMessage
 from connectors.platforms import locmem
 from tests.concurrency import run_at_once

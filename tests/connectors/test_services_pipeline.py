@@ -7,8 +7,7 @@ from django.utils import timezone
 
 from audit.models import AuditEvent
 from brain_connectors.shared.errors import Conflict, NotFound
-from connectors import services
-from connectors.delivery import queue as task_queue
+from connectors import services, task_queue
 from connectors.models import Connector, Delivery, InboundMessage
 from connectors.platforms import locmem
 from connectors.platforms.base import IncomingMessage, MessageValidationError, OutgoingMessage

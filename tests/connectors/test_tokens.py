@@ -13,9 +13,9 @@ from django.utils import timezone
 from rest_framework.test import APIClient
 
 from audit.models import AuditEvent
-from connectors.api.tokens import TOKEN_RE, digest, revoke_token
 from connectors.models import ApiToken
 from connectors.permissions import Principal
+from connectors.tokens import TOKEN_RE, digest, revoke_token
 
 SYSTEM = Principal.system_actor("tests", via="test")
 CONNECTORS = "/api/v1/connectors/"

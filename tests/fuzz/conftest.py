@@ -17,7 +17,7 @@ from hypothesis import settings as hsettings
 
 from brain_connectors.shared import signing
 from connectors.models import Connector
-from connectors.platforms.webhook_view import public_url
+from connectors.platforms.webhook_urls import public_url
 from tests.fakes.telegram_server import FakeTelegram
 from tests.fakes.twilio_server import FakeTwilio, sign
 
@@ -97,7 +97,7 @@ def brain_calls(monkeypatch):
     """Inbound messages handed to BRAIN after commit. Recorded, not run: a reply would go out
     through the platforms and blur what the webhook itself wrote."""
     calls = []
-    monkeypatch.setattr("connectors.delivery.queue.enqueue_brain", calls.append)
+    monkeypatch.setattr("connectors.task_queue.enqueue_brain", calls.append)
     return calls
 
 

@@ -37,11 +37,11 @@ from guardian.models import UserObjectPermission
 from audit.models import AuditEvent
 from brain_connectors.mcp import server as mcp_server
 from connectors import services
-from connectors.api.tokens import create_token
 from connectors.events import subscriptions
 from connectors.events.stream_request import QUERY_PARAMETERS
 from connectors.models import ApiToken, Connector, Delivery, Event, EventSubscription
 from connectors.permissions import Principal
+from connectors.tokens import create_token
 from conversations.models import Conversation, Message
 from routing.identities import add_identity
 from routing.models import ChannelIdentity, ConnectorPreference, Notification, PairingCode

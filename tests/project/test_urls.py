@@ -40,8 +40,8 @@ ROUTES = [
      "conversations.api_privacy.PersonExportView", None),
     ("/api/schema/", "schema", "drf_spectacular.views.SpectacularAPIView", None),
     ("/api/docs/", "swagger-ui", "drf_spectacular.views.SpectacularSwaggerView", None),
-    ("/webhooks/twilio/tw-1/", "webhook-twilio", "connectors.platforms.webhook_view.platform_webhook", None),
-    ("/webhooks/twilio/tw-1/voice/", "webhook-twilio-voice", "connectors.platforms.webhook_view.platform_webhook", None),
+    ("/webhooks/twilio/tw-1/", "webhook-twilio", "connectors.webhooks.platform_webhook", None),
+    ("/webhooks/twilio/tw-1/voice/", "webhook-twilio-voice", "connectors.webhooks.platform_webhook", None),
 ]
 
 

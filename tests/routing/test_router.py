@@ -441,7 +441,7 @@ def test_whatsapp_window_from_inbound_messages(make_user, make_connector):
 
 
 def test_quota_exhausted_on_the_database(make_user, make_connector):
-    from brain_connectors.shared import quotas
+    from connectors import quotas
 
     user = make_user("quota")
     make_connector("locmem_q", recipient_quota_per_minute=1)

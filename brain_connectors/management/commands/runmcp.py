@@ -11,7 +11,7 @@ from django.core.management.base import BaseCommand, CommandError
 
 from brain_connectors.mcp.auth import VIA
 from brain_connectors.mcp.server import build_server
-from connectors.api import tokens
+from connectors import tokens
 
 
 class Command(BaseCommand):

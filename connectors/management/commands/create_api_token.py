@@ -3,8 +3,8 @@ from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand, CommandError
 
 from brain_connectors.shared.errors import ServiceError
-from connectors.api.tokens import create_token
 from connectors.permissions import Principal
+from connectors.tokens import create_token
 
 
 class Command(BaseCommand):

@@ -2,8 +2,8 @@
 from django.core.management.base import BaseCommand, CommandError
 
 from brain_connectors.shared.errors import ServiceError
-from connectors.api.tokens import TOKEN_RE, revoke_token
 from connectors.permissions import Principal
+from connectors.tokens import TOKEN_RE, revoke_token
 
 
 class Command(BaseCommand):

@@ -43,6 +43,7 @@ from connectors.platforms.telegram.parsing import (
     update_from_data,
 )
 from connectors.platforms.telegram.text import split_text
+from connectors.platforms.webhook_urls import webhook_url
 from connectors.registry import platform_state
 
 logger = logging.getLogger(__name__)
@@ -140,8 +141,6 @@ class TelegramConnector(BaseConnector):
     def start(self):
         url = None
         if self.mode == "webhook":
-            from connectors.platforms.webhook_view import webhook_url
-
             try:
                 url = webhook_url("webhook-telegram", self.connector.id)
             except ValueError:
@@ -172,8 +171,6 @@ class TelegramConnector(BaseConnector):
             detail = f"@{me.username} answers"
             if self.mode == "webhook":
                 info = self._api(lambda bot: bot.get_webhook_info())
-                from connectors.platforms.webhook_view import webhook_url
-
                 try:
                     expected = webhook_url("webhook-telegram", self.connector.id)
                 except ValueError:

@@ -29,6 +29,7 @@ from connectors.platforms.base import (
 from connectors.platforms.twilio_common.client import DEFAULT_TIMEOUT, BaseUrlHttpClient, make_client
 from connectors.platforms.twilio_common.errors import PERMANENT_CODES, call_twilio, map_twilio_error, parse_retry_after
 from connectors.platforms.twilio_common.inbound import inbound_message, receipt_from_status, twiml_response
+from connectors.platforms.webhook_urls import public_url, webhook_url
 
 __all__ = [
     "DEFAULT_TIMEOUT", "E164", "E164_RE", "NOT_E164", "PERMANENT_CODES", "BaseUrlHttpClient", "TwilioConnector",
@@ -153,14 +154,10 @@ class TwilioConnector(BaseConnector):
         """Where Twilio should report delivery status, or None when PUBLIC_BASE_URL is unset."""
         if not settings.PUBLIC_BASE_URL:
             return None
-        from connectors.platforms.webhook_view import webhook_url
-
         return webhook_url("webhook-twilio-status", self.connector.id)
 
     # --- inbound webhooks ---
     def verify_webhook(self, request, channel: str) -> None:
-        from connectors.platforms.webhook_view import public_url
-
         signature = request.headers.get("X-Twilio-Signature", "")
         if not signature:
             raise WebhookRejected("missing X-Twilio-Signature")

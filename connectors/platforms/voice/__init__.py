@@ -48,6 +48,7 @@ from connectors.platforms.twilio_common import (
 )
 from connectors.platforms.voice.conversation import CallState, is_goodbye, url_with, wait_for_reply
 from connectors.platforms.voice.twiml import Speaker
+from connectors.platforms.webhook_urls import public_url, webhook_url
 
 logger = logging.getLogger(__name__)
 
@@ -151,8 +152,6 @@ class VoiceConnector(TwilioConnector):
                 permanent=True,
                 code="public_url_missing",
             )
-        from connectors.platforms.webhook_view import webhook_url
-
         return url_with(webhook_url("webhook-twilio-voice", self.connector.id), ack=delivery_id)
 
     # --- inbound ---
@@ -253,6 +252,4 @@ class VoiceConnector(TwilioConnector):
 
 
 def _voice_base_url(request):
-    from connectors.platforms.webhook_view import public_url
-
     return url_with(public_url(request))

@@ -1,4 +1,4 @@
-"""Request quotas for the REST API, in token buckets shared by every process (brain_connectors.shared.quotas).
+"""Request quotas for the REST API, in token buckets shared by every process (connectors.quotas).
 
 Over quota answers 429 with Retry-After.
 
@@ -16,7 +16,7 @@ from rest_framework import exceptions, permissions
 from rest_framework.throttling import BaseThrottle
 
 from brain_connectors.access.ip import client_ip, throttle_key
-from brain_connectors.shared import quotas
+from connectors import quotas
 
 
 class ClientQuotaThrottle(BaseThrottle):
