@@ -240,7 +240,7 @@ def collect_settings_secrets():
 
 @functools.lru_cache(maxsize=1)
 def _route_vocabulary():
-    """Every literal word of the project's URL patterns, e.g. "preferences", "subscriptions"."""
+    """Our own public vocabulary: every word of the URL patterns ("preferences") and every error code."""
     from django.urls import get_resolver
 
     words = set()
@@ -251,6 +251,16 @@ def _route_vocabulary():
             walk(getattr(entry, "url_patterns", []))
 
     walk(get_resolver().url_patterns)
+
+    # The error codes every edge reports ("permission_denied", "not_found") are ours too.
+    from brain_connectors.shared.errors import ServiceError
+
+    def codes(cls):
+        yield cls.code
+        for sub in cls.__subclasses__():
+            yield from codes(sub)
+
+    words.update(code.lower() for code in codes(ServiceError))
     return frozenset(words)
 
 
@@ -309,8 +319,8 @@ def _connect_collectors():
 
     def watching_search(principal, query, *args, **kwargs):  # what people look for is private too
         if isinstance(query, str):
-            # A query that is one of our own URL words ("preferences", "deliveries") is not private, and
-            # watching it would flag every 404 line django.request writes for those paths.
+            # A query that is one of our own URL words ("preferences") or error codes ("permission_denied") is
+            # not private, and watching it would flag every 404 line or refusal that names them.
             for term, label in [(query, "search query")] + [
                 (phrase or word.strip('"'), "search word") for phrase, word in re.findall(r'"([^"]+)"|(\S+)', query)
             ]:

@@ -89,6 +89,19 @@ def test_search_words_are_watched(make_user):
     assert not scanner.watched("quokka")  # shorter than MIN_LENGTH: too likely in innocent lines
 
 
+def test_search_words_that_are_our_own_vocabulary_are_not_watched(make_user):
+    """A search for one of our URL words or error codes is not private: watching it would flag every
+    404 line for /api/v1/preferences/ and every refusal naming permission_denied."""
+    from connectors.permissions import Principal
+    from conversations import services as memory
+    from tests.log_guard import scanner
+
+    query = "preference permission_denied pomegranate"
+    memory.search(Principal.for_user(make_user("searcher2", superuser=True), via="test"), query)
+    assert not scanner.watched("preference") and not scanner.watched("permission_denied")
+    assert scanner.watched("pomegranate") and scanner.watched(query)
+
+
 INNER_TESTS = f'''
 import logging
 
