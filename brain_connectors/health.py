@@ -8,6 +8,7 @@ from django.db import connection
 from django.http import JsonResponse
 from django.views.decorators.http import require_GET
 
+from brain_connectors.celery import app
 from brain_connectors.shared.log_redaction import redact
 
 PROBE_TIMEOUT = 2.0
@@ -44,8 +45,6 @@ def _check_channel_layer():
 def _check_broker():
     if settings.CELERY_TASK_ALWAYS_EAGER:
         return "eager (tasks run in-process)"
-    from brain_connectors.celery import app
-
     with app.connection_for_write() as conn:
         conn.ensure_connection(max_retries=1, timeout=PROBE_TIMEOUT)
     return conn.transport_cls if isinstance(conn.transport_cls, str) else "connected"

@@ -8,6 +8,7 @@ comparing ciphertexts means nothing.
 from functools import lru_cache
 
 from cryptography.fernet import Fernet, InvalidToken, MultiFernet
+from django.apps import apps
 from django.conf import settings
 from django.core.exceptions import FieldError, ImproperlyConfigured
 from django.db import models
@@ -70,8 +71,6 @@ class EncryptedTextField(models.TextField):
 
 def encrypted_fields():
     """Every (model, field) pair that stores an EncryptedTextField, for key rotation."""
-    from django.apps import apps
-
     for model in apps.get_models():
         for field in model._meta.concrete_fields:
             if isinstance(field, EncryptedTextField):

@@ -10,6 +10,8 @@ import time
 from django.conf import settings
 from django.db import IntegrityError, transaction
 
+from connectors.models import QuotaBucket
+
 # KEYS: bucket keys. ARGV: now, then one per-minute rate per key. Returns the seconds to wait
 # (as a string, Lua numbers lose precision in replies): "0" means the tokens were taken.
 _LUA_TAKE = """
@@ -73,8 +75,6 @@ def level(key, per_minute, now=None):
         tokens, stamp = _redis_client.hmget(f"{settings.QUOTA_KEY_PREFIX}{key}", "tokens", "ts")
         tokens, stamp = (float(tokens), float(stamp)) if tokens is not None else (rate, now)
     else:
-        from connectors.models import QuotaBucket
-
         row = QuotaBucket.objects.filter(key=key).first()
         tokens, stamp = (row.tokens, row.stamp) if row else (rate, now)
     return _refilled(tokens, stamp, rate, now)
@@ -86,8 +86,6 @@ def _refilled(tokens, stamp, per_minute, now):
 
 
 def _take_in_database(buckets, now):
-    from connectors.models import QuotaBucket
-
     for _ in range(3):  # a concurrent first use of a key may race the insert once
         try:
             with transaction.atomic():

@@ -1,1 +1,1 @@
-"""Cross-app glue every app may import: the error family, API plumbing, quotas, signing, the outbound-URL guard, log redaction."""
+"""Cross-app glue every app may import: the error family, API plumbing, signing, the outbound-URL guard, log redaction."""

@@ -3,6 +3,7 @@ from datetime import timezone as dt_timezone
 
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Group
+from django.utils.dateparse import parse_datetime
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema, extend_schema_view
 from guardian.shortcuts import get_groups_with_perms, get_users_with_perms
@@ -24,6 +25,8 @@ from connectors.api.serializers import (
     SendSerializer,
 )
 from connectors.delivery.outbound import get_delivery, send_message
+from connectors.events import log as event_log
+from connectors.events import types as event_types
 from connectors.models import PERM_ADMIN, ConnectorStatus, Delivery
 from connectors.permissions import LEVELS, Principal, viewable_connectors
 from connectors.registry.grants import grant_permission, revoke_permission
@@ -309,15 +312,11 @@ EVENT_PAGE_MAX = 1000
 
 def _event_query(params):
     """Parse the event listing's query string; ValidationFailed names every bad parameter."""
-    from django.utils.dateparse import parse_datetime
-
-    from connectors.events import types as events
-
     problems = {name: "unknown filter" for name in set(params) - EVENT_QUERY_PARAMETERS}
     query = {"types": [], "connector_ids": [], "after": 0, "time_from": None, "time_to": None, "limit": 100}
     try:
-        query["types"] = events.parse_types(params.get("type", ""))
-    except events.EventFilterError as exc:
+        query["types"] = event_types.parse_types(params.get("type", ""))
+    except event_types.EventFilterError as exc:
         problems["type"] = str(exc)
     query["connector_ids"] = [c.strip() for c in params.get("connector", "").split(",") if c.strip()]
     for name, key, low, high in (("after", "after", 0, 2**63 - 1), ("limit", "limit", 1, EVENT_PAGE_MAX)):
@@ -366,10 +365,8 @@ class EventListView(APIView):
         responses={200: OpenApiTypes.OBJECT, **_errors(400, 401)},
     )
     def get(self, request):
-        from connectors.events import log as events
-
         query = _event_query(request.query_params)
-        rows, next_after = events.list_events(principal_of(request), **query)
+        rows, next_after = event_log.list_events(principal_of(request), **query)
         next_url = None
         if next_after is not None:
             params = request.query_params.copy()

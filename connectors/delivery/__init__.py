@@ -1,1 +1,1 @@
-"""Messages in and out: send, attempts, receipts, inbound, BRAIN replies and backends, the sweeper, the queue seam."""
+"""Messages in and out: send, attempts, receipts, inbound, BRAIN replies and backends, the sweeper."""

@@ -22,6 +22,7 @@ from datetime import timedelta
 from django.db.models import Max
 from django.utils import timezone
 
+from connectors.models import InboundMessage
 from connectors.platforms.base import PATTERN_END, ConnectorError, OutgoingMessage, SendResult
 from connectors.platforms.twilio_common import E164, TwilioMessagingConnector, config_schema, normalize_phone
 
@@ -69,8 +70,6 @@ class WhatsAppConnector(TwilioMessagingConnector):
         return super().normalize_address(without_prefix(address), strict=strict)
 
     def last_inbound_at(self, address: str):
-        from connectors.models import InboundMessage
-
         # Inbound senders are stored as Twilio's `From`, which always carries the prefix.
         return InboundMessage.objects.filter(connector_id=self.connector.id, sender=address).aggregate(
             last=Max("received_at")

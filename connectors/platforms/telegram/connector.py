@@ -21,6 +21,7 @@ from telegram.error import ChatMigrated, TelegramError
 from telegram.warnings import PTBUserWarning
 
 from connectors.delivery.inbound import receive_message
+from connectors.models import Connector
 from connectors.permissions import Principal
 from connectors.platforms.base import (
     CREDENTIALS,
@@ -133,8 +134,6 @@ class TelegramConnector(BaseConnector):
 
     def _state(self):
         """platform_state as committed now (the row this object wraps may be older)."""
-        from connectors.models import Connector
-
         return Connector.objects.filter(pk=self.connector.pk).values_list("platform_state", flat=True).first() or {}
 
     # --- lifecycle -----------------------------------------------------------------------------

@@ -1,4 +1,6 @@
 """What Twilio posts to us: inbound messages and status callbacks, parsed; TwiML answers."""
+from django.http import HttpResponse
+
 from connectors.platforms.base import IncomingMessage, MessageValidationError, Receipt, WebhookIgnored
 
 MESSAGE_DELIVERED = {"delivered", "read"}
@@ -91,6 +93,4 @@ def inbound_message(params) -> IncomingMessage:
 
 
 def twiml_response(twiml):
-    from django.http import HttpResponse
-
     return HttpResponse(str(twiml), content_type="text/xml; charset=utf-8")

@@ -26,6 +26,7 @@ import re
 from django.conf import settings
 
 from connectors.delivery.receipts import acknowledge_delivery, mark_delivered
+from connectors.models import ConnectorStatus, Delivery, DeliveryStatus, InboundMessage
 from connectors.permissions import Principal
 from connectors.platforms.base import (
     PATTERN_END,
@@ -179,8 +180,6 @@ class VoiceConnector(TwilioConnector):
             raise WebhookIgnored("intermediate call status")
         if not (params.get("Direction") or "").startswith("inbound"):
             return WebhookResult(receipts=[receipt])
-        from connectors.models import Delivery, DeliveryStatus
-
         unspoken = Delivery.objects.filter(
             connector_id=self.connector.id,
             platform_message_id__startswith=f"call:{receipt.platform_message_id}:",
@@ -197,8 +196,6 @@ class VoiceConnector(TwilioConnector):
     def webhook_response(self, request, channel, result, stored):
         if channel != "voice":
             return None
-        from connectors.models import ConnectorStatus
-
         state = CallState.from_request(request)
         speaker = Speaker(self.config)
         if state.ack:
@@ -220,8 +217,6 @@ class VoiceConnector(TwilioConnector):
         return twiml_response(speaker.reprompt(url_with(base, turn=state.turn, silence=silence)))
 
     def _answer(self, speaker, base, inbound_id, state):
-        from connectors.models import InboundMessage
-
         turn = state.turn or 0
         inbound = InboundMessage.objects.filter(pk=inbound_id, connector_id=self.connector.id).first()
         if inbound is None or inbound.metadata.get("call_sid") != state.call_sid:

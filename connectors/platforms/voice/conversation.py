@@ -14,6 +14,7 @@ import uuid
 from dataclasses import dataclass
 from urllib.parse import urlencode, urlsplit, urlunsplit
 
+from connectors.models import Delivery, DeliveryStatus, InboundMessage
 from connectors.platforms.base import WebhookIgnored
 
 MAX_TURNS = 1000
@@ -101,8 +102,6 @@ def wait_for_reply(connector_id, inbound_id, timeout):
     ("failed", delivery-or-None) if there will be none to speak, ("none", None) if BRAIN chose not
     to reply, or ("pending", None) when time ran out.
     """
-    from connectors.models import Delivery, DeliveryStatus, InboundMessage
-
     deadline = time.monotonic() + max(0.0, timeout)
     while True:
         delivery = (
