@@ -220,12 +220,12 @@ class BaseConnector:
     # --- validation (class-level: used before a row exists) ---
     @classmethod
     def validate_config(cls, config) -> dict[str, str]:
-        return _schema_errors(cls.config_schema, config)
+        return schema_errors(cls.config_schema, config)
 
     @classmethod
     def validate_credentials(cls, credentials) -> dict[str, str]:
         # Redacted: a schema message quotes the offending value, and here that value is a secret.
-        return _schema_errors(cls.credentials_schema, credentials, redact=True)
+        return schema_errors(cls.credentials_schema, credentials, redact=True)
 
     @classmethod
     def validate_recipient(cls, recipient: str) -> str | None:
@@ -288,7 +288,7 @@ class BaseConnector:
         return 0
 
 
-def _schema_errors(schema, value, redact=False) -> dict[str, str]:
+def schema_errors(schema, value, redact=False) -> dict[str, str]:
     validator = jsonschema.Draft202012Validator(schema)
     errors = {}
     for error in sorted(validator.iter_errors(value), key=lambda e: [str(p) for p in e.absolute_path]):

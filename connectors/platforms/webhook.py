@@ -48,7 +48,7 @@ from connectors.platforms.base import (
     WebhookMalformed,
     WebhookRejected,
     WebhookResult,
-    _schema_errors,
+    schema_errors,
 )
 
 USER_AGENT = "BRAIN-Connectors-Webhook/1.0"
@@ -224,7 +224,7 @@ class WebhookConnector(BaseConnector):
             data = json.loads(request.body.decode("utf-8"))
         except (UnicodeDecodeError, ValueError, RecursionError):  # RecursionError: absurdly deep nesting
             raise WebhookMalformed("The body is not UTF-8 JSON.", details={"body": "must be a JSON object"})
-        errors = _schema_errors(INBOUND_SCHEMA, data)
+        errors = schema_errors(INBOUND_SCHEMA, data)
         if errors:
             raise WebhookMalformed("The JSON body does not have the expected shape.", details=errors)
         metadata = data.get("metadata") or {}
