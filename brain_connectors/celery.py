@@ -5,6 +5,8 @@ import os
 
 from celery import Celery
 from celery.signals import setup_logging, worker_init, worker_process_init
+from django.conf import settings  # lazy: read when a worker sets up logging, after DJANGO_SETTINGS_MODULE is set
+from django.utils.log import configure_logging
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "brain_connectors.settings")
 
@@ -24,11 +26,8 @@ def _freeze_startup_objects(**kwargs):
 @setup_logging.connect
 def _keep_the_project_logging(loglevel=None, **kwargs):
     """Without a receiver here, a worker (and beat) replaces the root logger's handlers with its own,
-    and its lines skip brain_connectors.shared.log_redaction' redaction. Keep settings.LOGGING, and take only
+    and its lines skip brain_connectors.shared.log_redaction's redaction. Keep settings.LOGGING, and take only
     the level given with `-l`."""
-    from django.conf import settings
-    from django.utils.log import configure_logging
-
     configure_logging(settings.LOGGING_CONFIG, settings.LOGGING)
     if loglevel:
         logging.getLogger().setLevel(loglevel)

@@ -20,6 +20,7 @@ from django.db.models import Exists, OuterRef, Q
 
 from audit import services as audit
 from brain_connectors.shared.errors import NotFound, PermissionDenied, ServiceError
+from connectors import task_queue
 from connectors.models import PERM_VIEW, Connector
 from connectors.permissions import Principal, has_perm
 from connectors.platforms.base import BaseConnector
@@ -32,6 +33,8 @@ from routing.models import ChannelIdentity
 from routing.pairing import memory_text
 
 logger = logging.getLogger(__name__)
+
+ANALYSE_MESSAGE = "conversations.tasks.analyse_message"  # enqueued by name, through the one enqueue seam
 
 BRAIN_PRINCIPAL = "system:brain"
 MAX_SEARCH_LIMIT = 200
@@ -61,11 +64,7 @@ def _memory_text(connector_id, direction, content):
 
 def _enqueue_analysis(message_id):
     try:
-        from conversations.tasks import analyse_message
-    except ImportError:  # analysis not installed: memory works without it
-        return
-    try:
-        analyse_message.delay(message_id)
+        task_queue.enqueue(ANALYSE_MESSAGE, message_id)
     except Exception:  # a broker outage must not fail the committed message
         logger.exception("could not enqueue the analysis of message %s", message_id)
 

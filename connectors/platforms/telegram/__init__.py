@@ -15,6 +15,8 @@ __all__ = ["TelegramConnector", "split_text"]
 
 
 def __getattr__(name):
+    # A documented seam: the connector class (and python-telegram-bot with it) loads only when the registry asks
+    # for it, so a process without Telegram connectors never imports the SDK.
     if name == "TelegramConnector":
         from connectors.platforms.telegram.connector import TelegramConnector
 
