@@ -9,21 +9,19 @@ and masked address hints ("+44••••1234"), never full addresses.
 from django.db import transaction
 from django.utils import timezone
 
-from audit import services as audit
 from brain_connectors.shared.errors import (
     Conflict,
     Hidden,
     NotFound,
     PermissionDenied,
     ValidationFailed,
-    audit_result_limits_denied,
 )
 from connectors.models import Connector
 from connectors.permissions import Principal
 from connectors.platforms.addresses import mask_address
 from connectors.registry.kinds import get_connector_class
 from routing.access import check_actor
-from routing.changes import forget_cached_routes, publish_preference_update
+from routing.changes import audited_change, record_change
 from routing.models import ChannelIdentity
 from routing.preferences import default_preference
 
@@ -49,14 +47,7 @@ def _own_identity(user, identity_id, *, for_update=False):
 def add_identity(principal: Principal, user, connector_id, address, *, label=""):
     """An identity verified outside pairing (e.g. a voice number checked by phone), added by staff
     holding `routing.add_channelidentity` (or a superuser), never by people for themselves."""
-    with audit.audited(
-        "identity.added",
-        principal,
-        "user",
-        getattr(user, "pk", ""),
-        classify=audit_result_limits_denied,
-        message_limit=300,
-    ):
+    with audited_change("identity.added", principal, "user", getattr(user, "pk", "")):
         with transaction.atomic():
             actor = principal.user
             if not principal.is_system and not (
@@ -73,30 +64,15 @@ def add_identity(principal: Principal, user, connector_id, address, *, label="")
                 user=user, connector=connector, address=clean, label=(label or "").strip()[:100], verified_at=timezone.now()
             )
             preference = default_preference(user, identity)
-            audit.record_action(
-                "identity.added",
-                principal,
-                "channel_identity",
-                identity.pk,
-                user_id=user.pk,
-                connector=connector.id,
-                address_hint=mask_address(clean),
-            )
-            publish_preference_update(connector.id, user.pk, "identity.added", identity_id=identity.pk, preference_id=preference.pk,
-                  fields=["identity", "preference"])
-            forget_cached_routes(user.pk)
+            record_change("identity.added", principal, ("channel_identity", identity.pk), user.pk,
+                          {"connector": connector.id, "address_hint": mask_address(clean)},
+                          "identity.added", [connector.id], identity_id=identity.pk, preference_id=preference.pk,
+                          fields=["identity", "preference"])
     return identity
 
 
 def update_identity(principal: Principal, user, identity_id, *, label):
-    with audit.audited(
-        "identity.updated",
-        principal,
-        "channel_identity",
-        identity_id,
-        classify=audit_result_limits_denied,
-        message_limit=300,
-    ):
+    with audited_change("identity.updated", principal, "channel_identity", identity_id):
         if not isinstance(label, str) or len(label.strip()) > 100:
             raise ValidationFailed("The label must be text of at most 100 characters.", details={"label": "invalid"})
         with transaction.atomic():
@@ -104,44 +80,20 @@ def update_identity(principal: Principal, user, identity_id, *, label):
             identity = _own_identity(user, identity_id, for_update=True)
             identity.label = label.strip()
             identity.save(update_fields=["label"])
-            audit.record_action(
-                "identity.updated",
-                principal,
-                "channel_identity",
-                identity.pk,
-                user_id=user.pk,
-                fields=["label"],
-            )
-            publish_preference_update(identity.connector_id, user.pk, "identity.updated", identity_id=identity.pk, fields=["label"])
-            forget_cached_routes(user.pk)
+            record_change("identity.updated", principal, ("channel_identity", identity.pk), user.pk, {"fields": ["label"]},
+                          "identity.updated", [identity.connector_id], identity_id=identity.pk, fields=["label"])
     return identity
 
 
 def delete_identity(principal: Principal, user, identity_id):
     """Remove an identity and the preferences that use it."""
-    with audit.audited(
-        "identity.deleted",
-        principal,
-        "channel_identity",
-        identity_id,
-        classify=audit_result_limits_denied,
-        message_limit=300,
-    ):
+    with audited_change("identity.deleted", principal, "channel_identity", identity_id):
         with transaction.atomic():
             check_actor(principal, user, "delete_channelidentity")
             identity = _own_identity(user, identity_id, for_update=True)
             preference_ids = list(identity.preferences.values_list("pk", flat=True))
             connector_id, pk, hint = identity.connector_id, identity.pk, mask_address(identity.address)
             identity.delete()
-            audit.record_action(
-                "identity.deleted",
-                principal,
-                "channel_identity",
-                pk,
-                user_id=user.pk,
-                connector=connector_id,
-                address_hint=hint,
-                preference_ids=preference_ids,
-            )
-            publish_preference_update(connector_id, user.pk, "identity.deleted", identity_id=pk, preference_ids=preference_ids, fields=["identity"])
-            forget_cached_routes(user.pk)
+            record_change("identity.deleted", principal, ("channel_identity", pk), user.pk,
+                          {"connector": connector_id, "address_hint": hint, "preference_ids": preference_ids},
+                          "identity.deleted", [connector_id], identity_id=pk, preference_ids=preference_ids, fields=["identity"])

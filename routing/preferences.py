@@ -11,10 +11,10 @@ from django.db.models import Max
 from django.utils import timezone
 
 from audit import services as audit
-from brain_connectors.shared.errors import Conflict, Hidden, NotFound, ValidationFailed, audit_result_limits_denied
+from brain_connectors.shared.errors import Conflict, Hidden, NotFound, ValidationFailed
 from connectors.permissions import Principal
 from routing.access import check_actor
-from routing.changes import forget_cached_routes, publish_preference_update
+from routing.changes import audited_change, forget_cached_routes, publish_preference_update, record_change
 from routing.models import ConnectorPreference, NotificationType
 from routing.preference_values import MAX_PRIORITY, clean_preference
 
@@ -33,24 +33,23 @@ def default_preference(user, identity):
         timezone=zone,
     )
 
-def _priority_clash(user, priority, exclude_pk=None):
-    other = ConnectorPreference.objects.filter(user=user, priority=priority).exclude(pk=exclude_pk).first()
+
+def _refuse_taken(user, exclude_pk, field, value, shown, message, code):
+    """Conflict `code` if another of the person's preferences has `field` = `value`; `message` is formatted
+    with `shown` (how the value is named, also in the details) as `value` and that preference's id as `other`."""
+    other = ConnectorPreference.objects.filter(user=user, **{field: value}).exclude(pk=exclude_pk).first()
     if other is not None:
-        raise Conflict(
-            f"Priority {priority} is already taken by preference {other.pk}; choose another or reorder.",
-            code="priority_taken",
-            details={"priority": priority, "preference": other.pk},
-        )
+        raise Conflict(message.format(value=shown, other=other.pk), code=code, details={field: shown, "preference": other.pk})
+
+
+def _priority_clash(user, priority, exclude_pk=None):
+    _refuse_taken(user, exclude_pk, "priority", priority, priority,
+                  "Priority {value} is already taken by preference {other}; choose another or reorder.", "priority_taken")
 
 
 def _identity_clash(user, identity, exclude_pk=None):
-    other = ConnectorPreference.objects.filter(user=user, identity=identity).exclude(pk=exclude_pk).first()
-    if other is not None:
-        raise Conflict(
-            f"Identity {identity.pk} already has preference {other.pk}; change that one instead.",
-            code="identity_has_preference",
-            details={"identity": identity.pk, "preference": other.pk},
-        )
+    _refuse_taken(user, exclude_pk, "identity", identity, identity.pk,
+                  "Identity {value} already has preference {other}; change that one instead.", "identity_has_preference")
 
 
 def list_preferences(principal: Principal, user):
@@ -66,14 +65,7 @@ def create_preference(principal: Principal, user, data=None, **fields):
     """Add a preference: `identity` (id, required), `priority` (default: after the others),
     `enabled`, `notification_types` (default: all), `quiet_start`/`quiet_end` ("HH:MM"), `timezone`."""
     data = {**(data or {}), **fields}
-    with audit.audited(
-        "preference.created",
-        principal,
-        "user",
-        getattr(user, "pk", ""),
-        classify=audit_result_limits_denied,
-        message_limit=300,
-    ):
+    with audited_change("preference.created", principal, "user", getattr(user, "pk", "")):
         with transaction.atomic():
             check_actor(principal, user, "add_connectorpreference")
             _lock_user(user)
@@ -84,16 +76,8 @@ def create_preference(principal: Principal, user, data=None, **fields):
             _identity_clash(user, values["identity"])
             preference = ConnectorPreference.objects.create(user=user, **values)
             fields = sorted(set(values) | {"identity"})
-            audit.record_action(
-                "preference.created",
-                principal,
-                "connector_preference",
-                preference.pk,
-                user_id=user.pk,
-                fields=fields,
-            )
-            publish_preference_update(preference.identity.connector_id, user.pk, "created", preference_id=preference.pk, fields=fields)
-            forget_cached_routes(user.pk)
+            record_change("preference.created", principal, ("connector_preference", preference.pk), user.pk, {"fields": fields},
+                          "created", [preference.identity.connector_id], preference_id=preference.pk, fields=fields)
     return preference
 
 
@@ -109,14 +93,7 @@ def _own_preference(user, preference_id):
 
 def update_preference(principal: Principal, user, preference_id, data=None, **fields):
     data = {**(data or {}), **fields}
-    with audit.audited(
-        "preference.updated",
-        principal,
-        "connector_preference",
-        preference_id,
-        classify=audit_result_limits_denied,
-        message_limit=300,
-    ):
+    with audited_change("preference.updated", principal, "connector_preference", preference_id):
         if not data:
             raise ValidationFailed("Nothing to change.", details={"body": "give at least one field"})
         with transaction.atomic():
@@ -134,50 +111,28 @@ def update_preference(principal: Principal, user, preference_id, data=None, **fi
                 setattr(preference, name, value)
             if changed:
                 preference.save()
-                audit.record_action(
-                    "preference.updated",
-                    principal,
-                    "connector_preference",
-                    preference.pk,
-                    user_id=user.pk,
-                    fields=changed,
-                )
-                publish_preference_update(preference.identity.connector_id, user.pk, "updated", preference_id=preference.pk, fields=changed)
+                connectors = [preference.identity.connector_id]
                 if preference.identity.connector_id != old_connector:
-                    publish_preference_update(old_connector, user.pk, "updated", preference_id=preference.pk, fields=changed)
-                forget_cached_routes(user.pk)
+                    connectors.append(old_connector)
+                record_change("preference.updated", principal, ("connector_preference", preference.pk), user.pk, {"fields": changed},
+                              "updated", connectors, preference_id=preference.pk, fields=changed)
     return preference
 
 
 def delete_preference(principal: Principal, user, preference_id):
-    with audit.audited(
-        "preference.deleted",
-        principal,
-        "connector_preference",
-        preference_id,
-        classify=audit_result_limits_denied,
-        message_limit=300,
-    ):
+    with audited_change("preference.deleted", principal, "connector_preference", preference_id):
         with transaction.atomic():
             check_actor(principal, user, "delete_connectorpreference")
             preference = _own_preference(user, preference_id)
             pk, connector_id = preference.pk, preference.identity.connector_id
             preference.delete()
-            audit.record_action("preference.deleted", principal, "connector_preference", pk, user_id=user.pk)
-            publish_preference_update(connector_id, user.pk, "deleted", preference_id=pk, fields=["preference"])
-            forget_cached_routes(user.pk)
+            record_change("preference.deleted", principal, ("connector_preference", pk), user.pk, {},
+                          "deleted", [connector_id], preference_id=pk, fields=["preference"])
 
 
 def reorder_preferences(principal: Principal, user, order):
     """Renumber the person's preferences 1..n in the given order (all of their ids, once each)."""
-    with audit.audited(
-        "preference.reordered",
-        principal,
-        "user",
-        getattr(user, "pk", ""),
-        classify=audit_result_limits_denied,
-        message_limit=300,
-    ):
+    with audited_change("preference.reordered", principal, "user", getattr(user, "pk", "")):
         with transaction.atomic():
             check_actor(principal, user, "change_connectorpreference")
             _lock_user(user)

@@ -17,39 +17,37 @@ def _active_user(principal):
     return user is not None and user.is_active and user.is_authenticated
 
 
-def can_notify(principal):
-    if principal.is_system:
-        return True
-    return _active_user(principal) and (principal.user.is_superuser or principal.user.has_perm(PERM_ADD))
-
-
-def can_view(principal, notification):
+def _allowed(principal, rule):
+    """System principals may; a missing, inactive or anonymous user may not; any other user as `rule(user)` says."""
     if principal.is_system:
         return True
     if not _active_user(principal):
         return False
-    user = principal.user
-    return (
-        user.is_superuser
-        or notification.user_id == user.pk
-        or notification.requested_by == principal.key
-        or user.has_perm(PERM_VIEW)
+    return rule(principal.user)
+
+
+def can_notify(principal):
+    return _allowed(principal, lambda user: user.is_superuser or user.has_perm(PERM_ADD))
+
+
+def can_view(principal, notification):
+    return _allowed(
+        principal,
+        lambda user: (
+            user.is_superuser
+            or notification.user_id == user.pk
+            or notification.requested_by == principal.key
+            or user.has_perm(PERM_VIEW)
+        ),
     )
 
 
 def can_see_content(principal, notification):
     """The person notified and whoever asked already know what it says; nobody else reads it."""
-    if principal.is_system:
-        return True
-    if not _active_user(principal):
-        return False
-    return notification.user_id == principal.user.pk or notification.requested_by == principal.key
+    return _allowed(principal, lambda user: notification.user_id == user.pk or notification.requested_by == principal.key)
 
 
 def can_acknowledge(principal, notification):
-    if principal.is_system:
-        return True
-    if not _active_user(principal):
-        return False
-    user = principal.user
-    return user.is_superuser or notification.user_id == user.pk or user.has_perm(PERM_CHANGE)
+    return _allowed(
+        principal, lambda user: user.is_superuser or notification.user_id == user.pk or user.has_perm(PERM_CHANGE)
+    )

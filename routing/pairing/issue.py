@@ -11,13 +11,14 @@ from django.db import transaction
 from django.utils import timezone
 
 from audit import services as audit
-from brain_connectors.shared.errors import Conflict, ValidationFailed, audit_result_limits_denied
+from brain_connectors.shared.errors import Conflict, ValidationFailed
 from connectors import services as connector_services
 from connectors.models import Connector, ConnectorStatus
 from connectors.permissions import Principal
 from connectors.platforms.addresses import mask_address
 from connectors.registry.kinds import get_connector_class
 from routing.access import check_actor
+from routing.changes import audited_change
 from routing.models import ChannelIdentity, PairingCode
 from routing.pairing import codes, delivered_codes
 from routing.pairing.delivered_codes import delivers_code
@@ -88,15 +89,7 @@ def request_pairing_code(principal: Principal, user, connector_id, address=None,
     Where the platform delivers the code (email), `address` is required, the code goes out as a
     link to that address only and is never returned (see routing.pairing.delivered_codes), and such sends
     are rate-limited per account and per address."""
-    with audit.audited(
-        "pairing.code_requested",
-        principal,
-        "user",
-        getattr(user, "pk", ""),
-        classify=audit_result_limits_denied,
-        message_limit=300,
-        connector=str(connector_id)[:64],
-    ):
+    with audited_change("pairing.code_requested", principal, "user", getattr(user, "pk", ""), connector=str(connector_id)[:64]):
         with transaction.atomic():
             check_actor(principal, user, "add_pairingcode")
             # Serialise this person's requests, so that the pending limit holds under concurrency.

@@ -9,12 +9,12 @@ from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from audit import services as audit
-from brain_connectors.shared.errors import Conflict, NotFound, ValidationFailed, audit_result_limits_denied
+from brain_connectors.shared.errors import Conflict, NotFound, ValidationFailed
 from connectors.models import Connector
 from connectors.permissions import Principal
 from connectors.platforms.addresses import mask_address
 from connectors.registry.kinds import get_connector_class
-from routing.changes import forget_cached_routes, publish_preference_update
+from routing.changes import audited_change, record_change
 from routing.models import ChannelIdentity, PairingAttempt, PairingCode
 from routing.pairing import codes
 from routing.pairing.delivered_codes import delivers_code
@@ -139,26 +139,12 @@ def _pair(row, connector, address, now, principal):
     row.identity = identity
     row.save(update_fields=["used_at", "identity"])
     preference = default_preference(user, identity) if created else None
-    audit.record_action(
-        "identity.paired",
-        principal,
-        "channel_identity",
-        identity.pk,
-        user_id=user.pk,
-        connector=connector.id,
-        address_hint=mask_address(address),
-        pairing_code_id=row.pk,
-        already_paired=not created,
-    )
-    publish_preference_update(
-        connector.id,
-        user.pk,
-        "identity.paired",
-        identity_id=identity.pk,
-        preference_id=preference.pk if preference else None,
-        fields=["identity"] + (["preference"] if preference else []),
-    )
-    forget_cached_routes(user.pk)
+    details = {"connector": connector.id, "address_hint": mask_address(address), "pairing_code_id": row.pk,
+               "already_paired": not created}
+    record_change("identity.paired", principal, ("channel_identity", identity.pk), user.pk, details,
+                  "identity.paired", [connector.id], identity_id=identity.pk,
+                  preference_id=preference.pk if preference else None,
+                  fields=["identity"] + (["preference"] if preference else []))
     name = user.get_username()
     if created:
         reply = f"Paired with {name}. BRAIN can now reach you here; change how on the preferences page."
@@ -188,15 +174,7 @@ def confirm_email_link(principal: Principal, code):
     """The person confirmed the emailed link (a POST). The logged-in user must own the code: the
     link proves the mailbox, the login proves the account, and guessing other people's codes
     gains nothing. Returns a Redemption."""
-    with audit.audited(
-        "identity.pair",
-        principal,
-        "pairing_code",
-        "",
-        classify=audit_result_limits_denied,
-        message_limit=300,
-        via_link=True,
-    ):
+    with audited_change("identity.pair", principal, "pairing_code", "", via_link=True):
         with transaction.atomic():
             normalised = codes.normalize_code(code)
             row = None

@@ -149,16 +149,22 @@
 
   // --- identities ---------------------------------------------------------------------------
 
-  function renderIdentities() {
-    const ul = $("identity-list");
-    ul.replaceChildren();
-    ul.setAttribute("aria-busy", "false");
-    if (!state.identities.length) {
+  // Empty the list `id` to render it afresh (no longer busy); when there are no `items`, it says `emptyText`.
+  function freshList(id, items, emptyText) {
+    const list = $(id);
+    list.replaceChildren();
+    list.setAttribute("aria-busy", "false");
+    if (!items.length) {
       const li = document.createElement("li");
       li.className = "empty";
-      li.textContent = "No channels yet. Pair one below.";
-      ul.appendChild(li);
+      li.textContent = emptyText;
+      list.appendChild(li);
     }
+    return list;
+  }
+
+  function renderIdentities() {
+    const ul = freshList("identity-list", state.identities, "No channels yet. Pair one below.");
     for (const identity of state.identities) {
       const li = $("identity-template").content.firstElementChild.cloneNode(true);
       li.dataset.identityId = identity.id;
@@ -204,12 +210,25 @@
     }
   }
 
+  // Removing takes two steps, without a modal dialog: the first activation asks (true once asked before).
+  function confirmedRemoval(button, question) {
+    if (button.dataset.confirm === "yes") return true;
+    button.dataset.confirm = "yes";
+    button.textContent = "Really remove?";
+    say(question, "warn");
+    return false;
+  }
+
+  // A removal that failed: the button asks afresh next time, and the row and the status line say why.
+  function removalFailed(li, button, label, error) {
+    button.dataset.confirm = "";
+    button.textContent = label;
+    showRowError(li, describe(error));
+    say(describe(error), "error");
+  }
+
   async function removeIdentity(li, identity, button) {
-    // Two steps, without a modal dialog: the first activation asks, the second removes.
-    if (button.dataset.confirm !== "yes") {
-      button.dataset.confirm = "yes";
-      button.textContent = "Really remove?";
-      say(`Activate "Really remove?" again to remove ${identity.address}; its place in the list goes too.`, "warn");
+    if (!confirmedRemoval(button, `Activate "Really remove?" again to remove ${identity.address}; its place in the list goes too.`)) {
       return;
     }
     showRowError(li, "");
@@ -219,10 +238,7 @@
       await refresh();
       $("identities-title").focus();
     } catch (error) {
-      button.dataset.confirm = "";
-      button.textContent = "Remove";
-      showRowError(li, describe(error));
-      say(describe(error), "error");
+      removalFailed(li, button, "Remove", error);
     }
   }
 
@@ -356,15 +372,7 @@
   // --- preferences --------------------------------------------------------------------------
 
   function renderPreferences(focus) {
-    const ol = $("preference-list");
-    ol.replaceChildren();
-    ol.setAttribute("aria-busy", "false");
-    if (!state.preferences.length) {
-      const li = document.createElement("li");
-      li.className = "empty";
-      li.textContent = "No channels in the list yet: BRAIN uses its default order.";
-      ol.appendChild(li);
-    }
+    const ol = freshList("preference-list", state.preferences, "No channels in the list yet: BRAIN uses its default order.");
     const count = state.preferences.length;
     state.preferences.forEach((pref, index) => {
       const identity = identityById(pref.identity);
@@ -495,10 +503,7 @@
   }
 
   async function removePreference(li, pref, button) {
-    if (button.dataset.confirm !== "yes") {
-      button.dataset.confirm = "yes";
-      button.textContent = "Really remove?";
-      say(`Activate "Really remove?" again to take ${identityShort(identityById(pref.identity))} off the list.`, "warn");
+    if (!confirmedRemoval(button, `Activate "Really remove?" again to take ${identityShort(identityById(pref.identity))} off the list.`)) {
       return;
     }
     try {
@@ -508,10 +513,7 @@
       say(`Took ${identityShort(identityById(pref.identity))} off the list.`, "ok");
       $("preferences-title").focus();
     } catch (error) {
-      button.dataset.confirm = "";
-      button.textContent = "Remove from list";
-      showRowError(li, describe(error));
-      say(describe(error), "error");
+      removalFailed(li, button, "Remove from list", error);
     }
   }
 
