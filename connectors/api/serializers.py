@@ -5,6 +5,16 @@ from connectors.models import Connector, Delivery
 from connectors.permissions import LEVELS
 from connectors.platforms.base import MAX_ADDRESS_LENGTH, MAX_CONTENT_LENGTH
 
+# Fields only the server writes (timestamps, health, the worker lease): shown, never taken from a request.
+_SERVER_KEPT_FIELDS = [
+    "created_at",
+    "updated_at",
+    "last_heartbeat",
+    "last_error",
+    "lease_owner",
+    "lease_expires_at",
+]
+
 
 class ConnectorSerializer(serializers.ModelSerializer):
     """Credentials are write-only: `has_credentials` says whether any are set, never what they are."""
@@ -24,22 +34,9 @@ class ConnectorSerializer(serializers.ModelSerializer):
             "has_credentials",
             "quota_per_minute",
             "recipient_quota_per_minute",
-            "created_at",
-            "updated_at",
-            "last_heartbeat",
-            "last_error",
-            "lease_owner",
-            "lease_expires_at",
+            *_SERVER_KEPT_FIELDS,
         ]
-        read_only_fields = [
-            "status",
-            "created_at",
-            "updated_at",
-            "last_heartbeat",
-            "last_error",
-            "lease_owner",
-            "lease_expires_at",
-        ]
+        read_only_fields = ["status", *_SERVER_KEPT_FIELDS]
         extra_kwargs = {
             # Uniqueness is decided by the service (one winner, 409 for the rest), not here.
             "id": {"validators": []},

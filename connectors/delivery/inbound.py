@@ -9,7 +9,7 @@ from connectors.delivery.announcements import announce_recorded
 from connectors.models import Connector, InboundMessage
 from connectors.permissions import Principal
 from connectors.platforms.base import IncomingMessage
-from connectors.registry.common import emit, require_running
+from connectors.registry.common import audit_and_emit, require_running
 
 
 class _DuplicateInbound(Exception):
@@ -47,15 +47,7 @@ def receive_message(connector_id, message: IncomingMessage, principal=None, conn
                     )
                 except IntegrityError as exc:
                     raise _DuplicateInbound from exc
-                audit.record_action(
-                    "message.received",
-                    principal,
-                    "connector",
-                    connector_id,
-                    inbound_id=inbound.pk,
-                    length=len(message.content),
-                )
-                emit("connector.message.received", connector_id, inbound_id=inbound.pk, length=len(message.content))
+                audit_and_emit("message.received", principal, connector_id, inbound_id=inbound.pk, length=len(message.content))
                 announce_recorded(
                     connector, "inbound", inbound.sender, inbound.content, inbound.received_at, principal,
                     inbound_id=inbound.pk, platform_message_id=inbound.platform_message_id,

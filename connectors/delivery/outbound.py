@@ -11,7 +11,7 @@ from connectors.delivery.announcements import announce_recorded
 from connectors.models import PERM_SEND, PERM_VIEW, Delivery
 from connectors.permissions import has_perm
 from connectors.platforms.base import MessageValidationError, OutgoingMessage
-from connectors.registry.common import emit, load_connector, require_running, uuid_or_none
+from connectors.registry.common import audit_and_emit, load_connector, require_running, uuid_or_none
 from connectors.registry.kinds import UnknownKind, get_connector_class
 
 
@@ -49,15 +49,7 @@ def send_message(principal, connector_id, recipient, content, *, idempotency_key
             if idempotency_key is not None:
                 existing = _replay(principal, idempotency_key, request_hash)
                 if existing:
-                    audit.record_action(
-                        "message.send",
-                        principal,
-                        "connector",
-                        connector_id,
-                        delivery_id=str(existing.id),
-                        replayed=True,
-                    )
-                    return existing, True
+                    return _replayed(principal, connector_id, existing)
             require_running(connector)
             try:
                 # A savepoint only when a concurrent request with the same key can collide.
@@ -77,24 +69,8 @@ def send_message(principal, connector_id, recipient, content, *, idempotency_key
                 existing = _replay(principal, idempotency_key, request_hash)
                 if existing is None:
                     raise
-                audit.record_action(
-                    "message.send",
-                    principal,
-                    "connector",
-                    connector_id,
-                    delivery_id=str(existing.id),
-                    replayed=True,
-                )
-                return existing, True
-            audit.record_action(
-                "message.queued",
-                principal,
-                "connector",
-                connector_id,
-                delivery_id=str(delivery.id),
-                length=len(message.content),
-            )
-            emit("connector.message.queued", connector_id, delivery_id=str(delivery.id), length=len(message.content))
+                return _replayed(principal, connector_id, existing)
+            audit_and_emit("message.queued", principal, connector_id, delivery_id=str(delivery.id), length=len(message.content))
             announce_recorded(
                 connector, "outbound", delivery.recipient,
                 delivery.content if memory_content is None else memory_content, delivery.created_at, principal,
@@ -128,6 +104,14 @@ def _replay(principal, idempotency_key, request_hash):
             details={"delivery_id": str(existing.id)},
         )
     return existing
+
+
+def _replayed(principal, connector_id, existing):
+    """Answer a repeated request with its original delivery, audited as a replay: (delivery, replayed=True)."""
+    audit.record_action(
+        "message.send", principal, "connector", connector_id, delivery_id=str(existing.id), replayed=True
+    )
+    return existing, True
 
 
 def get_delivery(principal, delivery_id):

@@ -53,6 +53,13 @@ def _handled_before_brain(inbound):
     return None
 
 
+def _audit_reply(inbound, result=audit.SUCCESS, **details):
+    """The `brain.reply` audit row of one inbound message: how BRAIN's turn on it ended."""
+    audit.record_action(
+        "brain.reply", BRAIN, "connector", inbound.connector_id, result=result, inbound_id=inbound.pk, **details
+    )
+
+
 def reply_with_brain(inbound_id):
     """Ask BRAIN about one stored inbound message and send its reply, at most once."""
     with transaction.atomic():
@@ -68,15 +75,7 @@ def reply_with_brain(inbound_id):
             inbound.brain_status = InboundMessage.BrainStatus.REPLIED
             inbound.brain_error = ""
             inbound.save(update_fields=["brain_status", "brain_error"])
-            audit.record_action(
-                "brain.reply",
-                BRAIN,
-                "connector",
-                inbound.connector_id,
-                inbound_id=inbound.pk,
-                outcome=inbound.brain_status,
-                already_queued=True,
-            )
+            _audit_reply(inbound, outcome=inbound.brain_status, already_queued=True)
             return inbound
         inbound.brain_status = InboundMessage.BrainStatus.THINKING
         inbound.brain_claimed_at = timezone.now()
@@ -104,15 +103,7 @@ def reply_with_brain(inbound_id):
             InboundMessage.objects.filter(pk=inbound.pk).update(
                 brain_status=InboundMessage.BrainStatus.FAILED, brain_error=str(exc)[:2000]
             )
-            audit.record_action(
-                "brain.reply",
-                BRAIN,
-                "connector",
-                inbound.connector_id,
-                result=audit.FAILURE,
-                inbound_id=inbound.pk,
-                error=exc.code,
-            )
+            _audit_reply(inbound, result=audit.FAILURE, error=exc.code)
         return inbound
     if reply:
         try:
@@ -126,12 +117,5 @@ def reply_with_brain(inbound_id):
     status = InboundMessage.BrainStatus.REPLIED if reply else InboundMessage.BrainStatus.NO_REPLY
     with transaction.atomic():
         InboundMessage.objects.filter(pk=inbound.pk).update(brain_status=status, brain_error="")
-        audit.record_action(
-            "brain.reply",
-            BRAIN,
-            "connector",
-            inbound.connector_id,
-            inbound_id=inbound.pk,
-            outcome=status,
-        )
+        _audit_reply(inbound, outcome=status)
     return inbound

@@ -3,8 +3,8 @@ from django.db import transaction
 
 from audit import services as audit
 from brain_connectors.shared.errors import NotFound, PermissionDenied, ValidationFailed, audit_result
-from connectors.models import PERM_SEND, PERM_VIEW, AlertRecipient, Connector
-from connectors.permissions import permission_test
+from connectors.models import PERM_SEND, AlertRecipient, Connector
+from connectors.registry.common import require_connector_perm
 from connectors.registry.kinds import UnknownKind, get_connector_class
 
 
@@ -16,11 +16,7 @@ def _check_recipient_access(principal, action, connector):
         return
     if not (user.is_active and user.is_staff and user.has_perm(f"connectors.{action}_alertrecipient")):
         raise PermissionDenied(f"You need the connectors.{action}_alertrecipient permission.")
-    allowed = permission_test(principal, connector)
-    if not allowed(PERM_VIEW):
-        raise NotFound(f"Connector {connector.pk!r} does not exist.")
-    if not allowed(PERM_SEND):
-        raise PermissionDenied(f"You need the {PERM_SEND} permission on connector {connector.pk!r}.")
+    require_connector_perm(principal, connector, PERM_SEND, connector.pk, unseen=NotFound)
 
 
 def save_alert_recipient(principal, *, pk=None, connector_id, recipient, description="", active=True):

@@ -32,17 +32,7 @@ def send_alert(connector, incident_start, phase, text, *, allow_same_channel=Fal
                 "Alert (%s) about %s cannot go to alert recipient %s via %s: %s",
                 phase, connector.pk, recipient.pk, channel.pk, reason,
             )
-            audit.record_action(
-                "connector.alert",
-                HEALTH,
-                "connector",
-                connector.pk,
-                result=audit.FAILURE,
-                phase=phase,
-                alert_recipient=recipient.pk,
-                channel=channel.pk,
-                error=reason,
-            )
+            _audit_alert(connector, phase, recipient, result=audit.FAILURE, error=reason)
             continue
         key = f"alert:{connector.pk}:{incident_start.isoformat()}:{recipient.pk}:{phase}"
         try:
@@ -50,26 +40,21 @@ def send_alert(connector, incident_start, phase, text, *, allow_same_channel=Fal
         except ServiceError as exc:  # send_message audited the refusal; say which alert it was
             logger.warning("Alert (%s) about %s to alert recipient %s refused: %s", phase, connector.pk, recipient.pk,
                            exc.message)
-            audit.record_action(
-                "connector.alert",
-                HEALTH,
-                "connector",
-                connector.pk,
-                result=audit.FAILURE,
-                phase=phase,
-                alert_recipient=recipient.pk,
-                channel=channel.pk,
-                error=exc.code,
-            )
+            _audit_alert(connector, phase, recipient, result=audit.FAILURE, error=exc.code)
             continue
-        audit.record_action(
-            "connector.alert",
-            HEALTH,
-            "connector",
-            connector.pk,
-            phase=phase,
-            alert_recipient=recipient.pk,
-            channel=channel.pk,
-            delivery_id=str(delivery.id),
-            replayed=replayed,
-        )
+        _audit_alert(connector, phase, recipient, delivery_id=str(delivery.id), replayed=replayed)
+
+
+def _audit_alert(connector, phase, recipient, result=audit.SUCCESS, **outcome):
+    """One `connector.alert` audit row: which alert, to whom, via which channel, and how it went."""
+    audit.record_action(
+        "connector.alert",
+        HEALTH,
+        "connector",
+        connector.pk,
+        result=result,
+        phase=phase,
+        alert_recipient=recipient.pk,
+        channel=recipient.connector.pk,
+        **outcome,
+    )

@@ -36,7 +36,6 @@ from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
-from audit import services as audit
 from brain_connectors.shared.errors import ServiceError
 from connectors import services
 from connectors.events import log as events
@@ -44,6 +43,7 @@ from connectors.models import Connector, ConnectorStatus, Event
 from connectors.monitoring.incidents import reconcile_incidents
 from connectors.monitoring.reporting import HEALTH, one_line
 from connectors.platforms.base import ConnectorError, HealthResult
+from connectors.registry.common import audit_check
 from connectors.registry.kinds import UnknownKind, connector_for
 
 logger = logging.getLogger(__name__)
@@ -112,16 +112,9 @@ def check_connector(connector_id) -> set[str]:
         stale_after = timedelta(seconds=settings.HEALTH_STALE_SECONDS)
         stale = connector.last_heartbeat is None or now - connector.last_heartbeat > stale_after
         connector.save(update_fields=["health_failures", "last_heartbeat", "updated_at"])
-        audit.record_action(
-            "connector.health",
-            HEALTH,
-            "connector",
-            connector_id,
-            result=audit.SUCCESS if result.ok else audit.FAILURE,
-            ok=result.ok,
-            latency_ms=latency_ms,
-            failures=connector.health_failures,
-            stale=stale,
+        audit_check(
+            "connector.health", HEALTH, connector_id, result.ok,
+            latency_ms=latency_ms, failures=connector.health_failures, stale=stale,
         )
         events.publish(
             "connector.health.check",

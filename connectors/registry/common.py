@@ -1,6 +1,7 @@
-"""The steps every connector service shares: load a connector behind its permission check, insist it runs, emit."""
+"""The steps every connector service shares: load a connector behind its permission check, insist it runs, audit and emit."""
 import uuid
 
+from audit import services as audit
 from brain_connectors.shared.errors import Conflict, Hidden, NotFound, PermissionDenied
 from connectors.events import log as events
 from connectors.models import PERM_VIEW, Connector, ConnectorStatus
@@ -13,6 +14,19 @@ def emit(event_type, connector_id, **data):
     events.publish(event_type, connector_id=connector_id, data=data)
 
 
+def audit_and_emit(action, principal, connector_id, **details):
+    """Audit `action` on the connector and emit it as the event `connector.<action>`, with the same details."""
+    audit.record_action(action, principal, "connector", connector_id, **details)
+    emit(f"connector.{action}", connector_id, **details)
+
+
+def audit_check(action, principal, connector_id, ok, **details):
+    """Audit a health check of the connector: a success or a failure as `ok` says, `ok` among the details."""
+    audit.record_action(
+        action, principal, "connector", connector_id, result=audit.SUCCESS if ok else audit.FAILURE, ok=ok, **details
+    )
+
+
 def load_connector(principal, connector_id, perm, *, for_update=False):
     """The connector, if `principal` may see it and holds `perm` on it: NotFound, Hidden (it may not see
     it: answered as if it did not exist) or PermissionDenied otherwise."""
@@ -21,12 +35,17 @@ def load_connector(principal, connector_id, perm, *, for_update=False):
         connector = qs.get(pk=connector_id)
     except (Connector.DoesNotExist, ValueError, TypeError):
         raise NotFound(f"Connector {connector_id!r} does not exist.")
+    require_connector_perm(principal, connector, perm, connector_id)
+    return connector
+
+
+def require_connector_perm(principal, connector, perm, connector_id, *, unseen=Hidden):
+    """`unseen` (named `connector_id`) if `principal` may not see `connector`, PermissionDenied if it lacks `perm`."""
     allowed = permission_test(principal, connector)
     if not allowed(PERM_VIEW):
-        raise Hidden(f"Connector {connector_id!r} does not exist.")
+        raise unseen(f"Connector {connector_id!r} does not exist.")
     if not allowed(perm):
         raise PermissionDenied(f"You need the {perm} permission on connector {connector_id!r}.")
-    return connector
 
 
 def require_running(connector):

@@ -9,7 +9,7 @@ from audit import services as audit
 from brain_connectors.shared.errors import Conflict, audit_result
 from connectors.models import ALLOWED_TRANSITIONS, PERM_MANAGE, Connector, ConnectorStatus
 from connectors.platforms.base import ConnectorError, HealthResult
-from connectors.registry.common import emit, load_connector
+from connectors.registry.common import audit_check, emit, load_connector
 from connectors.registry.kinds import connector_for
 
 logger = logging.getLogger(__name__)
@@ -131,14 +131,7 @@ def test_connector(principal, connector_id):
             else:
                 connector.last_error = result.detail[:2000]
             connector.save(update_fields=["last_heartbeat", "last_error", "updated_at"])
-            audit.record_action(
-                "connector.test",
-                principal,
-                "connector",
-                connector_id,
-                result=audit.SUCCESS if result.ok else audit.FAILURE,
-                ok=result.ok,
-            )
+            audit_check("connector.test", principal, connector_id, result.ok)
             emit("connector.health.check", connector_id, ok=result.ok, latency_ms=latency_ms, trigger="manual")
     return result
 

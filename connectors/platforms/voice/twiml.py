@@ -76,18 +76,13 @@ class Speaker:
         return self._gather(response, action)
 
     def goodbye(self, after_silence=False):
-        response = VoiceResponse()
-        if after_silence:
-            self._say(response, "I did not hear anything.")
-        self._say(response, self.config.get("goodbye") or DEFAULT_GOODBYE)
-        response.hangup()
-        return response
+        silence = ["I did not hear anything."] if after_silence else []
+        return self._say_and_hang_up(VoiceResponse(), *silence, self.config.get("goodbye") or DEFAULT_GOODBYE)
 
     def unavailable(self):
-        response = VoiceResponse()
-        self._say(response, "Sorry, this line is not available right now. Please try again later.")
-        response.hangup()
-        return response
+        return self._say_and_hang_up(
+            VoiceResponse(), "Sorry, this line is not available right now. Please try again later."
+        )
 
     # --- outbound notifications ---
     def notification(self, text, ack_url=None):
@@ -95,23 +90,24 @@ class Speaker:
         if not ack_url:
             self._say(response, text)
             return response
-        gather = response.gather(input="dtmf", num_digits=1, action=ack_url, method="POST", timeout=8)
-        self._say(gather, text)
-        self._say(gather, "Press 1 to acknowledge.")
-        self._say(response, DEFAULT_GOODBYE)
-        response.hangup()
-        return response
+        return self._ack_prompt(response, ack_url, text, "Press 1 to acknowledge.")
 
     def ask_ack_again(self, ack_url):
-        response = VoiceResponse()
+        return self._ack_prompt(VoiceResponse(), ack_url, "Press 1 to acknowledge this message.")
+
+    def _ack_prompt(self, response, ack_url, *lines):
+        """Say `lines` while waiting for one key (posted to `ack_url`), then goodbye and hang up."""
         gather = response.gather(input="dtmf", num_digits=1, action=ack_url, method="POST", timeout=8)
-        self._say(gather, "Press 1 to acknowledge this message.")
-        self._say(response, DEFAULT_GOODBYE)
-        response.hangup()
-        return response
+        for line in lines:
+            self._say(gather, line)
+        return self._say_and_hang_up(response, DEFAULT_GOODBYE)
 
     def acknowledged(self):
-        response = VoiceResponse()
-        self._say(response, "Thank you, your acknowledgement is recorded. Goodbye.")
+        return self._say_and_hang_up(VoiceResponse(), "Thank you, your acknowledgement is recorded. Goodbye.")
+
+    def _say_and_hang_up(self, response, *lines):
+        """Say `lines` on `response`, then end the call."""
+        for line in lines:
+            self._say(response, line)
         response.hangup()
         return response
