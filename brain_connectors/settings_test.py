@@ -1,7 +1,6 @@
 """Settings for pytest: the real settings with throwaway keys and eager Celery.
 
-Settings for pytest: the real settings with throwaway keys, eager Celery and a file SQLite test
-database (so that subprocesses such as daphne or `manage.py` can open it).
+The test database is a SQLite file, so that subprocesses such as daphne or `manage.py` can open it.
 
 DATABASE_URL and REDIS_URL still come from the environment, so the same suite runs on PostgreSQL
 with the Redis channel layer when they are set. A developer's `.env` is never read.

@@ -1,8 +1,8 @@
 """Project URLs: the site-wide routes and one include() per app.
 
-Project URLs: site-wide routes (health, admin, sign-in, the API root, schema and docs, error handlers) and one
-``include()`` per app. Each app's own routes, REST routers included, live in its ``urls.py``; URL names are global
-(no namespaces), so ``reverse("connector-list")`` and ``{% url "preferences" %}`` work as before."""
+Site-wide: health, admin, sign-in, the API root, schema and docs, error handlers. Each app's own routes, REST
+routers included, live in its ``urls.py``; URL names are global (no namespaces), so ``reverse("connector-list")``
+and ``{% url "preferences" %}`` work as before."""
 from django.contrib import admin
 from django.contrib.auth import views as auth_views
 from django.contrib.auth.decorators import login_required

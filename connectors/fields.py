@@ -13,7 +13,7 @@ from django.conf import settings
 from django.core.exceptions import FieldError, ImproperlyConfigured
 from django.db import models
 
-from brain_connectors.shared.errors import DecryptionError  # noqa: F401  (callers catch it from here too)
+from brain_connectors.shared.errors import DecryptionError
 
 
 @lru_cache(maxsize=8)

@@ -1,7 +1,6 @@
 """Routes of the connectors app: REST API, event log, metrics, dashboard and platform webhooks.
 
-Routes of the connectors app: the connector REST API, the event log, metrics, the staff dashboard and the
-platform webhooks. Included at the site root by ``brain_connectors/urls.py``; names are global (no namespace)."""
+Included at the site root by ``brain_connectors/urls.py``; names are global (no namespace)."""
 from django.urls import include, path
 from rest_framework.routers import DefaultRouter
 

@@ -1,7 +1,7 @@
 """Admin for conversation memory: read-only history, sentiment, retention and privacy actions.
 
-Admin for conversation memory: read-only history, the sentiment trend, retention policies
-(through conversations.privacy) and the privacy actions "Export as JSON" and "Forget this person".
+Retention policies go through conversations.privacy; the privacy actions are "Export as JSON" and "Forget this
+person".
 Staff see the conversations they may read (conversations.access): their own, and everyone's on
 connectors where they hold read_conversations."""
 import json
@@ -11,8 +11,8 @@ from django.db.models import Avg
 from django.http import HttpResponse
 
 from brain_connectors.shared.errors import ServiceError
-from connectors.admin import ReadOnlyAdmin, ServiceBackedAdmin
-from connectors.admin import principal_of as admin_principal
+from connectors.admin.base import ReadOnlyAdmin, ServiceBackedAdmin
+from connectors.admin.base import principal_of as admin_principal
 from conversations import access, privacy, services
 from conversations.analysis import sentiment_trend
 from conversations.models import Conversation, MessageAnalysis, RetentionPolicy

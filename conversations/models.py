@@ -1,7 +1,6 @@
 """BRAIN's memory: messages encrypted at rest, a blind search index, analysis, retention.
 
-BRAIN's memory: every message to and from a person, encrypted at rest, searchable through a
-blind index (keyed token hashes), analysed for sentiment and topics, and erasable.
+Every message to and from a person; the blind index is keyed token hashes; analysis is sentiment and topics.
 
 Only `conversations.services` writes these rows.
 """

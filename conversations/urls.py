@@ -1,7 +1,7 @@
 """Routes of the conversations app: search and the privacy controls.
 
-Routes of the conversations app: search and the privacy controls, under /api/v1/conversations/. Included at the
-site root by ``brain_connectors/urls.py``; names are global (no namespace)."""
+Under /api/v1/conversations/, included at the site root by ``brain_connectors/urls.py``; names are global
+(no namespace)."""
 from django.urls import path
 
 from conversations.api import ConversationSearchView

@@ -4,8 +4,8 @@ import json
 from django.contrib import admin
 from django.utils.html import format_html
 
-from connectors.admin import ReadOnlyAdmin, ServiceBackedAdmin
-from connectors.admin import principal_of as admin_principal
+from connectors.admin.base import ReadOnlyAdmin, ServiceBackedAdmin
+from connectors.admin.base import principal_of as admin_principal
 from routing import identities, preferences
 from routing.models import ChannelIdentity, ConnectorPreference, Notification, PairingCode
 

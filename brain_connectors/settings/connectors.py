@@ -73,13 +73,13 @@ EVENTS_WS_CATCHUP_SECONDS = env.float("EVENTS_WS_CATCHUP_SECONDS", default=5.0)
 # How often an open socket re-reads its user's permissions, activity and token.
 EVENTS_WS_ACCESS_SECONDS = env.float("EVENTS_WS_ACCESS_SECONDS", default=10.0)
 
-# --- Event subscriptions (connectors.events.subscriptions) ------------------------------------------
+# --- Event subscriptions (connectors.events.subscriptions) ----------------------------------
 # Their URLs pass the outbound-URL guard: see BRAIN_ALLOW_PRIVATE_URLS.
 EVENT_SUBSCRIPTION_TIMEOUT = env.float("EVENT_SUBSCRIPTION_TIMEOUT", default=10.0)
 # How long each process caches the list of active subscriptions (publishing checks it).
 EVENT_SUBSCRIPTION_CACHE_SECONDS = env.float("EVENT_SUBSCRIPTION_CACHE_SECONDS", default=2.0)
 
-# --- Health checks, downtime alerts, metrics (connectors.monitoring.health, connectors.monitoring.metrics) ------
+# --- Health checks, downtime alerts, metrics (connectors.monitoring) --------------------------
 HEALTH_CHECK_INTERVAL_SECONDS = env.float("HEALTH_CHECK_INTERVAL_SECONDS", default=60.0)
 # Failed checks in a row before a CONNECTED connector goes to ERROR (and an incident opens).
 HEALTH_FAILURE_THRESHOLD = env.int("HEALTH_FAILURE_THRESHOLD", default=3)

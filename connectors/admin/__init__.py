@@ -1,7 +1,7 @@
 """Django admin for staff, thin over the services; one module per model family.
 
-Django admin for staff: every change goes through the services, so the admin checks the same object
-permissions and writes the same audit rows as the API.
+Every change goes through the services, so the admin checks the same object permissions and writes the same
+audit rows as the API.
 
 Django's admin autodiscovery imports this package only: each module below registers its ModelAdmins
 when imported (`site` names the admin site), so every one of them is imported here.
@@ -15,7 +15,3 @@ from connectors.admin import (
     subscriptions,  # noqa: F401  (registers EventSubscription, EventDelivery)
     tokens,  # noqa: F401  (registers ApiToken)
 )
-
-# Other apps' admins (routing, conversations) build on these. Kept importable from here until their
-# import lines name connectors.admin.base: those files are being reshaped concurrently (issue 15).
-from connectors.admin.base import ReadOnlyAdmin, ServiceBackedAdmin, principal_of  # noqa: F401

@@ -1,7 +1,7 @@
 """Who may open a connector's admin pages, and guardian's object-permission pages.
 
-Who may open a connector's admin pages: refusals audited as the API audits them, and guardian's
-object-permission pages limited to our four levels and saving through the services."""
+Refusals are audited as the API audits them; guardian's pages are limited to our four levels and save through
+the services."""
 
 from django.contrib.admin.utils import unquote
 from django.core.exceptions import PermissionDenied as DjangoPermissionDenied

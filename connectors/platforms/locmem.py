@@ -1,7 +1,6 @@
 """`locmem`: an outbox in memory, the default platform in unit tests.
 
-`locmem`: an outbox in memory, the default platform in unit tests (like Django's locmem mail
-backend). `outbox` is a module-level list of (connector_id, OutgoingMessage); tests clear it.
+Like Django's locmem mail backend: `outbox` is a module-level list of (connector_id, OutgoingMessage); tests clear it.
 
 Config `fail_with` makes sends fail on purpose: "transient" or "permanent". Config `health`
 makes the periodic health check fail on purpose: "fail" (an unhealthy answer) or "raise" (the

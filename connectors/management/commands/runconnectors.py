@@ -1,7 +1,6 @@
 """`manage.py runconnectors`: long-running platform work (polling, heartbeats) under a lease.
 
-Run the long-running side of connectors (Telegram polling) with heartbeats, under a database
-lease per connector, so several processes can run and exactly one works on each connector.
+One database lease per connector, so several processes can run and exactly one works on each connector.
 The loop lives in connectors/registry/runner.py."""
 import signal
 

@@ -1,6 +1,6 @@
 """Telegram through python-telegram-bot: the `telegram` kind.
 
-Telegram (python-telegram-bot). `settings.CONNECTOR_CLASSES["telegram"]` points at
+`settings.CONNECTOR_CLASSES["telegram"]` points at
 `connectors.platforms.telegram.TelegramConnector` (connector.py).
 
     client.py   running PTB from synchronous code; PTB errors → ConnectorError
