@@ -13,7 +13,9 @@ edit). `verify_audit` then requires the row at the newest checkpoint's seq to ex
 - Files are written atomically (temporary file, fsync, rename) and only the newest KEEP are kept.
 - Writers: the Celery beat task `audit.tasks.write_checkpoint` and a thread in each daphne process
   (`make run` has no beat). Several writers are harmless: each write is whole, and an unchanged
-  head only refreshes `written_at`.
+  head only refreshes `written_at`. The head is that of the SEALED chain (audit.sealer): rows
+  waiting to be sealed are in no chain yet. The daphne thread also seals, every
+  AUDIT_SEAL_INTERVAL_SECONDS.
 """
 import hashlib
 import hmac
@@ -31,7 +33,7 @@ from pathlib import Path
 from django.conf import settings
 from django.db import connection
 
-from audit import keys
+from audit import keys, sealer
 from audit.models import AuditEvent
 
 logger = logging.getLogger("audit.checkpoint")
@@ -154,7 +156,7 @@ def write():
     previous, problems = newest()
     for problem in problems:
         logger.error("%s", problem)
-    head = AuditEvent.objects.order_by("-seq").first()
+    head = AuditEvent.objects.filter(seq__isnull=False).order_by("-seq").first()  # the sealed chain's
     last_seq = head.seq if head else 0
     anchored_keyed = False
     if previous:
@@ -255,24 +257,36 @@ _writer = None
 _writer_lock = threading.Lock()
 
 
-def start_writer(interval=None):
-    """Start the writer thread of this process (once); it checkpoints at once, then every interval."""
+def start_writer(interval=None, seal_interval=None):
+    """Start the audit thread of this process (once): it seals (audit.sealer) every `seal_interval`
+    where rows are appended unsealed, and checkpoints at once, then every `interval`."""
     global _writer
     interval = settings.AUDIT_CHECKPOINT_INTERVAL_SECONDS if interval is None else interval
-    if interval <= 0:
+    seal_interval = settings.AUDIT_SEAL_INTERVAL_SECONDS if seal_interval is None else seal_interval
+    if not sealer.seals_inline() and seal_interval > 0:
+        rounds = [(sealer.tick, seal_interval), (tick, interval)] if interval > 0 else [(sealer.tick, seal_interval)]
+    elif interval > 0:
+        rounds = [(tick, interval)]
+    else:
         return None
     with _writer_lock:
         if _writer is None or not _writer.is_alive():
-
-            def run():
-                # On a fixed schedule, not interval + the time a round takes: "at least every interval".
-                due = time.monotonic()
-                while True:
-                    tick(close_connection=True)
-                    due = max(due + interval, time.monotonic())
-                    time.sleep(due - time.monotonic())
-
-            # A daemon: it holds nothing that must be finished at exit (each write is whole).
-            _writer = threading.Thread(target=run, name="audit-checkpoint", daemon=True)
+            _writer = threading.Thread(target=_run, args=(rounds,), name="audit-checkpoint", daemon=True)
+            # A daemon: it holds nothing that must be finished at exit (each write and seal is whole).
             _writer.start()
     return _writer
+
+
+def _run(rounds):
+    """Each (job, interval) on a fixed schedule, not interval + the time a round takes: "at least
+    every interval". Sealing comes first, so that a checkpoint sees the freshest sealed head."""
+    now = time.monotonic()
+    due = [now] * len(rounds)
+    while True:
+        for n, (job, interval) in enumerate(rounds):
+            if time.monotonic() >= due[n]:
+                job()
+                due[n] = max(due[n] + interval, time.monotonic())
+        # The connection stays open between the frequent sealing rounds; one gone bad is replaced.
+        connection.close_if_unusable_or_obsolete()
+        time.sleep(max(0.0, min(due) - time.monotonic()))

@@ -1,10 +1,13 @@
 """The audit log: append-only and hash-chained.
 
 Each row's hash covers its own fields and the previous row's hash, so editing, deleting or
-reordering rows breaks the chain (`manage.py verify_audit`). The hash is an HMAC under
+reordering rows breaks the chain (`manage.py verify_audit`). On PostgreSQL writers append rows
+unsealed (no seq, no hash) and the sealer (audit.sealer) chains them after commit; `id` is the
+order of insertion, `seq` the position in the chain. The hash is an HMAC under
 AUDIT_CHAIN_KEY (audit.keys), so the database alone is not enough to re-chain a rewritten log;
 rows from before the key keep their plain SHA-256. The ORM refuses update and delete here, and
-database triggers (migrations 0002, 0003) refuse them, TRUNCATE and REPLACE in SQL too.
+database triggers (migrations 0002-0004) refuse them, TRUNCATE and REPLACE in SQL too; the one
+update they let through is sealing an unsealed row without touching its contents.
 """
 import hashlib
 import hmac
@@ -39,7 +42,11 @@ class AuditEvent(models.Model):
         FAILURE = "failure"
         DENIED = "denied"
 
-    seq = models.BigIntegerField(primary_key=True, help_text="Position in the hash chain, from 1, without gaps.")
+    id = models.BigAutoField(primary_key=True)
+    seq = models.BigIntegerField(
+        null=True, blank=True, unique=True,
+        help_text="Position in the hash chain, from 1, without gaps; empty until the sealer chains the row.",
+    )
     time = models.DateTimeField(db_index=True)
     action = models.CharField(max_length=64, db_index=True)
     principal = models.CharField(max_length=200, help_text="Who acted, e.g. user:alice, system:brain.")
@@ -47,21 +54,29 @@ class AuditEvent(models.Model):
     target_id = models.CharField(max_length=200, blank=True, db_index=True)
     details = models.JSONField(default=dict, blank=True, encoder=DjangoJSONEncoder)
     result = models.CharField(max_length=16, choices=Result.choices)
-    prev_hash = models.CharField(max_length=64)
-    hash = models.CharField(max_length=64, unique=True)
+    prev_hash = models.CharField(max_length=64, null=True, blank=True)
+    hash = models.CharField(max_length=64, unique=True, null=True, blank=True)
     algorithm = models.CharField(
-        max_length=40, help_text="How `hash` was made: hmac-sha256:<key id>, or sha256 for rows from before the key."
+        max_length=40, null=True, blank=True,
+        help_text="How `hash` was made: hmac-sha256:<key id>, or sha256 for rows from before the key.",
     )
 
     objects = AuditEventQuerySet.as_manager()
 
     class Meta:
-        ordering = ["seq"]
+        # The chain first, in its order, then the rows still waiting for the sealer, in insertion
+        # order (NULLs would otherwise go first on SQLite and last on PostgreSQL).
+        ordering = [models.F("seq").asc(nulls_last=True), "id"]
         # Read-only for everyone: no add/change/delete permissions exist to grant.
         default_permissions = ("view",)
 
     def __str__(self):
-        return f"#{self.seq} {self.action} by {self.principal}: {self.result}"
+        position = "(sealing)" if self.seq is None else f"#{self.seq}"
+        return f"{position} {self.action} by {self.principal}: {self.result}"
+
+    @property
+    def sealed(self):
+        return self.seq is not None
 
     def save(self, *args, **kwargs):
         if not self._state.adding:

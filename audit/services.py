@@ -3,9 +3,10 @@
 `record()` is the only writer; services use `record_action()` and `audited()` on top of it.
 
 `record()` joins the caller's transaction, so an audit row commits or rolls back with the change
-it describes. The chain is serialised: on PostgreSQL by a transaction-scoped advisory lock, on
-SQLite by the write lock that IMMEDIATE transactions take at BEGIN. The primary key on `seq`
-is a last guard: two writers can never both append the same position.
+it describes. It takes no lock: on PostgreSQL it appends the row unsealed and the sealer
+(audit.sealer) chains it after commit; on SQLite, whose IMMEDIATE transactions already hold the
+write lock from BEGIN, it seals the row itself (`sealer.seals_inline`). The unique `seq` is a last
+guard: two rows can never both take the same position.
 
 Rows are HMACs under AUDIT_CHAIN_KEY (audit.keys). Unkeyed rows from before the key still verify,
 but only before the first keyed row: an unkeyed row after it is a downgrade, i.e. a rewrite by
@@ -21,10 +22,11 @@ from django.core.serializers.json import DjangoJSONEncoder
 from django.db import connection, transaction
 from django.utils import timezone
 
-from audit import keys
-from audit.models import GENESIS_HASH, AuditEvent, compute_hash
+from audit import keys, sealer
+from audit.models import GENESIS_HASH, AuditEvent
 
-# Any stable 64-bit number; it names the lock that serialises appends to the chain.
+# Any stable 64-bit number; it names the lock that the event log (connectors.events) takes. The
+# audit chain no longer does: see lock_log.
 _CHAIN_LOCK_KEY = 7_310_424_117_301
 
 # Keys never stored in details, whatever a caller passes: the audit log holds no secrets
@@ -62,10 +64,10 @@ def _log_lock_released():
 
 
 def lock_log():
-    """Serialise appends to the audit chain until the current transaction ends.
+    """Take the log lock until the current transaction ends.
 
-    The event log (connectors.events.log) takes this same lock rather than one of its own: both are
-    written in the same transactions, and one lock cannot deadlock against itself.
+    record() no longer takes it (the sealer chains rows after commit); the event log
+    (connectors.events) still does, until it gets its seq without a global lock.
 
     Taken once per transaction: a marker callback sits in the transaction's on-commit list
     until it commits, and Django drops it on rollback (also of the savepoint that took the
@@ -82,32 +84,27 @@ def lock_log():
 
 
 def record(action, *, principal, result=SUCCESS, target_type="", target_id="", details=None):
-    """Append one row to the audit chain in the current transaction (or its own)."""
+    """Append one row to the audit log in the current transaction (or its own).
+
+    On PostgreSQL the row is returned unsealed (`seq`, `hash` None; `id` set): the sealer chains it
+    after commit, with the key current then. Without AUDIT_CHAIN_KEY nothing is written.
+    """
     details = _clean_details(details)
     algorithm, key = keys.current()  # before any write: no key, no row (ImproperlyConfigured)
+    event = AuditEvent(
+        time=timezone.now(),
+        action=action,
+        principal=str(principal)[:200],
+        target_type=target_type,
+        target_id=str(target_id)[:200],
+        details=details,
+        result=str(result),
+    )
     # No savepoint when nested: an audit failure must fail the caller's whole transaction anyway,
     # and two round trips fewer matter on hot paths such as webhook ingest.
     with transaction.atomic(savepoint=False):
-        lock_log()
-        last = AuditEvent.objects.order_by("-seq").values("seq", "hash").first()
-        seq = last["seq"] + 1 if last else 1
-        prev_hash = last["hash"] if last else GENESIS_HASH
-        fields = {
-            "seq": seq,
-            "time": timezone.now(),
-            "action": action,
-            "principal": str(principal)[:200],
-            "target_type": target_type,
-            "target_id": str(target_id)[:200],
-            "details": details,
-            "result": str(result),
-        }
-        event = AuditEvent(
-            prev_hash=prev_hash,
-            hash=compute_hash(prev_hash=prev_hash, algorithm=algorithm, key=key, **fields),
-            algorithm=algorithm,
-            **fields,
-        )
+        if sealer.seals_inline():
+            sealer.chain([event], sealer.head(), algorithm, key)
         event.save()
     return event
 
@@ -150,6 +147,8 @@ class ChainReport:
     unkeyed: int = 0  # rows from before AUDIT_CHAIN_KEY (plain SHA-256)
     last_seq: int = 0  # the last row verified
     anchor_hash: str | None = None  # the hash of the row at `anchor_seq`, if the walk reached it
+    pending: int = 0  # rows written but not sealed yet (not part of the chain that was verified)
+    oldest_pending_age_seconds: float | None = None
 
 
 def _row_problem(event, keyed_seen, ring):
@@ -173,7 +172,8 @@ def _row_problem(event, keyed_seen, ring):
 
 
 def verify_chain(progress=None, batch_size=2000, anchor_seq=None):
-    """Walk the whole chain in order; report the first broken link.
+    """Walk the whole sealed chain in seq order; report the first broken link, and how many rows
+    wait to be sealed (counted before the walk: this never seals).
 
     `progress`, if given, is called with the number of rows checked in each batch. `anchor_seq`
     (a checkpoint's seq): the report carries the hash of that row as verified, to compare.
@@ -182,6 +182,9 @@ def verify_chain(progress=None, batch_size=2000, anchor_seq=None):
     expected_seq = 1
     prev_hash = GENESIS_HASH
     report = ChainReport(True, 0)
+    report.pending, oldest = sealer.pending()
+    if oldest is not None:
+        report.oldest_pending_age_seconds = max(0.0, (timezone.now() - oldest).total_seconds())
     keyed_seen = False
     last_seq = 0
     while True:

@@ -12,7 +12,7 @@ from audit import triggers
 
 
 def install_all(apps, schema_editor):
-    triggers.install(schema_editor.connection)
+    triggers.install(schema_editor.connection, sealing=False)
 
 
 def remove_added(apps, schema_editor):
@@ -20,7 +20,7 @@ def remove_added(apps, schema_editor):
 
 
 def reinstall_first(apps, schema_editor):
-    triggers.install(schema_editor.connection, names=triggers.FIRST_TRIGGERS)
+    triggers.install(schema_editor.connection, names=triggers.FIRST_TRIGGERS, sealing=False)
 
 
 class Migration(migrations.Migration):

@@ -10,5 +10,9 @@ AUDIT_CHAIN_PREVIOUS_KEYS = [k.strip() for k in env.str("AUDIT_CHAIN_PREVIOUS_KE
 # database, so that deleting the newest rows is detected. verify_audit must see this directory.
 AUDIT_CHECKPOINT_DIR = env.str("AUDIT_CHECKPOINT_DIR", default=str(BASE_DIR / "var" / "audit-checkpoints"))
 AUDIT_CHECKPOINT_INTERVAL_SECONDS = env.float("AUDIT_CHECKPOINT_INTERVAL_SECONDS", default=60.0)
+# On PostgreSQL writers append audit rows unsealed; the sealer chains them this often (Celery beat
+# and each daphne process). Audit rows need no low latency: verify_audit warns when a row waited
+# longer than 10 intervals + 60 s (no sealer running).
+AUDIT_SEAL_INTERVAL_SECONDS = env.float("AUDIT_SEAL_INTERVAL_SECONDS", default=1.0)
 # Writers: Celery beat where it runs, and each daphne process (`make run` has no beat).
 AUDIT_CHECKPOINT_IN_DAPHNE = env.bool("AUDIT_CHECKPOINT_IN_DAPHNE", default=True)

@@ -1,6 +1,6 @@
 """Work outside requests: Redis (channel layer, broker), Celery's behaviour and the beat schedule of periodic tasks."""
 from brain_connectors.settings.api import REFUSAL_AUDIT_WINDOW_SECONDS
-from brain_connectors.settings.audit_chain import AUDIT_CHECKPOINT_INTERVAL_SECONDS
+from brain_connectors.settings.audit_chain import AUDIT_CHECKPOINT_INTERVAL_SECONDS, AUDIT_SEAL_INTERVAL_SECONDS
 from brain_connectors.settings.connectors import (
     EVENT_RELAY_INTERVAL_SECONDS,
     HEALTH_CHECK_INTERVAL_SECONDS,
@@ -49,4 +49,10 @@ CELERY_BEAT_SCHEDULE = {
     "purge-conversations": {"task": "conversations.tasks.purge_conversations", "schedule": 86400.0},
     "sweep-event-deliveries": {"task": "connectors.tasks.sweep_event_deliveries", "schedule": SWEEP_INTERVAL_SECONDS},
     "audit-checkpoint": {"task": "audit.tasks.write_checkpoint", "schedule": AUDIT_CHECKPOINT_INTERVAL_SECONDS},
+    # Expiring: behind a backlog, one round seals everything; the missed ones need not pile up.
+    "audit-seal": {
+        "task": "audit.tasks.seal_pending",
+        "schedule": AUDIT_SEAL_INTERVAL_SECONDS,
+        "options": {"expires": max(5 * AUDIT_SEAL_INTERVAL_SECONDS, 5.0)},
+    },
 }

@@ -9,14 +9,15 @@ from django.core.management import call_command
 from django.core.serializers.json import DjangoJSONEncoder
 from django.db import connection
 
-from audit import services, triggers
+from audit import sealer, services, triggers
 from audit.models import AuditEvent
 
 TABLE = triggers.TABLE
 
 
-def record_rows(count, start=1):
-    """`count` rows with varied fields, including details that need JSON encoding."""
+def record_rows(count, start=1, *, sealed=True):
+    """`count` rows with varied fields, including details that need JSON encoding; sealed (as the
+    sealer does after commit) unless told not to, and returned as the database then holds them."""
     events = []
     for i in range(start, start + count):
         events.append(
@@ -29,7 +30,16 @@ def record_rows(count, start=1):
                 details={"via": "test", "n": i, "at": datetime(2026, 1, 2, 3, 4, 5, 678901, tzinfo=timezone.utc)},
             )
         )
-    return events
+    if not sealed:
+        return events
+    seal()
+    by_id = AuditEvent.objects.in_bulk([e.id for e in events])
+    return [by_id[e.id] for e in events]
+
+
+def seal():
+    """What the periodic sealer does after commit (on SQLite record() has sealed already: 0)."""
+    return sealer.seal_pending()
 
 
 def tamper(*statements):

@@ -9,7 +9,7 @@ from django.db import DatabaseError, connection, transaction
 
 from audit import checkpoints, services
 from audit.models import GENESIS_HASH, AppendOnlyError, AuditEvent, compute_hash
-from tests.audit.helpers import TABLE, verify_audit
+from tests.audit.helpers import TABLE, seal, verify_audit
 from tests.audit.helpers import record_rows as _record_rows
 from tests.audit.helpers import tamper as _tamper
 from tests.concurrency import run_at_once
@@ -92,6 +92,7 @@ def test_record_joins_the_callers_transaction():
     assert list(AuditEvent.objects.values_list("action", flat=True)) == ["kept"]
     # The rolled-back row left no hole: the next row takes seq 2 and links to row 1.
     services.record("after", principal="system:tests")
+    seal()
     _assert_linked_chain(list(AuditEvent.objects.all()))
 
 
@@ -329,6 +330,7 @@ def test_concurrent_writers_keep_one_unbroken_chain():
 
     _, errors = run_at_once(writer, threads_count, timeout=120)
     assert errors == []
+    seal()
 
     rows = list(AuditEvent.objects.order_by("seq"))
     assert len(rows) == threads_count * per_thread

@@ -9,7 +9,7 @@ from django.core.management.base import CommandError
 
 from audit import checkpoints, services
 from audit.models import AuditEvent
-from tests.audit.helpers import TABLE, record_rows, rewrite_from, tamper, verify_audit
+from tests.audit.helpers import TABLE, record_rows, rewrite_from, seal, tamper, verify_audit
 
 
 def _files():
@@ -61,6 +61,7 @@ def test_an_empty_log_writes_no_checkpoint():
 def test_old_checkpoints_are_pruned():
     for n in range(checkpoints.KEEP + 5):
         services.record("test.tick", principal="system:tests", details={"n": n})
+        seal()
         checkpoints.write()
     seqs = [int(p.stem.split("-")[1]) for p in _files()]
     assert seqs == list(range(6, checkpoints.KEEP + 6))

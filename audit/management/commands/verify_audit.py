@@ -26,7 +26,7 @@ class Command(BaseCommand):
     def handle(self, *args, without_checkpoint=False, **options):
         # The checkpoint before the chain: rows appended meanwhile only extend what it vouches for.
         checkpoint, problems = (None, []) if without_checkpoint else checkpoints.newest()
-        total = AuditEvent.objects.count()
+        total = AuditEvent.objects.filter(seq__isnull=False).count()
         with tqdm(total=total, unit="rows", desc="verify_audit", file=self.stderr._out, disable=None) as bar:
             report = verify_chain(progress=bar.update, anchor_seq=checkpoint.seq if checkpoint else None)
 
@@ -53,6 +53,7 @@ class Command(BaseCommand):
 
         unkeyed = f" ({report.unkeyed} unkeyed rows from before AUDIT_CHAIN_KEY)" if report.unkeyed else ""
         self.stdout.write(self.style.SUCCESS(f"Audit chain intact: {report.checked} rows verified{unkeyed}."))
+        self._report_pending(report)
         if checkpoint:
             self.stdout.write(
                 f"The log matches the newest checkpoint (seq {checkpoint.seq}, written "
@@ -64,3 +65,22 @@ class Command(BaseCommand):
                 self.style.WARNING("Checkpoint not compared (--without-checkpoint): deletion of the newest rows was "
                                    "not checked.")
             )
+
+    def _report_pending(self, report):
+        """Rows not sealed yet are in no chain: counted, not verified. One waiting far longer than the
+        sealer's interval means no sealer runs: a warning (their rows are not lost, only unchained)."""
+        self.stdout.write(f"{report.pending} rows waiting to be sealed.")
+        age = report.oldest_pending_age_seconds
+        if age is not None and age > stale_after_seconds():
+            self.stdout.write(
+                self.style.WARNING(
+                    f"Warning: the oldest row waiting to be sealed was written {age:.0f} s ago, longer than "
+                    f"{stale_after_seconds():g} s: is a sealer running (Celery beat `audit.tasks.seal_pending`, or "
+                    "daphne with AUDIT_CHECKPOINT_IN_DAPHNE)? Until sealed, those rows are in no chain."
+                )
+            )
+
+
+def stale_after_seconds():
+    """How long a row may wait for the sealer before verify_audit warns: 10 intervals and 60 s."""
+    return 10 * settings.AUDIT_SEAL_INTERVAL_SECONDS + 60
