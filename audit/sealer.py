@@ -83,26 +83,26 @@ def _take_lock():
 
 
 def _write(rows):
-    """The sealing UPDATE: one statement for the batch on PostgreSQL."""
-    table = AuditEvent._meta.db_table
-    values = [(row.id, row.seq, row.prev_hash, row.hash, row.algorithm) for row in rows]
+    """The sealing UPDATE: one statement for the whole batch on PostgreSQL (arrays, unnested)."""
+    fields = ("id", "seq", "prev_hash", "hash", "algorithm")
     with connection.cursor() as cursor:
         if connection.vendor == "postgresql":
-            placeholders = ", ".join(["(%s::bigint, %s::bigint, %s, %s, %s)"] * len(values))
             cursor.execute(
-                f"UPDATE {table} AS a SET seq = v.seq, prev_hash = v.prev_hash, hash = v.hash, algorithm = v.algorithm "
-                f"FROM (VALUES {placeholders}) AS v(id, seq, prev_hash, hash, algorithm) "
+                "UPDATE audit_auditevent AS a "
+                "SET seq = v.seq, prev_hash = v.prev_hash, hash = v.hash, algorithm = v.algorithm "
+                "FROM unnest(%s::bigint[], %s::bigint[], %s::varchar[], %s::varchar[], %s::varchar[]) "
+                "AS v(id, seq, prev_hash, hash, algorithm) "
                 "WHERE a.id = v.id AND a.seq IS NULL",
-                [value for row in values for value in row],
+                [[getattr(row, field) for row in rows] for field in fields],
             )
             updated = cursor.rowcount
         else:
             updated = 0
-            for row_id, *sealed in values:
+            for row in rows:
                 cursor.execute(
-                    f"UPDATE {table} SET seq = %s, prev_hash = %s, hash = %s, algorithm = %s "
+                    "UPDATE audit_auditevent SET seq = %s, prev_hash = %s, hash = %s, algorithm = %s "
                     "WHERE id = %s AND seq IS NULL",
-                    [*sealed, row_id],
+                    [row.seq, row.prev_hash, row.hash, row.algorithm, row.id],
                 )
                 updated += cursor.rowcount
     if updated != len(rows):

@@ -39,7 +39,7 @@ def client_from(ip, token=None):
 
 
 def rows(action="auth.token"):
-    return list(AuditEvent.objects.filter(action=action).order_by("seq"))
+    return list(AuditEvent.objects.filter(action=action).order_by("id"))
 
 
 def close_windows():
@@ -136,7 +136,7 @@ def test_a_new_window_first_writes_the_summary_of_the_last(settings):
     RefusalTally.objects.update(window_start=timezone.now() - timedelta(seconds=61))
     client_from(ip, "garbage").get(CONNECTORS)
     assert [(r.action, r.details.get("repeats")) for r in AuditEvent.objects.filter(action__startswith="auth.token")
-            .order_by("seq")] == [("auth.token", None), ("auth.token.repeated", 2), ("auth.token", None)]
+            .order_by("id")] == [("auth.token", None), ("auth.token.repeated", 2), ("auth.token", None)]
 
 
 @pytest.mark.django_db

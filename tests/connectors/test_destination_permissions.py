@@ -61,7 +61,7 @@ def patch(api, token_for, user, connector_id, config):
 
 
 def update_rows(connector_id):
-    return list(AuditEvent.objects.filter(action="connector.update", target_id=connector_id).order_by("seq"))
+    return list(AuditEvent.objects.filter(action="connector.update", target_id=connector_id).order_by("id"))
 
 
 @pytest.mark.parametrize(

@@ -292,7 +292,7 @@ def test_rotate_keys_moves_every_value_to_the_new_key(settings, batch_args):
     assert counts(output) == {label: (0, total) for label, total in totals.items()}
     assert snapshot() == after
 
-    rotations = AuditEvent.objects.filter(action="keys.rotate").order_by("seq")
+    rotations = AuditEvent.objects.filter(action="keys.rotate").order_by("id")
     assert rotations.count() == 2
     assert rotations.first().details["fields"]["connectors.Delivery.content"] == {
         "rotated": totals["connectors.Delivery.content"],

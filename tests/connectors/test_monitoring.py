@@ -172,7 +172,7 @@ def test_downtime_alert_once_per_incident_and_recovery_alert(make_connector):
     assert AuditEvent.objects.filter(action="connector.start", target_id="locmem_main", principal="system:health").exists()
     opened = AuditEvent.objects.get(action="connector.incident.open", target_id="locmem_main")
     closed = AuditEvent.objects.get(action="connector.incident.close", target_id="locmem_main")
-    assert closed.details["downtime_seconds"] >= 0 and opened.seq < closed.seq
+    assert closed.details["downtime_seconds"] >= 0 and opened.id < closed.id
     assert AuditEvent.objects.filter(action="connector.alert", target_id="locmem_main", result="success").count() == 2
 
     monitoring.run_health_checks()
@@ -195,7 +195,7 @@ def test_alerts_are_idempotent_per_incident_recipient_and_phase(make_connector):
 
     assert len(alerts_to("oncall-ada")) == 1
     assert Delivery.objects.filter(recipient="oncall-ada").count() == 1
-    replay = AuditEvent.objects.filter(action="connector.alert").order_by("-seq").first()
+    replay = AuditEvent.objects.filter(action="connector.alert").order_by("-id").first()
     assert replay.details["replayed"] is True and replay.details["alert_recipient"] == recipient.pk
     assert "token revoked" in text
 
@@ -348,7 +348,7 @@ def test_alert_recipient_service_checks_permissions_and_audits(make_connector, m
 
     assert not AlertRecipient.objects.exists()
     actions = list(
-        AuditEvent.objects.filter(target_type="alert_recipient").order_by("seq").values_list("action", "result")
+        AuditEvent.objects.filter(target_type="alert_recipient").order_by("id").values_list("action", "result")
     )
     assert actions == [
         ("alert_recipient.create", "denied"),

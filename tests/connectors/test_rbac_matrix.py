@@ -203,11 +203,11 @@ def build_world(make_connector, make_user, grant):
 
 
 def audit_mark():
-    return AuditEvent.objects.aggregate(m=Max("seq"))["m"] or 0
+    return AuditEvent.objects.aggregate(m=Max("id"))["m"] or 0
 
 
 def audit_since(mark, actor):
-    return AuditEvent.objects.filter(seq__gt=mark, principal=f"user:{actor.get_username()}")
+    return AuditEvent.objects.filter(id__gt=mark, principal=f"user:{actor.get_username()}")
 
 
 def assert_refusal_audited(mark, world, action, target_id):

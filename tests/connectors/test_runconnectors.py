@@ -271,7 +271,7 @@ def test_two_processes_one_lease_and_a_takeover_after_kill_9(poller, fake, subpr
         assert _owned_by(first)
         wait_until(lambda: _owned_by(second), lease_seconds + 15, "the second process to take over")
         # Not before the dead process's lease ran out.
-        heartbeats = AuditEvent.objects.filter(action="connector.heartbeat", target_id="tg_poll").order_by("seq")
+        heartbeats = AuditEvent.objects.filter(action="connector.heartbeat", target_id="tg_poll").order_by("id")
         takeover = next(h for h in heartbeats if f":{second.pid}:" in h.details.get("lease_owner", ""))
         assert takeover.time >= killed_at - timedelta(seconds=1)
 

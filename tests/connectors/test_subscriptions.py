@@ -68,7 +68,7 @@ def subscribe(client, receiver, event_types=("connector.message.*",), **extra):
 
 
 def audit_rows(action, **filters):
-    return list(AuditEvent.objects.filter(action=action, **filters).order_by("seq"))
+    return list(AuditEvent.objects.filter(action=action, **filters).order_by("id"))
 
 
 def deliveries_for(subscription_id):
@@ -132,11 +132,11 @@ def test_every_change_is_audited_and_rotation_shows_the_new_secret_once(ada_api,
     assert ada_api.delete(f"{LIST_URL}{sid}/").status_code == 204
     assert not EventSubscription.objects.filter(pk=sid).exists()
 
-    actions = [row.action for row in AuditEvent.objects.filter(target_type="event_subscription").order_by("seq")]
+    actions = [row.action for row in AuditEvent.objects.filter(target_type="event_subscription").order_by("id")]
     assert actions == [
         "subscription.create", "subscription.update", "subscription.rotate_secret", "subscription.delete",
     ]
-    rows = AuditEvent.objects.filter(target_type="event_subscription").order_by("seq")
+    rows = AuditEvent.objects.filter(target_type="event_subscription").order_by("id")
     assert all(row.result == "success" and row.principal == "user:ada" and row.target_id == sid for row in rows)
     update = audit_rows("subscription.update")[0]
     assert update.details["fields"] == ["active", "event_types"] and update.details["active"] is False
@@ -217,7 +217,7 @@ def test_other_users_get_404_and_the_attempts_are_audited_as_denied(ada_api, rec
         r = getattr(eve, method)(path, data, format="json") if data else getattr(eve, method)(path)
         assert r.status_code == 404, (method, path, r.content)
         assert r.json()["error"]["code"] == "not_found"
-    denied = AuditEvent.objects.filter(principal="user:eve", result="denied").order_by("seq")
+    denied = AuditEvent.objects.filter(principal="user:eve", result="denied").order_by("id")
     assert [row.action for row in denied] == [
         "subscription.get", "subscription.update", "subscription.delete", "subscription.rotate_secret",
         "subscription.deliveries",
@@ -285,7 +285,7 @@ def test_a_503_is_retried_after_the_backoff_and_then_sent(ada_api, connector, re
     first, second = receiver.requests
     assert first.webhook_id == second.webhook_id == str(delivery.event.event_id)  # receivers can dedupe
     assert first.body == second.body and second.verified
-    assert [r.action for r in AuditEvent.objects.filter(action__startswith="subscription.delivery").order_by("seq")] == [
+    assert [r.action for r in AuditEvent.objects.filter(action__startswith="subscription.delivery").order_by("id")] == [
         "subscription.delivery.retry", "subscription.delivery.sent",
     ]
 

@@ -55,7 +55,7 @@ def assert_error_shape(response, status):
 
 
 def denied_auth_rows():
-    return list(AuditEvent.objects.filter(action="auth.token", result="denied").order_by("seq"))
+    return list(AuditEvent.objects.filter(action="auth.token", result="denied").order_by("id"))
 
 
 # --- at rest ---------------------------------------------------------------------------------

@@ -162,7 +162,7 @@ def test_an_interrupted_rebuild_resumes_where_it_stopped(settings, make_connecto
     assert "Search index rebuilt" in output and ": 3 messages" in output
     assert found("zebra", NEW_INDEX_KEY) == {messages[2].pk, messages[4].pk}
     assert set(SearchToken.objects.values_list("key_id", flat=True)) == {new_id}
-    runs = list(AuditEvent.objects.filter(action="conversations.index.rebuild").order_by("seq"))
+    runs = list(AuditEvent.objects.filter(action="conversations.index.rebuild").order_by("id"))
     assert [(e.details["messages"], e.details["complete"]) for e in runs] == [(4, False), (3, True)]
     assert runs[1].details["from_message_id"] == messages[3].pk
 

@@ -40,7 +40,7 @@ def alice(make_user):
 
 
 def _audits(action):
-    return list(AuditEvent.objects.filter(action=action).order_by("seq"))
+    return list(AuditEvent.objects.filter(action=action).order_by("id"))
 
 
 # --- analysis ---------------------------------------------------------------------------------

@@ -242,11 +242,11 @@ def state_of(world, username):
 
 
 def audit_mark():
-    return AuditEvent.objects.aggregate(m=Max("seq"))["m"] or 0
+    return AuditEvent.objects.aggregate(m=Max("id"))["m"] or 0
 
 
 def denied_since(mark):
-    return list(AuditEvent.objects.filter(seq__gt=mark, principal=f"user:{ACTOR}", result="denied")
+    return list(AuditEvent.objects.filter(id__gt=mark, principal=f"user:{ACTOR}", result="denied")
                 .values_list("action", "target_id"))
 
 

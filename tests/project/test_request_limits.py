@@ -84,7 +84,7 @@ def test_deeply_nested_json_is_a_400_on_every_operation_with_a_body(method, path
     error = response.json()["error"]
     assert error["code"] == "parse_error" and "nested" in error["message"]
     assert Connector.objects.count() == before
-    refused = AuditEvent.objects.filter(action="api.invalid_request").latest("seq")
+    refused = AuditEvent.objects.filter(action="api.invalid_request").latest("id")
     assert (refused.principal, refused.result, refused.details["method"]) == ("user:root", "failure", method)
 
 

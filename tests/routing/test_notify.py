@@ -61,7 +61,7 @@ def events(type_):
 
 
 def actions(action):
-    return list(AuditEvent.objects.filter(action=action).order_by("seq"))
+    return list(AuditEvent.objects.filter(action=action).order_by("id"))
 
 
 def assert_no_content_leaked():
