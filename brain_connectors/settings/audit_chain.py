@@ -1,4 +1,4 @@
-"""The audit chain's keys and checkpoints (audit.services, audit.checkpoints)."""
+"""The audit chain's keys, sealing and checkpoints (audit.services, audit.sealer, audit.checkpoints)."""
 from brain_connectors.settings.environment import BASE_DIR, env
 
 # The chain's HMAC key, kept outside the database so that the database alone cannot re-chain a
