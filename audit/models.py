@@ -61,6 +61,11 @@ class AuditEvent(models.Model):
         help_text="How `hash` was made: hmac-sha256:<key id>, or sha256 for rows from before the key.",
     )
 
+    write_mac = models.CharField(
+        max_length=80, null=True, blank=True,
+        help_text="<key id>:<HMAC of the row's content>, made by record(): the sealer chains no row without it.",
+    )
+
     objects = AuditEventQuerySet.as_manager()
 
     class Meta:

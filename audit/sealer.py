@@ -14,11 +14,17 @@ later seq than rows committed meanwhile. The chain is therefore in commit-visibi
 (insertion order) may differ from it. The database triggers let exactly this update through
 (audit.triggers): seq set where it was NULL, content unchanged.
 
+Only rows that record() wrote are sealed: it gives each row a write MAC (an HMAC of its content
+under AUDIT_CHAIN_KEY, outside the chain). A row inserted or changed in SQL by someone without the
+key fails it; the sealer leaves it unsealed and logs an error, and verify_audit reports it as a
+failure. Without this, the sealer would chain a forged row under the key.
+
 Who seals: the Celery beat task `audit.tasks.seal_pending` every AUDIT_SEAL_INTERVAL_SECONDS, and
 the audit thread of each daphne process (audit.checkpoints.start_writer) on the same interval.
 Several sealers are harmless (the try-lock, and the unique seq as a last guard). `verify_audit`
 never seals: it reports how many rows wait.
 """
+import hmac
 import logging
 
 from django.db import connection, transaction
@@ -49,6 +55,35 @@ def head():
     """(seq, hash) of the last sealed row; (0, GENESIS_HASH) for an empty chain."""
     last = AuditEvent.objects.filter(seq__isnull=False).order_by("-seq").values_list("seq", "hash").first()
     return last or (0, GENESIS_HASH)
+
+
+def write_mac(row, algorithm, key):
+    """The row's write MAC, "<key id>:<hex>": its content under `key`, outside any chain (a prefix
+    that no chain hash has, and no seq)."""
+    return f"{algorithm.removeprefix(keys.KEYED_PREFIX)}:{_content_mac(row, algorithm, key)}"
+
+
+def _content_mac(row, algorithm, key):
+    return compute_hash(
+        prev_hash="write", seq=None, time=row.time, action=row.action, principal=row.principal,
+        target_type=row.target_type, target_id=row.target_id, details=row.details, result=row.result,
+        algorithm=algorithm, key=key,
+    )
+
+
+def write_mac_problem(row, ring):
+    """Why `row` (unsealed) cannot be sealed, or "": its write MAC must match its content."""
+    key_id, _, mac = (row.write_mac or "").partition(":")
+    if not mac:
+        return "it has no write MAC: it was inserted outside record()"
+    algorithm = keys.KEYED_PREFIX + key_id
+    try:
+        key = keys.lookup(algorithm, ring)
+    except keys.UnknownKeyError as exc:
+        return f"its write MAC was {exc}"
+    if not hmac.compare_digest(_content_mac(row, algorithm, key), mac):
+        return "its write MAC does not match its content: inserted or changed outside record()"
+    return ""
 
 
 def chain(rows, after, algorithm, key):
@@ -110,28 +145,38 @@ def _write(rows):
         raise RuntimeError(f"sealed {updated} audit rows of {len(rows)}: the batch is rolled back")
 
 
-def _seal_batch(batch_size, algorithm, key):
-    """Seal up to `batch_size` rows in one transaction; None when another sealer holds the lock."""
+def _seal_batch(after_id, batch_size, algorithm, key, ring):
+    """Seal up to `batch_size` rows with an id above `after_id`, in one transaction. Returns (rows
+    read, rows sealed, the last id read), or None when another sealer holds the lock."""
     with transaction.atomic():
         if not _take_lock():
             return None
-        rows = list(AuditEvent.objects.filter(seq__isnull=True).order_by("id")[:batch_size])
-        if rows:
-            _write(chain(rows, head(), algorithm, key))
-        return len(rows)
+        rows = list(AuditEvent.objects.filter(seq__isnull=True, id__gt=after_id).order_by("id")[:batch_size])
+        good = []
+        for row in rows:
+            problem = write_mac_problem(row, ring)
+            if problem:
+                logger.error("audit row id %s is not sealed: %s", row.id, problem)
+            else:
+                good.append(row)
+        if good:
+            _write(chain(good, head(), algorithm, key))
+        return len(rows), len(good), (rows[-1].id if rows else after_id)
 
 
 def seal_pending(batch_size=BATCH_SIZE):
-    """Seal every committed unsealed row, in batches; returns how many this call sealed (0 when
-    another sealer is at work). Raises ImproperlyConfigured without AUDIT_CHAIN_KEY."""
+    """Seal every committed unsealed row that record() wrote, in batches; returns how many this call
+    sealed (0 when another sealer is at work). Raises ImproperlyConfigured without AUDIT_CHAIN_KEY."""
     algorithm, key = keys.current()
-    total = 0
+    ring = keys.keyring()
+    total, after_id = 0, 0
     while True:
-        sealed = _seal_batch(batch_size, algorithm, key)
-        if not sealed:
+        done = _seal_batch(after_id, batch_size, algorithm, key, ring)
+        if done is None:
             return total
+        read, sealed, after_id = done
         total += sealed
-        if sealed < batch_size:
+        if read < batch_size:
             return total
 
 
@@ -139,6 +184,18 @@ def pending():
     """(how many rows wait to be sealed, the time of the oldest of them or None)."""
     found = AuditEvent.objects.filter(seq__isnull=True).aggregate(count=Count("id"), oldest=Min("time"))
     return found["count"], found["oldest"]
+
+
+def unsealable(ring=None, batch_size=2000):
+    """[(id, why)] of the waiting rows the sealer refuses: forged or changed outside record()."""
+    ring = keys.keyring() if ring is None else ring
+    found, after_id = [], 0
+    while True:
+        rows = list(AuditEvent.objects.filter(seq__isnull=True, id__gt=after_id).order_by("id")[:batch_size])
+        found += [(row.id, why) for row in rows if (why := write_mac_problem(row, ring))]
+        if len(rows) < batch_size:
+            return found
+        after_id = rows[-1].id
 
 
 def tick():

@@ -16,7 +16,7 @@ cannot: the deletion of its newest rows.
 import hmac
 import json
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from django.core.serializers.json import DjangoJSONEncoder
 from django.db import connection, transaction
@@ -102,6 +102,7 @@ def record(action, *, principal, result=SUCCESS, target_type="", target_id="", d
     )
     # No savepoint when nested: an audit failure must fail the caller's whole transaction anyway,
     # and two round trips fewer matter on hot paths such as webhook ingest.
+    event.write_mac = sealer.write_mac(event, algorithm, key)
     with transaction.atomic(savepoint=False):
         if sealer.seals_inline():
             sealer.chain([event], sealer.head(), algorithm, key)
@@ -149,6 +150,7 @@ class ChainReport:
     anchor_hash: str | None = None  # the hash of the row at `anchor_seq`, if the walk reached it
     pending: int = 0  # rows written but not sealed yet (not part of the chain that was verified)
     oldest_pending_age_seconds: float | None = None
+    unsealable: list = field(default_factory=list)  # [(id, why)]: waiting rows that fail their write MAC
 
 
 def _row_problem(event, keyed_seen, ring):
@@ -185,6 +187,7 @@ def verify_chain(progress=None, batch_size=2000, anchor_seq=None):
     report.pending, oldest = sealer.pending()
     if oldest is not None:
         report.oldest_pending_age_seconds = max(0.0, (timezone.now() - oldest).total_seconds())
+        report.unsealable = sealer.unsealable(ring)
     keyed_seen = False
     last_seq = 0
     while True:

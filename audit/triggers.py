@@ -28,7 +28,9 @@ _PG_FUNCTION = f"""
     """
 
 # The content of a row: what sealing must leave as it was.
-CONTENT_COLUMNS = ("id", "time", "action", "principal", "target_type", "target_id", "details", "result")
+CONTENT_COLUMNS = (
+    "id", "time", "action", "principal", "target_type", "target_id", "details", "result", "write_mac",
+)
 _PG_UNCHANGED = " AND ".join(f"NEW.{c} IS NOT DISTINCT FROM OLD.{c}" for c in CONTENT_COLUMNS)
 _SQLITE_UNCHANGED = " AND ".join(f"NEW.{c} IS OLD.{c}" for c in CONTENT_COLUMNS)
 _SEALED = "NEW.seq IS NOT NULL AND NEW.prev_hash IS NOT NULL AND NEW.hash IS NOT NULL AND NEW.algorithm IS NOT NULL"

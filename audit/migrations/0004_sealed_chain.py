@@ -1,7 +1,8 @@
 """The audit chain without a global lock: rows get an `id` and are sealed (given seq and hash) later.
 
 `id` becomes the primary key; `seq`, `prev_hash`, `hash` and `algorithm` may be NULL until the sealer
-(audit.sealer) fills them. Existing rows keep their seq and get id = seq.
+(audit.sealer) fills them. Existing rows keep their seq and get id = seq. `write_mac` (new, empty for
+existing rows, which are sealed already) is what record() vouches for a row with.
 
 Django's autodetector cannot move a primary key well, so the state change and the database change
 are separate: hand-written ALTER TABLE statements on PostgreSQL; on SQLite the table is rebuilt
@@ -30,9 +31,11 @@ _PG_FORWARD = [
     f"ALTER TABLE {TABLE} ALTER COLUMN prev_hash DROP NOT NULL",
     f"ALTER TABLE {TABLE} ALTER COLUMN hash DROP NOT NULL",
     f"ALTER TABLE {TABLE} ALTER COLUMN algorithm DROP NOT NULL",
+    f"ALTER TABLE {TABLE} ADD COLUMN write_mac varchar(80) NULL",
 ]
 
 _PG_BACKWARD = [
+    f"ALTER TABLE {TABLE} DROP COLUMN write_mac",
     f"ALTER TABLE {TABLE} DROP CONSTRAINT {TABLE}_pkey",
     f"ALTER TABLE {TABLE} DROP CONSTRAINT {TABLE}_seq_key",
     f"ALTER TABLE {TABLE} DROP COLUMN id",
@@ -140,6 +143,17 @@ class Migration(migrations.Migration):
                         blank=True,
                         help_text="How `hash` was made: hmac-sha256:<key id>, or sha256 for rows from before the key.",
                         max_length=40,
+                        null=True,
+                    ),
+                ),
+                migrations.AddField(
+                    model_name="auditevent",
+                    name="write_mac",
+                    field=models.CharField(
+                        blank=True,
+                        help_text="<key id>:<HMAC of the row's content>, made by record(): the sealer chains no row "
+                        "without it.",
+                        max_length=80,
                         null=True,
                     ),
                 ),

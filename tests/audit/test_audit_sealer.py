@@ -10,12 +10,13 @@ from datetime import timedelta
 import pytest
 from django.conf import settings as django_settings
 from django.core.exceptions import ImproperlyConfigured
+from django.core.management.base import CommandError
 from django.db import DatabaseError, connection, transaction
 from django.utils import timezone
 
 from audit import checkpoints, keys, sealer, services, tasks
 from audit.models import AppendOnlyError, AuditEvent
-from tests.audit.helpers import TABLE, record_rows, seal, verify_audit
+from tests.audit.helpers import TABLE, record_rows, seal, tamper, verify_audit
 from tests.concurrency import run_at_once
 
 ON_POSTGRES = django_settings.DATABASES["default"]["ENGINE"].endswith("postgresql")
@@ -199,7 +200,8 @@ def test_record_still_refuses_to_write_without_a_key(deferred, settings):
 @pytest.mark.parametrize(
     "column, value",
     [("action", "tampered"), ("principal", "user:mallory"), ("target_type", "x"), ("target_id", "other"),
-     ("details", '{"forged": true}'), ("result", "denied"), ("time", "2020-01-01 00:00:00+00:00"), ("id", 999)],
+     ("details", '{"forged": true}'), ("result", "denied"), ("time", "2020-01-01 00:00:00+00:00"), ("id", 999),
+     ("write_mac", "0badc0de:" + "f" * 64)],
 )
 def test_sealing_that_changes_a_rows_content_is_refused(deferred, column, value):
     [row] = _unsealed(1)
@@ -249,6 +251,46 @@ def test_sealed_rows_are_not_resealed_and_new_ones_follow_the_head(deferred):
     assert rows[2].prev_hash == rows[1].hash
 
 
+# --- rows that record() did not write are never sealed ---------------------------------------
+
+
+def _forge(mac_key=None, **content):
+    """A row inserted in SQL by someone with only the database: no write MAC, or one under `mac_key`."""
+    row = AuditEvent(time=timezone.now(), action="forged.entry", principal="user:mallory", result="success",
+                     **content)
+    if mac_key:
+        row.write_mac = sealer.write_mac(row, keys.algorithm_for(mac_key), mac_key.encode())
+    row.save()
+    return row
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("mac_key", [None, "m" * 40], ids=["no-write-mac", "write-mac-under-another-key"])
+def test_a_row_inserted_outside_record_is_never_sealed_and_fails_verify_audit(deferred, mac_key, caplog):
+    _unsealed(1)
+    forged = _forge(mac_key)
+    _unsealed(1, start=2)  # written after the forged row: not held up by it
+
+    assert seal() == 2
+    assert AuditEvent.objects.get(id=forged.id).seq is None
+    assert f"audit row id {forged.id} is not sealed" in caplog.text
+    report = services.verify_chain()
+    assert (report.ok, report.checked, report.pending) == (True, 2, 1)
+    assert [row_id for row_id, _ in report.unsealable] == [forged.id]
+    with pytest.raises(CommandError, match=f"Audit row id {forged.id}, waiting to be sealed, is refused"):
+        verify_audit("--without-checkpoint")
+
+
+@pytest.mark.django_db
+def test_an_unsealed_row_changed_in_sql_is_never_sealed(deferred):
+    """An attacker with DDL rights lifts the triggers and edits a row before the sealer gets to it."""
+    [row] = _unsealed(1)
+    tamper((f"UPDATE {TABLE} SET action = %s WHERE id = %s", ["tampered", row.id]))
+    assert seal() == 0
+    [(row_id, why)] = services.verify_chain().unsealable
+    assert row_id == row.id and "does not match its content" in why
+
+
 # --- verify_audit, checkpoints, the admin and the periodic sealers ---------------------------
 
 
@@ -268,7 +310,9 @@ def test_verify_audit_verifies_sealed_rows_and_reports_those_waiting(deferred):
 def test_verify_audit_warns_when_a_row_has_waited_far_longer_than_the_sealer_interval(settings):
     settings.AUDIT_SEAL_INTERVAL_SECONDS = 1.0
     stale = timezone.now() - timedelta(seconds=10 * 1.0 + 60 + 30)
-    AuditEvent(time=stale, action="stuck", principal="system:tests", result="success").save()  # unsealed
+    row = AuditEvent(time=stale, action="stuck", principal="system:tests", result="success")
+    row.write_mac = sealer.write_mac(row, *keys.current())  # as record() would have, 90 s ago
+    row.save()  # unsealed
     out = verify_audit("--without-checkpoint")
     assert "1 rows waiting to be sealed." in out
     assert "Warning: the oldest row waiting to be sealed was written" in out and "sealer running" in out
@@ -311,9 +355,9 @@ def test_the_beat_task_seals_and_is_scheduled_every_interval(deferred):
 @pytest.mark.django_db
 def test_a_failing_sealer_round_is_logged_and_retried_by_the_next(deferred, settings, caplog):
     _unsealed(1)
-    settings.AUDIT_CHAIN_KEY = ""
+    key, settings.AUDIT_CHAIN_KEY = settings.AUDIT_CHAIN_KEY, ""
     assert sealer.tick() == 0
     assert "sealing the audit log failed" in caplog.text
-    settings.AUDIT_CHAIN_KEY = "r" * 40
+    settings.AUDIT_CHAIN_KEY = key
     assert sealer.tick() == 1
 

@@ -41,6 +41,10 @@ class Command(BaseCommand):
             why = checkpoints.mismatch(checkpoint, report.last_seq, report.anchor_hash)
             if why:
                 failures.append(why)
+        for row_id, why in report.unsealable[:20]:
+            failures.append(f"Audit row id {row_id}, waiting to be sealed, is refused by the sealer: {why}.")
+        if len(report.unsealable) > 20:
+            failures.append(f"… and {len(report.unsealable) - 20} more waiting rows refused by the sealer.")
         if not without_checkpoint and checkpoint is None and report.checked and not problems:
             failures.append(
                 f"No audit checkpoint in {checkpoints.directory()}: cannot tell whether the newest rows were "
