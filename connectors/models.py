@@ -228,12 +228,15 @@ class QuotaBucket(models.Model):
 class Event(models.Model):
     """One entry of the durable event log: a CloudEvents 1.0 envelope plus `seq`.
 
-    `seq` is allocated under the log lock held until commit (see connectors.events.log), so rows
-    become visible in `seq` order and a reader resuming after seq N can never skip one.
+    `id` is the row's identity from its insert; `seq` is the reader's order. On PostgreSQL the
+    row is appended without a seq and the sequencer (connectors.events.sequencer) gives it one
+    shortly after commit, so rows become visible to readers (`seq IS NOT NULL`) in `seq` order
+    and a reader resuming after seq N can never skip one. On SQLite publish() sets it inline.
     Events outlive their connector (no foreign key) and never hold message content.
     """
 
-    seq = models.BigIntegerField(primary_key=True)
+    id = models.BigAutoField(primary_key=True)
+    seq = models.BigIntegerField(null=True, blank=True, unique=True)
     event_id = models.UUIDField(unique=True, default=uuid.uuid4, editable=False)
     # Indexed through (type, seq) and (connector_id, seq) below: every index costs each insert.
     type = models.CharField(max_length=100)
@@ -251,10 +254,12 @@ class Event(models.Model):
             models.Index(fields=["connector_id", "seq"]),
             models.Index(fields=["type", "seq"]),
             models.Index(fields=["seq"], condition=models.Q(pushed_at__isnull=True), name="event_unpushed"),
+            # What the sequencer looks for: tiny, since rows leave it within milliseconds of commit.
+            models.Index(fields=["id"], condition=models.Q(seq__isnull=True), name="event_unsequenced"),
         ]
 
     def __str__(self):
-        return f"#{self.seq} {self.type} {self.connector_id}"
+        return f"#{self.seq if self.seq is not None else f'id{self.pk}'} {self.type} {self.connector_id}"
 
     def envelope(self) -> dict:
         """The wire form (websocket, REST, subscriptions)."""

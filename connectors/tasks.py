@@ -6,7 +6,7 @@ Their names (`connectors.tasks.<function>`) are stored in beat schedules and nam
 from celery import shared_task
 
 from connectors.delivery import attempts, replies, sweeper
-from connectors.events import log, push, subscription_delivery
+from connectors.events import log, sequencer, subscription_delivery
 from connectors.monitoring import health
 
 
@@ -28,8 +28,8 @@ def sweep():
 
 @shared_task(ignore_result=True)
 def relay_events():
-    """Periodic (Celery beat): push committed events the channel layer never got."""
-    return push.relay()
+    """Periodic (Celery beat): number events left without a seq, push those the channel layer never got."""
+    return sequencer.relay()
 
 
 @shared_task(ignore_result=True)

@@ -66,7 +66,9 @@ class SubscriptionUpdateSerializer(serializers.Serializer):
 class EventDeliverySerializer(serializers.ModelSerializer):
     event_id = serializers.UUIDField(source="event.event_id", read_only=True)
     event_type = serializers.CharField(source="event.type", read_only=True)
-    event_seq = serializers.IntegerField(source="event.seq", read_only=True)
+    # null for the few milliseconds between the event's commit and its numbering (PostgreSQL:
+    # connectors.events.sequencer); the delivery row exists from the commit on.
+    event_seq = serializers.IntegerField(source="event.seq", read_only=True, allow_null=True)
 
     class Meta:
         model = EventDelivery

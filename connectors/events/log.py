@@ -1,14 +1,17 @@
 """The durable event log: events appended in the caller's transaction, read back with permissions, purged.
 
-- `publish()` appends an `Event` in the caller's transaction. Its `seq` is allocated under the
-  log lock (the audit chain's lock, held until commit), so rows become visible in `seq` order:
-  a reader that has seen seq N and later asks for `seq > N` can never skip one.
-- After commit the event is pushed live (connectors.events.push); whatever the channel layer
-  loses, readers catch up from here: the log, not Redis, is the truth.
-- `event_appended` is sent inside publish()'s transaction with the log lock held, so what a
-  receiver writes commits or rolls back with the event. It is the seam through which event
-  subscriptions queue their deliveries (connectors.events.subscription_fanout connects to it)
-  without the log importing them: they import the log, the log knows only the signal.
+- `publish()` appends an `Event` in the caller's transaction, without any lock. Where the
+  database allows it for free (SQLite) it numbers the event inline; on PostgreSQL the sequencer
+  (connectors.events.sequencer) gives it its `seq` right after commit. Readers see only
+  numbered rows, in `seq` order, and numbers become visible without holes: a reader that has
+  seen seq N and later asks for `seq > N` can never skip one.
+- After commit and numbering the event is pushed live (connectors.events.push); whatever the
+  channel layer loses, readers catch up from here: the log, not Redis, is the truth.
+- `event_appended` is sent inside publish()'s transaction, so what a receiver writes commits or
+  rolls back with the event. The event it gets has its primary key but, on PostgreSQL, no seq
+  yet. It is the seam through which event subscriptions queue their deliveries
+  (connectors.events.subscription_fanout connects to it) without the log importing them: they
+  import the log, the log knows only the signal.
 
 Event data carries ids, lengths and statuses, never message content or secrets.
 """
@@ -21,12 +24,14 @@ from django.dispatch import Signal
 from django.utils import timezone
 
 from audit import services as audit
+from connectors.events import sequencer
 from connectors.events.push import push
 from connectors.events.types import EVENT_TYPES, types_q
 from connectors.models import Event
 from connectors.permissions import Principal, viewable_connectors
 
-# kwargs: event (saved, with its seq). A receiver that raises fails publish() and its transaction.
+# kwargs: event (saved: it has its pk; its seq only on SQLite). A receiver that raises fails
+# publish() and its transaction.
 event_appended = Signal()
 
 
@@ -42,7 +47,6 @@ def publish(type, *, connector_id="", subject="", data=None) -> Event:
     if leaked:
         raise ValueError(f"Event data must not contain {sorted(leaked)}")
     with transaction.atomic(savepoint=False):
-        audit.lock_log()
         event = Event(
             type=type,
             source=settings.EVENT_SOURCE,
@@ -51,29 +55,36 @@ def publish(type, *, connector_id="", subject="", data=None) -> Event:
             time=timezone.now(),
             data=data,
         )
-        _insert_next(event)
+        if sequencer.numbers_inline():
+            _insert_next(event)
+            transaction.on_commit(lambda: push([event]))
+        else:
+            event.save(force_insert=True)
+            # Before the signal: the receivers' own after-commit work (subscription deliveries)
+            # then finds the event numbered.
+            sequencer.register_after_commit()
         # Subscriptions write their delivery rows here, in this same transaction.
         event_appended.send(sender=Event, event=event)
-        transaction.on_commit(lambda: push([event]))
     return event
 
 
 def _insert_next(event):
     """INSERT the event with seq = the log's max + 1, read in the same statement (one round trip
-    instead of two). Only under the log lock: two writers would otherwise read the same max."""
-    fields = [f for f in Event._meta.concrete_fields if f.attname != "seq"]
+    instead of two). SQLite only: its write transaction already holds the database's write lock,
+    so no other writer can read the same max (see sequencer.numbers_inline)."""
+    fields = [f for f in Event._meta.concrete_fields if f.attname not in ("seq", "id")]
     values = [f.get_db_prep_save(f.pre_save(event, add=True), connection) for f in fields]
     table = connection.ops.quote_name(Event._meta.db_table)
     columns = ", ".join(connection.ops.quote_name(f.column) for f in fields)
     placeholders = ", ".join(["%s"] * len(fields))
-    seq = connection.ops.quote_name("seq")
+    seq, pk = connection.ops.quote_name("seq"), connection.ops.quote_name("id")
     with connection.cursor() as cursor:
         cursor.execute(
             f"INSERT INTO {table} ({seq}, {columns}) "  # noqa: S608  # nosec B608  # names: quoted model metadata; values: parameters
-            f"SELECT COALESCE(MAX({seq}), 0) + 1, {placeholders} FROM {table} RETURNING {seq}",
+            f"SELECT COALESCE(MAX({seq}), 0) + 1, {placeholders} FROM {table} RETURNING {seq}, {pk}",
             values,
         )
-        event.seq = cursor.fetchone()[0]
+        event.seq, event.pk = cursor.fetchone()
     event._state.adding = False
 
 
@@ -82,8 +93,9 @@ def _insert_next(event):
 
 def visible_query(visible_ids):
     """Events a viewer may see: every event when `visible_ids` is None (superuser or system),
-    else only those of these connectors (events about no connector are for superusers)."""
-    qs = Event.objects.all()
+    else only those of these connectors (events about no connector are for superusers).
+    Only numbered events: one without its seq yet is not in the log for readers."""
+    qs = Event.objects.filter(seq__isnull=False)
     if visible_ids is not None:
         qs = qs.filter(connector_id__in=list(visible_ids))
     return qs

@@ -1,6 +1,6 @@
 """Live delivery of committed events: pushed to the channel layer after commit, re-pushed by the relay.
 
-Each committed event goes to the group of its connector and to the group of everything, and is
+Each committed, numbered event (connectors.events.sequencer) goes to the group of its connector and to the group of everything, and is
 marked pushed. The channel layer may lose anything (Redis capacity, expiry, a flush, a crash
 between commit and push): `relay()` re-pushes committed events left unpushed, and websocket
 consumers catch up from the log (connectors.events.log): the log, not Redis, is the truth.
@@ -71,19 +71,19 @@ def _push_now(events, loop=None):
         logger.warning("Pushing events %s..%s failed (the relay will retry): %s", events[0].seq, events[-1].seq, exc)
         return
     try:
-        _mark_pushed([e.seq for e in events])
+        _mark_pushed([e.pk for e in events])
     except Exception as exc:  # the events went out; at worst the relay pushes them twice
         logger.warning("Marking events pushed failed: %s", exc)
 
 
-def _mark_pushed(seqs):
+def _mark_pushed(ids):
     # Plain SQL: this runs for every batch, and the ORM's update compiler cost more than the query.
-    table, seq, pushed_at = (connection.ops.quote_name(n) for n in (Event._meta.db_table, "seq", "pushed_at"))
-    marks = ", ".join(["%s"] * len(seqs))
+    table, id_, pushed_at = (connection.ops.quote_name(n) for n in (Event._meta.db_table, "id", "pushed_at"))
+    marks = ", ".join(["%s"] * len(ids))
     with connection.cursor() as cursor:
         cursor.execute(
-            f"UPDATE {table} SET {pushed_at} = %s WHERE {seq} IN ({marks}) AND {pushed_at} IS NULL",  # noqa: S608  # nosec B608  # quoted model names, %s marks
-            [timezone.now(), *seqs],
+            f"UPDATE {table} SET {pushed_at} = %s WHERE {id_} IN ({marks}) AND {pushed_at} IS NULL",  # noqa: S608  # nosec B608  # quoted model names, %s marks
+            [timezone.now(), *ids],
         )
 
 
@@ -184,11 +184,12 @@ def push(events):
 
 
 def relay(grace_seconds=None, limit=1000) -> int:
-    """Re-push committed events that were never marked pushed (older than the grace period,
-    so in-flight pushes are left to finish). Returns how many were pushed."""
+    """Re-push committed, numbered events that were never marked pushed (older than the grace
+    period, so in-flight pushes are left to finish). Returns how many were pushed. Events still
+    without a seq wait for the sequencer (connectors.events.sequencer.relay runs it first)."""
     grace = settings.EVENT_RELAY_GRACE_SECONDS if grace_seconds is None else grace_seconds
     cutoff = timezone.now() - timedelta(seconds=grace)
-    events = list(Event.objects.filter(pushed_at__isnull=True, time__lte=cutoff).order_by("seq")[:limit])
+    events = list(Event.objects.filter(pushed_at__isnull=True, seq__isnull=False, time__lte=cutoff).order_by("seq")[:limit])
     if events:
         _push_now(events)  # here, not through the background pusher: the relay is background work
     return len(events)

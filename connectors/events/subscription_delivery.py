@@ -88,11 +88,14 @@ def _finish(delivery, outcome: _Outcome):
     """Record an attempt's outcome and its audit row in one transaction."""
     retry = None
     with transaction.atomic():
-        # The log lock before the row lock, the order delete_subscription takes them in (its
-        # cascade locks this row): the other order could deadlock.
-        audit.lock_log()
+        # This row only (of=self): the subscription and event rows are read, not changed, and
+        # locking the subscription here as well would take it in the opposite order to
+        # delete_subscription (subscription, then its deliveries through the cascade): a deadlock.
         delivery = (
-            EventDelivery.objects.select_for_update().select_related("subscription", "event").filter(pk=delivery.pk).first()
+            EventDelivery.objects.select_for_update(of=("self",))
+            .select_related("subscription", "event")
+            .filter(pk=delivery.pk)
+            .first()
         )
         if delivery is None:
             return None  # the subscription was deleted during the attempt, its deliveries with it
@@ -145,7 +148,7 @@ def deliver_event(event_delivery_id):
     """Make one attempt at a queued, due EventDelivery. Returns the row (None if it is gone)."""
     with transaction.atomic():
         delivery = (
-            EventDelivery.objects.select_for_update()
+            EventDelivery.objects.select_for_update(of=("self",))  # the claim is this row's: see _finish()
             .select_related("subscription", "subscription__owner", "event")
             .filter(pk=event_delivery_id)
             .first()
@@ -198,7 +201,6 @@ def sweep(limit=500):
     redriven = []
     for pk in stuck:
         with transaction.atomic():
-            audit.lock_log()  # before the row lock, as in _finish()
             delivery = EventDelivery.objects.select_for_update().filter(pk=pk, status=DeliveryStatus.SENDING).first()
             if delivery is None:
                 continue

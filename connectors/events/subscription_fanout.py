@@ -1,11 +1,11 @@
 """Fan-out at publish time: one queued delivery per subscription an event matches, in the same transaction.
 
-Connected to `event_appended` (connectors.events.log), which publish() sends with the event log
-lock held; the connection is made when the app is ready (connectors.apps). Subscriptions never
+Connected to `event_appended` (connectors.events.log), which publish() sends inside its
+transaction; the connection is made when the app is ready (connectors.apps). Subscriptions never
 deliver an event the owner could not read through the API: events of connectors they cannot
 view get no delivery row here, and are checked again at delivery time.
 """
-from django.db import transaction
+from django.db import connection, transaction
 from django.dispatch import receiver
 
 from connectors.events.log import event_appended
@@ -27,18 +27,40 @@ def owner_may_view(owner, connector_id) -> bool:
     return viewable_connectors(Principal.for_user(owner, via="subscription")).filter(pk=connector_id).exists()
 
 
+def _lock_for_reference(subscription_ids):
+    """The ids among these of active subscriptions, locked FOR KEY SHARE until the transaction ends.
+
+    The delivery rows reference their subscription with a deferred foreign key: without this, a
+    subscription deleted (and committed) between this read and our commit would fail the check
+    at COMMIT, and with it the publisher's whole transaction. KEY SHARE is what the foreign-key
+    check itself takes: it waits for nothing but a delete (or a key change) and blocks only
+    those, so publishers never wait for one another. delete_subscription's FOR UPDATE then waits
+    for this transaction, and once that commits its cascade deletes our rows too. A row deleted
+    meanwhile is simply not returned. Locked in id order. SQLite needs none of it: a write
+    transaction holds the whole database's write lock.
+    """
+    if connection.vendor != "postgresql":
+        return subscription_ids
+    table, id_, active = (connection.ops.quote_name(n) for n in (EventSubscription._meta.db_table, "id", "active"))
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"SELECT {id_} FROM {table} WHERE {id_} = ANY(%s) AND {active} ORDER BY {id_} FOR KEY SHARE",  # noqa: S608  # nosec B608  # quoted model names, %s marks
+            [list(subscription_ids)],
+        )
+        return [row[0] for row in cursor.fetchall()]
+
+
 def fan_out(event):
     """Queue one delivery per active subscription matching `event`, in the publisher's transaction.
 
-    Called through publish()'s `event_appended` with the event log lock held. Every writer of subscriptions takes
-    that lock before touching the row, so a subscription seen here cannot be deleted before this
-    transaction commits (no foreign-key failure at commit), and the order of the two locks is
-    the same everywhere (no deadlock).
+    Called through publish()'s `event_appended`. The subscriptions it queues for are share-locked
+    until this transaction ends (see `_lock_for_reference`), so none can be deleted before the
+    delivery rows that reference it commit. The event row needs no lock: it is this transaction's own.
     """
     matching = [pk for pk, patterns in active_subscriptions() if patterns and type_matches(event.type, patterns)]
     if not matching:
         return []
-    live = EventSubscription.objects.filter(pk__in=matching, active=True).select_related("owner")
+    live = EventSubscription.objects.filter(pk__in=_lock_for_reference(matching), active=True).select_related("owner")
     rows = [
         EventDelivery(subscription=subscription, event=event)
         for subscription in live

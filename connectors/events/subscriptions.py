@@ -137,15 +137,18 @@ def _require_user(principal):
     return user
 
 
-def _load(principal, subscription_id, *, for_update=False):
-    """The subscription if the principal owns it (or is a superuser); `not found` otherwise."""
+def _load(principal, subscription_id, *, for_update=False, keeps_key=False):
+    """The subscription if the principal owns it (or is a superuser); `not found` otherwise.
+
+    `keeps_key`: the row is changed, not deleted, so FOR NO KEY UPDATE, which does not wait for
+    the publishers that hold it FOR KEY SHARE (subscription_fanout) nor make them wait."""
     try:
         pk = uuid.UUID(str(subscription_id))
     except ValueError:
         raise NotFound(f"Subscription {subscription_id!r} does not exist.")
     qs = EventSubscription.objects.select_related("owner")
     if for_update:
-        qs = qs.select_for_update(of=("self",))  # not the owner row: nothing here changes users
+        qs = qs.select_for_update(of=("self",), no_key=keeps_key)  # not the owner row: nothing here changes users
     subscription = qs.filter(pk=pk).first()
     if subscription is None:
         raise NotFound(f"Subscription {subscription_id!r} does not exist.")
@@ -166,8 +169,6 @@ def create_subscription(principal, *, url, event_types, description="", active=T
         _check_url(url)
         secret = new_secret()
         with transaction.atomic():
-            # The log lock first, as publishers take it: see subscription_fanout.fan_out() on why the order matters.
-            audit.lock_log()
             subscription = EventSubscription.objects.create(
                 owner=owner, url=url, event_types=event_types, description=description, secret=secret, active=active
             )
@@ -200,13 +201,12 @@ def update_subscription(principal, subscription_id, **changes):
         if "active" in changes:
             cleaned["active"] = _check_active(changes["active"])
         # Ownership first (a stranger gets "not found" whatever the body says), then the URL,
-        # whose DNS lookup must not run under the event log lock taken below.
+        # whose DNS lookup must not run under the row lock taken below.
         _load(principal, subscription_id)
         if "url" in changes:
             cleaned["url"] = _check_url(changes["url"])
         with transaction.atomic():
-            audit.lock_log()
-            subscription = _load(principal, subscription_id, for_update=True)
+            subscription = _load(principal, subscription_id, for_update=True, keeps_key=True)
             for name, value in cleaned.items():
                 setattr(subscription, name, value)
             subscription.save()
@@ -228,8 +228,7 @@ def rotate_secret(principal, subscription_id) -> tuple[EventSubscription, str]:
     with audit.audited("subscription.rotate_secret", principal, TARGET, str(subscription_id), classify=audit_result):
         secret = new_secret()
         with transaction.atomic():
-            audit.lock_log()
-            subscription = _load(principal, subscription_id, for_update=True)
+            subscription = _load(principal, subscription_id, for_update=True, keeps_key=True)
             subscription.secret = secret
             subscription.save(update_fields=["secret", "updated_at"])
             audit.record_action("subscription.rotate_secret", principal, TARGET, str(subscription.pk))
@@ -239,7 +238,8 @@ def rotate_secret(principal, subscription_id) -> tuple[EventSubscription, str]:
 def delete_subscription(principal, subscription_id):
     with audit.audited("subscription.delete", principal, TARGET, str(subscription_id), classify=audit_result):
         with transaction.atomic():
-            audit.lock_log()
+            # FOR UPDATE: waits for publishers that are queueing deliveries for it (they hold
+            # FOR KEY SHARE, see subscription_fanout), so the cascade below deletes theirs too.
             subscription = _load(principal, subscription_id, for_update=True)
             pk = str(subscription.pk)
             summary = _url_summary(subscription.url)

@@ -99,7 +99,7 @@ class DatabaseCollector:
         return family
 
     def _event_stream(self):
-        unpushed = Event.objects.filter(pushed_at__isnull=True).aggregate(n=Count("seq"), oldest=Min("time"))
+        unpushed = Event.objects.filter(pushed_at__isnull=True).aggregate(n=Count("id"), oldest=Min("time"))
         latest = Event.objects.aggregate(m=Max("seq"))["m"] or 0
         lag = (timezone.now() - unpushed["oldest"]).total_seconds() if unpushed["oldest"] else 0.0
         yield GaugeMetricFamily(

@@ -4,6 +4,7 @@ from django.test import Client
 
 from connectors import services
 from connectors.events import log as events
+from connectors.events import sequencer
 from connectors.models import PERM_VIEW, Event
 from connectors.platforms.base import ConnectorError, IncomingMessage
 from tests.conftest import SYSTEM
@@ -26,8 +27,16 @@ def send(django_capture_on_commit_callbacks):
         for i in range(n):
             with django_capture_on_commit_callbacks(execute=True):
                 services.send_message(SYSTEM, connector_id, recipient, f"message {i}")
+        _number_events()
 
     return do
+
+
+def _number_events():
+    """Number the events published so far, as the sequencer does after a real commit on
+    PostgreSQL. A `db` test never commits, and its first publish registered the sequencer once
+    for the whole test transaction, outside any capture of on-commit callbacks."""
+    sequencer.sequence_pending()
 
 
 def _receive(connector_id, n):
@@ -36,6 +45,7 @@ def _receive(connector_id, n):
         services.receive_message(
             connector_id, IncomingMessage(platform_message_id=f"in-{connector_id}-{i}", sender="bob", content="hi")
         )
+    _number_events()
 
 
 # --- access ----------------------------------------------------------------------------------
@@ -82,6 +92,7 @@ def test_snapshot_shows_connectors_queue_depth_chart_and_recent_events(make_user
     send("locmem_broken", 1)
     _receive("locmem_main", 2)
     services.record_connector_error(SYSTEM, "locmem_broken", ConnectorError("x" * 500, permanent=True))
+    _number_events()
 
     response = _client(make_user("boss", superuser=True)).get("/dashboard/state/")
     assert response.status_code == 200

@@ -94,13 +94,13 @@ def staff_member(make_user):
 
 
 def _event_seqs():
-    """Every seq in the event log, newest first. Playwright's sync API runs an event loop in this
-    thread (Django refuses ORM calls there), so the query runs in a thread of its own, which
-    closes its connection."""
+    """Every seq in the event log (of numbered events: what readers see), newest first.
+    Playwright's sync API runs an event loop in this thread (Django refuses ORM calls there), so
+    the query runs in a thread of its own, which closes its connection."""
 
     def read():
         try:
-            return sorted(Event.objects.values_list("seq", flat=True), reverse=True)
+            return sorted(Event.objects.filter(seq__isnull=False).values_list("seq", flat=True), reverse=True)
         finally:
             connections.close_all()
 

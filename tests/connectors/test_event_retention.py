@@ -7,11 +7,21 @@ from django.utils import timezone
 from audit.models import AuditEvent
 from connectors import tasks
 from connectors.events import log as events
+from connectors.events import sequencer
 from connectors.models import Event
 
 
+def publish_numbered(connector_id, data):
+    """publish(), then the sequencer that runs after commit on PostgreSQL (a `db` test never
+    commits, so its on-commit callbacks never run): the event with its seq."""
+    event = events.publish("connector.registered", connector_id=connector_id, data=data)
+    sequencer.sequence_pending()
+    event.refresh_from_db()
+    return event
+
+
 def make_events(count, age):
-    created = [events.publish("connector.registered", connector_id=f"c-{i}", data={"kind": "locmem"}) for i in range(count)]
+    created = [publish_numbered(f"c-{i}", {"kind": "locmem"}) for i in range(count)]
     Event.objects.filter(seq__in=[e.seq for e in created]).update(time=timezone.now() - age)
     return [e.seq for e in created]
 
@@ -63,7 +73,7 @@ def test_sequence_keeps_growing_after_a_purge():
     seqs = make_events(3, timedelta(days=90))
     make_events(1, timedelta(days=1))
     events.purge_expired(days=30)
-    newest = events.publish("connector.registered", connector_id="c-new", data={})
+    newest = publish_numbered("c-new", {})
     assert newest.seq > max(seqs)
 
 
@@ -75,5 +85,5 @@ def test_sequence_keeps_growing_after_purging_everything():
     seqs = make_events(3, timedelta(days=90))
     assert events.purge_expired(days=30) == 2
     assert list(Event.objects.values_list("seq", flat=True)) == [max(seqs)]
-    newest = events.publish("connector.registered", connector_id="c-new", data={})
+    newest = publish_numbered("c-new", {})
     assert newest.seq > max(seqs)

@@ -203,9 +203,10 @@ def test_rest_refuses_bad_filters_clearly(query, field, make_user, token_for, ap
 
 
 @pytest.mark.django_db
-def test_rest_takes_any_offset_python_can_read(make_connector, make_user, token_for, api):
+def test_rest_takes_any_offset_python_can_read(make_connector, make_user, token_for, api, django_capture_on_commit_callbacks):
     """PostgreSQL refuses offsets beyond ±15:59 in a literal; the API compares in UTC instead (was a 500)."""
-    make_connector("tg_offset")  # publishes connector.registered
+    with django_capture_on_commit_callbacks(execute=True):  # numbers the event on PostgreSQL
+        make_connector("tg_offset")  # publishes connector.registered
     # A superuser, so that the query reaches the database (no viewable connector short-cuts it).
     r = api(token_for(make_user("root", superuser=True))).get("/api/v1/events/?from=0945-04-22T12:54:19%2B18:09")
     assert r.status_code == 200, r.content

@@ -31,7 +31,7 @@ from hypothesis import strategies as st
 from schemathesis.specs.openapi import checks as openapi_checks
 
 from connectors import services
-from connectors.events import subscriptions
+from connectors.events import sequencer, subscriptions
 from connectors.models import Delivery
 from connectors.permissions import Principal
 from conversations.models import Conversation, Message
@@ -117,6 +117,8 @@ def world(make_user, make_connector, token_for, grant, settings):
     creation.notify_user(SYSTEM, ada, "Your parcel left the depot.", "urgent")
     token_for(bob)
     token_for(root, name="spare")  # one the caller may revoke; revoking the caller's own ends the test's reach
+    # Number the world's events, as the sequencer does after commit on PostgreSQL (a `db` test never commits).
+    sequencer.sequence_pending()
     # Read by SuperuserToken while Hypothesis generates the cases, before the test body runs.
     CALLER["token"] = token_for(root)
     yield

@@ -37,7 +37,7 @@ from guardian.models import UserObjectPermission
 from audit.models import AuditEvent
 from brain_connectors.mcp import server as mcp_server
 from connectors import services
-from connectors.events import subscriptions
+from connectors.events import sequencer, subscriptions
 from connectors.events.stream_request import QUERY_PARAMETERS
 from connectors.models import ApiToken, Connector, Delivery, Event, EventSubscription
 from connectors.permissions import Principal
@@ -201,6 +201,9 @@ def build_world(level, state, make_user, grant, token_for):
         world.objects[username] = objects
         set_state(objects["connector"], state)
     world.token = token_for(world.users[ACTOR])
+    # Number the world's events, as the sequencer does after commit on PostgreSQL: the shared
+    # world is built in a transaction that never commits (and so never runs on-commit work).
+    sequencer.sequence_pending()
     return world
 
 
