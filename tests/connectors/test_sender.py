@@ -26,7 +26,7 @@ pytestmark = pytest.mark.django_db(transaction=True)
 
 TOKEN = "7000000001:AAHdqTcvCH1vGWJxfSeofSAs0K5PALDsaw"
 ANN, BOB = "5550100001", "5550100002"
-postgres_only = pytest.mark.skipif("connection.vendor != 'postgresql'", reason="SKIP LOCKED and NOTIFY are PostgreSQL's")
+postgres_only = pytest.mark.skipif(connection.vendor != "postgresql", reason="SKIP LOCKED and NOTIFY are PostgreSQL's")
 
 
 @pytest.fixture(autouse=True)
