@@ -30,6 +30,8 @@ class Command(BaseCommand):
             self.stderr.write(f"Note: DELIVERY_ENGINE is {settings.DELIVERY_ENGINE!r}: send_message still enqueues a "
                               "task per delivery, and this sender only polls.")
         sender = Sender(batch=batch, concurrency=concurrency, poll_seconds=poll_seconds)
+        self.stdout.write(f"runsender: sending (batch {batch}, concurrency {concurrency})")
+        self.stdout.flush()
 
         async def main():
             loop = asyncio.get_running_loop()
