@@ -24,28 +24,28 @@ def enqueued(monkeypatch):
 @pytest.mark.django_db(transaction=True)
 def test_only_a_follower_put_off_behind_a_delivery_is_kicked(make_connector, enqueued):
     make_connector("kick_one")
-    first, _ = services.send_message(SYSTEM, "kick_one", "ann", "first")
-    second, _ = services.send_message(SYSTEM, "kick_one", "ann", "second")
+    first, _ = services.send_message(SYSTEM, "kick_one", "ann", "kick test one")
+    second, _ = services.send_message(SYSTEM, "kick_one", "ann", "kick test two")
     assert enqueued == [first.pk, second.pk]
 
     services.attempt_delivery(first.pk)
     # `second` never ran: its task is still in the broker, so no second task for it.
     assert enqueued == [first.pk, second.pk]
 
-    third, _ = services.send_message(SYSTEM, "kick_one", "ann", "third")
+    third, _ = services.send_message(SYSTEM, "kick_one", "ann", "kick test three")
     services.attempt_delivery(third.pk)  # runs while `second` is queued ahead of it: put off, no task of its own
     assert Delivery.objects.get(pk=third.pk).next_attempt_at is not None
     services.attempt_delivery(second.pk)
     assert enqueued == [first.pk, second.pk, third.pk, third.pk]  # the kick: `third` had nobody else to run it
     services.attempt_delivery(third.pk)
-    assert [message.content for _, message in locmem.outbox] == ["first", "second", "third"]
+    assert [message.content for _, message in locmem.outbox] == ["kick test one", "kick test two", "kick test three"]
 
 
 @pytest.mark.django_db(transaction=True)
 @pytest.mark.skipif(connection.vendor != "postgresql", reason="row locks are PostgreSQL's")
 def test_the_task_claim_does_not_wait_for_the_connector_row(make_connector, enqueued):
     make_connector("lock_one")
-    delivery, _ = services.send_message(SYSTEM, "lock_one", "ann", "hello")
+    delivery, _ = services.send_message(SYSTEM, "lock_one", "ann", "a lock test message")
     held, release = threading.Event(), threading.Event()
 
     def insert_in_progress():  # what a concurrent insert's foreign-key check holds on the connector row

@@ -92,10 +92,10 @@ def test_send_message_enqueues_nothing_and_the_claim_takes_the_oldest_per_recipi
 
 def test_claim_leaves_rows_not_due_and_stopped_connectors(make_connector):
     make_connector("claims_later")
-    later = queue("claims_later", "ann", "later")
+    later = queue("claims_later", "ann", "a message for later")
     Delivery.objects.filter(pk=later).update(next_attempt_at=timezone.now() + timedelta(minutes=5))
     make_connector("claims_stopped")
-    stopped = queue("claims_stopped", "bob", "waits")
+    stopped = queue("claims_stopped", "bob", "a message that waits")
     services.stop_connector(SYSTEM, "claims_stopped")
     assert claims.claim_batch() == []
     assert statuses(later, stopped) == ["queued", "queued"]
@@ -163,9 +163,9 @@ def test_transient_failures_retry_and_permanent_ones_fail(telegram, fake):
     telegram()
     fake.block_chat(BOB)
     fake.fail("server_error", method="sendMessage", times=1)
-    retried = queue("tg_sender", ANN, "try again")
+    retried = queue("tg_sender", ANN, "a retried message")
     drain()
-    blocked = queue("tg_sender", BOB, "blocked")
+    blocked = queue("tg_sender", BOB, "a message to a blocker")
     drain()
 
     row = Delivery.objects.get(pk=retried)
@@ -186,7 +186,7 @@ def test_out_of_attempts_is_dead(telegram, fake, settings):
     settings.DELIVERY_MAX_ATTEMPTS = 1
     telegram()
     fake.fail("server_error", method="sendMessage")
-    dead = queue("tg_sender", ANN, "never")
+    dead = queue("tg_sender", ANN, "a message that dies")
     drain()
     assert Delivery.objects.get(pk=dead).status == "dead"
 
@@ -194,7 +194,7 @@ def test_out_of_attempts_is_dead(telegram, fake, settings):
 def test_an_invalid_token_stops_the_connector(telegram, fake):
     telegram()
     fake.fail("invalid_token", method="sendMessage")
-    failed = queue("tg_sender", ANN, "refused")
+    failed = queue("tg_sender", ANN, "a message with a bad token")
     drain()
     assert Delivery.objects.get(pk=failed).status == "failed"
     assert Connector.objects.get(pk="tg_sender").status == "ERROR"
