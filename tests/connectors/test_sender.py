@@ -162,7 +162,7 @@ def test_a_batch_is_sent_through_the_real_client_and_recorded(telegram, fake, mo
 def test_transient_failures_retry_and_permanent_ones_fail(telegram, fake):
     telegram()
     fake.block_chat(BOB)
-    fake.fail("server_error", method="sendMessage", times=1)
+    fake.fail("flood", method="sendMessage", times=1)  # 429, retry after 7 s: the backoff is at least that
     retried = queue("tg_sender", ANN, "a retried message")
     drain()
     blocked = queue("tg_sender", BOB, "a message to a blocker")
