@@ -190,7 +190,7 @@ def pipeline_run(args, env, fake, connector_id):
         enqueued = time.perf_counter()
         if args.preload:
             meter.processes = start_engine()
-            meter._before.update(meter._snapshot())  # from now: not their start-up
+            meter.start()  # the drain alone: not the enqueueing, nor the engine's start-up
             started = time.perf_counter()
         sent = Delivery.objects.filter(connector_id=connector_id, status="sent")
         while len(fake.sent) < args.messages or sent.count() < args.messages:  # the fake has it, and it is committed
