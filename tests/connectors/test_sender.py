@@ -16,7 +16,7 @@ from audit.models import AuditEvent
 from connectors import services
 from connectors.delivery import claims, sweeper
 from connectors.delivery.sender import Sender
-from connectors.models import Connector, Delivery, Event
+from connectors.models import Connector, Delivery, Event, InboundMessage
 from connectors.platforms.telegram import client
 from tests.concurrency import run_at_once
 from tests.conftest import SYSTEM
@@ -198,6 +198,24 @@ def test_an_invalid_token_stops_the_connector(telegram, fake):
     drain()
     assert Delivery.objects.get(pk=failed).status == "failed"
     assert Connector.objects.get(pk="tg_sender").status == "ERROR"
+
+
+def test_a_reply_is_threaded_under_the_message_it_answers(telegram, fake):
+    connector = telegram()
+    asked = [
+        InboundMessage.objects.create(
+            connector=connector, platform_message_id=f"ask-{n}", sender=ANN, content=f"a question {n}",
+            metadata={"chat_id": int(ANN), "message_id": 40 + n}, received_at=timezone.now(),
+        )
+        for n in range(2)
+    ]
+    for inbound in asked:
+        services.send_message(SYSTEM, "tg_sender", ANN, f"an answer to {inbound.platform_message_id}",
+                              in_reply_to=inbound)
+    drain()
+    assert [(m["text"], (m["reply_parameters"] or {}).get("message_id")) for m in fake.sent] == [
+        ("an answer to ask-0", 40), ("an answer to ask-1", 41)
+    ]
 
 
 def test_order_per_recipient_holds_across_batches_and_a_retry(telegram, fake):
