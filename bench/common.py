@@ -35,6 +35,8 @@ def prepare_environment(database_url=None, redis_url=None, **extra):
         "DATABASE_URL": database_url or os.environ.get("BENCH_DATABASE_URL", DEFAULT_DATABASE),
         "REDIS_URL": redis_url or os.environ.get("BENCH_REDIS_URL", DEFAULT_REDIS),
         "CELERY_TASK_ALWAYS_EAGER": "false",
+        # Each delivery by its own Celery task, as before, unless a bench runs `manage.py runsender` processes.
+        "DELIVERY_ENGINE": os.environ.get("BENCH_DELIVERY_ENGINE", "tasks"),
         "ALLOWED_HOSTS": "127.0.0.1,localhost",
         "LOG_LEVEL": "WARNING",
         "API_RATE_LIMIT_PER_MINUTE": "1000000",

@@ -4,6 +4,7 @@ from django.core.checks import Error, register
 from django.utils.module_loading import import_string
 
 from connectors.platforms.base import BaseConnector
+from connectors.task_queue import DELIVERY_ENGINES
 
 
 @register()
@@ -22,3 +23,15 @@ def check_connector_classes(app_configs=None, **kwargs):
                 Error(f"CONNECTOR_CLASSES[{kind!r}] points at a class of kind {cls.kind!r}", id="connectors.E003")
             )
     return errors
+
+
+@register()
+def check_delivery_engine(app_configs=None, **kwargs):
+    if settings.DELIVERY_ENGINE not in DELIVERY_ENGINES:
+        return [
+            Error(
+                f"DELIVERY_ENGINE is {settings.DELIVERY_ENGINE!r}; it must be one of: {', '.join(DELIVERY_ENGINES)}.",
+                id="connectors.E004",
+            )
+        ]
+    return []

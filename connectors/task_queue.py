@@ -1,5 +1,8 @@
 """The one seam between services and the task queue: enqueue Celery tasks by registered name, read the backlog.
 
+It also decides how a due delivery is sent (settings.DELIVERY_ENGINE): by its own Celery task ("tasks"), or by
+the batch senders (`manage.py runsender`, "sender"), which a PostgreSQL NOTIFY wakes instead of a broker message.
+
 Services never import `connectors.tasks` (it imports them: the tasks are thin wrappers over services). They name
 the task instead, and `enqueue` looks it up in the current Celery app's registry when it is sent, so eager mode
 (`CELERY_TASK_ALWAYS_EAGER`) still runs it inline and a test worker's app (set as current) receives it.
@@ -8,6 +11,8 @@ import importlib
 import logging
 
 from celery import current_app
+from django.conf import settings
+from django.db import connection, transaction
 from kombu.exceptions import ChannelError
 
 from brain_connectors.celery import app
@@ -40,6 +45,35 @@ def enqueue(task_name, *args, countdown=None):
 
 def enqueue_delivery(delivery_id, countdown=None):
     enqueue(DELIVER, str(delivery_id), countdown=countdown)
+
+
+# The channel runsender LISTENs on (connectors/delivery/sender.py).
+SENDER_CHANNEL = "brain_delivery_due"
+TASKS, SENDER = "tasks", "sender"
+DELIVERY_ENGINES = (TASKS, SENDER)
+
+
+def uses_sender():
+    return settings.DELIVERY_ENGINE == SENDER
+
+
+def delivery_due(delivery_id, countdown=None):
+    """A delivery is due now (or after `countdown` seconds): make sure whoever sends it hears. Call inside the
+    transaction that made it due. Tasks engine: its task after commit. Sender engine: a NOTIFY for work due now
+    (a retry that comes due later is found by the senders' poll)."""
+    if uses_sender():
+        if not countdown:
+            wake_sender()
+        return
+    transaction.on_commit(lambda: enqueue_delivery(delivery_id, countdown=countdown))
+
+
+def wake_sender():
+    """NOTIFY the senders. Inside a transaction PostgreSQL delivers it at commit (and drops it on rollback), and
+    folds identical notifications of one transaction into one. Other databases: the senders poll."""
+    if connection.vendor == "postgresql":
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT pg_notify(%s, '')", [SENDER_CHANNEL])
 
 
 def enqueue_brain(inbound_id):

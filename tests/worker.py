@@ -13,7 +13,10 @@ from django.conf import settings
 class CeleryWorker:
     def __init__(self, env, queue=None, concurrency=4, extra_env=None):
         self.queue = queue or f"test-{uuid.uuid4().hex[:8]}"
-        self.env = {**env, **(extra_env or {}), "CELERY_TASK_ALWAYS_EAGER": "false", "CELERY_QUEUE": self.queue}
+        # A worker sends deliveries by their tasks unless told otherwise (not eager would default to the sender
+        # engine, which needs `manage.py runsender` processes).
+        self.env = {"DELIVERY_ENGINE": "tasks", **env, **(extra_env or {}), "CELERY_TASK_ALWAYS_EAGER": "false",
+                    "CELERY_QUEUE": self.queue}
         self.concurrency = concurrency
         self.proc = None
         self.log_path = os.path.join(settings.BASE_DIR, "var", f"worker-{self.queue}.log")

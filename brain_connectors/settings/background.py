@@ -33,6 +33,19 @@ CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": 3600}
 CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
 CELERY_TASK_DEFAULT_QUEUE = env.str("CELERY_QUEUE", default="celery")
 CELERY_TIMEZONE = "UTC"
+# Celery's Django fixup (celery/fixups/django.py reads CELERY_DB_REUSE_MAX through this namespace) closes the
+# worker's database connections around every task unless this is set; reusing them saves a PostgreSQL backend
+# start per task. It closes them every N tasks instead; brain_connectors/celery.py also drops a connection that
+# broke or outlived CONN_MAX_AGE before each task.
+CELERY_DB_REUSE_MAX = env.int("CELERY_DB_REUSE_MAX", default=1000)
+
+# --- Delivery engine ---------------------------------------------------------------------------
+# "tasks": one Celery task per delivery (the default in eager mode: `make run` and the test suite).
+# "sender": `manage.py runsender` processes claim due deliveries in batches and send them concurrently; sending a
+# message wakes them with a PostgreSQL NOTIFY instead of a broker message (connectors/task_queue.py).
+DELIVERY_ENGINE = env.str("DELIVERY_ENGINE", default="tasks" if CELERY_TASK_ALWAYS_EAGER else "sender")
+# How often a sender looks for due work without being woken: retries that came due, and NOTIFYs it missed.
+DELIVERY_SENDER_POLL_SECONDS = env.float("DELIVERY_SENDER_POLL_SECONDS", default=1.0)
 
 # Celery beat (DatabaseScheduler) copies this into django-celery-beat's tables on start. The task
 # names are stored there: they must not change.

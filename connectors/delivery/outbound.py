@@ -77,7 +77,7 @@ def send_message(principal, connector_id, recipient, content, *, idempotency_key
                 delivery_id=delivery.id,
                 metadata={"in_reply_to": in_reply_to.pk} if in_reply_to is not None else {},
             )
-            transaction.on_commit(lambda: queue.enqueue_delivery(delivery.id))
+            queue.delivery_due(delivery.id)
     return delivery, False
 
 

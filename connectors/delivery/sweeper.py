@@ -47,8 +47,15 @@ def sweep(limit=500):
                 delivery.connector_id,
                 delivery_id=str(delivery.pk),
             )
-    for pk in [*stuck, *due]:
-        queue.enqueue_delivery(pk)
+    if queue.uses_sender():
+        # The senders find queued rows themselves (they poll): nothing to enqueue; wake them for the re-driven ones.
+        due = []
+        if stuck:
+            with transaction.atomic():
+                queue.wake_sender()
+    else:
+        for pk in [*stuck, *due]:
+            queue.enqueue_delivery(pk)
 
     stale_claim = now - timedelta(seconds=settings.BRAIN_CLAIM_TIMEOUT)
     # Stale claims always: their worker died, so no task of theirs is waiting anywhere. Pending

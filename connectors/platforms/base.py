@@ -5,6 +5,7 @@ credentials, and implements `send()` and `health_check()`; inbound platforms als
 verify their webhooks. Platform code raises `ConnectorError` for anything that went wrong on
 the platform's side, marking whether retrying can help.
 """
+import asyncio
 import math
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -264,6 +265,12 @@ class BaseConnector:
         id and metadata) for platforms that thread replies. Raise ConnectorError on failure."""
         raise NotImplementedError
 
+    async def send_async(self, message: OutgoingMessage, delivery_id: str) -> SendResult:
+        """send(), for the batch sender's event loop (connectors/delivery/sender.py). By default the sync send()
+        in a thread; platforms with an async client override it and keep that client open between calls
+        (register its closing with `on_sender_close`)."""
+        return await asyncio.to_thread(self.send, message, delivery_id=delivery_id)
+
     # --- inbound webhooks (connectors/webhooks.py calls these, in this order) ---
     def verify_webhook(self, request, channel: str) -> None:
         """Raise WebhookRejected unless the request provably comes from the platform. Constant-time
@@ -286,6 +293,21 @@ class BaseConnector:
     def poll_once(self, stop_event) -> int:
         """Fetch and store one batch of inbound messages; return how many were handled."""
         return 0
+
+
+_sender_closers = []
+
+
+def on_sender_close(close):
+    """Register `async close()`: run when a sender's event loop ends, to close the clients kept open for it."""
+    if close not in _sender_closers:
+        _sender_closers.append(close)
+
+
+async def close_sender_clients():
+    """Close every client the platforms kept open for this event loop (the sender calls this as it stops)."""
+    for close in list(_sender_closers):
+        await close()
 
 
 def schema_errors(schema, value, redact=False) -> dict[str, str]:

@@ -13,6 +13,9 @@ class QuietServer(ThreadingHTTPServer):
     daemon_threads = True
     block_on_close = False  # stop() must not wait for a handler sleeping in a slow mode
     allow_reuse_address = True
+    # socketserver's default listen backlog is 5: a client opening dozens of keep-alive connections at once (the
+    # batch sender) overflowed it, and some of its first requests ended in a reset. Real API servers take them all.
+    request_queue_size = 256
 
     def __init__(self, address, handler_class, fake):
         self.fake = fake

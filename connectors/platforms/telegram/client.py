@@ -80,10 +80,11 @@ class BotSession:
     """`async with BotSession(token, api_base_url) as bot:` a Bot whose HTTP clients live exactly
     as long as the block. `poll_timeout` lengthens getUpdates' read timeout for long polling."""
 
-    def __init__(self, token, api_base_url=OFFICIAL_API_BASE_URL, *, timeout=DEFAULT_TIMEOUT, poll_timeout=0):
+    def __init__(self, token, api_base_url=OFFICIAL_API_BASE_URL, *, timeout=DEFAULT_TIMEOUT, poll_timeout=0,
+                 pool_size=4):
         self._requests = (
-            HTTPXRequest(connection_pool_size=4, connect_timeout=timeout, read_timeout=timeout,
-                         write_timeout=timeout, pool_timeout=timeout, httpx_kwargs=_guarded(4)),
+            HTTPXRequest(connection_pool_size=pool_size, connect_timeout=timeout, read_timeout=timeout,
+                         write_timeout=timeout, pool_timeout=timeout, httpx_kwargs=_guarded(pool_size)),
             HTTPXRequest(connection_pool_size=1, connect_timeout=timeout, read_timeout=timeout + poll_timeout,
                          write_timeout=timeout, pool_timeout=timeout, httpx_kwargs=_guarded(1)),
         )
@@ -142,6 +143,48 @@ def run_with_bot(token, api_base_url, operation, *, timeout=DEFAULT_TIMEOUT):
         return await operation(session.bot)
 
     return loop.run_until_complete(call())
+
+
+# --- long-lived sessions, for the batch sender's event loop ------------------------------------------
+# One open Bot per connector per sender process (keep-alive connections, up to SENDER_POOL_SIZE at once), made
+# again when the connector row changes (its updated_at: new credentials or config). Keyed by loop as well: a
+# session belongs to the loop that opened it.
+SENDER_POOL_SIZE = 64
+_sender_sessions = {}  # connector id → (loop, updated_at, task opening the BotSession)
+
+
+async def sender_bot(connector_id, updated_at, token, api_base_url, timeout):
+    """The open Bot for `connector_id` on the running loop, opened (or re-opened after a change) when needed.
+    Concurrent first calls share one opening (a task), so no session is opened twice and leaked."""
+    loop = asyncio.get_running_loop()
+    entry = _sender_sessions.get(connector_id)
+    if entry is None or entry[0] is not loop or entry[1] != updated_at:
+        stale = entry[2] if entry is not None and entry[0] is loop else None
+
+        async def open_session():
+            session = BotSession(token, api_base_url, timeout=timeout, pool_size=SENDER_POOL_SIZE)
+            await session.__aenter__()
+            return session
+
+        entry = _sender_sessions[connector_id] = (loop, updated_at, loop.create_task(open_session()))
+        if stale is not None:
+            await _close_opening(stale)  # the connector changed: close the old clients (sends on them finished)
+    return (await entry[2]).bot
+
+
+async def close_sender_sessions():
+    """Close the sessions opened on the running loop (the sender calls this through base.close_sender_clients)."""
+    loop = asyncio.get_running_loop()
+    for connector_id, (owner, _, opening) in list(_sender_sessions.items()):
+        if owner is loop:
+            del _sender_sessions[connector_id]
+            await _close_opening(opening)
+
+
+async def _close_opening(opening):
+    with contextlib.suppress(Exception):  # closing (or a session that never opened): nothing to do about it
+        session = await opening
+        await session.__aexit__(None, None, None)
 
 
 @atexit.register

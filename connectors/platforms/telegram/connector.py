@@ -9,6 +9,7 @@ secret_token, kept encrypted in `Connector.platform_secret`; each call must carr
 `X-Telegram-Bot-Api-Secret-Token`. Polling mode: `manage.py runconnectors` calls poll_once()
 under a lease; each update is stored and the offset advanced in one transaction.
 """
+import asyncio
 import hmac
 import logging
 import re
@@ -34,6 +35,7 @@ from connectors.platforms.base import (
     WebhookIgnored,
     WebhookRejected,
     WebhookResult,
+    on_sender_close,
 )
 from connectors.platforms.telegram import client
 from connectors.platforms.telegram.parsing import (
@@ -53,6 +55,7 @@ SECRET_HEADER = "X-Telegram-Bot-Api-Secret-Token"  # noqa: S105 (a header name)
 DEFAULT_POLL_TIMEOUT = 10
 MAX_MIGRATIONS = 3  # a chat migrates once; more in a row means something is wrong
 POLLER = Principal.system_actor("platform", via="polling")
+on_sender_close(client.close_sender_sessions)
 _RECIPIENT = re.compile(r"-?[0-9]{1,20}|@[A-Za-z][A-Za-z0-9_]{3,31}")  # fullmatch: "$" passes a final "\n"
 
 
@@ -211,6 +214,33 @@ class TelegramConnector(BaseConnector):
         if progress or len(parts) > 1:
             platform_state.discard_platform_state(self.connector.id, progress_key)
         return SendResult(platform_message_id=str(first_id))
+
+    async def send_async(self, message: OutgoingMessage, delivery_id: str) -> SendResult:
+        """send() on the sender's loop, over this connector's long-lived Bot (client.sender_bot). A message of
+        one part takes this path; a longer one, a resumed one and a chat that moved go to send() in a thread,
+        because their progress and the move are written to the database between the calls."""
+        state = self.connector.platform_state or {}
+        chat_id = _current_chat(state, message.recipient)
+        parts = split_text(message.content)
+        if len(parts) > 1 or state.get(f"sending:{delivery_id}"):
+            return await asyncio.to_thread(self.send, message, delivery_id=delivery_id)
+        token = self.token
+        if not token:
+            raise ConnectorError("No bot_token is set for this connector.", permanent=True, code=client.INVALID_TOKEN)
+        bot = await client.sender_bot(
+            self.connector.pk, self.connector.updated_at, token,
+            self.config.get("api_base_url") or client.OFFICIAL_API_BASE_URL,
+            self.config.get("timeout", client.DEFAULT_TIMEOUT),
+        )
+        reply_to = _reply_to_message_id(message, chat_id)
+        reply = ReplyParameters(message_id=reply_to, allow_sending_without_reply=True) if reply_to else None
+        try:
+            sent = await bot.send_message(chat_id=chat_id, text=parts[0], reply_parameters=reply)
+        except ChatMigrated:  # nothing was sent; send() remembers the move and follows it
+            return await asyncio.to_thread(self.send, message, delivery_id=delivery_id)
+        except TelegramError as exc:
+            raise client.translate(exc, token) from exc
+        return SendResult(platform_message_id=str(sent.message_id))
 
     def _send_part(self, chat_id, text, reply_to):
         """Send one part, following group → supergroup migrations: (message, new chat id or None)."""
