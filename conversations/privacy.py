@@ -22,6 +22,7 @@ from connectors.permissions import Principal
 from conversations import access
 from conversations.analysis import topics_of
 from conversations.models import Conversation, Message, MessageAnalysis, RetentionPolicy, SearchToken
+from conversations.recording import record_pending
 
 PURGER = Principal.system_actor("purge_conversations", via="command")
 
@@ -214,6 +215,7 @@ def export_person(principal, person):
     read_conversations on every connector of the person's memory."""
     person = find_person(person)
     check_read_access(principal, person, "conversations.view_conversation", "conversations.export")
+    record_pending()  # what the person said a moment ago is theirs too
     conversations = []
     message_count = 0
     for conversation in person_conversations(person).order_by("started_at", "pk"):
@@ -264,6 +266,7 @@ def erase_person(principal, person):
     `conversations.delete_conversation`. Returns the counts."""
     person = find_person(person)
     check_access(principal, person, "conversations.delete_conversation", "conversations.erase")
+    record_pending()  # stored first, so it is erased now rather than remembered after the erasure
     with transaction.atomic():
         conversations = person_conversations(person)
         ids = list(conversations.select_for_update().values_list("pk", flat=True))
