@@ -260,6 +260,8 @@ def _analyse(messages):
     for message in messages:
         try:
             rows.append(analysis.analysis_for(message))
-        except Exception:  # one message the analysers choke on must not hold back the memory of all others
-            logger.exception("could not analyse message %s; stored without analysis", message.pk)
+        except Exception as exc:  # one message the analysers choke on must not hold back the memory of all others
+            # The type only: an analyser's error or traceback may quote the text.
+            logger.error("could not analyse the message with id %s (%s); stored without analysis",
+                         message.pk, type(exc).__name__)
     MessageAnalysis.objects.bulk_create(rows)
