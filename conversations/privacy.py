@@ -214,8 +214,8 @@ def export_person(principal, person):
     (counts only). Allowed to the person, or staff with `conversations.view_conversation` who hold
     read_conversations on every connector of the person's memory."""
     person = find_person(person)
+    record_pending()  # what the person said a moment ago is theirs too (and counts for the access check)
     check_read_access(principal, person, "conversations.view_conversation", "conversations.export")
-    record_pending()  # what the person said a moment ago is theirs too
     conversations = []
     message_count = 0
     for conversation in person_conversations(person).order_by("started_at", "pk"):
@@ -265,8 +265,8 @@ def erase_person(principal, person):
     one transaction with an audit row of counts. Allowed to the person, or staff with
     `conversations.delete_conversation`. Returns the counts."""
     person = find_person(person)
-    check_access(principal, person, "conversations.delete_conversation", "conversations.erase")
     record_pending()  # stored first, so it is erased now rather than remembered after the erasure
+    check_access(principal, person, "conversations.delete_conversation", "conversations.erase")
     with transaction.atomic():
         conversations = person_conversations(person)
         ids = list(conversations.select_for_update().values_list("pk", flat=True))

@@ -178,10 +178,11 @@ def search(principal: Principal, query, *, connector_id=None, person=None, limit
     limit = max(1, min(int(limit), MAX_SEARCH_LIMIT))
     try:
         tokens, phrases = index.parse_query(query)
-        scope = _scope(principal, connector_id, person)
-        # What was said a moment ago is found too: store what is pending (what another consumer is
-        # storing right now is skipped, not waited for; it is visible a moment later).
+        # What was said a moment ago is found too (and one's own new conversation is in scope): store
+        # what is pending first. What another consumer is storing right now is skipped, not waited
+        # for; it is visible a moment later.
         record_pending()
+        scope = _scope(principal, connector_id, person)
         key = index._key()
         # During an index-key rebuild (rebuild_search_index), a message's rows are under either
         # the new key or the previous one, never both: a token matches under either.

@@ -43,6 +43,7 @@ from connectors.models import ApiToken, Connector, Delivery, Event, EventSubscri
 from connectors.permissions import Principal
 from connectors.tokens import create_token
 from conversations.models import Conversation, Message
+from conversations.recording import record_pending
 from routing.identities import add_identity
 from routing.models import ChannelIdentity, ConnectorPreference, Notification, PairingCode
 from routing.notify import creation
@@ -201,6 +202,7 @@ def build_world(level, state, make_user, grant, token_for):
         world.objects[username] = objects
         set_state(objects["connector"], state)
     world.token = token_for(world.users[ACTOR])
+    record_pending()  # memory as the consumer leaves it: no call under test stores the world's own messages
     return world
 
 
