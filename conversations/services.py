@@ -34,13 +34,13 @@ def _shape(messages):
     return [{"role": m.role, "content": m.content, "time": m.created_at.isoformat()} for m in messages]
 
 
-def _flush(conversation, cross):
-    """Pending messages first, so the context is complete: the conversation's own, or (across
-    channels, where they cannot be told apart before identity lookup) every pending one."""
+def _flush(connector_id, address, cross):
+    """Pending messages first, so the context is complete: the conversation's own (waiting for any
+    another consumer holds), and across channels, where a person's other markers cannot be told
+    apart before identity lookup, every pending one it can claim."""
+    flush_conversation(connector_id, address)
     if cross:
         record_pending()
-    else:
-        flush_conversation(conversation.connector_id, conversation.address)
 
 
 def get_context(person_or_conversation, connector=None, limit=10, *, before=None, cross_channel=None, flush=True):
@@ -56,7 +56,8 @@ def get_context(person_or_conversation, connector=None, limit=10, *, before=None
     cross = getattr(settings, "CONVERSATION_CONTEXT_CROSS_CHANNEL", False) if cross_channel is None else cross_channel
     if flush:
         if isinstance(person_or_conversation, Conversation):
-            _flush(person_or_conversation, cross and person_or_conversation.person_id is not None)
+            conversation = person_or_conversation
+            _flush(conversation.connector_id, conversation.address, cross and conversation.person_id is not None)
         else:
             record_pending()  # a person's messages: their markers are not known before identity lookup
     if isinstance(person_or_conversation, Conversation):
@@ -85,11 +86,9 @@ def get_context(person_or_conversation, connector=None, limit=10, *, before=None
 def context_for_inbound(inbound):
     """BRAIN_CONTEXT_PROVIDER: the conversation before `inbound`, oldest first."""
     limit = settings.BRAIN_CONTEXT_LIMIT
-    cross = settings.CONVERSATION_CONTEXT_CROSS_CHANNEL
-    if cross:
-        record_pending()
-    else:  # the message BRAIN answers may still be a marker: store its conversation's first
-        flush_conversation(inbound.connector_id, conversation_address(inbound.connector.kind, inbound.sender))
+    # The message BRAIN answers, and the ones before it, may still be markers: store them first.
+    _flush(inbound.connector_id, conversation_address(inbound.connector.kind, inbound.sender),
+           settings.CONVERSATION_CONTEXT_CROSS_CHANNEL)
     message = Message.objects.select_related("conversation").filter(inbound_id=inbound.pk).first()
     if message is None:  # stored before memory existed: fall back to the connectors' own view
         return conversation_context(inbound, limit)
