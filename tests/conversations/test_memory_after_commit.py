@@ -14,6 +14,7 @@ from conversations.models import Conversation, Message, MessageAnalysis, Pending
 from conversations.recording import record_pending
 from conversations.services import context_for_address, get_context
 from routing import identities
+from tests.concurrency import run_at_once
 from tests.conftest import SYSTEM
 from tests.connectors.broken import CountingBrain
 
@@ -192,6 +193,22 @@ def test_concurrent_consumers_take_disjoint_markers(make_connector, monkeypatch)
         thread.join(30)
     assert record_pending() == 2
     assert memory() == [("user", f"message {i}") for i in range(6)]
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+def test_two_consumers_at_once_store_every_message_once(make_connector, monkeypatch):
+    make_connector("mk_two")
+    monkeypatch.setattr(recording, "kick", lambda: None)
+    monkeypatch.setattr("connectors.task_queue.enqueue_brain", lambda inbound_id: None)
+    for i in range(20):
+        receive("mk_two", f"message {i}", f"two{i}", sender=f"p{i % 4}")
+
+    counts, errors = run_at_once(lambda i: record_pending(batch_size=3), 2)
+
+    assert errors == [] and sum(counts) == 20
+    assert Message.objects.count() == 20 and Conversation.objects.count() == 4
+    assert not PendingMessage.objects.exists()
 
 
 # --- readers consume first ---------------------------------------------------------------------------
