@@ -35,7 +35,7 @@ def _shape(messages):
 
 
 def _flush(connector_id, address, cross):
-    """Pending messages first, so the context is complete: the conversation's own (waiting for any
+    """Pending messages first, so the context is complete: the conversation's own (waiting for those
     another consumer holds), and across channels, where a person's other markers cannot be told
     apart before identity lookup, every pending one it can claim."""
     flush_conversation(connector_id, address)
