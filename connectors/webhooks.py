@@ -1,6 +1,7 @@
 """Inbound webhooks: one thin view for every platform.
 
-Order matters and is the same for all: find the connector → the platform verifies the request
+Order matters and is the same for all: find the connector (its secrets from a per-process cache
+keyed by their ciphertext, connectors.registry.secret_cache) → the platform verifies the request
 (secret or signature, constant time) → only then parse → store through services, committed →
 answer. A forged or stale request is refused with 403 before any database write. A payload we do
 not handle is acknowledged with 200 and dropped, so the platform stops retrying it; a body that
@@ -19,9 +20,10 @@ from django.views.decorators.csrf import csrf_exempt
 from brain_connectors.shared.errors import Conflict, NotFound
 from connectors.delivery.inbound import receive_message
 from connectors.delivery.receipts import apply_receipt
-from connectors.models import CONNECTOR_ID_PATTERN, Connector
+from connectors.models import CONNECTOR_ID_PATTERN
 from connectors.platforms.base import WebhookIgnored, WebhookMalformed, WebhookRejected
 from connectors.registry.kinds import UnknownKind, connector_for
+from connectors.registry.secret_cache import connector_for_webhook
 
 logger = logging.getLogger(__name__)
 
@@ -64,7 +66,7 @@ def _handle_webhook(request, family, connector_id, channel):
         # parameter with a DataError, which would otherwise surface as a 500.
         return _json(404, "not_found", "No such webhook.")
     try:
-        row = Connector.objects.filter(pk=connector_id).first()
+        row = connector_for_webhook(connector_id)  # its secrets decrypted once per change, not per request
     except (OperationalError, InterfaceError):
         return _json(503, "unavailable", "The database is unavailable; retry later.")
     if row is None or row.kind not in FAMILIES[family]:

@@ -47,6 +47,12 @@ def topics(text, count=TOPIC_COUNT):
     return found[:count]
 
 
+def analysis_for(message):
+    """An unsaved MessageAnalysis of one stored message (the batch that stores it saves it)."""
+    return MessageAnalysis(message=message, sentiment=sentiment(message.content),
+                           topics=json.dumps(topics(message.content)))
+
+
 def analyse_message(message_id):
     """Compute and store the analysis of one message; returns it, or None if the message is gone
     (erased or purged before the task ran)."""

@@ -9,6 +9,6 @@ class ConversationsConfig(AppConfig):
     def ready(self):
         # Here, not at the top: services import models, which exist only once the app registry is ready.
         from connectors.signals import message_recorded
-        from conversations.services import store_recorded_message
+        from conversations.recording import record_marker
 
-        message_recorded.connect(store_recorded_message, dispatch_uid="conversations.store_recorded_message")
+        message_recorded.connect(record_marker, dispatch_uid="conversations.record_marker")

@@ -56,6 +56,35 @@ class Message(models.Model):
         return f"{self.role} message {self.pk}"
 
 
+class PendingMessage(models.Model):
+    """A message not yet in memory: written by the `message_recorded` receiver in the caller's
+    transaction (cheap: one insert), turned into a Message in batches after commit
+    (conversations.recording). Content is the text memory keeps (a pairing code or link already
+    redacted), encrypted like the message it becomes."""
+
+    connector = models.ForeignKey("connectors.Connector", on_delete=models.CASCADE, related_name="+")
+    kind = models.CharField(max_length=32)
+    direction = models.CharField(max_length=8)
+    # The conversation's address (the platform's lenient form), so a flush can find one conversation's markers.
+    address = models.CharField(max_length=255)
+    at = models.DateTimeField()
+    principal = models.CharField(max_length=200, blank=True, default="")
+    inbound_id = models.BigIntegerField(null=True, blank=True)
+    delivery_id = models.UUIDField(null=True, blank=True)
+    platform_message_id = models.CharField(max_length=255, blank=True, default="")
+    metadata = models.JSONField(default=dict, blank=True)
+    content = EncryptedTextField()
+
+    class Meta:
+        indexes = [
+            models.Index(fields=["at", "id"], name="pending_message_order"),
+            models.Index(fields=["connector", "address"], name="pending_message_conversation"),
+        ]
+
+    def __str__(self):
+        return f"pending {self.direction} message {self.pk}"
+
+
 class SearchToken(models.Model):
     """The blind index: HMAC-SHA256(SEARCH_INDEX_KEY, token) for each distinct token of a message.
     The table reveals which messages share a token and how often tokens occur, never the text."""

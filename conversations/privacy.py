@@ -22,6 +22,7 @@ from connectors.permissions import Principal
 from conversations import access
 from conversations.analysis import topics_of
 from conversations.models import Conversation, Message, MessageAnalysis, RetentionPolicy, SearchToken
+from conversations.recording import record_pending
 
 PURGER = Principal.system_actor("purge_conversations", via="command")
 
@@ -213,6 +214,7 @@ def export_person(principal, person):
     (counts only). Allowed to the person, or staff with `conversations.view_conversation` who hold
     read_conversations on every connector of the person's memory."""
     person = find_person(person)
+    record_pending()  # what the person said a moment ago is theirs too (and counts for the access check)
     check_read_access(principal, person, "conversations.view_conversation", "conversations.export")
     conversations = []
     message_count = 0
@@ -263,6 +265,7 @@ def erase_person(principal, person):
     one transaction with an audit row of counts. Allowed to the person, or staff with
     `conversations.delete_conversation`. Returns the counts."""
     person = find_person(person)
+    record_pending()  # stored first, so it is erased now rather than remembered after the erasure
     check_access(principal, person, "conversations.delete_conversation", "conversations.erase")
     with transaction.atomic():
         conversations = person_conversations(person)

@@ -1,16 +1,10 @@
-"""Conversation memory services: storage, context for BRAIN, and search.
+"""Conversation memory services: context for BRAIN, and search.
 
-Storage. `store_recorded_message` receives `connectors.signals.message_recorded`, which
-receive_message and send_message send INSIDE their transaction: the Conversation, the Message
-(content encrypted) and its blind-index rows commit or roll back with the inbound message or the
-delivery. The message is already audited there (`message.received` / `message.queued`), so no
-second audit row is written for storing it. Roles: inbound is "user"; outbound is "assistant" when
-BRAIN sent it (principal "system:brain"), else "system" (an operator, the API, MCP or routing
-speaking to the person: not BRAIN's own words, but part of what the person has read).
-
-Addresses are kept in the platform's lenient form (`normalize_address(strict=False)`: WhatsApp's
-`whatsapp:+E164` as the bare number, as routing does), so one person's WhatsApp exchange is one
-conversation whichever form a platform uses.
+Storage is conversations.recording: a marker in the transaction that stores an inbound message or
+queues a delivery, turned into a message after commit. The message is already audited there
+(`message.received` / `message.queued`), so no second audit row is written for storing it.
+Readers here consume the pending markers first: BRAIN's context those of its conversation (it must
+include the message it answers), a search every pending one it can claim.
 """
 import logging
 
@@ -20,104 +14,17 @@ from django.db.models import Exists, OuterRef, Q
 
 from audit import services as audit
 from brain_connectors.shared.errors import NotFound, PermissionDenied, ServiceError
-from connectors import task_queue
 from connectors.models import PERM_VIEW, Connector
 from connectors.permissions import Principal, has_perm
-from connectors.platforms.base import BaseConnector
-from connectors.registry.kinds import UnknownKind, get_connector_class
 from connectors.services import conversation_context
 from conversations import access
 from conversations import search as index
-from conversations.models import Conversation, Message, Role, SearchToken
-from routing.models import ChannelIdentity
-from routing.pairing import memory_text
+from conversations.models import Conversation, Message, SearchToken
+from conversations.recording import conversation_address, flush_conversation, record_pending
 
 logger = logging.getLogger(__name__)
 
-ANALYSE_MESSAGE = "conversations.tasks.analyse_message"  # enqueued by name, through the one enqueue seam
-
-BRAIN_PRINCIPAL = "system:brain"
 MAX_SEARCH_LIMIT = 200
-
-
-def _conversation_address(kind, address):
-    """The address a conversation is kept under: the platform's lenient form (trimmed; WhatsApp's
-    `whatsapp:` prefix removed), never refused. The rules are the platform's
-    (`BaseConnector.normalize_address`), shared with routing's identities."""
-    try:
-        platform = get_connector_class(kind)
-    except UnknownKind:  # a row whose kind is no longer configured: trimmed only
-        platform = BaseConnector
-    return platform.normalize_address(address, strict=False)
-
-
-def _person_for(connector_id, address):
-    identity = ChannelIdentity.objects.filter(connector_id=connector_id, address=address).only("user_id").first()
-    return identity.user_id if identity else None
-
-
-def _memory_text(connector_id, direction, content):
-    """The text to keep: a pairing code sent to BRAIN is replaced by routing's placeholder, so it
-    never reaches memory, the index, BRAIN's context or anyone who reads conversations."""
-    return memory_text(connector_id, direction, content) or content
-
-
-def _enqueue_analysis(message_id):
-    try:
-        task_queue.enqueue(ANALYSE_MESSAGE, message_id)
-    except Exception:  # a broker outage must not fail the committed message
-        logger.exception("could not enqueue the analysis of message %s", message_id)
-
-
-def store_recorded_message(sender=None, *, connector_id, direction, address, content, at, principal,
-                           inbound_id=None, delivery_id=None, platform_message_id="", metadata=None, kind=None,
-                           **kwargs):
-    """Receiver of message_recorded: store one message in the caller's transaction."""
-    if kind is None:  # a sender that does not pass it: read it
-        kind = Connector.objects.filter(pk=connector_id).values_list("kind", flat=True).first()
-    address = _conversation_address(kind, address)
-    content = _memory_text(connector_id, direction, content)
-    person_id = _person_for(connector_id, address)
-    conversation, created = Conversation.objects.get_or_create(
-        connector_id=connector_id, address=address, defaults={"person_id": person_id, "last_message_at": at}
-    )
-    if not created:
-        changed = {}
-        if person_id is not None and conversation.person_id != person_id:
-            changed["person_id"] = person_id
-        if conversation.last_message_at is None or at > conversation.last_message_at:
-            changed["last_message_at"] = at
-        if changed:
-            Conversation.objects.filter(pk=conversation.pk).update(**changed)
-    if direction == "inbound":
-        role = Role.USER
-    else:
-        role = Role.ASSISTANT if principal == BRAIN_PRINCIPAL else Role.SYSTEM
-    message = Message.objects.create(
-        conversation=conversation,
-        role=role,
-        content=content,
-        created_at=at,
-        inbound_id=inbound_id,
-        delivery_id=delivery_id,
-        platform_message_id=platform_message_id or "",
-        metadata=metadata or {},
-    )
-    index_message(message, content)
-    transaction.on_commit(lambda: _enqueue_analysis(message.pk))
-    return message
-
-
-def index_message(message, content, key=None):
-    """Write the blind-index rows of one message (under `key`, default SEARCH_INDEX_KEY)."""
-    key = key or settings.SEARCH_INDEX_KEY
-    if not key:
-        logger.warning("SEARCH_INDEX_KEY is not set: message %s is stored but not indexed", message.pk)
-        return 0
-    kid = index.key_id(key)
-    rows = [SearchToken(message=message, digest=d, key_id=kid) for d in index.digests_for(content, key)]
-    SearchToken.objects.bulk_create(rows, ignore_conflicts=True)
-    return len(rows)
 
 
 # --- context ------------------------------------------------------------------------------
@@ -127,16 +34,32 @@ def _shape(messages):
     return [{"role": m.role, "content": m.content, "time": m.created_at.isoformat()} for m in messages]
 
 
-def get_context(person_or_conversation, connector=None, limit=10, *, before=None, cross_channel=None):
+def _flush(connector_id, address, cross):
+    """Pending messages first, so the context is complete: the conversation's own (waiting for those
+    another consumer holds), and across channels, where a person's other markers cannot be told
+    apart before identity lookup, every pending one it can claim."""
+    flush_conversation(connector_id, address)
+    if cross:
+        record_pending()
+
+
+def get_context(person_or_conversation, connector=None, limit=10, *, before=None, cross_channel=None, flush=True):
     """The recent messages, oldest first, as [{"role", "content", "time"}].
 
     With a Conversation: that conversation's messages. With a person (a user): their
     conversations on `connector`. With CONVERSATION_CONTEXT_CROSS_CHANNEL on and a known person,
     the person's messages on every connector (`cross_channel` overrides the setting). `before` (a
-    Message) keeps only earlier messages.
+    Message) keeps only earlier messages. Pending messages are stored first (`flush=False`: the
+    caller just did).
     """
     limit = max(0, int(limit))
     cross = getattr(settings, "CONVERSATION_CONTEXT_CROSS_CHANNEL", False) if cross_channel is None else cross_channel
+    if flush:
+        if isinstance(person_or_conversation, Conversation):
+            conversation = person_or_conversation
+            _flush(conversation.connector_id, conversation.address, cross and conversation.person_id is not None)
+        else:
+            record_pending()  # a person's messages: their markers are not known before identity lookup
     if isinstance(person_or_conversation, Conversation):
         conversation = person_or_conversation
         if cross and conversation.person_id is not None:
@@ -163,10 +86,13 @@ def get_context(person_or_conversation, connector=None, limit=10, *, before=None
 def context_for_inbound(inbound):
     """BRAIN_CONTEXT_PROVIDER: the conversation before `inbound`, oldest first."""
     limit = settings.BRAIN_CONTEXT_LIMIT
+    # The message BRAIN answers, and the ones before it, may still be markers: store them first.
+    _flush(inbound.connector_id, conversation_address(inbound.connector.kind, inbound.sender),
+           settings.CONVERSATION_CONTEXT_CROSS_CHANNEL)
     message = Message.objects.select_related("conversation").filter(inbound_id=inbound.pk).first()
     if message is None:  # stored before memory existed: fall back to the connectors' own view
         return conversation_context(inbound, limit)
-    return get_context(message.conversation, inbound.connector_id, limit, before=message)
+    return get_context(message.conversation, inbound.connector_id, limit, before=message, flush=False)
 
 
 def _context_denied(principal, connector_id, error):
@@ -186,7 +112,8 @@ def context_for_address(principal, connector_id, address, limit=10):
         connector = Connector.objects.get(pk=connector_id)
     except Connector.DoesNotExist:
         raise NotFound(f"Connector {connector_id!r} does not exist.")
-    address = _conversation_address(connector.kind, address)
+    address = conversation_address(connector.kind, address)
+    flush_conversation(connector.pk, address)  # its first message may still be pending
     conversation = Conversation.objects.filter(connector=connector, address=address).first()
     if not access.is_own(principal, connector.pk, address, conversation) and not access.may_read_connector(
         principal, connector
@@ -208,7 +135,7 @@ def context_for_address(principal, connector_id, address, limit=10):
         )
     if conversation is None:
         return []
-    return get_context(conversation, connector, limit, cross_channel=False)
+    return get_context(conversation, connector, limit, cross_channel=False, flush=False)
 
 
 # --- search -------------------------------------------------------------------------------
@@ -250,6 +177,10 @@ def search(principal: Principal, query, *, connector_id=None, person=None, limit
     limit = max(1, min(int(limit), MAX_SEARCH_LIMIT))
     try:
         tokens, phrases = index.parse_query(query)
+        # What was said a moment ago is found too (and one's own new conversation is in scope): store
+        # what is pending first. What another consumer is storing right now is skipped, not waited
+        # for; it is visible a moment later.
+        record_pending()
         scope = _scope(principal, connector_id, person)
         key = index._key()
         # During an index-key rebuild (rebuild_search_index), a message's rows are under either

@@ -7,7 +7,7 @@ from brain_connectors.settings.connectors import (
     SWEEP_INTERVAL_SECONDS,
 )
 from brain_connectors.settings.environment import env
-from brain_connectors.settings.people import ROUTING_ACK_CHECK_SECONDS
+from brain_connectors.settings.people import CONVERSATION_MEMORY_SWEEP_SECONDS, ROUTING_ACK_CHECK_SECONDS
 
 # --- Redis: channel layer and Celery broker --------------------------------------------------
 REDIS_URL = env.str("REDIS_URL", default="")
@@ -60,6 +60,7 @@ CELERY_BEAT_SCHEDULE = {
     "health-checks": {"task": "connectors.tasks.health_checks", "schedule": HEALTH_CHECK_INTERVAL_SECONDS},
     "routing-ack-deadlines": {"task": "routing.tasks.check_ack_deadlines", "schedule": ROUTING_ACK_CHECK_SECONDS},
     "purge-conversations": {"task": "conversations.tasks.purge_conversations", "schedule": 86400.0},
+    "record-pending-messages": {"task": "conversations.tasks.record_pending", "schedule": CONVERSATION_MEMORY_SWEEP_SECONDS},
     "sweep-event-deliveries": {"task": "connectors.tasks.sweep_event_deliveries", "schedule": SWEEP_INTERVAL_SECONDS},
     "audit-checkpoint": {"task": "audit.tasks.write_checkpoint", "schedule": AUDIT_CHECKPOINT_INTERVAL_SECONDS},
     # Expiring: behind a backlog, one round seals everything; the missed ones need not pile up.

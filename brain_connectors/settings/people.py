@@ -32,3 +32,9 @@ CONVERSATION_RETENTION_DAYS = env.int("CONVERSATION_RETENTION_DAYS", default=365
 # --- Conversation memory and search (conversations.services, conversations.search) ----------
 # On: BRAIN's context for a paired person spans all their channels (Telegram → WhatsApp).
 CONVERSATION_CONTEXT_CROSS_CHANNEL = env.bool("CONVERSATION_CONTEXT_CROSS_CHANNEL", default=False)
+# Memory is written after commit (conversations.recording): markers consumed this many at a time, one transaction each.
+CONVERSATION_MEMORY_BATCH_SIZE = env.int("CONVERSATION_MEMORY_BATCH_SIZE", default=100)
+# At most one consumer kick per web or worker process per this many seconds; markers committed meanwhile wait for the next.
+CONVERSATION_MEMORY_KICK_SECONDS = env.float("CONVERSATION_MEMORY_KICK_SECONDS", default=0.25)
+# Celery beat's safety net: consume whatever markers a lost kick left behind.
+CONVERSATION_MEMORY_SWEEP_SECONDS = env.float("CONVERSATION_MEMORY_SWEEP_SECONDS", default=5.0)

@@ -17,6 +17,7 @@ from connectors.permissions import Principal
 from connectors.platforms.base import IncomingMessage
 from conversations import search as index
 from conversations.models import Conversation, Message, SearchToken
+from conversations.recording import record_pending
 from conversations.services import get_context, search
 from routing.models import ChannelIdentity
 from tests.conftest import SYSTEM
@@ -50,6 +51,7 @@ def test_inbound_and_outbound_are_stored_with_roles(make_connector):
     receive("mem_a", "hello there", "m1")
     services.send_message(SYSTEM, "mem_a", "ada", "operator note")
     services.send_message(services.BRAIN, "mem_a", "ada", "brain answer")
+    record_pending()  # in this one-transaction test, on-commit kicks never run: the consumer's turn
     conversation = Conversation.objects.get(connector_id="mem_a", address="ada")
     assert [(m.role, m.content) for m in conversation.messages.order_by("created_at", "id")] == [
         ("user", "hello there"), ("system", "operator note"), ("assistant", "brain answer"),
@@ -61,11 +63,12 @@ def test_inbound_and_outbound_are_stored_with_roles(make_connector):
 @pytest.mark.django_db
 def test_storing_a_message_reads_no_connector_row(make_connector):
     """The signal carries the connector's kind, so memory does not read it again for every message
-    (webhook ingest pays for each query)."""
+    (webhook ingest pays for each query), neither when marking it nor when storing it."""
     make_connector("mem_q")
     with CaptureQueriesContext(connection) as queries:
         receive("mem_q", "hello there", "q1")
         services.send_message(SYSTEM, "mem_q", "ada", "operator note")
+        record_pending()
     kind_reads = [q["sql"] for q in queries.captured_queries
                   if q["sql"].startswith('SELECT "connectors_connector"."kind" AS "kind" FROM')]
     assert kind_reads == []
@@ -81,6 +84,7 @@ def test_whatsapp_prefix_is_normalised_and_person_is_set(twilio_connector, make_
     ChannelIdentity.objects.create(user=user, connector_id="mem_wa", address="+15550001", verified_at=timezone.now())
     receive("mem_wa", "hi", "w1", sender="whatsapp:+15550001")
     receive("mem_wa", "again", "w2", sender="+15550001")
+    record_pending()
     conversation = Conversation.objects.get()
     assert conversation.address == "+15550001" and conversation.person == user
     assert conversation.messages.count() == 2
@@ -91,6 +95,7 @@ def test_context_order_and_limit(make_connector):
     make_connector("mem_c")
     for i in range(5):
         receive("mem_c", f"message {i}", f"c{i}")
+    record_pending()
     conversation = Conversation.objects.get()
     context = get_context(conversation, "mem_c", limit=3)
     assert [c["content"] for c in context] == ["message 2", "message 3", "message 4"]
@@ -164,6 +169,7 @@ def test_any_word_finds_the_message_and_absent_words_find_nothing(make_connector
         make_connector("mem_prop")
     sender = f"p{Message.objects.count()}"
     msg = receive("mem_prop", " ".join(words), f"prop-{sender}", sender=sender)
+    record_pending()
     stored = Message.objects.get(inbound_id=msg.pk)
     for word in words:
         found = search(SYSTEM, word, connector_id="mem_prop", limit=200)

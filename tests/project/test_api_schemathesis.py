@@ -35,6 +35,7 @@ from connectors.events import sequencer, subscriptions
 from connectors.models import Delivery
 from connectors.permissions import Principal
 from conversations.models import Conversation, Message
+from conversations.recording import record_pending
 from routing.models import ChannelIdentity, ConnectorPreference
 from routing.notify import creation
 from routing.pairing import issue
@@ -115,6 +116,7 @@ def world(make_user, make_connector, token_for, grant, settings):
     issue.request_pairing_code(Principal.for_user(ada, via="test"), ada, "locmem_main")
     creation.notify_user(SYSTEM, root, "The build is green.", "standard")
     creation.notify_user(SYSTEM, ada, "Your parcel left the depot.", "urgent")
+    record_pending()  # memory as the consumer leaves it, after commit
     token_for(bob)
     token_for(root, name="spare")  # one the caller may revoke; revoking the caller's own ends the test's reach
     # Number the world's events, as the sequencer does after commit on PostgreSQL (a `db` test never commits).

@@ -43,6 +43,7 @@ from connectors.models import ApiToken, Connector, Delivery, Event, EventSubscri
 from connectors.permissions import Principal
 from connectors.tokens import create_token
 from conversations.models import Conversation, Message
+from conversations.recording import record_pending
 from routing.identities import add_identity
 from routing.models import ChannelIdentity, ConnectorPreference, Notification, PairingCode
 from routing.notify import creation
@@ -201,9 +202,11 @@ def build_world(level, state, make_user, grant, token_for):
         world.objects[username] = objects
         set_state(objects["connector"], state)
     world.token = token_for(world.users[ACTOR])
-    # Number the world's events, as the sequencer does after commit on PostgreSQL: the shared
-    # world is built in a transaction that never commits (and so never runs on-commit work).
+    # The shared world is built in a transaction that never commits (and so never runs on-commit
+    # work): number its events, as the sequencer does after commit on PostgreSQL, and store its
+    # memory, as the consumer does (no call under test stores the world's own messages).
     sequencer.sequence_pending()
+    record_pending()
     return world
 
 

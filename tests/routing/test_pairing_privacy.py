@@ -20,7 +20,7 @@ from connectors.permissions import Principal
 from connectors.platforms import locmem
 from connectors.platforms.base import IncomingMessage
 from connectors.platforms.locmem import LocmemConnector
-from conversations.models import Message
+from conversations.models import Message, PendingMessage
 from conversations.services import context_for_address, search
 from routing.models import ChannelIdentity, PairingCode
 from routing.pairing import codes, issue, redeem
@@ -69,6 +69,7 @@ def everything_stored_as_text():
         {
             "memory": [m.content for m in Message.objects.all()],
             "metadata": [m.metadata for m in Message.objects.all()],
+            "pending": [(p.content, p.metadata) for p in PendingMessage.objects.all()],
             "events": [e.data for e in Event.objects.all()],
             "audit": [(a.action, a.target_id, a.details) for a in AuditEvent.objects.all()],
             "pairing": [(p.address, p.digest) for p in PairingCode.objects.all()],

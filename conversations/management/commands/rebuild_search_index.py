@@ -4,8 +4,8 @@ Messages are processed in batches in id order. Each batch is one transaction: de
 content, compute the digests under the new key, insert the new `SearchToken` rows (key_id = the
 new key's id) and delete that batch's rows of any other key id. Progress is kept in `IndexState`
 (keyed by the new key's id, updated in the same transaction), so a stopped run resumes where it
-ended; `--restart` starts over. Messages stored meanwhile are indexed under the new key by the
-`message_recorded` receiver, so the rebuild can run while the service does.
+ended; `--restart` starts over. Messages stored meanwhile are indexed under the new key by memory's
+consumer (conversations.recording), so the rebuild can run while the service does.
 
 During a rebuild, messages not yet reached are only in the index under the old key: set
 SEARCH_INDEX_PREVIOUS_KEY to the old key until the rebuild completes if queries should hash
