@@ -35,7 +35,7 @@ from audit.models import GENESIS_HASH, AuditEvent, compute_hash
 
 logger = logging.getLogger("audit.sealer")
 
-# Any stable 64-bit number, other than the one of services.lock_log: it names the sealer's lock.
+# Any stable 64-bit number, other than the old chain lock's (…301, no longer taken): it names the sealer's lock.
 SEALER_LOCK_KEY = 7_310_424_117_302
 BATCH_SIZE = 500
 

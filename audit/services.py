@@ -19,15 +19,11 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 from django.core.serializers.json import DjangoJSONEncoder
-from django.db import connection, transaction
+from django.db import transaction
 from django.utils import timezone
 
 from audit import keys, sealer
 from audit.models import GENESIS_HASH, AuditEvent
-
-# Any stable 64-bit number; it names the lock that the event log (connectors.events) takes. The
-# audit chain no longer does: see lock_log.
-_CHAIN_LOCK_KEY = 7_310_424_117_301
 
 # Keys never stored in details, whatever a caller passes: the audit log holds no secrets
 # and no message content.
@@ -57,30 +53,6 @@ def _clean_details(details):
         raise ValueError(f"Audit details must not contain {sorted(leaked)}")
     # Round-trip through JSON so the stored value and the hashed value are identical.
     return json.loads(json.dumps(details, cls=DjangoJSONEncoder))
-
-
-def _log_lock_released():
-    """Marks, in the transaction's on-commit list, that it holds the log lock (see lock_log)."""
-
-
-def lock_log():
-    """Take the log lock until the current transaction ends.
-
-    record() no longer takes it (the sealer chains rows after commit); the event log
-    (connectors.events) still does, until it gets its seq without a global lock.
-
-    Taken once per transaction: a marker callback sits in the transaction's on-commit list
-    until it commits, and Django drops it on rollback (also of the savepoint that took the
-    lock, which releases the lock). One round trip fewer for each further audit row or event.
-    """
-    if connection.vendor != "postgresql":
-        return  # SQLite: the IMMEDIATE transaction already holds the database's write lock
-    if connection.in_atomic_block and any(entry[1] is _log_lock_released for entry in connection.run_on_commit):
-        return
-    with connection.cursor() as cursor:
-        cursor.execute("SELECT pg_advisory_xact_lock(%s)", [_CHAIN_LOCK_KEY])
-    if connection.in_atomic_block:
-        transaction.on_commit(_log_lock_released)
 
 
 def record(action, *, principal, result=SUCCESS, target_type="", target_id="", details=None):

@@ -25,7 +25,8 @@ postgres_only = pytest.mark.skipif(
     reason="PostgreSQL only: SQLite seals in the writer's own transaction (nothing waits unsealed between "
     "connections) and has no advisory locks",
 )
-# audit.services' log lock, which record() took before the sealer (the event log still takes it).
+# The chain's old global lock, which record() and the event log took until commit before the sealer
+# and the sequencer (no code takes it now; a test shows nothing waits on it).
 OLD_CHAIN_LOCK_KEY = 7_310_424_117_301
 
 
