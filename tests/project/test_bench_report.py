@@ -74,6 +74,34 @@ def test_send_throughput_figures_carry_the_pipeline_rate_for_the_peer_comparison
         report.extract_send_throughput(lines[:2])  # no ratio line: nothing to report
 
 
+def test_the_issue_16_goals_cpu_per_message_apprise_and_offered_load():
+    """The ratio goal depends on the fake's latency (≥ 0.8 at once, ≥ 3 at 30 ms), CPU-ms per message
+    is a figure with its goal, the pipeline is compared with Apprise from the same run, and the
+    offered-load run gives its p99."""
+    lines = [
+        {"bench": "send_throughput", "path": "pipeline", "fake_latency_ms": 30, "messages": 200, "msg_per_s": 90.0,
+         "enqueue_to_sent_p50_ms": 70, "enqueue_to_sent_p99_ms": 150, "cpu_ms_per_msg": 12.5,
+         "cpu_ms_enqueuers": 900.0, "cpu_ms_senders": 400.0},
+        {"bench": "send_throughput", "path": "plain_ptb_loop", "fake_latency_ms": 30, "messages": 200,
+         "msg_per_s": 30.0},
+        {"bench": "send_throughput", "fake_latency_ms": 30, "ratio_vs_plain": 3.0},
+    ]
+    ratio, cpu = report.extract_send_throughput(lines)
+    assert (ratio["goal_value"], ratio["met"]) == (3, True)
+    assert (cpu["value"], cpu["goal_value"], cpu["met"]) == (12.5, 10, False)
+    assert "enqueuers 900.0" in cpu["detail"]
+    peers = report.extract_peers([
+        {"bench": "peers", "peer": "apprise", "fake_latency_ms": 30, "msg_per_s": 120.0, "messages": 200,
+         "received": 200},
+    ])
+    results = [{"name": "send_throughput", "figures": [ratio, cpu]}, {"name": "peers", "figures": peers}]
+    [apprise] = report.apprise_figures(results)
+    assert (apprise["value"], apprise["met"]) == (0.75, False)
+    assert report.apprise_figures(results[:1]) == []  # no peers run: no comparison
+    [latency] = report.extract_send_latency([lines[0]])
+    assert (latency["value"], latency["goal_value"], latency["met"]) == (150, 200, True)
+
+
 def test_a_failing_benchmark_is_reported_with_its_stderr_and_partial_figures(tmp_path):
     script = tmp_path / "breaks.py"
     script.write_text(
