@@ -11,7 +11,11 @@ Outbound: POST /api/v1/connectors/<id>/send/ with an Idempotency-Key. A client r
 failed (refused connection, timeout, 5xx, 429) with the same update_id or the same key, as a
 platform or a REST client does, so a retry is never a new message.
 
-Meanwhile: kill -9 of daphne and of a worker every --kill-every seconds (restarted at once);
+Engines (`--engine`): "sender" (default) sends outbound messages and replies with `--senders`
+`manage.py runsender` processes (batches, SKIP LOCKED, woken by NOTIFY and a 1 s poll); "tasks"
+with a Celery task per delivery, as before issue 16. Celery workers run in both (BRAIN, receipts).
+
+Meanwhile: kill -9 of daphne, of a worker and of a sender every --kill-every seconds (restarted at once);
 Redis flushed and restarted, PostgreSQL stopped with `pg_ctl stop -m immediate` and started
 again, and the fake Telegram failing (500s, 429 flood control, connection refused) for a while,
 each on its own period. Then the system settles (chaos off, the sweeper running under beat)
@@ -158,7 +162,7 @@ class Redis:
 
 
 class Service:
-    """One process of the deployment (daphne, a worker, beat), restarted whenever it exits.
+    """One process of the deployment (daphne, a worker, a sender, beat), restarted whenever it exits.
 
     `ready` is checked by `ready_check(service)`; `uptime()` counts from the moment it was seen ready,
     so kills are spaced by time actually serving (a restart takes seconds of CPU on a small machine)."""
@@ -337,8 +341,8 @@ class Clients:
 
 
 class Chaos:
-    def __init__(self, args, webs, workers, beat, postgres, redis_server, telegram):
-        self.args, self.webs, self.workers, self.beat = args, webs, workers, beat
+    def __init__(self, args, webs, workers, senders, beat, postgres, redis_server, telegram):
+        self.args, self.webs, self.workers, self.senders, self.beat = args, webs, workers, senders, beat
         self.postgres, self.redis, self.telegram = postgres, redis_server, telegram
         self.stop_event = threading.Event()
         self.provider_windows = Counter()
@@ -355,10 +359,10 @@ class Chaos:
                "provider": self.args.provider_every}
         while not self.stop_event.wait(0.25):
             elapsed = time.monotonic() - start
-            for service in (*self.webs, *self.workers, self.beat):
+            for service in (*self.webs, *self.workers, *self.senders, self.beat):
                 service.supervise()
-            # kill -9 each web and worker process once it has served for about kill_every seconds
-            for service in (*self.webs, *self.workers):
+            # kill -9 each web, worker and sender process once it has served for about kill_every seconds
+            for service in (*self.webs, *self.workers, *self.senders):
                 uptime = service.uptime()
                 if uptime is not None and uptime >= self.args.kill_every * service.jitter:
                     service.kill9()
@@ -493,7 +497,11 @@ def main():  # noqa: PLR0915 (one linear script: set up, run, settle, reconcile)
     parser.add_argument("--web", type=int, default=2, help="daphne processes (the clients fail over)")
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--worker-threads", type=int, default=4)
-    parser.add_argument("--kill-every", type=float, default=5.0, help="kill -9 daphne and a worker")
+    parser.add_argument("--engine", choices=("sender", "tasks"), default="sender",
+                        help="delivery engine: batch senders (default) or a Celery task per delivery")
+    parser.add_argument("--senders", type=int, default=2, help="runsender processes (sender engine)")
+    parser.add_argument("--sender-batch", type=int, default=200, help="deliveries a sender claims at a time")
+    parser.add_argument("--kill-every", type=float, default=5.0, help="kill -9 daphne, a worker and a sender")
     parser.add_argument("--redis-every", type=float, default=20.0)
     parser.add_argument("--pg-every", type=float, default=30.0)
     parser.add_argument("--pg-down-seconds", type=float, default=2.0)
@@ -506,11 +514,14 @@ def main():  # noqa: PLR0915 (one linear script: set up, run, settle, reconcile)
     parser.add_argument("--check", action="store_true", help="exit 1 on loss, inbound duplicates or a broken bound")
     parser.add_argument("--keep", action="store_true", help="keep the work directory (logs, cluster) for a look")
     args = parser.parse_args()
+    if args.engine == "tasks":
+        args.senders = 0
     args.tag = os.urandom(3).hex()
     if args.settle_timeout is None:  # the backlog left by the chaos grows with the messages pushed
         args.settle_timeout = 300 + 0.15 * args.messages
     args.first_update_id = 700_000_000
 
+    wall_started = time.monotonic()
     workdir = Path(tempfile.mkdtemp(prefix="brain-chaos-"))
     workdir.chmod(0o755)  # the postgres user must reach its data directory inside
     log(f"work directory {workdir}")
@@ -544,6 +555,8 @@ def main():  # noqa: PLR0915 (one linear script: set up, run, settle, reconcile)
             # wait in a backlogged queue, the sweeper would keep enqueuing copies of it.
             DELIVERY_SENDING_TIMEOUT="20", BRAIN_CLAIM_TIMEOUT="20",
             SWEEP_INTERVAL_SECONDS="5", DELIVERY_SWEEP_GRACE="10",
+            # Every process (daphne NOTIFYs the senders at commit, beat's sweeper wakes them for re-driven rows).
+            DELIVERY_ENGINE=args.engine,
         )
         setup_django()
         secret, api_token = configure(env, telegram)
@@ -562,16 +575,23 @@ def main():  # noqa: PLR0915 (one linear script: set up, run, settle, reconcile)
                     lambda service: b" ready." in service.log_since_start())
             for i in range(args.workers)
         ]
+        senders = [
+            Service(f"sender{i}", [sys.executable, str(ROOT / "manage.py"), "runsender", "--batch",
+                                   str(args.sender_batch)], env, workdir,
+                    lambda service: b"runsender: sending" in service.log_since_start())
+            for i in range(args.senders)
+        ]
         beat = Service("beat", [sys.executable, "-m", "celery", "-A", "brain_connectors", "beat", "-l", "WARNING",
                                 "-s", str(workdir / "beat-schedule")], env, workdir, lambda _: True)
-        for service in (*webs, *workers, beat):
+        for service in (*webs, *workers, *senders, beat):
             started.append(service.start())
         wait_for(lambda: all(web.uptime() is not None for web in webs), 90, "daphne")
-        log(f"up: daphne on {web_ports}, {args.workers} workers, beat; postgres on {postgres.port}, "
+        log(f"up: daphne on {web_ports}, {args.workers} workers, {args.senders} senders ({args.engine} engine), "
+            f"beat; postgres on {postgres.port}, "
             f"redis on {redis_server.port}; pushing {args.messages} messages at {args.rate}/s")
 
         clients = Clients(args, base_urls, secret, api_token, [7_100_000_000 + i for i in range(args.chats)])
-        chaos = Chaos(args, webs, workers, beat, postgres, redis_server, telegram)
+        chaos = Chaos(args, webs, workers, senders, beat, postgres, redis_server, telegram)
         run_started = time.monotonic()
         chaos_thread = chaos.run()
         threads = clients.run()
@@ -579,7 +599,7 @@ def main():  # noqa: PLR0915 (one linear script: set up, run, settle, reconcile)
             time.sleep(5)
             log(f"pushed: {len(clients.inbound_accepted)} inbound and {len(clients.outbound_accepted)} outbound "
                 f"accepted, {clients.retries} retries; kills: web {sum(w.kills for w in webs)}, workers "
-                f"{sum(w.kills for w in workers)}; redis {redis_server.restarts}, postgres {postgres.stops}; "
+                f"{sum(w.kills for w in workers)}, senders {sum(s.kills for s in senders)}; redis {redis_server.restarts}, postgres {postgres.stops}; "
                 f"platform got {len(telegram.sent)}")
         push_seconds = round(time.monotonic() - run_started, 1)
         chaos.stop()
@@ -588,7 +608,7 @@ def main():  # noqa: PLR0915 (one linear script: set up, run, settle, reconcile)
         telegram.clear_failures()
         telegram.up()
         log(f"all pushed in {push_seconds}s; chaos off, settling")
-        settle_seconds = settle(args, telegram, [*webs, *workers, beat])
+        settle_seconds = settle(args, telegram, [*webs, *workers, *senders, beat])
 
         inbound_rows, deliveries, redriven = database_state()
         figures = reconcile(
@@ -599,6 +619,7 @@ def main():  # noqa: PLR0915 (one linear script: set up, run, settle, reconcile)
             redriven=redriven,
         )
         worker_kills = sum(w.kills for w in workers)
+        sender_kills = sum(s.kills for s in senders)
         first_sent_at, sends = {}, Counter()
         for call in telegram.calls_to("sendMessage"):
             if call.status == 200:
@@ -608,18 +629,24 @@ def main():  # noqa: PLR0915 (one linear script: set up, run, settle, reconcile)
         causes = attribute_duplicates(
             {text: at for text, at in first_sent_at.items() if sends[text] > 1}, postgres.outages,
             [at for w in workers for at in w.kill_times],
+            sender_kills=[at for s in senders for at in s.kill_times] if senders else None,
         )
         ok, reasons, bound = verdict(
             figures, worker_kills=worker_kills, pg_stops=postgres.stops,
             worker_slots={"per_worker": args.worker_threads, "total": args.worker_threads * args.workers},
+            sender_kills=sender_kills,
+            sender_slots={"per_sender": args.sender_batch, "total": args.sender_batch * args.senders},
         )
-        emit(bench="chaos", part="run", messages=args.messages, rate=args.rate, push_seconds=push_seconds,
+        emit(bench="chaos", part="run", engine=args.engine, senders=args.senders, messages=args.messages,
+             rate=args.rate, wall_seconds=round(time.monotonic() - wall_started, 1), push_seconds=push_seconds,
              settle_seconds=settle_seconds, settled=settle_seconds is not None, client_retries=clients.retries,
              refused=len(clients.refused), refused_examples=clients.refused[:3])
         emit(bench="chaos", part="chaos", web_kills=sum(w.kills for w in webs), worker_kills=worker_kills,
+             sender_kills=sender_kills,
              redis_flush_restarts=redis_server.restarts, postgres_immediate_stops=postgres.stops,
              provider_failure_windows=dict(chaos.provider_windows),
-             unexpected_exits={s.name: s.unexpected_exits for s in (*webs, *workers, beat) if s.unexpected_exits},
+             unexpected_exits={s.name: s.unexpected_exits for s in (*webs, *workers, *senders, beat)
+                               if s.unexpected_exits},
              redriven_deliveries=len(redriven))
         emit(bench="chaos", part="inbound", **figures["inbound"])
         emit(bench="chaos", part="outbound", **figures["outbound"])

@@ -135,18 +135,23 @@ def _deliveries(pairs, received, redriven):
     return dict(sorted(figures.items()))
 
 
-def verdict(figures, *, worker_kills, pg_stops, worker_slots):
+def verdict(figures, *, worker_kills, pg_stops, worker_slots, sender_kills=0, sender_slots=None):
     """(ok, reasons): no loss, no inbound duplicate, outbound duplicates within their bound.
 
     The bound: a duplicate needs a send the platform accepted whose commit never happened. Each
     worker kill can catch at most one such send per thread of that worker, and a database stop at
-    most one per thread of every worker; and every duplicate must be a re-driven delivery."""
+    most one per thread of every worker; and every duplicate must be a re-driven delivery.
+    A batch sender (`manage.py runsender`) records a batch only once all of it has been sent, so a
+    sender kill can catch up to one batch (sender_slots["per_sender"]); a database stop longer
+    than its record retries could catch every sender's batch (sender_slots["total"])."""
     reasons = []
     if figures["lost"]:
         reasons.append(f"{figures['lost']} messages lost")
     if figures["inbound_duplicates"]:
         reasons.append(f"{figures['inbound_duplicates']} inbound duplicates")
-    bound = worker_kills * worker_slots["per_worker"] + pg_stops * worker_slots["total"]
+    sender_slots = sender_slots or {"per_sender": 0, "total": 0}
+    bound = (worker_kills * worker_slots["per_worker"] + sender_kills * sender_slots["per_sender"]
+             + pg_stops * (worker_slots["total"] + sender_slots["total"]))
     duplicates = figures["outbound_duplicates"]
     if duplicates > bound:
         reasons.append(f"{duplicates} outbound duplicates exceed the bound {bound}")
@@ -158,19 +163,25 @@ def verdict(figures, *, worker_kills, pg_stops, worker_slots):
     return not reasons, reasons, bound
 
 
-def attribute_duplicates(first_sent_at, outages, kills, window=3.0):
-    """Which disruption each outbound duplicate follows: {"worker_kill", "database_stop", "other"}.
+def attribute_duplicates(first_sent_at, outages, kills, window=3.0, sender_kills=None):
+    """Which disruption each outbound duplicate follows: {"worker_kill", "database_stop", "other"},
+    and "sender_kill" when sender_kills is given.
 
     first_sent_at: {text: wall time the platform first accepted it} for the duplicated texts;
-    outages: [(stopped at, started again at)] of the database; kills: wall times of worker kills.
-    The commit after a send follows it within `window` seconds; a duplicate is the database's if
-    the database was down then, a worker kill's if one came then (the database wins a tie)."""
+    outages: [(stopped at, started again at)] of the database; kills: wall times of worker kills;
+    sender_kills: wall times of batch sender kills. The commit after a send follows it within
+    `window` seconds; a duplicate is the database's if the database was down then, a worker's or
+    a sender's kill's if one came then (the database wins a tie, then a worker)."""
     causes = Counter(worker_kill=0, database_stop=0, other=0)
+    if sender_kills is not None:
+        causes["sender_kill"] = 0
     for sent_at in first_sent_at.values():
         if any(stopped - window <= sent_at <= started for stopped, started in outages):
             causes["database_stop"] += 1
         elif any(sent_at <= killed <= sent_at + window for killed in kills):
             causes["worker_kill"] += 1
+        elif any(sent_at <= killed <= sent_at + window for killed in sender_kills or ()):
+            causes["sender_kill"] += 1
         else:
             causes["other"] += 1
     return dict(causes)
