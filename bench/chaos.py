@@ -15,7 +15,8 @@ Engines (`--engine`): "sender" (default) sends outbound messages and replies wit
 `manage.py runsender` processes (batches, SKIP LOCKED, woken by NOTIFY and a 1 s poll); "tasks"
 with a Celery task per delivery, as before issue 16. Celery workers run in both (BRAIN, receipts).
 
-Meanwhile: kill -9 of daphne, of a worker and of a sender every --kill-every seconds (restarted at once);
+Meanwhile: kill -9 of daphne, of a worker and of a sender every --kill-every seconds (each web and
+worker process that often, the senders in turn; restarted at once);
 Redis flushed and restarted, PostgreSQL stopped with `pg_ctl stop -m immediate` and started
 again, and the fake Telegram failing (500s, 429 flood control, connection refused) for a while,
 each on its own period. Then the system settles (chaos off, the sweeper running under beat)
@@ -361,10 +362,13 @@ class Chaos:
             elapsed = time.monotonic() - start
             for service in (*self.webs, *self.workers, *self.senders, self.beat):
                 service.supervise()
-            # kill -9 each web, worker and sender process once it has served for about kill_every seconds
-            for service in (*self.webs, *self.workers, *self.senders):
+            # kill -9 each web and worker process once it has served for about kill_every seconds, and a
+            # sender per round: each sender after about kill_every × senders (a killed sender leaves its whole
+            # batch to the sweeper, and every restart costs a Django start-up on a small machine)
+            for service, period in [*((s, self.args.kill_every) for s in (*self.webs, *self.workers)),
+                                    *((s, self.args.kill_every * len(self.senders)) for s in self.senders)]:
                 uptime = service.uptime()
-                if uptime is not None and uptime >= self.args.kill_every * service.jitter:
+                if uptime is not None and uptime >= period * service.jitter:
                     service.kill9()
             if elapsed >= due["redis"]:
                 due["redis"] += self.args.redis_every
