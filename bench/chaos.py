@@ -244,8 +244,9 @@ class Service:
 class Clients:
     """Threads that push the messages at a steady pace, retrying with the same identity."""
 
-    def __init__(self, args, base_urls, secret, api_token, chats):
-        self.args, self.base_urls, self.secret, self.api_token, self.chats = args, base_urls, secret, api_token, chats
+    def __init__(self, args, base_urls, telegram, api_token, chats):
+        self.args, self.base_urls, self.telegram, self.api_token, self.chats = args, base_urls, telegram, api_token, chats
+        self.last_secret = telegram.webhook.get("secret_token", "")
         self.tag = args.tag
         self.inbound_accepted = {}  # update_id (str) → text
         self.outbound_accepted = {}  # idempotency key → (delivery id, text)
@@ -291,7 +292,11 @@ class Clients:
         update["message"]["text"] = text
         body = json.dumps(update).encode()
         path = f"/webhooks/telegram/{CONNECTOR}/"
-        headers = {"Content-Type": "application/json", "X-Telegram-Bot-Api-Secret-Token": self.secret}
+        # The secret of the latest setWebhook, as Telegram sends: a connector restarted (by the health check, after
+        # a stale heartbeat) registers a new one.
+        # While none is set (between deleteWebhook and setWebhook), the last one: Telegram would hold the update.
+        secret = self.last_secret = self.telegram.webhook.get("secret_token") or self.last_secret
+        headers = {"Content-Type": "application/json", "X-Telegram-Bot-Api-Secret-Token": secret}
         answer = self._post(client, path, body, headers)
         if answer is not None:
             with self.lock:
@@ -563,7 +568,7 @@ def main():  # noqa: PLR0915 (one linear script: set up, run, settle, reconcile)
             DELIVERY_ENGINE=args.engine,
         )
         setup_django()
-        secret, api_token = configure(env, telegram)
+        _, api_token = configure(env, telegram)
         web_ports = [free_port() for _ in range(args.web)]
         base_urls = [f"http://127.0.0.1:{port}" for port in web_ports]
         webs = [
@@ -594,7 +599,7 @@ def main():  # noqa: PLR0915 (one linear script: set up, run, settle, reconcile)
             f"beat; postgres on {postgres.port}, "
             f"redis on {redis_server.port}; pushing {args.messages} messages at {args.rate}/s")
 
-        clients = Clients(args, base_urls, secret, api_token, [7_100_000_000 + i for i in range(args.chats)])
+        clients = Clients(args, base_urls, telegram, api_token, [7_100_000_000 + i for i in range(args.chats)])
         chaos = Chaos(args, webs, workers, senders, beat, postgres, redis_server, telegram)
         run_started = time.monotonic()
         chaos_thread = chaos.run()
