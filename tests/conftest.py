@@ -49,6 +49,10 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(pytest.mark.skip(reason="needs PostgreSQL: set DATABASE_URL=postgres://…"))
         if "redis" in item.keywords and not redis_ok:
             item.add_marker(pytest.mark.skip(reason=f"needs Redis: {redis_reason}"))
+        if "vendor_neutral" in item.keywords and on_postgres:
+            # CI runs the suite twice (embedded defaults, then PostgreSQL): a slow subprocess test of start-up
+            # checks or of the test tooling itself would prove the same thing twice.
+            item.add_marker(pytest.mark.skip(reason="vendor-neutral: proven by the run on the embedded defaults"))
 
 
 # --- the audit triggers vs. test flushes -----------------------------------------------------

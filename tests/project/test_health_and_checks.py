@@ -51,6 +51,7 @@ def test_readyz_reports_a_down_channel_layer(client, settings):
     assert r.status_code == 503 and "channel_layer" in r.json()["down"]
 
 
+@pytest.mark.vendor_neutral
 @pytest.mark.parametrize(
     "overrides, variable",
     [({"SECRET_KEY": ""}, "SECRET_KEY"), ({"FERNET_KEYS": ""}, "FERNET_KEYS")],
@@ -92,6 +93,7 @@ def test_unknown_connector_class_is_a_check_error(settings):
         call_command("check")
 
 
+@pytest.mark.vendor_neutral
 def test_a_missing_search_index_key_is_a_deployment_warning_only(manage):
     env = {"DEBUG": "false", "SEARCH_INDEX_KEY": ""}
     deploy = manage("check", "--deploy", "--fail-level", "WARNING", env=env)
@@ -101,6 +103,7 @@ def test_a_missing_search_index_key_is_a_deployment_warning_only(manage):
     assert everyday.stdout.strip() == "No changes detected" and "W001" not in everyday.stderr
 
 
+@pytest.mark.vendor_neutral
 def test_makemigrations_needs_no_secrets(manage):
     """Schema work reads models only: a bare checkout without secrets can check its migrations,
     while `check` (and serving) still refuses to run without them."""

@@ -141,6 +141,7 @@ def test_credential_leaks(connector):
 
 
 @pytest.mark.slow
+@pytest.mark.vendor_neutral
 def test_a_leak_fails_an_otherwise_green_run(tmp_path):
     """Four passing tests, two of which log a watched value: the run exits 1 and the report names
     exactly those two lines, without the values."""
