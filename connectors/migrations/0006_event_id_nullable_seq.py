@@ -63,7 +63,7 @@ SQLITE_FORWARD = [
     'ALTER TABLE "connectors_event" RENAME COLUMN "seq" TO "id"',
     'CREATE TABLE "connectors_event__new" ("id" integer NOT NULL PRIMARY KEY AUTOINCREMENT, '
     f'"seq" bigint NULL UNIQUE, {_SQLITE_EVENT_COLUMNS})',
-    f'INSERT INTO "connectors_event__new" ("id", "seq", {COLUMNS}) SELECT "id", "id", {COLUMNS} FROM "connectors_event"',
+    f'INSERT INTO "connectors_event__new" ("id", "seq", {COLUMNS}) SELECT "id", "id", {COLUMNS} FROM "connectors_event"',  # nosec B608: table and column names are constants of this migration, no input
     'DROP TABLE "connectors_event"',
     'ALTER TABLE "connectors_event__new" RENAME TO "connectors_event"',
     *INDEXES,
@@ -74,7 +74,7 @@ SQLITE_BACKWARD = [
     'UPDATE "connectors_eventdelivery" SET "event_id" = '
     '(SELECT "seq" FROM "connectors_event" e WHERE e."id" = "connectors_eventdelivery"."event_id")',
     'CREATE TABLE "connectors_event__old" ("seq" bigint NOT NULL PRIMARY KEY, ' f"{_SQLITE_EVENT_COLUMNS})",
-    f'INSERT INTO "connectors_event__old" ("seq", {COLUMNS}) SELECT "seq", {COLUMNS} FROM "connectors_event"',
+    f'INSERT INTO "connectors_event__old" ("seq", {COLUMNS}) SELECT "seq", {COLUMNS} FROM "connectors_event"',  # nosec B608: table and column names are constants of this migration, no input
     'DROP TABLE "connectors_event"',
     'ALTER TABLE "connectors_event__old" RENAME TO "connectors_event"',
     # connectors_eventdelivery still names ("id"): renaming the column back rewrites it to ("seq").
