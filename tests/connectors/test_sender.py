@@ -68,7 +68,7 @@ def statuses(*ids):
 
 def audit_actions(delivery_id):
     return list(
-        AuditEvent.objects.filter(details__delivery_id=str(delivery_id)).order_by("seq").values_list("action", flat=True)
+        AuditEvent.objects.filter(details__delivery_id=str(delivery_id)).order_by("id").values_list("action", flat=True)
     )
 
 
@@ -220,8 +220,11 @@ def test_a_reply_is_threaded_under_the_message_it_answers(telegram, fake):
 
 def test_order_per_recipient_holds_across_batches_and_a_retry(telegram, fake):
     telegram()
-    fake.fail("server_error", method="sendMessage", times=1)  # ann's first message, the batch's first send
-    ann = [queue("tg_sender", ANN, f"ann {i}") for i in range(4)]
+    fake.fail("flood", method="sendMessage", times=1)  # 429, retry after 7 s: not due again within the drain
+    ann = [queue("tg_sender", ANN, "ann 0")]
+    drain(batch=3)  # ann's first message alone, so the failure is surely hers (a batch sends concurrently)
+    assert statuses(*ann) == ["queued"]
+    ann += [queue("tg_sender", ANN, f"ann {i}") for i in range(1, 4)]
     bob = [queue("tg_sender", BOB, f"bob {i}") for i in range(4)]
     drain(batch=3)
     # bob went on; ann's later messages wait behind her first, which waits for its retry.
