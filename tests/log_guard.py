@@ -261,6 +261,9 @@ def _route_vocabulary():
             yield from codes(sub)
 
     words.update(code.lower() for code in codes(ServiceError))
+    # And the field-level codes of validation details ({"label": "required"}), ours and DRF's, which the
+    # same lines carry ("missing 1 required positional argument").
+    words.update({"required", "invalid", "unknown", "blank", "null", "does_not_exist", "max_length"})
     return frozenset(words)
 
 
