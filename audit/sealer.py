@@ -92,19 +92,7 @@ def chain(rows, after, algorithm, key):
     for row in rows:
         seq += 1
         row.seq, row.prev_hash, row.algorithm = seq, prev_hash, algorithm
-        row.hash = compute_hash(
-            prev_hash=prev_hash,
-            seq=seq,
-            time=row.time,
-            action=row.action,
-            principal=row.principal,
-            target_type=row.target_type,
-            target_id=row.target_id,
-            details=row.details,
-            result=row.result,
-            algorithm=algorithm,
-            key=key,
-        )
+        row.hash = row.compute_hash(key)
         prev_hash = row.hash
     return rows
 

@@ -1,7 +1,8 @@
-"""Run one function in several threads released at the same moment, for race tests."""
+"""Helpers for race tests: run a function in threads released together, wait for a condition, count lock waiters."""
 import threading
+import time
 
-from django.db import connections
+from django.db import connection, connections
 
 
 def run_at_once(fn, count, timeout=60):
@@ -29,3 +30,22 @@ def run_at_once(fn, count, timeout=60):
         thread.join(timeout=timeout)
     assert not any(thread.is_alive() for thread in threads), "a thread hung"
     return results, errors
+
+
+def wait_until(predicate, timeout, message):
+    """predicate()'s first truthy value within `timeout` seconds; else the test fails naming `message`."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.02)
+    raise AssertionError(f"timed out after {timeout}s waiting for: {message}")
+
+
+def backends_waiting_for_a_lock():
+    """Other backends of this database waiting for a lock (PostgreSQL)."""
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT count(*) FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid "
+                       "WHERE NOT l.granted AND a.datname = current_database() AND l.pid <> pg_backend_pid()")
+        return cursor.fetchone()[0]

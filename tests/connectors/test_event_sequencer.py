@@ -15,27 +15,9 @@ from connectors.events import sequencer, subscription_fanout
 from connectors.events import subscriptions as subscription_service
 from connectors.models import Event, EventDelivery, EventSubscription
 from connectors.permissions import Principal
+from tests.concurrency import backends_waiting_for_a_lock, wait_until
 
 ON_POSTGRES_ONLY = "PostgreSQL only: SQLite numbers events inline under its database write lock"
-
-
-def wait_until(predicate, timeout, message):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.02)
-    raise AssertionError(f"timed out after {timeout}s waiting for: {message}")
-
-
-def _backends_waiting_for_a_lock():
-    with connection.cursor() as cursor:
-        cursor.execute(
-            "SELECT count(*) FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid "
-            "WHERE NOT l.granted AND a.datname = current_database() AND l.pid <> pg_backend_pid()"
-        )
-        return cursor.fetchone()[0]
 
 
 def _advisory_locks_of(pid):
@@ -268,7 +250,7 @@ def test_deleting_a_subscription_waits_for_a_publisher_queueing_for_it_and_takes
         assert EventDelivery.objects.filter(subscription=subscription).count() == 0  # not committed yet
         deleter = threading.Thread(target=delete)
         deleter.start()
-        wait_until(_backends_waiting_for_a_lock, 15, "the delete to wait for the publisher")
+        wait_until(backends_waiting_for_a_lock, 15, "the delete to wait for the publisher")
         assert not deleted.is_set()
     # The publisher committed (its delivery row's foreign key held), then the delete went through.
     deleter.join(30)

@@ -22,6 +22,7 @@ from connectors import services
 from connectors.models import Connector, InboundMessage
 from connectors.registry.kinds import connector_for
 from connectors.registry.runner import Runner
+from tests.concurrency import backends_waiting_for_a_lock, wait_until
 from tests.conftest import BASE_DIR, SYSTEM
 from tests.fakes.telegram_server import FakeTelegram
 
@@ -37,16 +38,6 @@ def update(update_id, text="hello"):
     data["update_id"] = update_id
     data["message"]["text"] = text
     return data
-
-
-def wait_until(predicate, timeout, message):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError(f"timed out after {timeout}s waiting for: {message}")
 
 
 @pytest.fixture
@@ -167,14 +158,6 @@ def test_a_running_loop_polls_until_the_connector_stops_then_releases_on_exit(po
 
 
 
-def _waiting_backends():
-    """Other backends of this database waiting for a lock (PostgreSQL)."""
-    with connection.cursor() as cursor:
-        cursor.execute("SELECT count(*) FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid "
-                       "WHERE NOT l.granted AND a.datname = current_database() AND l.pid <> pg_backend_pid()")
-        return cursor.fetchone()[0]
-
-
 def test_a_poll_waits_for_a_stop_in_progress_instead_of_deadlocking(poller, fake):
     """A stop holds the connector row and then writes its audit row; a poll storing an update waits
     for the row and then goes on. It once deadlocked: the audit log had a global lock, which the poll
@@ -197,7 +180,7 @@ def test_a_poll_waits_for_a_stop_in_progress_instead_of_deadlocking(poller, fake
     with transaction.atomic():  # what stop_connector does: the row, then (later) its audit row
         Connector.objects.select_for_update().get(pk=row.pk)
         thread.start()
-        wait_until(_waiting_backends, 15, "the poll to wait for the connector row")
+        wait_until(backends_waiting_for_a_lock, 15, "the poll to wait for the connector row")
         # Appending to the audit log takes no lock any more (audit.sealer): nothing the waiting poll
         # holds can block it.
         audit_services.record("connector.stop", principal="test", target_type="connector", target_id=row.pk)
