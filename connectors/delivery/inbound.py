@@ -34,7 +34,7 @@ def receive_message(connector_id, message: IncomingMessage, principal=None, conn
                     connector = Connector.objects.filter(pk=connector_id).first()
                 if connector is None:
                     raise NotFound(f"Connector {connector_id!r} does not exist.")
-                require_running(connector)
+                require_running(connector, error_waits=True)
                 try:
                     inbound = InboundMessage.objects.create(
                         connector=connector,

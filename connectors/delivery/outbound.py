@@ -50,7 +50,8 @@ def send_message(principal, connector_id, recipient, content, *, idempotency_key
                 existing = _replay(principal, idempotency_key, request_hash)
                 if existing:
                     return _replayed(principal, connector_id, existing)
-            require_running(connector)
+            # A reply to a stored inbound message waits out an ERROR (queued, sent after the restart).
+            require_running(connector, error_waits=in_reply_to is not None)
             try:
                 # A savepoint only when a concurrent request with the same key can collide.
                 with transaction.atomic(savepoint=idempotency_key is not None):

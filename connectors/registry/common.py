@@ -48,7 +48,15 @@ def require_connector_perm(principal, connector, perm, connector_id, *, unseen=H
         raise PermissionDenied(f"You need the {perm} permission on connector {connector_id!r}.")
 
 
-def require_running(connector):
+def require_running(connector, *, error_waits=False):
+    """Conflict unless the connector runs. `error_waits`: ERROR counts as running too.
+
+    ERROR is only ever reached by accident (a failed health check, a stale heartbeat) and the health
+    round restarts it; work that already exists (a message the platform delivered, BRAIN's reply to it)
+    is kept and waits, rather than being refused for a state nobody chose.
+    """
+    if error_waits and connector.status == ConnectorStatus.ERROR:
+        return
     if connector.status != ConnectorStatus.CONNECTED:
         raise Conflict(
             f"Connector {connector.id!r} is {connector.status}, not CONNECTED; start it first.",

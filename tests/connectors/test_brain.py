@@ -12,11 +12,14 @@ from django.conf import settings
 
 from audit.models import AuditEvent
 from brain_connectors.shared import signing
+from brain_connectors.shared.errors import Conflict
 from connectors import services
+from connectors.delivery.attempts import attempt_delivery
 from connectors.delivery.brain import BrainError, BrainRequest, EchoBrain, HttpBrain, get_brain
 from connectors.models import Delivery, InboundMessage
 from connectors.platforms import locmem
-from connectors.platforms.base import IncomingMessage
+from connectors.platforms.base import ConnectorError, IncomingMessage
+from tests.conftest import SYSTEM
 from tests.fakes.brain_server import FakeBrain, check_signature, compute_signature
 
 OTHER_KEY = "whsec_" + base64.b64encode(b"another-key-for-rotation-tests-0001").decode()
@@ -520,3 +523,43 @@ def test_backend_paths_written_before_the_backends_moved_still_load(settings, wr
     settings.BRAIN_BACKEND = written_before_the_move
     settings.BRAIN_URL = "http://127.0.0.1:9/brain"
     assert type(get_brain()) is backend_class
+
+
+@pytest.mark.django_db
+def test_a_connector_in_error_keeps_inbound_messages_and_their_replies_wait_for_the_restart(
+    http_brain_settings, fake_brain, make_connector, django_capture_on_commit_callbacks
+):
+    """ERROR is reached by accident (a failed health check, a stale heartbeat): the platform's message is stored and
+    BRAIN's reply waits queued, where the chaos run once saw 1,673 replies refused and their messages left failed."""
+    make_connector()
+    services.record_connector_error(SYSTEM, "locmem_main", ConnectorError("No heartbeat", code="heartbeat_stale"))
+    with django_capture_on_commit_callbacks(execute=True):
+        inbound, created = services.receive_message("locmem_main", _incoming("while in error", 1))
+    assert created
+    inbound.refresh_from_db()
+    assert inbound.brain_status == InboundMessage.BrainStatus.REPLIED, inbound.brain_error
+    reply = Delivery.objects.get(in_reply_to=inbound)
+    assert reply.status == "queued" and locmem.outbox == []
+    # A new request from a client is still refused: only work that already exists waits.
+    with pytest.raises(Conflict) as refused:
+        services.send_message(SYSTEM, "locmem_main", "+15550001", "a new notification")
+    assert refused.value.code == "connector_not_running"
+
+    services.start_connector(SYSTEM, "locmem_main")  # what the health round does once a check passes
+    with django_capture_on_commit_callbacks(execute=True):
+        attempt_delivery(reply.id)  # the sweeper's re-drive (or a sender's next claim)
+    reply.refresh_from_db()
+    assert reply.status == "sent"
+    assert [(m.recipient, m.content) for _, m in locmem.outbox] == [
+        ("+15550001", "fake brain got: while in error with 0 context")
+    ]
+
+
+@pytest.mark.django_db
+def test_a_stopped_connector_still_refuses_inbound_messages(make_connector):
+    make_connector()
+    services.stop_connector(SYSTEM, "locmem_main")
+    with pytest.raises(Conflict) as refused:
+        services.receive_message("locmem_main", _incoming("after a stop", 1))
+    assert refused.value.code == "connector_not_running"
+    assert InboundMessage.objects.count() == 0
