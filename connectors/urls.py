@@ -41,4 +41,5 @@ urlpatterns = [
         name="webhook-twilio-status",
     ),
     path("webhooks/inbound/<str:connector_id>/", platform_webhook, {"family": "inbound"}, name="webhook-inbound"),
+    path("webhooks/slack/<str:connector_id>/", platform_webhook, {"family": "slack"}, name="webhook-slack"),
 ]

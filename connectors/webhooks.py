@@ -32,6 +32,7 @@ FAMILIES = {
     "telegram": {"telegram"},
     "twilio": {"whatsapp", "sms", "voice"},
     "inbound": {"webhook"},
+    "slack": {"slack"},
 }
 
 MAX_BODY_BYTES = 1_000_000
@@ -109,4 +110,6 @@ def _handle_webhook(request, family, connector_id, channel):
     response = platform.webhook_response(request, channel, result, stored)
     if response is not None:
         return response
+    if result.acknowledgement is not None:
+        return JsonResponse(result.acknowledgement)
     return JsonResponse({"ok": True, "stored": sum(1 for _, created in stored if created)})

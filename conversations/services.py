@@ -16,6 +16,7 @@ from audit import services as audit
 from brain_connectors.shared.errors import NotFound, PermissionDenied, ServiceError
 from connectors.models import PERM_VIEW, Connector
 from connectors.permissions import Principal, has_perm
+from connectors.platforms.base import conversation_key
 from connectors.services import conversation_context
 from conversations import access
 from conversations import search as index
@@ -87,7 +88,8 @@ def context_for_inbound(inbound):
     """BRAIN_CONTEXT_PROVIDER: the conversation before `inbound`, oldest first."""
     limit = settings.BRAIN_CONTEXT_LIMIT
     # The message BRAIN answers, and the ones before it, may still be markers: store them first.
-    _flush(inbound.connector_id, conversation_address(inbound.connector.kind, inbound.sender),
+    address = conversation_key(inbound.sender, inbound.metadata)
+    _flush(inbound.connector_id, conversation_address(inbound.connector.kind, address),
            settings.CONVERSATION_CONTEXT_CROSS_CHANNEL)
     message = Message.objects.select_related("conversation").filter(inbound_id=inbound.pk).first()
     if message is None:  # stored before memory existed: fall back to the connectors' own view

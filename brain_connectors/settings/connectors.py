@@ -11,6 +11,7 @@ CONNECTOR_CLASSES = {
     "sms": "connectors.platforms.sms.SmsConnector",
     "whatsapp": "connectors.platforms.whatsapp.WhatsAppConnector",
     "voice": "connectors.platforms.voice.VoiceConnector",
+    "slack": "connectors.platforms.slack.SlackConnector",
 }
 CONNECTOR_CLASSES.update(env.dict("CONNECTOR_CLASSES_EXTRA", default={}))
 

@@ -57,7 +57,7 @@ def _addresses(host, port):
         raise UnresolvableHost(str(exc)) from exc
 
 
-def _is_literal(host):
+def is_literal(host):
     try:
         ipaddress.ip_address(host)
     except ValueError:
@@ -91,7 +91,7 @@ class _GuardedAsyncBackend(httpcore.AsyncNetworkBackend):
         self._inner = inner
 
     async def connect_tcp(self, host, port, timeout=None, local_address=None, socket_options=None):
-        if _is_literal(host):  # no DNS: no need for a thread
+        if is_literal(host):  # no DNS: no need for a thread
             addresses = _addresses(host, port)
         else:  # getaddrinfo blocks: keep it off the event loop
             addresses = await anyio.to_thread.run_sync(_addresses, host, port)

@@ -16,9 +16,10 @@ from connectors.admin.connector_access import ConnectorObjectPermissions, audit_
 from connectors.admin.connector_forms import ConnectorAdminForm, SendTestForm
 from connectors.models import PERM_ADMIN, PERM_MANAGE, PERM_SEND, PERM_VIEW, Connector
 from connectors.permissions import can_create_connectors, has_perm, viewable_connectors
+from connectors.registry.kinds import inbound_url_of
 
 EDITABLE_FIELDS = ["id", "kind", "display_name", "config", "quota_per_minute", "recipient_quota_per_minute"]
-STATE_FIELDS = ["status", "has_credentials_display", "created_at", "updated_at", "last_heartbeat", "last_error",
+STATE_FIELDS = ["status", "has_credentials_display", "inbound_url_display", "created_at", "updated_at", "last_heartbeat", "last_error",
                 "lease_owner", "lease_expires_at"]
 UPDATABLE_FIELDS = ("display_name", "config", "quota_per_minute", "recipient_quota_per_minute")
 
@@ -36,6 +37,10 @@ class ConnectorAdmin(OpenToStaff, NoBulkDelete, ConnectorObjectPermissions, Serv
     @admin.display(description="Credentials", boolean=True)
     def has_credentials_display(self, obj):
         return obj.has_credentials
+
+    @admin.display(description="Inbound URL (paste into the platform's settings)")
+    def inbound_url_display(self, obj):
+        return inbound_url_of(obj) or "-"
 
     def get_readonly_fields(self, request, obj=None):
         return (["id", "kind"] + STATE_FIELDS) if obj else list(STATE_FIELDS)

@@ -4,6 +4,7 @@ from rest_framework import serializers
 from connectors.models import Connector, Delivery
 from connectors.permissions import LEVELS
 from connectors.platforms.base import MAX_ADDRESS_LENGTH, MAX_CONTENT_LENGTH
+from connectors.registry.kinds import inbound_url_of
 
 # Fields only the server writes (timestamps, health, the worker lease): shown, never taken from a request.
 _SERVER_KEPT_FIELDS = [
@@ -21,6 +22,8 @@ class ConnectorSerializer(serializers.ModelSerializer):
 
     credentials = serializers.DictField(write_only=True, required=False)
     has_credentials = serializers.BooleanField(read_only=True)
+    inbound_url = serializers.SerializerMethodField(
+        help_text="The URL to paste into the platform's settings (Slack's Request URL), or null.")
 
     class Meta:
         model = Connector
@@ -32,6 +35,7 @@ class ConnectorSerializer(serializers.ModelSerializer):
             "config",
             "credentials",
             "has_credentials",
+            "inbound_url",
             "quota_per_minute",
             "recipient_quota_per_minute",
             *_SERVER_KEPT_FIELDS,
@@ -42,6 +46,9 @@ class ConnectorSerializer(serializers.ModelSerializer):
             "id": {"validators": []},
             "config": {"required": False},
         }
+
+    def get_inbound_url(self, obj) -> str | None:
+        return inbound_url_of(obj)
 
 
 class ConnectorUpdateSerializer(serializers.Serializer):

@@ -8,7 +8,7 @@ from connectors import task_queue as queue
 from connectors.delivery.announcements import announce_recorded
 from connectors.models import Connector, InboundMessage
 from connectors.permissions import Principal
-from connectors.platforms.base import IncomingMessage
+from connectors.platforms.base import IncomingMessage, conversation_key
 from connectors.registry.common import audit_and_emit, require_running
 
 
@@ -49,7 +49,7 @@ def receive_message(connector_id, message: IncomingMessage, principal=None, conn
                     raise _DuplicateInbound from exc
                 audit_and_emit("message.received", principal, connector_id, inbound_id=inbound.pk, length=len(message.content))
                 announce_recorded(
-                    connector, "inbound", inbound.sender, inbound.content, inbound.received_at, principal,
+                    connector, "inbound", conversation_key(inbound.sender, inbound.metadata), inbound.content, inbound.received_at, principal,
                     inbound_id=inbound.pk, platform_message_id=inbound.platform_message_id,
                     metadata={"sender_name": inbound.sender_name} if inbound.sender_name else {},
                 )

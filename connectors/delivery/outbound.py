@@ -10,7 +10,7 @@ from connectors import task_queue as queue
 from connectors.delivery.announcements import announce_recorded
 from connectors.models import PERM_SEND, PERM_VIEW, Delivery
 from connectors.permissions import has_perm
-from connectors.platforms.base import MessageValidationError, OutgoingMessage
+from connectors.platforms.base import MessageValidationError, OutgoingMessage, conversation_key
 from connectors.registry.common import audit_and_emit, load_connector, require_running, uuid_or_none
 from connectors.registry.kinds import UnknownKind, get_connector_class
 
@@ -73,7 +73,8 @@ def send_message(principal, connector_id, recipient, content, *, idempotency_key
                 return _replayed(principal, connector_id, existing)
             audit_and_emit("message.queued", principal, connector_id, delivery_id=str(delivery.id), length=len(message.content))
             announce_recorded(
-                connector, "outbound", delivery.recipient,
+                connector, "outbound",
+                conversation_key(delivery.recipient, in_reply_to.metadata if in_reply_to is not None else None),
                 delivery.content if memory_content is None else memory_content, delivery.created_at, principal,
                 delivery_id=delivery.id,
                 metadata={"in_reply_to": in_reply_to.pk} if in_reply_to is not None else {},

@@ -6,6 +6,7 @@ verify their webhooks. Platform code raises `ConnectorError` for anything that w
 the platform's side, marking whether retrying can help.
 """
 import asyncio
+import concurrent.futures
 import math
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -174,6 +175,8 @@ class WebhookResult:
 
     messages: list[IncomingMessage] = field(default_factory=list)
     receipts: list[Receipt] = field(default_factory=list)
+    # The JSON body the platform expects in the 200 answer, when it expects one (Slack's url_verification).
+    acknowledgement: dict | None = None
 
 
 class WebhookRejected(Exception):
@@ -259,6 +262,11 @@ class BaseConnector:
     def health_check(self) -> HealthResult:
         return HealthResult(ok=True, detail="no remote side to check")
 
+    def inbound_url(self) -> str | None:
+        """The URL a person must paste into the platform's settings for it to reach us (Slack's Request URL), or
+        None when the connector registers itself or takes nothing over HTTP. Shown in the API and the admin."""
+        return None
+
     # --- traffic ---
     def send(self, message: OutgoingMessage, *, delivery_id: str) -> SendResult:
         """Send one message. `message.metadata` may hold `reply_to` (the inbound message's platform
@@ -293,6 +301,25 @@ class BaseConnector:
     def poll_once(self, stop_event) -> int:
         """Fetch and store one batch of inbound messages; return how many were handled."""
         return 0
+
+
+def conversation_key(address, metadata=None) -> str:
+    """What conversation memory keeps a message under: the conversation the platform named in the message's metadata
+    (`conversation`: a Slack channel thread, which many people share), else the person's address (one conversation
+    per person and connector, a DM)."""
+    conversation = (metadata or {}).get("conversation") if isinstance(metadata, dict) else None
+    return conversation if isinstance(conversation, str) and conversation else address
+
+
+def run_sync(coroutine_function, *args, **kwargs):
+    """Run `await coroutine_function(*args, **kwargs)` to completion from synchronous code (async SDKs)."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return asyncio.run(coroutine_function(*args, **kwargs))
+    # Called from inside a running loop (an async caller): never nest loops; use a thread.
+    with concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="platform-call") as pool:
+        return pool.submit(asyncio.run, coroutine_function(*args, **kwargs)).result()
 
 
 _sender_closers = []

@@ -31,3 +31,11 @@ def get_connector_class(kind: str) -> type[BaseConnector]:
 def connector_for(row) -> BaseConnector:
     """The platform object for one registry row."""
     return get_connector_class(row.kind)(row)
+
+
+def inbound_url_of(row) -> str | None:
+    """The connector's `inbound_url()` for display, or None (also when its kind is not configured any more)."""
+    try:
+        return connector_for(row).inbound_url()
+    except (UnknownKind, TypeError, ImportError):
+        return None

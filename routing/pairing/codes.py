@@ -23,7 +23,7 @@ DIGITS = set("23456789")
 
 # Kinds a person can pair with, and how. Voice is left out: a spoken code is not recognised reliably;
 # a number paired for SMS can be paired for voice by an administrator in the admin.
-PAIRABLE_KINDS = ("telegram", "sms", "whatsapp", "email", "cli", "webhook")
+PAIRABLE_KINDS = ("telegram", "sms", "whatsapp", "email", "cli", "webhook", "slack")
 PHONE_KINDS = ("sms", "voice", "whatsapp")
 
 

@@ -3,6 +3,8 @@
 - Telegram: `/start CODE` (typed, or the bot's deep link t.me/<bot>?start=CODE) in a private chat.
 - SMS, WhatsApp, CLI (`manage.py chat`) and the generic webhook: a message that is just the code
   (any case, spaces and one dash ignored, e.g. "k7q2-mx4p").
+- Slack: the same, in a direct message to the bot only. A code posted in a channel is for everyone there to
+  see, and pairing it would link whoever read it fastest.
 
 `handle_inbound` runs before BRAIN is asked (settings.INBOUND_MESSAGE_HANDLERS): it returns the
 reply for the person, or None when the message is not a pairing code, so that BRAIN answers it.
@@ -38,6 +40,10 @@ def code_in(kind, text, metadata=None):
         return codes.normalize_code(payload.strip())
     if kind in BARE_CODE_KINDS:
         return codes.normalize_code(text.strip())
+    if kind == "slack":
+        # memory_text asks without metadata: any code-shaped text is kept out of memory, even in a channel.
+        in_dm = metadata is None or metadata.get("channel_type") == "im"
+        return codes.normalize_code(text.strip()) if in_dm else None
     return None
 
 

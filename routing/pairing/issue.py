@@ -29,6 +29,7 @@ HOW = {
     "whatsapp": "Send {code} on WhatsApp to {number}.",
     "cli": "Type {code} in `manage.py chat --connector {id}`.",
     "webhook": "Post a message with the content {code} through the webhook integration.",
+    "slack": "Send {code} to{bot} in a direct message on Slack.",
 }
 # Where BRAIN sends the code itself (email, or any platform with `delivers_pairing_code`).
 HOW_DELIVERED = "We send a link to the address you give; open it and confirm."
@@ -37,9 +38,11 @@ HOW_DELIVERED = "We send a link to the address you give; open it and confirm."
 def _how(connector, code="CODE"):
     config = connector.config or {}
     bot = ""
-    username = (connector.platform_state or {}).get("bot", {}).get("username") if connector.kind == "telegram" else None
+    username = (connector.platform_state or {}).get("bot", {}).get("username") if connector.kind in ("telegram", "slack") else None
     if username:
         bot = f" @{username}"
+    elif connector.kind == "slack":
+        bot = " the bot"
     number = config.get("from_number", "")
     number = get_connector_class(connector.kind).normalize_address(number, strict=False) or "the connector's number"
     if delivers_code(connector):

@@ -14,7 +14,6 @@ finds it in the cause and makes it permanent (`unsafe_url`), which stops the con
 """
 import asyncio
 import atexit
-import concurrent.futures
 import contextlib
 import datetime
 import threading
@@ -37,7 +36,7 @@ from telegram.warnings import PTBDeprecationWarning
 
 from brain_connectors.shared.guarded_http import caused_by, guarded_async_transport
 from brain_connectors.shared.url_guard import UnsafeURL
-from connectors.platforms.base import ConnectorError
+from connectors.platforms.base import ConnectorError, run_sync
 
 # PTB 22 warns, from inside RetryAfter.__init__ itself, that `retry_after` becomes a timedelta one
 # day; retry_after_seconds() handles both, so that one warning is only noise on every 429.
@@ -58,15 +57,7 @@ NETWORK_ERROR = "network_error"
 UNSAFE_URL = "unsafe_url"
 
 
-def run(coroutine_function, *args, **kwargs):
-    """Run `await coroutine_function(*args, **kwargs)` to completion from synchronous code."""
-    try:
-        asyncio.get_running_loop()
-    except RuntimeError:
-        return asyncio.run(coroutine_function(*args, **kwargs))
-    # Called from inside a running loop (an async caller): never nest loops; use a thread.
-    with concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="telegram-call") as pool:
-        return pool.submit(asyncio.run, coroutine_function(*args, **kwargs)).result()
+run = run_sync  # shared with the other async SDKs (connectors.platforms.base)
 
 
 def _guarded(pool_size):
