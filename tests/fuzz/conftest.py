@@ -4,7 +4,10 @@ fakes), the way each platform signs, and a snapshot of every table a webhook cou
 FUZZ_EXAMPLES=<factor> multiplies every test's number of examples (default 1: the whole package in
 about a minute on SQLite); e.g. FUZZ_EXAMPLES=20 for a long hunt before a release.
 """
+import hashlib
+import hmac
 import os
+import time
 from urllib.parse import quote
 
 import pytest
@@ -18,6 +21,7 @@ from hypothesis import settings as hsettings
 from brain_connectors.shared import signing
 from connectors.models import Connector
 from connectors.platforms.webhook_urls import public_url
+from tests.fakes.slack_server import FakeSlack
 from tests.fakes.telegram_server import FakeTelegram
 from tests.fakes.twilio_server import FakeTwilio, sign
 
@@ -28,6 +32,8 @@ ACCOUNT_SID = "AC" + "0" * 32
 AUTH_TOKEN = "tw_test_token_0123456789abcdef"
 HOOK_SECRET = "whsec_" + "d2ViaG9vay1mdXp6LXNlY3JldC0wMTIzNDU2Nzg5YWI="  # base64("webhook-fuzz-secret-0123456789ab")
 FROM_NUMBER = "+14155550100"
+SLACK_TOKEN = "xoxb-1111111111-2222222222-FuzzFuzzFuzzFuzzFuzz"  # noqa: S105 (a test credential)
+SLACK_SECRET = "f0a1b2c3d4e5f60718293a4b5c6d7e8f"  # noqa: S105 (a test credential)
 
 # Tables a webhook may touch. Anything else changing is a bug too, so all their models are counted.
 WATCHED_APPS = ("connectors", "routing", "conversations", "audit")
@@ -103,11 +109,12 @@ def brain_calls(monkeypatch):
 
 @pytest.fixture
 def webhook_connectors(make_connector, settings, brain_calls):
-    """Started connectors of every kind with a webhook: tgm, sms, wap, voice, hook (and `off`, a
+    """Started connectors of every kind with a webhook: tgm, sms, wap, voice, hook, slk (and `off`, a
     stopped SMS connector)."""
     settings.PUBLIC_BASE_URL = PUBLIC
     telegram = FakeTelegram().start()
     twilio = FakeTwilio(account_sid=ACCOUNT_SID, auth_token=AUTH_TOKEN).start()
+    slack = FakeSlack().start()
     twilio_credentials = {"account_sid": ACCOUNT_SID, "auth_token": AUTH_TOKEN}
     twilio_config = {"from_number": FROM_NUMBER, "api_base_url": twilio.url, "timeout": 2}
     try:
@@ -121,8 +128,18 @@ def webhook_connectors(make_connector, settings, brain_calls):
         make_connector("hook", kind="webhook", config={"url": "http://127.0.0.1:9/unused"},
                        credentials={"signing_secret": HOOK_SECRET})
         make_connector("off", kind="sms", start=False, config=twilio_config, credentials=twilio_credentials)
+        make_connector("slk", kind="slack", config={"api_base_url": slack.url},
+                       credentials={"bot_token": SLACK_TOKEN, "signing_secret": SLACK_SECRET})
         yield {"telegram_secret": Connector.objects.get(pk="tgm").platform_secret, "telegram": telegram,
-               "twilio": twilio}
+               "twilio": twilio, "slack": slack}
     finally:
         telegram.stop()
         twilio.stop()
+        slack.stop()
+
+
+def slack_headers(body: bytes, secret=SLACK_SECRET, timestamp=None):
+    """Slack's request signature, computed from its documentation: v0= hex HMAC-SHA256 of v0:{timestamp}:{body}."""
+    timestamp = str(int(time.time()) if timestamp is None else timestamp)
+    digest = hmac.new(secret.encode(), b"v0:" + timestamp.encode() + b":" + body, hashlib.sha256).hexdigest()
+    return {"X-Slack-Request-Timestamp": timestamp, "X-Slack-Signature": f"v0={digest}"}

@@ -16,6 +16,7 @@ from hypothesis import strategies as st
 from brain_connectors.shared import signing
 from connectors.delivery.brain import BrainError, HttpBrain
 from connectors.platforms.base import IncomingMessage, MessageValidationError, Receipt, WebhookIgnored, WebhookMalformed
+from connectors.platforms.slack import events as slack_events
 from connectors.platforms.telegram.parsing import Ignored, parse_update, update_from_body, update_from_data
 from connectors.platforms.twilio_common import inbound_message, receipt_from_status
 from connectors.platforms.voice import VoiceConnector
@@ -72,6 +73,41 @@ def test_verify_accepts_exactly_the_signed_request(body, msg_id, skew, flip):
     tampered[flip % len(tampered)] ^= 0x01
     with pytest.raises(signing.SignatureError):
         signing.verify([HOOK_SECRET], headers, bytes(tampered) if body else b"x", now=now)
+
+
+# --- Slack -------------------------------------------------------------------------------------
+
+slack_bodies = st.one_of(
+    st.sampled_from(["message_im", "app_mention", "message_in_thread", "message_bot", "message_changed",
+                     "message_file_share", "url_verification"])
+    .flatmap(lambda n: s.mutated_json(s.fixture("slack", n), max_mutations=6)).map(lambda v: json.dumps(v).encode()),
+    s.random_bodies,
+)
+
+
+@fuzz_settings(400)
+@given(body=slack_bodies, bot_user=st.sampled_from(["", "U0BOTUSER"]), channel_messages=st.booleans())
+@example(body=b"[" * 100_000 + b"]" * 100_000, bot_user="", channel_messages=False)
+def test_slack_parser_raises_only_ignored(body, bot_user, channel_messages):
+    try:
+        parsed = slack_events.parse_body(body, bot_user, channel_messages)
+    except slack_events.Ignored:
+        return
+    assert isinstance(parsed, (slack_events.Challenge, IncomingMessage))
+
+
+slack_signature_headers = st.fixed_dictionaries({}, optional={
+    "X-Slack-Signature": st.one_of(s.hostile_text, s.hostile_text.map(lambda t: "v0=" + t)),
+    "X-Slack-Request-Timestamp": st.one_of(s.hostile_text, s.hostile_ints.map(str), st.just(str(10**400)),
+                                           st.just(str(int(time.time())))),
+})
+
+
+@fuzz_settings(300)
+@given(headers=slack_signature_headers, body=st.binary(max_size=100))
+def test_slack_signature_check_raises_only_signature_problem(headers, body):
+    with pytest.raises(slack_events.SignatureProblem):
+        slack_events.verify_signature("f0a1b2c3d4e5f60718293a4b5c6d7e8f", headers, body)
 
 
 # --- Telegram ----------------------------------------------------------------------------------

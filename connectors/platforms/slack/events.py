@@ -56,10 +56,16 @@ def verify_signature(signing_secret: str, headers, body: bytes, now=None):
     timestamp = headers.get(TIMESTAMP_HEADER, "")
     if not signature or not timestamp:
         raise SignatureProblem(f"missing {SIGNATURE_HEADER} or {TIMESTAMP_HEADER}")
-    if not timestamp.isdigit():
-        raise SignatureProblem(f"{TIMESTAMP_HEADER} is not a number")
+    if not re.fullmatch(r"v0=[0-9a-f]{64}", signature):  # also keeps non-ASCII text from compare_digest's TypeError
+        raise SignatureProblem(f"{SIGNATURE_HEADER} is not a v0 signature")
+    if not re.fullmatch(r"[0-9]{1,12}", timestamp):  # ASCII digits, and no number past any clock (10**400)
+        raise SignatureProblem(f"{TIMESTAMP_HEADER} is not a Unix time")
     if abs((now or time.time()) - int(timestamp)) > MAX_SKEW_SECONDS:
         raise SignatureProblem(f"{TIMESTAMP_HEADER} is more than {MAX_SKEW_SECONDS // 60} minutes off")
+    try:  # the SDK hashes the body as UTF-8 text, which is all Slack ever sends
+        body.decode("utf-8")
+    except UnicodeDecodeError:
+        raise SignatureProblem("the body is not UTF-8")
     if not signing_secret or not SignatureVerifier(signing_secret).is_valid(body, timestamp, signature):
         raise SignatureProblem(f"wrong {SIGNATURE_HEADER}")
 
@@ -68,7 +74,7 @@ def parse_body(body: bytes, bot_user_id="", channel_messages=False):
     """A Challenge, or the IncomingMessage in an event_callback; raises Ignored for everything else."""
     try:
         payload = json.loads(body)
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, UnicodeDecodeError, RecursionError):  # RecursionError: "[[[[…" nested beyond the parser
         raise Ignored("the body is not JSON")
     if not isinstance(payload, dict):
         raise Ignored("the body is not a JSON object")
