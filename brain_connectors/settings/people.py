@@ -17,7 +17,7 @@ ROUTING_PAIRING_SENDS_PER_ADDRESS_PER_HOUR = env.int("ROUTING_PAIRING_SENDS_PER_
 # --- The router (routing.router) ------------------------------------------------------------
 # Kinds tried, in this order, for people who set no preferences (their verified identities).
 ROUTING_DEFAULT_KIND_ORDER = env.list(
-    "ROUTING_DEFAULT_KIND_ORDER", default=["telegram", "whatsapp", "sms", "email", "voice", "webhook", "cli", "locmem"]
+    "ROUTING_DEFAULT_KIND_ORDER", default=["telegram", "slack", "whatsapp", "sms", "email", "voice", "webhook", "cli", "locmem"]
 )
 # A leased (runconnectors) connector whose heartbeat is older than this is skipped.
 ROUTING_STALE_HEARTBEAT_SECONDS = env.int("ROUTING_STALE_HEARTBEAT_SECONDS", default=300)

@@ -5,7 +5,7 @@ from datetime import time as dtime
 from typing import Mapping
 
 NOTIFICATION_TYPES = ("standard", "urgent", "digest")
-DEFAULT_KIND_ORDER = ["telegram", "whatsapp", "sms", "email", "voice", "webhook", "cli", "locmem"]
+DEFAULT_KIND_ORDER = ["telegram", "slack", "whatsapp", "sms", "email", "voice", "webhook", "cli", "locmem"]
 
 
 @dataclass(frozen=True)
