@@ -8,7 +8,7 @@
     fake.stop()
 
 Routes `/bot<token>/<method>` (method names are case-insensitive, as on Telegram) for getMe,
-sendMessage, setWebhook, deleteWebhook, getWebhookInfo, getUpdates and answerCallbackQuery. Bodies
+sendMessage, sendChatAction, setWebhook, deleteWebhook, getWebhookInfo, getUpdates and answerCallbackQuery. Bodies
 may be form-encoded (what python-telegram-bot sends; structured values are JSON strings), JSON,
 or query strings. Every call is recorded, also refused ones.
 
@@ -22,9 +22,11 @@ Behaviour that follows Telegram's:
   getUpdates request" (counted in `get_updates_conflicts`);
 - setWebhook: needs an https URL (unless `allow_http_webhooks`) and a secret_token of 1-256 of
   A-Z a-z 0-9 _ -; getUpdates is refused until deleteWebhook;
+- sendChatAction: `action` must be one Telegram accepts (CHAT_ACTIONS), else 400 "wrong parameter
+  action in request"; accepted ones are recorded in `chat_actions` (chat_id, action) in order;
 - per-chat rules: `block_chat(id)` → 403 "bot was blocked by the user"; `forget_chat(id)` → 400
   "chat not found"; `migrate_chat(old, new)` → 400 with parameters.migrate_to_chat_id for sends
-  to the old id.
+  to the old id (sendMessage and sendChatAction alike).
 
 Failure modes switched at run time with `fail(mode, method=None, times=None, after=0)` for calls
 to `method` (any method if None): the next `after` matching calls still succeed, then `times`
@@ -58,6 +60,9 @@ FAILURE_MODES = ("flood", "blocked", "chat_not_found", "migrated", "invalid_toke
                  "slow")
 TOKEN_PATTERN = re.compile(r"^[0-9]+:[A-Za-z0-9_-]+$")
 SECRET_TOKEN_PATTERN = re.compile(r"^[A-Za-z0-9_-]{1,256}$")
+# The actions sendChatAction accepts (https://core.telegram.org/bots/api#sendchataction).
+CHAT_ACTIONS = ("typing", "upload_photo", "record_video", "upload_video", "record_voice", "upload_voice",
+                "upload_document", "choose_sticker", "find_location", "record_video_note", "upload_video_note")
 PATH_PATTERN = re.compile(r"^/bot(?P<token>[^/]+)/(?P<method>[A-Za-z]+)$")
 
 DEFAULT_MIGRATE_TO = -1001234567891  # as in fixtures/telegram/error_migrated.json
@@ -115,7 +120,7 @@ class _Handler(QuietHandler):
 
 
 class FakeTelegram(LoopbackServer):
-    METHODS = ("getMe", "sendMessage", "setWebhook", "deleteWebhook", "getWebhookInfo", "getUpdates",
+    METHODS = ("getMe", "sendMessage", "sendChatAction", "setWebhook", "deleteWebhook", "getWebhookInfo", "getUpdates",
                "answerCallbackQuery")
 
     def __init__(self, *, tokens=None, bot_id=7000000001, bot_username="brain_connectors_bot", host="127.0.0.1",
@@ -143,6 +148,7 @@ class FakeTelegram(LoopbackServer):
         self.migrated_chats: dict[str, int] = {}
         self.webhook: dict = {}
         self.sent: list[dict] = []  # messages accepted by sendMessage, in order
+        self.chat_actions: list[dict] = []  # actions accepted by sendChatAction, in order
         self.get_updates_conflicts = 0
         self._poll_generation: dict[str, int] = {}  # per bot token
         self._init_server()
@@ -196,6 +202,7 @@ class FakeTelegram(LoopbackServer):
             self._failures.clear()
             self._updates.clear()
             self.sent.clear()
+            self.chat_actions.clear()
         self.blocked_chats.clear()
         self.missing_chats.clear()
         self.migrated_chats.clear()
@@ -318,6 +325,17 @@ class FakeTelegram(LoopbackServer):
     def _api_getMe(self, call):
         return 200, {"ok": True, "result": self._me()}
 
+    def _chat_refusal(self, chat_id):
+        """Telegram's answer to a call for a chat that moved, blocked the bot or does not exist; None if none."""
+        if chat_id in self.migrated_chats:
+            return 400, _error(400, "Bad Request: group chat was upgraded to a supergroup chat",
+                               parameters={"migrate_to_chat_id": self.migrated_chats[chat_id]})
+        if chat_id in self.blocked_chats:
+            return 403, _error(403, "Forbidden: bot was blocked by the user")
+        if chat_id in self.missing_chats or not re.match(r"^(-?[0-9]+|@[A-Za-z0-9_]+)$", chat_id):
+            return 400, _error(400, "Bad Request: chat not found")
+        return None
+
     def _api_sendMessage(self, call):
         chat_id = str(call.params.get("chat_id", ""))
         text = call.params.get("text")
@@ -327,13 +345,8 @@ class FakeTelegram(LoopbackServer):
             return 400, _error(400, "Bad Request: message text is empty")
         if len(text.encode("utf-16-le")) // 2 > 4096:
             return 400, _error(400, "Bad Request: message is too long")
-        if chat_id in self.migrated_chats:
-            return 400, _error(400, "Bad Request: group chat was upgraded to a supergroup chat",
-                               parameters={"migrate_to_chat_id": self.migrated_chats[chat_id]})
-        if chat_id in self.blocked_chats:
-            return 403, _error(403, "Forbidden: bot was blocked by the user")
-        if chat_id in self.missing_chats or not re.match(r"^(-?[0-9]+|@[A-Za-z0-9_]+)$", chat_id):
-            return 400, _error(400, "Bad Request: chat not found")
+        if refusal := self._chat_refusal(chat_id):
+            return refusal
         numeric = int(chat_id) if chat_id.lstrip("-").isdigit() else -1009999999999
         message = {
             "message_id": next(self._message_ids),
@@ -349,6 +362,19 @@ class FakeTelegram(LoopbackServer):
             self.sent.append({"chat_id": chat_id, "text": text, "message_id": message["message_id"],
                               "reply_parameters": reply})
         return 200, {"ok": True, "result": message}
+
+    def _api_sendChatAction(self, call):
+        chat_id = str(call.params.get("chat_id", ""))
+        action = call.params.get("action")
+        if not chat_id:
+            return 400, _error(400, "Bad Request: chat_id is empty")
+        if action not in CHAT_ACTIONS:
+            return 400, _error(400, "Bad Request: wrong parameter action in request")
+        if refusal := self._chat_refusal(chat_id):
+            return refusal
+        with self._lock:
+            self.chat_actions.append({"chat_id": chat_id, "action": action})
+        return 200, {"ok": True, "result": True}
 
     def _api_setWebhook(self, call):
         url = call.params.get("url", "")

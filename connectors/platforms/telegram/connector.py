@@ -46,6 +46,7 @@ from connectors.platforms.telegram.parsing import (
     update_from_data,
 )
 from connectors.platforms.telegram.text import split_text
+from connectors.platforms.telegram.typing_indicator import typing_indicator
 from connectors.platforms.webhook_urls import webhook_url
 from connectors.registry import platform_state
 
@@ -258,6 +259,11 @@ class TelegramConnector(BaseConnector):
                 chat_id = migrated_to = str(exc.new_chat_id)
                 reply_to = None  # the message replied to stayed in the old chat
         raise ConnectorError(f"Telegram kept moving chat {chat_id}; giving up.", permanent=True, code="chat_migrated")
+
+    def typing(self, recipient, metadata):
+        """"typing…" in the chat BRAIN's reply goes to, while BRAIN works (typing_indicator.py)."""
+        chat_id = _current_chat(self.connector.platform_state or {}, recipient)  # where send() would send it
+        return typing_indicator(self.token, self.config, self.connector.id, chat_id)
 
     # --- inbound: webhooks ---------------------------------------------------------------------
     def verify_webhook(self, request, channel):
