@@ -189,8 +189,9 @@ class TelegramConnector(BaseConnector):
     # --- sending -------------------------------------------------------------------------------
     def send(self, message: OutgoingMessage, *, delivery_id: str) -> SendResult:
         """Send `message` (Markdown, rendered as Telegram HTML) as one Telegram message, or several (in
-        order) if its visible text is over 4,096 characters. Progress is kept per delivery, so a retry after a failure in the middle does
-        not repeat the parts already sent. Returns the first part's message id."""
+        order) if its visible text is over 4,096 characters. Progress is kept per delivery, so a retry
+        after a failure in the middle does not repeat the parts already sent. Returns the first part's
+        message id."""
         state = self.connector.platform_state or {}
         chat_id = _current_chat(state, message.recipient)
         parts = message_parts(message.content)
