@@ -24,6 +24,10 @@ Behaviour that follows Telegram's:
   A-Z a-z 0-9 _ -; getUpdates is refused until deleteWebhook;
 - sendChatAction: `action` must be one Telegram accepts (CHAT_ACTIONS), else 400 "wrong parameter
   action in request"; accepted ones are recorded in `chat_actions` (chat_id, action) in order;
+- sendMessage with parse_mode "HTML" (any case): the text must parse as Telegram HTML
+  (tests/fakes/telegram_html.py), else 400 "Bad Request: can't parse entities: …"; the 4,096 limit and
+  the empty check apply to the visible text; other parse modes get 400 "unsupported parse_mode";
+  `sent` keeps the text as sent, its parse_mode and the visible text;
 - per-chat rules: `block_chat(id)` → 403 "bot was blocked by the user"; `forget_chat(id)` → 400
   "chat not found"; `migrate_chat(old, new)` → 400 with parameters.migrate_to_chat_id for sends
   to the old id (sendMessage and sendChatAction alike).
@@ -39,6 +43,8 @@ calls fail (None: until `clear_failures()`):
     server_error    500 Internal Server Error
     bad_gateway     502 with an HTML body
     slow            waits `slow_seconds`, then answers normally
+    bad_entities    400 Bad Request: can't parse entities (as for markup Telegram does not accept), for
+                    sends with a parse_mode only; others are answered normally and do not use it up
 `down()` stops listening ("connection refused"; `.url` stays the same), `up()` listens again on
 the same port. `on_call(call)`, if set, runs in the server thread when a call arrives, before it
 is answered (e.g. to check what the database holds at that moment).
@@ -54,10 +60,11 @@ from collections import deque
 from dataclasses import dataclass, field
 from urllib.parse import parse_qsl, urlsplit
 
+from . import telegram_html
 from .base import LoopbackServer, QuietHandler
 
 FAILURE_MODES = ("flood", "blocked", "chat_not_found", "migrated", "invalid_token", "server_error", "bad_gateway",
-                 "slow")
+                 "slow", "bad_entities")
 TOKEN_PATTERN = re.compile(r"^[0-9]+:[A-Za-z0-9_-]+$")
 SECRET_TOKEN_PATTERN = re.compile(r"^[A-Za-z0-9_-]{1,256}$")
 # The actions sendChatAction accepts (https://core.telegram.org/bots/api#sendchataction).
@@ -257,7 +264,7 @@ class FakeTelegram(LoopbackServer):
             self.on_call(call)
         if self.latency_seconds:
             self._stopping.wait(self.latency_seconds)
-        failure = self._next_failure(method)
+        failure = self._next_failure(method, formatted=bool(params.get("parse_mode")))
         if failure == "slow":
             self._stopping.wait(self.slow_seconds)
         elif failure is not None:
@@ -283,10 +290,12 @@ class FakeTelegram(LoopbackServer):
         else:
             handler._send(status, json.dumps(payload).encode())
 
-    def _next_failure(self, method):
+    def _next_failure(self, method, formatted=False):
         with self._lock:
             for failure in self._failures:
                 if failure.method is not None and failure.method.lower() != method.lower():
+                    continue
+                if failure.mode == "bad_entities" and not formatted:
                     continue
                 if failure.skip > 0:
                     failure.skip -= 1
@@ -313,6 +322,8 @@ class FakeTelegram(LoopbackServer):
             return 401, _error(401, "Unauthorized")
         if mode == "server_error":
             return 500, _error(500, "Internal Server Error")
+        if mode == "bad_entities":
+            return 400, _error(400, "Bad Request: can't parse entities: Unsupported start tag \"x\" at byte offset 0")
         if mode == "bad_gateway":
             return 502, b"<html><body><h1>502 Bad Gateway</h1></body></html>"
         raise ValueError(mode)
@@ -341,9 +352,20 @@ class FakeTelegram(LoopbackServer):
         text = call.params.get("text")
         if not chat_id:
             return 400, _error(400, "Bad Request: chat_id is empty")
-        if not isinstance(text, str) or not text.strip():
+        if not isinstance(text, str):
             return 400, _error(400, "Bad Request: message text is empty")
-        if len(text.encode("utf-16-le")) // 2 > 4096:
+        parse_mode = call.params.get("parse_mode") or None
+        visible = text
+        if parse_mode is not None and parse_mode.lower() != "html":
+            return 400, _error(400, "Bad Request: unsupported parse_mode")
+        if parse_mode is not None:
+            try:
+                visible = telegram_html.parse(text)
+            except telegram_html.EntityError as exc:
+                return 400, _error(400, f"Bad Request: can't parse entities: {exc}")
+        if not visible.strip():
+            return 400, _error(400, "Bad Request: message text is empty")
+        if len(visible.encode("utf-16-le")) // 2 > 4096:
             return 400, _error(400, "Bad Request: message is too long")
         if refusal := self._chat_refusal(chat_id):
             return refusal
@@ -353,14 +375,14 @@ class FakeTelegram(LoopbackServer):
             "date": int(time.time()),
             "from": {"id": self.bot_id, "is_bot": True, "first_name": "BRAIN", "username": self.bot_username},
             "chat": {"id": numeric, "type": "private" if numeric > 0 else "supergroup"},
-            "text": text,
+            "text": visible,
         }
         reply = call.param("reply_parameters")
         if isinstance(reply, dict):
             message["reply_to_message_id"] = reply.get("message_id")  # recorded for inspection only
         with self._lock:
-            self.sent.append({"chat_id": chat_id, "text": text, "message_id": message["message_id"],
-                              "reply_parameters": reply})
+            self.sent.append({"chat_id": chat_id, "text": text, "parse_mode": parse_mode, "visible_text": visible,
+                              "message_id": message["message_id"], "reply_parameters": reply})
         return 200, {"ok": True, "result": message}
 
     def _api_sendChatAction(self, call):
