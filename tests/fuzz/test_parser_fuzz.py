@@ -88,6 +88,8 @@ slack_bodies = st.one_of(
 @fuzz_settings(400)
 @given(body=slack_bodies, bot_user=st.sampled_from(["", "U0BOTUSER"]), channel_messages=st.booleans())
 @example(body=b"[" * 100_000 + b"]" * 100_000, bot_user="", channel_messages=False)
+@example(body=b'{"type": "event_callback", "event": {"type": "message", "subtype": ["bot_message"]}}', bot_user="",
+         channel_messages=False)
 def test_slack_parser_raises_only_ignored(body, bot_user, channel_messages):
     try:
         parsed = slack_events.parse_body(body, bot_user, channel_messages)

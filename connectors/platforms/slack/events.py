@@ -94,6 +94,8 @@ def parse_event(payload: dict, bot_user_id="", channel_messages=False) -> Incomi
     if not isinstance(event, dict):
         raise Ignored("event_callback without an event")
     kind, subtype = event.get("type"), event.get("subtype")
+    if not isinstance(subtype, (str, type(None))):  # a list or an object here is no Slack event (and unhashable)
+        raise Ignored("the event's subtype is not a string")
     if kind not in ("message", "app_mention"):
         raise Ignored(f"event type {kind!r} is not handled")
     if event.get("bot_id") or subtype == "bot_message" or (bot_user_id and event.get("user") == bot_user_id):
