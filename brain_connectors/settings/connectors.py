@@ -101,3 +101,10 @@ METRICS_ALLOWED_IPS = env.list("METRICS_ALLOWED_IPS", default=[])
 METRICS_LATENCY_BUCKETS = [
     float(b) for b in env.list("METRICS_LATENCY_BUCKETS", default=["0.1", "0.25", "0.5", "1", "2.5", "5", "10", "30", "60", "300"])
 ]
+# Attachments (connectors/delivery/attachments.py): the largest file fetched per kind, in bytes. The default is the
+# Telegram Bot API's getFile limit (20 MB); a bigger file is kept as an "unavailable" attachment, never fetched.
+ATTACHMENT_MAX_BYTES = env.int("ATTACHMENT_MAX_BYTES", default=20 * 1024 * 1024)
+ATTACHMENT_MAX_BYTES_BY_KIND = {
+    kind: env.int(f"ATTACHMENT_MAX_BYTES_{kind.upper()}", default=ATTACHMENT_MAX_BYTES)
+    for kind in ("image", "audio", "voice", "video", "document", "sticker")
+}

@@ -8,6 +8,7 @@ from django.utils.module_loading import import_string
 
 from audit import services as audit
 from brain_connectors.shared.errors import ServiceError
+from connectors.delivery import attachments
 from connectors.delivery.brain import BrainError, BrainRequest, get_brain
 from connectors.delivery.outbound import send_message
 from connectors.models import Delivery, InboundMessage
@@ -62,6 +63,9 @@ def _audit_reply(inbound, result=audit.SUCCESS, **details):
 
 def reply_with_brain(inbound_id):
     """Ask BRAIN about one stored inbound message and send its reply, at most once."""
+    # Files still pending: the fetch task was lost and the sweeper re-drove the message straight here. Fetch them
+    # now, so BRAIN never sees a file as pending (each is settled once, whoever gets there first).
+    attachments.fetch_pending(inbound_id)
     with transaction.atomic():
         inbound = (
             InboundMessage.objects.select_for_update().select_related("connector").filter(pk=inbound_id).first()
@@ -93,6 +97,7 @@ def reply_with_brain(inbound_id):
                 content=inbound.content,
                 message_id=inbound.platform_message_id,
                 context=import_string(settings.BRAIN_CONTEXT_PROVIDER)(inbound),
+                attachments=attachments.for_brain(inbound),
             )
             reply = get_brain().reply(request)
     except Exception as exc:  # BrainError, or a bug/misconfiguration: never leave the message "thinking"
