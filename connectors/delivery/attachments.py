@@ -9,6 +9,9 @@ attachment ids, kinds, sizes and error codes only: file names and captions are w
 import logging
 
 from django.conf import settings
+from django.db import transaction
+from django.db.models.signals import post_delete
+from django.dispatch import receiver
 
 from audit import services as audit
 from connectors import task_queue as queue
@@ -129,3 +132,12 @@ def for_brain(inbound) -> list:
          **({"contact": row.platform_ref} if row.kind == CONTACT else {})}
         for row in Attachment.objects.filter(inbound=inbound)
     ]
+
+
+@receiver(post_delete, sender=Attachment, dispatch_uid="connectors.attachment_file")
+def _delete_file(sender, instance, **kwargs):
+    """A deleted row (its message's or its connector's deletion cascades here) takes its file along, once the
+    deletion is committed."""
+    if instance.storage_name:
+        name = instance.storage_name
+        transaction.on_commit(lambda: attachment_store.storage().delete(name))

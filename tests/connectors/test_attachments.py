@@ -267,3 +267,28 @@ def test_rotate_keys_re_encrypts_attachment_files_under_the_new_key(settings, at
     out = StringIO()
     call_command("rotate_keys", stdout=out, stderr=StringIO())
     assert "attachment files: 0 re-encrypted, 1 already under the first key" in out.getvalue()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_deleting_a_message_deletes_its_stored_file(bot, fake, attachment_dir):
+    fake.add_file(PHOTO_ID, JPEG, file_path="photos/file_42.jpg")
+    inbound = bot(fixture("message_photo_no_caption"))
+    assert len(list(attachment_dir.iterdir())) == 1
+    InboundMessage.objects.filter(pk=inbound.pk).delete()
+    assert Attachment.objects.count() == 0 and list(attachment_dir.iterdir()) == []
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_polled_photo_is_fetched_and_reaches_brain_too(make_connector, fake):
+    import threading
+
+    from connectors.registry.kinds import connector_for
+
+    make_connector("tg_poll", kind="telegram", config={"mode": "polling", "api_base_url": fake.url, "poll_timeout": 1},
+                   credentials={"bot_token": TOKEN})
+    fake.add_file(PHOTO_ID, JPEG, file_path="photos/file_42.jpg")
+    fake.enqueue_update(fixture("message_photo_no_caption"))
+    assert connector_for(Connector.objects.get(pk="tg_poll")).poll_once(threading.Event()) == 1
+    inbound = InboundMessage.objects.get(connector_id="tg_poll")
+    assert Attachment.objects.get(inbound=inbound).status == "stored"
+    assert reply_to(inbound).endswith(f"[1 attachment: image (image/jpeg, {len(JPEG)} bytes)]")
