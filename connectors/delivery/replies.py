@@ -28,7 +28,8 @@ def conversation_context(inbound, limit=None):
     earlier_out = Delivery.objects.filter(
         connector_id=inbound.connector_id, recipient=inbound.sender, created_at__lte=inbound.received_at
     ).order_by("-created_at")[:limit]
-    items = [{"role": "user", "content": m.content, "time": m.received_at} for m in earlier_in]
+    # A message of attachments alone has no text: say so rather than hand BRAIN an empty turn.
+    items = [{"role": "user", "content": m.content or "[attachment]", "time": m.received_at} for m in earlier_in]
     items += [{"role": "assistant", "content": d.content, "time": d.created_at} for d in earlier_out]
     items.sort(key=lambda item: item["time"])
     return [{**item, "time": item["time"].isoformat()} for item in items[-limit:]]

@@ -16,6 +16,7 @@ from connectors.models import Attachment, Connector, Delivery, Event, InboundMes
 from connectors.platforms.base import Attachment as AttachmentData
 from connectors.platforms.base import IncomingMessage, MessageValidationError
 from connectors.platforms.telegram.parsing import parse_update, update_from_data
+from conversations.models import Message
 from tests.fakes.brain_server import FakeBrain
 from tests.fakes.telegram_server import FakeTelegram
 
@@ -128,6 +129,13 @@ def test_a_location_reaches_brain_without_any_download(bot, fake):
         "location", "stored", 51.507351, -0.127758, "")
     assert reply_to(inbound) == 'Echo: "" (0 context messages) [1 attachment: location 51.507351,-0.127758]'
     assert fake.calls_to("getFile") == [] and fake.calls_to("downloadFile") == []
+    # Conversation memory (BRAIN's context on later turns) keeps what the message carried: its kinds, no content.
+    assert Message.objects.get(inbound_id=inbound.pk).content == "[location]"
+    # The connectors' own context (for messages from before memory existed) says so too, rather than "".
+    later = fixture("message_text")
+    later["message"]["date"] = 1764067700
+    context = replies.conversation_context(bot(later))
+    assert [(item["role"], item["content"]) for item in context][:1] == [("user", "[attachment]")]
 
 
 @pytest.mark.django_db(transaction=True)
