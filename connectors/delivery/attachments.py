@@ -61,26 +61,31 @@ def hand_over(inbound_id, rows):
 
 
 def fetch_then_reply(inbound_id):
-    """The fetch task: fetch every pending file of the message, then hand it to the BRAIN task."""
-    fetch_pending(inbound_id)
-    queue.enqueue_brain(inbound_id)
+    """The fetch task: fetch every pending file of the message, then hand it to the BRAIN task. A failure that may
+    pass (network, 5xx, flood control) is tried again by this task later, up to ATTACHMENT_FETCH_ATTEMPTS tries."""
+    retry_in = fetch_pending(inbound_id, final=False)
+    if retry_in is not None:
+        queue.enqueue(queue.FETCH_ATTACHMENTS, inbound_id, countdown=retry_in)
+    else:
+        queue.enqueue_brain(inbound_id)
 
 
-def fetch_pending(inbound_id) -> int:
-    """Fetch each pending attachment of one inbound message; returns how many were settled. Platform failures mark
-    the attachment unavailable; nothing here raises for them."""
+def fetch_pending(inbound_id, final=True):
+    """Fetch each pending attachment of one inbound message. Platform failures mark it unavailable, and nothing here
+    raises for them; unless `final`, a passing failure with tries left keeps it pending: then the seconds to wait
+    before the next try are returned (else None)."""
     rows = list(Attachment.objects.filter(inbound_id=inbound_id, status=Attachment.Status.PENDING)
                 .select_related("inbound__connector"))
-    for row in rows:
-        _fetch_one(row)
-    return len(rows)
+    waits = [wait for row in rows if (wait := _fetch_one(row, final)) is not None]
+    return max(waits) if waits else None
 
 
 def _limit(kind):
     return settings.ATTACHMENT_MAX_BYTES_BY_KIND.get(kind, settings.ATTACHMENT_MAX_BYTES)
 
 
-def _fetch_one(row):
+def _fetch_one(row, final):
+    """Settle one attachment; returns None, or the seconds to wait before trying it again."""
     connector_row = row.inbound.connector
     limit = _limit(row.kind)
     try:
@@ -93,16 +98,25 @@ def _fetch_one(row):
                                  code="too_large")
         mime_type = attachment_store.check_type(row.kind, row.mime_type, data)
     except attachment_store.ContentMismatch as exc:
-        return _settle(row, Attachment.Status.UNAVAILABLE, error=f"content_mismatch: {exc}", code="content_mismatch")
+        _settle(row, Attachment.Status.UNAVAILABLE, error=f"content_mismatch: {exc}", code="content_mismatch")
+        return None
     except ConnectorError as exc:
-        return _settle(row, Attachment.Status.UNAVAILABLE, error=f"{exc.code}: {exc.message}", code=exc.code)
+        reason = f"{exc.code}: {exc.message}"
+        tries = row.attempts + 1
+        if not exc.permanent and not final and tries < settings.ATTACHMENT_FETCH_ATTEMPTS:
+            Attachment.objects.filter(pk=row.pk, status=Attachment.Status.PENDING).update(attempts=tries,
+                                                                                           error=reason[:500])
+            return max(exc.retry_after or 0, settings.ATTACHMENT_FETCH_RETRY_SECONDS * 2 ** (tries - 1))
+        _settle(row, Attachment.Status.UNAVAILABLE, error=reason, code=exc.code, attempts=tries)
+        return None
     except Exception as exc:  # a bug or an SDK surprise: the message still goes to BRAIN, without this file
         logger.exception("Fetching attachment %s of inbound %s failed unexpectedly", row.id, row.inbound_id)
-        return _settle(row, Attachment.Status.UNAVAILABLE, error=f"fetch_error: {type(exc).__name__}",
+        _settle(row, Attachment.Status.UNAVAILABLE, error=f"fetch_error: {type(exc).__name__}",
                        code="fetch_error")
     name = attachment_store.save(row.id, data)
     if not _settle(row, Attachment.Status.STORED, storage_name=name, size=len(data), mime_type=mime_type):
         attachment_store.storage().delete(name)  # another run settled it first: keep its copy only
+    return None
 
 
 def _settle(row, status, *, error="", code="", **fields) -> bool:
