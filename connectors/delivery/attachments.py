@@ -111,8 +111,8 @@ def _fetch_one(row, final):
         return None
     except Exception as exc:  # a bug or an SDK surprise: the message still goes to BRAIN, without this file
         logger.exception("Fetching attachment %s of inbound %s failed unexpectedly", row.id, row.inbound_id)
-        _settle(row, Attachment.Status.UNAVAILABLE, error=f"fetch_error: {type(exc).__name__}",
-                       code="fetch_error")
+        _settle(row, Attachment.Status.UNAVAILABLE, error=f"fetch_error: {type(exc).__name__}", code="fetch_error")
+        return None
     name = attachment_store.save(row.id, data)
     if not _settle(row, Attachment.Status.STORED, storage_name=name, size=len(data), mime_type=mime_type):
         attachment_store.storage().delete(name)  # another run settled it first: keep its copy only

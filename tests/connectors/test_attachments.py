@@ -314,3 +314,17 @@ def test_a_polled_photo_is_fetched_and_reaches_brain_too(make_connector, fake):
     inbound = InboundMessage.objects.get(connector_id="tg_poll")
     assert Attachment.objects.get(inbound=inbound).status == "stored"
     assert reply_to(inbound).endswith(f"[1 attachment: image (image/jpeg, {len(JPEG)} bytes)]")
+
+
+@pytest.mark.django_db(transaction=True)
+def test_an_unexpected_fetch_failure_is_unavailable_not_a_lost_message(bot, fake, monkeypatch):
+    from connectors.platforms.telegram import client
+
+    async def broken(bot, file_id, max_bytes):
+        raise RuntimeError("an SDK surprise")
+
+    monkeypatch.setattr(client, "download_file", broken)
+    inbound = bot(fixture("message_photo_no_caption"))
+    row = Attachment.objects.get(inbound=inbound)
+    assert (row.status, row.error) == ("unavailable", "fetch_error: RuntimeError")
+    assert reply_to(inbound).endswith("[1 attachment: image unavailable: fetch_error: RuntimeError]")
