@@ -623,7 +623,7 @@ def main():  # noqa: PLR0915 (one linear script: set up, run, settle, reconcile)
         figures = reconcile(
             inbound_accepted=clients.inbound_accepted, inbound_rows=inbound_rows,
             outbound_accepted=clients.outbound_accepted, deliveries=deliveries,
-            platform_texts=[sent["text"] for sent in telegram.sent],
+            platform_texts=[sent["visible_text"] for sent in telegram.sent],  # what the person sees
             brain_contents=[request.content for request in brain.accepted],
             redriven=redriven,
         )

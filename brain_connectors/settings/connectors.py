@@ -46,6 +46,11 @@ BRAIN_CONTEXT_PROVIDER = env.str("BRAIN_CONTEXT_PROVIDER", default="conversation
 # Functions that may answer an inbound message before BRAIN does (dotted paths, in order); each
 # returns the reply text, or None to pass it on. Routing's pairing codes are answered this way.
 INBOUND_MESSAGE_HANDLERS = env.list("INBOUND_MESSAGE_HANDLERS", default=["routing.pairing.handle_inbound"])
+# While BRAIN works on a reply, platforms with a typing indicator show it, once BRAIN has taken TYPING_DELAY_SECONDS
+# (a quick answer needs none). Telegram's lasts 5 seconds, so it is sent again every TYPING_REPEAT_SECONDS; 0 turns
+# the indicator off.
+TYPING_DELAY_SECONDS = env.float("TYPING_DELAY_SECONDS", default=1.0)
+TYPING_REPEAT_SECONDS = env.float("TYPING_REPEAT_SECONDS", default=4.0)
 
 DELIVERY_MAX_ATTEMPTS = env.int("DELIVERY_MAX_ATTEMPTS", default=8)
 # A delivery left in `sending` this long lost its worker; the sweeper queues it again.

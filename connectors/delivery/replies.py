@@ -1,4 +1,5 @@
 """BRAIN's replies: ask BRAIN (or an inbound handler) about a stored message and send the answer once."""
+import contextlib
 import logging
 
 from django.conf import settings
@@ -11,8 +12,9 @@ from brain_connectors.shared.errors import ServiceError
 from connectors.delivery import attachments
 from connectors.delivery.brain import BrainError, BrainRequest, get_brain
 from connectors.delivery.outbound import send_message
-from connectors.models import Delivery, InboundMessage
+from connectors.models import ConnectorStatus, Delivery, InboundMessage
 from connectors.permissions import Principal
+from connectors.registry.kinds import connector_for
 
 logger = logging.getLogger(__name__)
 
@@ -53,6 +55,25 @@ def _handled_before_brain(inbound):
         if reply is not None:
             return reply
     return None
+
+
+@contextlib.contextmanager
+def _typing_indicator(inbound):
+    """The platform's typing indicator for the person while the block runs (BaseConnector.typing), or nothing. It
+    is cosmetic: a platform that cannot show it, even one whose hook raises, leaves the reply as it would have been."""
+    indicator = contextlib.ExitStack()
+    if inbound.connector.status == ConnectorStatus.CONNECTED:  # else the reply waits for a restart: nothing to show
+        try:
+            indicator.enter_context(connector_for(inbound.connector).typing(inbound.sender, inbound.metadata or {}))
+        except Exception as exc:  # an unknown kind, a bug in a platform; the type says enough and holds no content
+            logger.warning("No typing indicator for inbound %s: %s", inbound.pk, type(exc).__name__)
+    try:
+        yield
+    finally:
+        try:
+            indicator.close()
+        except Exception as exc:
+            logger.warning("Stopping the typing indicator for inbound %s failed: %s", inbound.pk, type(exc).__name__)
 
 
 def _audit_reply(inbound, result=audit.SUCCESS, **details):
@@ -100,7 +121,8 @@ def reply_with_brain(inbound_id):
                 context=import_string(settings.BRAIN_CONTEXT_PROVIDER)(inbound),
                 attachments=attachments.for_brain(inbound),
             )
-            reply = get_brain().reply(request)
+            with _typing_indicator(inbound):
+                reply = get_brain().reply(request)
     except Exception as exc:  # BrainError, or a bug/misconfiguration: never leave the message "thinking"
         if not isinstance(exc, BrainError):
             logger.exception("BRAIN backend failed unexpectedly for inbound %s", inbound.pk)

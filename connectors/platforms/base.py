@@ -7,6 +7,7 @@ the platform's side, marking whether retrying can help.
 """
 import asyncio
 import concurrent.futures
+import contextlib
 import math
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -288,6 +289,13 @@ class BaseConnector:
         in a thread; platforms with an async client override it and keep that client open between calls
         (register its closing with `on_sender_close`)."""
         return await asyncio.to_thread(self.send, message, delivery_id=delivery_id)
+
+    def typing(self, recipient: str, metadata: dict):
+        """A context manager that shows the platform's typing indicator to `recipient` (the sender of the inbound
+        message BRAIN is answering; `metadata` is that message's) while it is open: connectors/delivery/replies.py
+        holds it open around the call to BRAIN. By default nothing: most platforms have no such indicator. It is
+        cosmetic, so it must not raise, nor hold up entering or leaving the block beyond a moment."""
+        return contextlib.nullcontext()
 
     # --- inbound webhooks (connectors/webhooks.py calls these, in this order) ---
     def verify_webhook(self, request, channel: str) -> None:

@@ -4,7 +4,9 @@ Config: `from_address` (required), `subject` (default "Message from BRAIN"), `re
 no credentials on the connector: the mail server and its login come from the settings (EMAIL_URL,
 or EMAIL_BACKEND and Django's EMAIL_* settings), shared by every email connector.
 
-Each message goes out as plain text with an HTML alternative (escaped, line breaks kept). Its
+Each message goes out as plain text (BRAIN's Markdown as written, which reads well as text) with an HTML
+alternative rendered from that Markdown by markdown-it-py (connectors.platforms.formatting.to_email_html;
+raw HTML in the text is escaped, never passed through). Its
 Message-ID is derived from the delivery id, so a retry after an ambiguous failure (the connection
 dropped after DATA) carries the same Message-ID and mail clients can collapse the duplicate. The
 Message-ID is the delivery's platform message id.
@@ -20,7 +22,6 @@ from django.core.exceptions import ValidationError
 from django.core.mail import BadHeaderError, EmailMultiAlternatives, get_connection
 from django.core.validators import validate_email
 from django.utils.encoding import punycode
-from django.utils.html import escape
 
 from connectors.platforms.addresses import InvalidAddress
 from connectors.platforms.base import (
@@ -32,6 +33,7 @@ from connectors.platforms.base import (
     OutgoingMessage,
     SendResult,
 )
+from connectors.platforms.formatting import to_email_html
 
 logger = logging.getLogger(__name__)
 
@@ -52,12 +54,11 @@ def address_problem(value) -> str | None:
 
 
 def html_body(text: str) -> str:
-    """The HTML alternative: the text escaped, with its line breaks kept."""
-    lines = escape(text.replace("\r\n", "\n").replace("\r", "\n")).split("\n")
+    """The HTML alternative: BRAIN's Markdown rendered (raw HTML in it escaped), in a minimal document."""
     return (
         '<!DOCTYPE html>\n<html><head><meta charset="utf-8"></head>\n'
-        '<body><div style="font-family: sans-serif; white-space: pre-wrap">'
-        + "<br>\n".join(lines)
+        '<body><div style="font-family: sans-serif">\n'
+        + to_email_html(text.replace("\r\n", "\n").replace("\r", "\n"))
         + "</div></body></html>\n"
     )
 

@@ -3,6 +3,9 @@
 Credentials `account_sid`, `auth_token`; config `from_number` (E.164, a short code or an
 alphanumeric sender ID), `max_segments` (default 10), `api_base_url`, `timeout`.
 
+BRAIN's Markdown is sent as plain text: the markers removed, links as "text (url)"
+(connectors.platforms.formatting.to_plain), before the segments are counted.
+
 Sending is segment-aware. A GSM-7 message takes 160 characters in one segment (153 per segment
 when split), but one character outside GSM-7 turns the whole message into UCS-2: 70 (67) per
 segment, so typically two to three times the cost. Typographic characters that have a plain GSM
@@ -16,6 +19,7 @@ import unicodedata
 from dataclasses import dataclass
 
 from connectors.platforms.base import PATTERN_END, ConnectorError, OutgoingMessage, SendResult
+from connectors.platforms.formatting import to_plain
 from connectors.platforms.twilio_common import E164, TwilioMessagingConnector, config_schema
 
 logger = logging.getLogger(__name__)
@@ -119,7 +123,7 @@ class SmsConnector(TwilioMessagingConnector):
 
     def send(self, message: OutgoingMessage, *, delivery_id: str) -> SendResult:
         to = self.normalize_recipient(message.recipient)
-        encoded = self.prepare(message.content)
+        encoded = self.prepare(to_plain(message.content))
         params = {"to": to, "from_": self.config["from_number"], "body": encoded.text}
         callback = self.status_callback_url()
         if callback:

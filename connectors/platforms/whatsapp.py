@@ -8,7 +8,7 @@ without the `whatsapp:` prefix.
 WhatsApp allows free text only within 24 hours of the person's last message to us (the session
 window). The window is measured from the newest InboundMessage of that person on this
 connector, less a small safety margin:
-- inside: the text is sent as is;
+- inside: the text is sent, BRAIN's Markdown in WhatsApp's markup (connectors.platforms.formatting);
 - outside, with a template: the template is sent, the text in its variable;
 - outside, without a template: ConnectorError(permanent, code="outside_window"), so that routing
   can fall back to another channel.
@@ -24,6 +24,7 @@ from django.utils import timezone
 
 from connectors.models import InboundMessage
 from connectors.platforms.base import PATTERN_END, ConnectorError, OutgoingMessage, SendResult
+from connectors.platforms.formatting import to_whatsapp
 from connectors.platforms.twilio_common import E164, TwilioMessagingConnector, config_schema, normalize_phone
 
 PREFIX = "whatsapp:"
@@ -87,15 +88,16 @@ class WhatsAppConnector(TwilioMessagingConnector):
         if callback:
             params["status_callback"] = callback
         template = self.config.get("template_content_sid")
+        body = to_whatsapp(message.content)
         if self.window_open(to):
-            if len(message.content) > MAX_BODY:
+            if len(body) > MAX_BODY:
                 raise ConnectorError(
-                    f"WhatsApp messages are limited to {MAX_BODY} characters (got {len(message.content)}).",
+                    f"WhatsApp messages are limited to {MAX_BODY} characters (got {len(body)}).",
                     permanent=True,
                     code="too_long",
                 )
             try:
-                created = self.call(lambda c: c.messages.create(body=message.content, **params))
+                created = self.call(lambda c: c.messages.create(body=body, **params))
                 return SendResult(platform_message_id=created.sid)
             except ConnectorError as exc:
                 if exc.code != "outside_window" or not template:
@@ -106,7 +108,7 @@ class WhatsAppConnector(TwilioMessagingConnector):
                 permanent=True,
                 code="outside_window",
             )
-        variables = json.dumps({self.config.get("template_variable", "1"): template_value(message.content)})
+        variables = json.dumps({self.config.get("template_variable", "1"): template_value(body)})
         created = self.call(
             lambda c: c.messages.create(content_sid=template, content_variables=variables, **params)
         )

@@ -142,7 +142,7 @@ def test_one_normaliser_and_one_mask():
         if re.search(r"^\s*def (mask_address|address_hint|\w*mask\w*)\(", text, flags=re.MULTILINE):
             masks.append(str(relative))
     assert normalisers == [
-        "connectors/platforms/base.py", "connectors/platforms/email.py",
+        "connectors/platforms/base.py", "connectors/platforms/email.py", "connectors/platforms/slack/connector.py",
         "connectors/platforms/twilio_common/__init__.py", "connectors/platforms/whatsapp.py",
     ]
     assert masks == ["connectors/platforms/addresses.py"]

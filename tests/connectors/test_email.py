@@ -138,7 +138,8 @@ def test_sent_message_has_plain_text_and_escaped_html(mailer):
     assert message.body == content
     [(html, mimetype)] = message.alternatives
     assert mimetype == "text/html"
-    assert "&lt;b&gt;Ada&lt;/b&gt; &amp; &quot;friends&quot;<br>\nLine two<br>\nLine three" in html
+    # The HTML part is rendered from the Markdown; raw HTML in it stays text, line breaks stay breaks.
+    assert "<p>Hello &lt;b&gt;Ada&lt;/b&gt; &amp; &quot;friends&quot;<br />\nLine two<br />\nLine three</p>" in html
     assert "<b>" not in html
     assert message.extra_headers["Message-ID"] == delivery.platform_message_id
     assert str(delivery.id) in delivery.platform_message_id
@@ -154,9 +155,9 @@ def test_subject_comes_from_config(make_connector):
 
 
 def test_html_body_escapes_and_keeps_line_breaks():
-    html = html_body("<script>alert(1)</script>\n\nbye")
+    html = html_body("<script>alert(1)</script>\n\nbye\nnow")
     assert "<script>" not in html
-    assert "&lt;script&gt;alert(1)&lt;/script&gt;<br>\n<br>\nbye" in html
+    assert "<p>&lt;script&gt;alert(1)&lt;/script&gt;</p>\n<p>bye<br />\nnow</p>" in html
 
 
 # --- end to end through Django's SMTP backend -------------------------------------------------
@@ -175,7 +176,19 @@ def test_smtp_end_to_end(mailer, sink):
     assert msg.get_content_type() == "multipart/alternative"
     parts = {part.get_content_type(): part.get_content() for part in msg.iter_parts()}
     assert parts["text/plain"].replace("\r\n", "\n").rstrip("\n") == "Hello <Ada>\nsecond line"
-    assert "Hello &lt;Ada&gt;<br>" in parts["text/html"]
+    assert "<p>Hello &lt;Ada&gt;<br />" in parts["text/html"]
+
+
+def test_smtp_markdown_becomes_the_html_part_and_stays_as_written_in_the_text_part(mailer, sink):
+    content = "# Report\n\n**Build failed**, see [the log](https://ci.example.org/1).\n\n- one\n- two <i>"
+    delivery = send("ada@example.org", content)
+    assert delivery.status == "sent", delivery.last_error
+    parts = {part.get_content_type(): part.get_content() for part in sink.messages[0].message.iter_parts()}
+    assert parts["text/plain"].replace("\r\n", "\n").rstrip("\n") == content
+    html = parts["text/html"].replace("\r\n", "\n")
+    assert "<h1>Report</h1>" in html and "<strong>Build failed</strong>" in html
+    assert '<a href="https://ci.example.org/1">the log</a>' in html
+    assert "<li>one</li>\n<li>two &lt;i&gt;</li>" in html and "<i>" not in html
 
 
 def test_smtp_recipient_refused_550_fails_permanently(mailer, sink):

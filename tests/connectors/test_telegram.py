@@ -281,13 +281,15 @@ def send(connector_id, content, recipient=ADA, **kwargs):
 
 
 @pytest.mark.django_db(transaction=True)
-def test_send_delivers_plain_text_and_records_the_message_id(telegram, fake):
+def test_send_delivers_markdown_as_telegram_html_and_records_the_message_id(telegram, fake):
     telegram()
     delivery = send("tg_main", "Tomorrow you have *two* meetings <b>.")
     assert delivery.status == "sent" and delivery.attempts == 1
     [call] = fake.calls_to("sendMessage")
-    assert call.params["chat_id"] == ADA and call.params["text"] == "Tomorrow you have *two* meetings <b>."
-    assert "parse_mode" not in call.params  # plain text: BRAIN's text is never interpreted as markup
+    # BRAIN's Markdown is rendered; its own "<b>" stays text (escaped), never markup.
+    assert call.params["chat_id"] == ADA and call.params["text"] == "Tomorrow you have <i>two</i> meetings &lt;b&gt;."
+    assert call.params["parse_mode"] == "HTML"
+    assert fake.sent[0]["visible_text"] == "Tomorrow you have two meetings <b>."
     assert delivery.platform_message_id == str(fake.sent[0]["message_id"])
 
 

@@ -254,6 +254,12 @@ def test_typographic_text_arrives_as_gsm7(twilio_connector, twilio_fake):
     assert twilio_fake.messages[0].form["Body"] == "Meeting moved - it's at 4..."
 
 
+def test_markdown_is_sent_as_plain_text(twilio_connector, twilio_fake):
+    twilio_connector("sms_md", "sms")
+    services.send_message(SYSTEM, "sms_md", TO, "**Build failed**: see [the log](https://ci.example.org/1) and `make`")
+    assert twilio_fake.messages[0].form["Body"] == "Build failed: see the log (https://ci.example.org/1) and make"
+
+
 def test_over_max_segments_is_refused_not_truncated(twilio_connector, twilio_fake):
     twilio_connector("sms_long", "sms", max_segments=2)
     delivery, _ = services.send_message(SYSTEM, "sms_long", TO, "a" * 307)  # three GSM-7 segments

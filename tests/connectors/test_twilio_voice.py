@@ -358,6 +358,13 @@ def test_notification_places_a_call_that_says_the_text(settings, voice, twilio_f
     assert delivery.status == "sent" and delivery.platform_message_id == placed.response["sid"]
 
 
+def test_a_notification_in_markdown_is_spoken_as_plain_text(voice, twilio_fake):
+    voice("voice_md")
+    services.send_message(SYSTEM, "voice_md", CALLER, "# Alert\n\nYour **build** failed, see [the log](https://ci.example.org/1).")
+    assert says(parse(twilio_fake.calls[0].form["Twiml"])) == [
+        "Alert Your build failed, see the log (https://ci.example.org/1)."]
+
+
 def test_calls_to_client_addresses_but_not_back_to_anonymous_callers(voice, twilio_fake):
     voice("voice_addr")
     placed, _ = services.send_message(SYSTEM, "voice_addr", "client:alice", "Ping")

@@ -88,6 +88,16 @@ def test_inside_the_window_free_text_is_sent(settings, twilio_connector, twilio_
     }
 
 
+def test_markdown_is_sent_in_whatsapp_markup(twilio_connector, twilio_fake, no_reply):
+    twilio_connector("wa_md", "whatsapp", from_number="+14155550100")
+    heard_from("wa_md", hours_ago=1)
+    delivery = send("wa_md", ADA, "**Build failed** *now*, ~~not~~ [the log](https://ci.example.org/1): `make`\n"
+                                  "```\nexit 2\n```")
+    assert delivery.status == "sent", delivery.last_error
+    assert twilio_fake.messages[0].form["Body"] == (
+        "*Build failed* _now_, ~not~ the log (https://ci.example.org/1): `make`\n\n```\nexit 2\n```")
+
+
 def test_outside_the_window_the_template_is_sent(twilio_connector, twilio_fake, no_reply):
     twilio_connector("wa_tpl", "whatsapp", from_number="+14155550100", template_content_sid=TEMPLATE)
     heard_from("wa_tpl", hours_ago=25)

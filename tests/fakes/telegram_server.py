@@ -8,9 +8,9 @@
     fake.stop()
 
 Routes `/bot<token>/<method>` (method names are case-insensitive, as on Telegram) for getMe,
-sendMessage, setWebhook, deleteWebhook, getWebhookInfo, getUpdates, answerCallbackQuery and getFile,
-and the file download `GET /file/bot<token>/<file_path>` (recorded as method "downloadFile"), which
-serves the bytes registered with `add_file(file_id, data)`. Bodies
+sendMessage, sendChatAction, setWebhook, deleteWebhook, getWebhookInfo, getUpdates, answerCallbackQuery
+and getFile, and the file download `GET /file/bot<token>/<file_path>` (recorded as method
+"downloadFile"), which serves the bytes registered with `add_file(file_id, data)`. Bodies
 may be form-encoded (what python-telegram-bot sends; structured values are JSON strings), JSON,
 or query strings. Every call is recorded, also refused ones.
 
@@ -28,9 +28,15 @@ Behaviour that follows Telegram's:
   unknown one 400 "Bad Request: invalid file_id", a file over 20 MB 400 "Bad Request: file is too
   big" (the Bot API's download limit); the download answers the bytes, or 404 for another path or
   token;
+- sendChatAction: `action` must be one Telegram accepts (CHAT_ACTIONS), else 400 "wrong parameter
+  action in request"; accepted ones are recorded in `chat_actions` (chat_id, action) in order;
+- sendMessage with parse_mode "HTML" (any case): the text must parse as Telegram HTML
+  (tests/fakes/telegram_html.py), else 400 "Bad Request: can't parse entities: …"; the 4,096 limit and
+  the empty check apply to the visible text; other parse modes get 400 "unsupported parse_mode";
+  `sent` keeps the text as sent, its parse_mode and the visible text;
 - per-chat rules: `block_chat(id)` → 403 "bot was blocked by the user"; `forget_chat(id)` → 400
   "chat not found"; `migrate_chat(old, new)` → 400 with parameters.migrate_to_chat_id for sends
-  to the old id.
+  to the old id (sendMessage and sendChatAction alike).
 
 Failure modes switched at run time with `fail(mode, method=None, times=None, after=0)` for calls
 to `method` (any method if None): the next `after` matching calls still succeed, then `times`
@@ -43,6 +49,8 @@ calls fail (None: until `clear_failures()`):
     server_error    500 Internal Server Error
     bad_gateway     502 with an HTML body
     slow            waits `slow_seconds`, then answers normally
+    bad_entities    400 Bad Request: can't parse entities (as for markup Telegram does not accept), for
+                    sends with a parse_mode only; others are answered normally and do not use it up
 `down()` stops listening ("connection refused"; `.url` stays the same), `up()` listens again on
 the same port. `on_call(call)`, if set, runs in the server thread when a call arrives, before it
 is answered (e.g. to check what the database holds at that moment).
@@ -58,12 +66,16 @@ from collections import deque
 from dataclasses import dataclass, field
 from urllib.parse import parse_qsl, urlsplit
 
+from . import telegram_html
 from .base import LoopbackServer, QuietHandler
 
 FAILURE_MODES = ("flood", "blocked", "chat_not_found", "migrated", "invalid_token", "server_error", "bad_gateway",
-                 "slow")
+                 "slow", "bad_entities")
 TOKEN_PATTERN = re.compile(r"^[0-9]+:[A-Za-z0-9_-]+$")
 SECRET_TOKEN_PATTERN = re.compile(r"^[A-Za-z0-9_-]{1,256}$")
+# The actions sendChatAction accepts (https://core.telegram.org/bots/api#sendchataction).
+CHAT_ACTIONS = ("typing", "upload_photo", "record_video", "upload_video", "record_voice", "upload_voice",
+                "upload_document", "choose_sticker", "find_location", "record_video_note", "upload_video_note")
 PATH_PATTERN = re.compile(r"^/bot(?P<token>[^/]+)/(?P<method>[A-Za-z]+)$")
 FILE_PATTERN = re.compile(r"^/file/bot(?P<token>[^/]+)/(?P<path>[A-Za-z0-9_./-]+)$")
 MAX_DOWNLOAD_BYTES = 20 * 1024 * 1024  # getFile refuses larger files
@@ -123,7 +135,7 @@ class _Handler(QuietHandler):
 
 
 class FakeTelegram(LoopbackServer):
-    METHODS = ("getMe", "sendMessage", "setWebhook", "deleteWebhook", "getWebhookInfo", "getUpdates",
+    METHODS = ("getMe", "sendMessage", "sendChatAction", "setWebhook", "deleteWebhook", "getWebhookInfo", "getUpdates",
                "answerCallbackQuery", "getFile")
 
     def __init__(self, *, tokens=None, bot_id=7000000001, bot_username="brain_connectors_bot", host="127.0.0.1",
@@ -151,6 +163,7 @@ class FakeTelegram(LoopbackServer):
         self.migrated_chats: dict[str, int] = {}
         self.webhook: dict = {}
         self.sent: list[dict] = []  # messages accepted by sendMessage, in order
+        self.chat_actions: list[dict] = []  # actions accepted by sendChatAction, in order
         self.get_updates_conflicts = 0
         self._poll_generation: dict[str, int] = {}  # per bot token
         self.files: dict[str, dict] = {}  # file_id → {"data", "file_path", "file_unique_id", "size"}
@@ -214,7 +227,8 @@ class FakeTelegram(LoopbackServer):
             self._failures.clear()
             self._updates.clear()
             self.sent.clear()
-        self.files.clear()
+            self.chat_actions.clear()
+            self.files.clear()
         self.blocked_chats.clear()
         self.missing_chats.clear()
         self.migrated_chats.clear()
@@ -272,7 +286,7 @@ class FakeTelegram(LoopbackServer):
             self.on_call(call)
         if self.latency_seconds:
             self._stopping.wait(self.latency_seconds)
-        failure = self._next_failure(method)
+        failure = self._next_failure(method, formatted=bool(params.get("parse_mode")))
         if failure == "slow":
             self._stopping.wait(self.slow_seconds)
         elif failure is not None:
@@ -313,10 +327,12 @@ class FakeTelegram(LoopbackServer):
         else:
             handler._send(status, json.dumps(payload).encode())
 
-    def _next_failure(self, method):
+    def _next_failure(self, method, formatted=False):
         with self._lock:
             for failure in self._failures:
                 if failure.method is not None and failure.method.lower() != method.lower():
+                    continue
+                if failure.mode == "bad_entities" and not formatted:
                     continue
                 if failure.skip > 0:
                     failure.skip -= 1
@@ -343,6 +359,8 @@ class FakeTelegram(LoopbackServer):
             return 401, _error(401, "Unauthorized")
         if mode == "server_error":
             return 500, _error(500, "Internal Server Error")
+        if mode == "bad_entities":
+            return 400, _error(400, "Bad Request: can't parse entities: Unsupported start tag \"x\" at byte offset 0")
         if mode == "bad_gateway":
             return 502, b"<html><body><h1>502 Bad Gateway</h1></body></html>"
         raise ValueError(mode)
@@ -355,15 +373,8 @@ class FakeTelegram(LoopbackServer):
     def _api_getMe(self, call):
         return 200, {"ok": True, "result": self._me()}
 
-    def _api_sendMessage(self, call):
-        chat_id = str(call.params.get("chat_id", ""))
-        text = call.params.get("text")
-        if not chat_id:
-            return 400, _error(400, "Bad Request: chat_id is empty")
-        if not isinstance(text, str) or not text.strip():
-            return 400, _error(400, "Bad Request: message text is empty")
-        if len(text.encode("utf-16-le")) // 2 > 4096:
-            return 400, _error(400, "Bad Request: message is too long")
+    def _chat_refusal(self, chat_id):
+        """Telegram's answer to a call for a chat that moved, blocked the bot or does not exist; None if none."""
         if chat_id in self.migrated_chats:
             return 400, _error(400, "Bad Request: group chat was upgraded to a supergroup chat",
                                parameters={"migrate_to_chat_id": self.migrated_chats[chat_id]})
@@ -371,21 +382,58 @@ class FakeTelegram(LoopbackServer):
             return 403, _error(403, "Forbidden: bot was blocked by the user")
         if chat_id in self.missing_chats or not re.match(r"^(-?[0-9]+|@[A-Za-z0-9_]+)$", chat_id):
             return 400, _error(400, "Bad Request: chat not found")
+        return None
+
+    def _api_sendMessage(self, call):
+        chat_id = str(call.params.get("chat_id", ""))
+        text = call.params.get("text")
+        if not chat_id:
+            return 400, _error(400, "Bad Request: chat_id is empty")
+        if not isinstance(text, str):
+            return 400, _error(400, "Bad Request: message text is empty")
+        parse_mode = call.params.get("parse_mode") or None
+        visible = text
+        if parse_mode is not None and parse_mode.lower() != "html":
+            return 400, _error(400, "Bad Request: unsupported parse_mode")
+        if parse_mode is not None:
+            try:
+                visible = telegram_html.parse(text)
+            except telegram_html.EntityError as exc:
+                return 400, _error(400, f"Bad Request: can't parse entities: {exc}")
+        if not visible.strip():
+            return 400, _error(400, "Bad Request: message text is empty")
+        if len(visible.encode("utf-16-le")) // 2 > 4096:
+            return 400, _error(400, "Bad Request: message is too long")
+        if refusal := self._chat_refusal(chat_id):
+            return refusal
         numeric = int(chat_id) if chat_id.lstrip("-").isdigit() else -1009999999999
         message = {
             "message_id": next(self._message_ids),
             "date": int(time.time()),
             "from": {"id": self.bot_id, "is_bot": True, "first_name": "BRAIN", "username": self.bot_username},
             "chat": {"id": numeric, "type": "private" if numeric > 0 else "supergroup"},
-            "text": text,
+            "text": visible,
         }
         reply = call.param("reply_parameters")
         if isinstance(reply, dict):
             message["reply_to_message_id"] = reply.get("message_id")  # recorded for inspection only
         with self._lock:
-            self.sent.append({"chat_id": chat_id, "text": text, "message_id": message["message_id"],
-                              "reply_parameters": reply})
+            self.sent.append({"chat_id": chat_id, "text": text, "parse_mode": parse_mode, "visible_text": visible,
+                              "message_id": message["message_id"], "reply_parameters": reply})
         return 200, {"ok": True, "result": message}
+
+    def _api_sendChatAction(self, call):
+        chat_id = str(call.params.get("chat_id", ""))
+        action = call.params.get("action")
+        if not chat_id:
+            return 400, _error(400, "Bad Request: chat_id is empty")
+        if action not in CHAT_ACTIONS:
+            return 400, _error(400, "Bad Request: wrong parameter action in request")
+        if refusal := self._chat_refusal(chat_id):
+            return refusal
+        with self._lock:
+            self.chat_actions.append({"chat_id": chat_id, "action": action})
+        return 200, {"ok": True, "result": True}
 
     def _api_setWebhook(self, call):
         url = call.params.get("url", "")

@@ -92,7 +92,8 @@ class SlackConnector(BaseConnector):
     def token(self):
         return self.credentials.get("bot_token", "")
 
-    def _bot(self):
+    def bot_identity(self):
+        """What auth.test said at the last start: the bot's user id, team id and name."""
         return (self.connector.platform_state or {}).get("bot") or {}
 
     @classmethod
@@ -162,7 +163,7 @@ class SlackConnector(BaseConnector):
                                                else None)
             return meta["channel"], None, thread
         if person := _PERSON.fullmatch(recipient):
-            team = self._bot().get("team_id")
+            team = self.bot_identity().get("team_id")
             if team and person.group(1) != team:
                 raise ConnectorError(f"{recipient} belongs to another Slack workspace than this bot's ({team}).",
                                      permanent=True, code="recipient_forbidden")
@@ -232,7 +233,7 @@ class SlackConnector(BaseConnector):
         """Anything well-signed that is not a person's message is acknowledged (200) and dropped: Slack retries
         every other answer three times, then turns the app's events off if failures go on."""
         try:
-            parsed = events.parse_body(request.body, self._bot().get("user_id", ""),
+            parsed = events.parse_body(request.body, self.bot_identity().get("user_id", ""),
                                        bool(self.config.get("channel_messages")))
         except events.Ignored as exc:
             raise WebhookIgnored(str(exc))

@@ -53,7 +53,7 @@ def hold_session(platform, stop_event) -> int:
 
 async def _session(platform, app_token, stop_event) -> int:
     handled = 0
-    bot_user = platform._bot().get("user_id", "")
+    bot_user = platform.bot_identity().get("user_id", "")
     channel_messages = bool(platform.config.get("channel_messages"))
     async with guarded_session(limit=4) as http:
         client = SocketModeClient(app_token=app_token, web_client=api.new_client(app_token, platform.config, http),

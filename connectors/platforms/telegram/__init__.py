@@ -3,9 +3,10 @@
 `settings.CONNECTOR_CLASSES["telegram"]` points at
 `connectors.platforms.telegram.TelegramConnector` (connector.py).
 
-    client.py   running PTB from synchronous code; PTB errors → ConnectorError
-    parsing.py  updates → IncomingMessage (pure)
-    text.py     splitting texts over 4,096 characters (pure)
+    client.py            running PTB from synchronous code; PTB errors → ConnectorError
+    parsing.py           updates → IncomingMessage (pure)
+    text.py              rendering BRAIN's Markdown to HTML parts of at most 4,096 characters (pure)
+    typing_indicator.py  "typing…" (sendChatAction) while BRAIN works, from a background thread
 
 The connector is loaded lazily, so the pure modules import without Django (bench scripts).
 """

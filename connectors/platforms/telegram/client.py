@@ -6,7 +6,8 @@ before the loop ends: nothing is shared between loops, and nothing leaks. The `B
 `initialize()`d, because that calls getMe before every operation (doubling the API traffic) and
 repeats the token in its error message; we open and close its HTTP clients ourselves.
 
-`translate()` turns PTB's exceptions into ConnectorError, deciding what is permanent.
+`translate()` turns PTB's exceptions into ConnectorError, deciding what is permanent. `send_part()` sends one
+part of a message as HTML, and again as plain text if Telegram cannot parse its entities.
 
 Every connection the Bot's HTTP clients open passes the outbound-URL guard (brain_connectors.shared.guarded_http)
 on the address it connects to. PTB reports the guard's refusal as a NetworkError; `translate()`
@@ -16,11 +17,13 @@ import asyncio
 import atexit
 import contextlib
 import datetime
+import logging
 import threading
 import warnings
 
 import httpx
 from telegram import Bot
+from telegram.constants import ParseMode
 from telegram.error import (
     BadRequest,
     ChatMigrated,
@@ -37,6 +40,8 @@ from telegram.warnings import PTBDeprecationWarning
 from brain_connectors.shared.guarded_http import caused_by, guarded_async_transport
 from brain_connectors.shared.url_guard import UnsafeURL
 from connectors.platforms.base import ConnectorError, run_sync
+
+logger = logging.getLogger(__name__)
 
 # PTB 22 warns, from inside RetryAfter.__init__ itself, that `retry_after` becomes a timedelta one
 # day; retry_after_seconds() handles both, so that one warning is only noise on every 429.
@@ -206,6 +211,21 @@ async def download_file(bot, file_id, max_bytes) -> bytes:
     except TelegramError as exc:
         message = scrub(getattr(exc, "message", None) or str(exc), bot.token)
         raise ConnectorError(f"Telegram file download failed: {message}", code="download_failed") from exc
+
+
+async def send_part(bot, chat_id, part, reply):
+    """Send one part as HTML; if Telegram cannot parse its entities, send the same part again as plain text
+    (its visible text, which fits the same limit) rather than fail the delivery over formatting."""
+    try:
+        return await bot.send_message(chat_id=chat_id, text=part.html, parse_mode=ParseMode.HTML,
+                                      reply_parameters=reply)
+    except BadRequest as exc:
+        if "can't parse entities" not in str(exc).lower():
+            raise
+        # Telegram's error quotes the offending markup (message content): it stays out of the log.
+        logger.warning("Telegram could not parse the formatting of a message part to chat %s; sent as plain text",
+                       chat_id)
+    return await bot.send_message(chat_id=chat_id, text=part.text, reply_parameters=reply)
 
 
 def retry_after_seconds(exc: RetryAfter) -> float:

@@ -45,7 +45,8 @@ from connectors.platforms.telegram.parsing import (
     update_from_body,
     update_from_data,
 )
-from connectors.platforms.telegram.text import split_text
+from connectors.platforms.telegram.text import message_parts
+from connectors.platforms.telegram.typing_indicator import typing_indicator
 from connectors.platforms.webhook_urls import webhook_url
 from connectors.registry import platform_state
 
@@ -188,12 +189,13 @@ class TelegramConnector(BaseConnector):
 
     # --- sending -------------------------------------------------------------------------------
     def send(self, message: OutgoingMessage, *, delivery_id: str) -> SendResult:
-        """Send `message` as one Telegram message, or several (in order) if it is over 4,096
-        characters. Progress is kept per delivery, so a retry after a failure in the middle does
-        not repeat the parts already sent. Returns the first part's message id."""
+        """Send `message` (Markdown, rendered as Telegram HTML) as one Telegram message, or several (in
+        order) if its visible text is over 4,096 characters. Progress is kept per delivery, so a retry
+        after a failure in the middle does not repeat the parts already sent. Returns the first part's
+        message id."""
         state = self.connector.platform_state or {}
         chat_id = _current_chat(state, message.recipient)
-        parts = split_text(message.content)
+        parts = message_parts(message.content)
         progress_key = f"sending:{delivery_id}"
         progress = state.get(progress_key) or {}
         first_id = progress.get("first_message_id")
@@ -221,7 +223,7 @@ class TelegramConnector(BaseConnector):
         because their progress and the move are written to the database between the calls."""
         state = self.connector.platform_state or {}
         chat_id = _current_chat(state, message.recipient)
-        parts = split_text(message.content)
+        parts = message_parts(message.content)
         if len(parts) > 1 or state.get(f"sending:{delivery_id}"):
             return await asyncio.to_thread(self.send, message, delivery_id=delivery_id)
         token = self.token
@@ -235,21 +237,20 @@ class TelegramConnector(BaseConnector):
         reply_to = _reply_to_message_id(message, chat_id)
         reply = ReplyParameters(message_id=reply_to, allow_sending_without_reply=True) if reply_to else None
         try:
-            sent = await bot.send_message(chat_id=chat_id, text=parts[0], reply_parameters=reply)
+            sent = await client.send_part(bot, chat_id, parts[0], reply)
         except ChatMigrated:  # nothing was sent; send() remembers the move and follows it
             return await asyncio.to_thread(self.send, message, delivery_id=delivery_id)
         except TelegramError as exc:
             raise client.translate(exc, token) from exc
         return SendResult(platform_message_id=str(sent.message_id))
 
-    def _send_part(self, chat_id, text, reply_to):
+    def _send_part(self, chat_id, part, reply_to):
         """Send one part, following group → supergroup migrations: (message, new chat id or None)."""
         migrated_to = None
         for _ in range(MAX_MIGRATIONS):
             reply = ReplyParameters(message_id=reply_to, allow_sending_without_reply=True) if reply_to else None
             try:
-                sent = self._api(lambda bot, c=chat_id, r=reply: bot.send_message(chat_id=c, text=text, reply_parameters=r),
-                                 follow_migrations=True)
+                sent = self._api(lambda bot, c=chat_id, r=reply: client.send_part(bot, c, part, r), follow_migrations=True)
                 return sent, migrated_to
             except ChatMigrated as exc:
                 logger.info("Telegram chat %s of %s moved to %s; following it", chat_id, self.connector.id,
@@ -258,6 +259,11 @@ class TelegramConnector(BaseConnector):
                 chat_id = migrated_to = str(exc.new_chat_id)
                 reply_to = None  # the message replied to stayed in the old chat
         raise ConnectorError(f"Telegram kept moving chat {chat_id}; giving up.", permanent=True, code="chat_migrated")
+
+    def typing(self, recipient, metadata):
+        """"typing…" in the chat BRAIN's reply goes to, while BRAIN works (typing_indicator.py)."""
+        chat_id = _current_chat(self.connector.platform_state or {}, recipient)  # where send() would send it
+        return typing_indicator(self.token, self.config, self.connector.id, chat_id)
 
     # --- inbound: webhooks ---------------------------------------------------------------------
     def verify_webhook(self, request, channel):

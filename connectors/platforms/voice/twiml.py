@@ -1,6 +1,8 @@
 """The TwiML documents of a call, built with the SDK's VoiceResponse (which escapes all text)."""
 from twilio.twiml.voice_response import VoiceResponse
 
+from connectors.platforms.formatting import to_plain
+
 DEFAULT_GREETING = "Hello, this is BRAIN. How can I help you?"
 DEFAULT_FILLER = "One moment, please."
 DEFAULT_GOODBYE = "Goodbye."
@@ -54,8 +56,9 @@ class Speaker:
         return self._gather(VoiceResponse(), action, "Sorry, I did not hear anything. What can I do for you?")
 
     def reply(self, text, action):
+        """BRAIN's reply (Markdown), spoken as plain text: a speech engine would read out the markers."""
         response = VoiceResponse()
-        self._say(response, text)
+        self._say(response, to_plain(text))
         return self._gather(response, action)
 
     def hold(self, redirect, first):
@@ -86,6 +89,8 @@ class Speaker:
 
     # --- outbound notifications ---
     def notification(self, text, ack_url=None):
+        """BRAIN's message (Markdown) as plain text, with the acknowledgement prompt when `ack_url` is given."""
+        text = to_plain(text)
         response = VoiceResponse()
         if not ack_url:
             self._say(response, text)
