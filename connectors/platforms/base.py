@@ -16,9 +16,7 @@ from typing import Any, ClassVar
 import jsonschema
 
 from connectors.platforms.addresses import InvalidAddress
-from connectors.platforms.attachments import Attachment, attachment_problem
-
-__all__ = ["Attachment"]  # part of the contract: platforms import it from here
+from connectors.platforms.attachments import Attachment, attachment_problem  # Attachment: part of the contract
 
 MAX_CONTENT_LENGTH = 10_000
 MAX_ADDRESS_LENGTH = 255
