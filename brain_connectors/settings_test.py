@@ -31,7 +31,7 @@ os.environ.setdefault("CELERY_TASK_ALWAYS_EAGER", "true")
 os.environ.setdefault("ALLOWED_HOSTS", "testserver,127.0.0.1,localhost")
 
 from brain_connectors.settings import *  # noqa: E402,F403
-from brain_connectors.settings import DATABASES  # noqa: E402
+from brain_connectors.settings import DATABASES, STORAGES  # noqa: E402
 
 # Tests import brain_connectors.asgi in this process: no checkpoint thread here, writing at random
 # moments into whichever test runs. Daphne started by a test (its own settings) still runs one.
@@ -45,6 +45,9 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     DATABASES["default"]["TEST"] = {
         "NAME": os.path.join(tempfile.gettempdir(), f"brain_connectors_test_{os.getpid()}.sqlite3")
     }
+
+# Attachments a test stores go to a directory of this run, never the project's var/.
+STORAGES["attachments"]["OPTIONS"]["location"] = os.path.join(tempfile.gettempdir(), f"brain_attachments_{os.getpid()}")
 
 # MD5 makes test users fast; PBKDF2 still verifies passwords set by subprocesses (ensure_admin).
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher", "django.contrib.auth.hashers.PBKDF2PasswordHasher"]

@@ -9,4 +9,5 @@ class ConnectorsConfig(AppConfig):
     def ready(self):
         from connectors import checks  # noqa: F401  (registers the system checks)
         from connectors.api import schema  # noqa: F401  (registers the OpenAPI auth scheme)
+        from connectors.delivery import attachments  # noqa: F401  (a deleted Attachment row takes its file along)
         from connectors.events import subscription_fanout  # noqa: F401  (connects event subscriptions to events.publish)

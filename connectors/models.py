@@ -137,6 +137,42 @@ class InboundMessage(models.Model):
         return f"inbound {self.platform_message_id} on {self.connector_id}"
 
 
+class Attachment(models.Model):
+    """A file, place or contact that came with an inbound message. The bytes live encrypted in the "attachments"
+    storage (connectors/delivery/attachment_store.py) under `storage_name`, which holds no user content."""
+
+    class Status(models.TextChoices):
+        PENDING = "pending"  # stored with the message; the bytes are not fetched yet
+        STORED = "stored"  # the bytes are in storage (or there are none to fetch: a location, a contact)
+        UNAVAILABLE = "unavailable"  # could not be fetched or was refused: `error` says why
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    inbound = models.ForeignKey(InboundMessage, null=True, blank=True, on_delete=models.CASCADE,
+                                related_name="attachments")
+    position = models.PositiveSmallIntegerField(default=0)  # order within the message
+    kind = models.CharField(max_length=16)
+    mime_type = models.CharField(max_length=255, blank=True, default="")
+    size = models.PositiveBigIntegerField(null=True, blank=True)
+    # User content, encrypted like the message it came with.
+    file_name = EncryptedTextField(blank=True, default="")
+    caption = EncryptedTextField(blank=True, default="")
+    latitude = models.FloatField(null=True, blank=True)
+    longitude = models.FloatField(null=True, blank=True)
+    # Telegram's file_id, a contact card: how to fetch it, or what it is. Never a URL holding a credential.
+    platform_ref = EncryptedTextField(blank=True, default="")
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.PENDING)
+    error = models.CharField(max_length=500, blank=True, default="")
+    attempts = models.PositiveSmallIntegerField(default=0)  # failed fetches so far
+    storage_name = models.CharField(max_length=255, blank=True, default="")
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["position", "created_at"]
+
+    def __str__(self):
+        return f"{self.kind} attachment {self.id}"
+
+
 class DeliveryStatus(models.TextChoices):
     QUEUED = "queued"
     SENDING = "sending"

@@ -22,6 +22,7 @@ logger = logging.getLogger(__name__)
 DELIVER = "connectors.tasks.deliver"
 HANDLE_INBOUND = "connectors.tasks.handle_inbound"
 DELIVER_EVENT = "connectors.tasks.deliver_event"
+FETCH_ATTACHMENTS = "connectors.tasks.fetch_attachments"
 
 
 def registered_task(task_name):

@@ -5,7 +5,7 @@ Their names (`connectors.tasks.<function>`) are stored in beat schedules and nam
 """
 from celery import shared_task
 
-from connectors.delivery import attempts, replies, sweeper
+from connectors.delivery import attachments, attempts, replies, sweeper
 from connectors.events import log, sequencer, subscription_delivery
 from connectors.monitoring import health
 
@@ -18,6 +18,12 @@ def deliver(delivery_id):
 @shared_task(acks_late=True, reject_on_worker_lost=True, ignore_result=True)
 def handle_inbound(inbound_id):
     replies.reply_with_brain(inbound_id)
+
+
+@shared_task(acks_late=True, reject_on_worker_lost=True, ignore_result=True)
+def fetch_attachments(inbound_id):
+    """Fetch an inbound message's files, then hand it to handle_inbound (BRAIN sees the files)."""
+    attachments.fetch_then_reply(inbound_id)
 
 
 @shared_task(ignore_result=True)

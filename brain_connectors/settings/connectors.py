@@ -106,3 +106,16 @@ METRICS_ALLOWED_IPS = env.list("METRICS_ALLOWED_IPS", default=[])
 METRICS_LATENCY_BUCKETS = [
     float(b) for b in env.list("METRICS_LATENCY_BUCKETS", default=["0.1", "0.25", "0.5", "1", "2.5", "5", "10", "30", "60", "300"])
 ]
+# Attachments (connectors/delivery/attachments.py): the largest file fetched per kind, in bytes. The default is the
+# Telegram Bot API's getFile limit (20 MB); a bigger file is kept as an "unavailable" attachment, never fetched.
+ATTACHMENT_MAX_BYTES = env.int("ATTACHMENT_MAX_BYTES", default=20 * 1024 * 1024)
+ATTACHMENT_MAX_BYTES_BY_KIND = {
+    kind: env.int(f"ATTACHMENT_MAX_BYTES_{kind.upper()}", default=ATTACHMENT_MAX_BYTES)
+    for kind in ("image", "audio", "voice", "video", "document", "sticker")
+}
+# Tries per file when fetching fails in a way that may pass (network, 5xx, flood control), the first retry after
+# ATTACHMENT_FETCH_RETRY_SECONDS, doubling; BRAIN is asked once the file is stored or given up on.
+ATTACHMENT_FETCH_ATTEMPTS = env.int("ATTACHMENT_FETCH_ATTEMPTS", default=3)
+ATTACHMENT_FETCH_RETRY_SECONDS = env.float("ATTACHMENT_FETCH_RETRY_SECONDS", default=5.0)
+# The sweeper leaves a message alone this long while its files are being fetched (then BRAIN's task fetches them).
+ATTACHMENT_FETCH_GRACE = env.int("ATTACHMENT_FETCH_GRACE", default=600)

@@ -93,6 +93,12 @@ STATIC_ROOT = BASE_DIR / "var" / "staticfiles"
 STORAGES = {
     "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
     "staticfiles": {"BACKEND": "whitenoise.storage.CompressedStaticFilesStorage"},
+    # Files people send (connectors.Attachment), Fernet-encrypted before they reach it: any Django storage backend
+    # (S3 through django-storages, say) can take this alias's place.
+    "attachments": {
+        "BACKEND": "django.core.files.storage.FileSystemStorage",
+        "OPTIONS": {"location": env.str("ATTACHMENTS_DIR", default=str(BASE_DIR / "var" / "attachments"))},
+    },
 }
 # Serve straight from the app directories, so `make run` needs no collectstatic step.
 WHITENOISE_USE_FINDERS = True

@@ -4,8 +4,10 @@ EchoBrain is the embedded default: deterministic, no network. HttpBrain POSTs a 
 request to BRAIN_URL and validates the answer.
 
 Request body (HttpBrain):
-    {"connector": {"id", "kind"}, "message": {"id", "sender", "sender_name", "content"},
+    {"connector": {"id", "kind"}, "message": {"id", "sender", "sender_name", "content", "attachments"},
      "context": [{"role": "user"|"assistant", "content", "time"}, ...]}
+"attachments": [{"id", "kind", "mime_type", "size", "file_name", "caption", "status"} (+ "latitude", "longitude"
+for a location, "contact" for a contact, "error" when unavailable)]; content may be "" when attachments exist.
 Expected response: 200 with {"reply": "<text>"} or {"reply": null} for no reply.
 
 BRAIN_URL passes the outbound-URL guard like every URL we call: a system check at start-up
@@ -45,6 +47,19 @@ class BrainRequest:
     message_id: str = ""
     sender_name: str = ""
     context: list = field(default_factory=list)
+    attachments: list = field(default_factory=list)  # connectors.delivery.attachments.for_brain()
+
+
+def describe_attachment(item) -> str:
+    """One attachment in words, for EchoBrain: "image (image/jpeg, 98420 bytes)"."""
+    name = f"{item['kind']} {item['file_name']}" if item.get("file_name") else item["kind"]
+    if item.get("latitude") is not None:
+        return f"{name} {item['latitude']},{item['longitude']}"
+    if item["status"] != "stored":
+        return f"{name} {item['status']}" + (f": {item['error']}" if item.get("error") else "")
+    if item.get("size") is None:
+        return name
+    return f"{name} ({item['mime_type'] or 'unknown type'}, {item['size']} bytes)"
 
 
 class EchoBrain:
@@ -59,7 +74,12 @@ class EchoBrain:
         text = request.content
         if len(text) > self.ECHO_QUOTE:
             text = f"{text[: self.ECHO_QUOTE]}… ({len(request.content)} characters)"
-        return f'Echo: "{text}" ({len(request.context)} context messages)'
+        reply = f'Echo: "{text}" ({len(request.context)} context messages)'
+        if request.attachments:
+            count = len(request.attachments)
+            listed = "; ".join(describe_attachment(item) for item in request.attachments)
+            reply += f" [{count} attachment{'s' if count > 1 else ''}: {listed}]"
+        return reply
 
 
 class HttpBrain:
@@ -80,6 +100,7 @@ class HttpBrain:
                 "sender": request.sender,
                 "sender_name": request.sender_name,
                 "content": request.content,
+                "attachments": [dict(item) for item in request.attachments],
             },
             "context": [dict(item) for item in request.context],
         }

@@ -4,7 +4,7 @@ from django.utils import timezone
 
 from audit import services as audit
 from brain_connectors.shared.errors import NotFound, audit_result
-from connectors import task_queue as queue
+from connectors.delivery import attachments
 from connectors.delivery.announcements import announce_recorded
 from connectors.models import Connector, InboundMessage
 from connectors.permissions import Principal
@@ -47,13 +47,17 @@ def receive_message(connector_id, message: IncomingMessage, principal=None, conn
                     )
                 except IntegrityError as exc:
                     raise _DuplicateInbound from exc
-                audit_and_emit("message.received", principal, connector_id, inbound_id=inbound.pk, length=len(message.content))
+                rows = attachments.create_for(inbound, message.attachments)
+                extra = {"attachments": attachments.audit_details(rows)} if rows else {}
+                audit_and_emit("message.received", principal, connector_id, inbound_id=inbound.pk, length=len(message.content), **extra)
                 announce_recorded(
-                    connector, "inbound", conversation_key(inbound.sender, inbound.metadata), inbound.content, inbound.received_at, principal,
+                    connector, "inbound", conversation_key(inbound.sender, inbound.metadata),
+                    attachments.memory_text(inbound.content, rows), inbound.received_at, principal,
                     inbound_id=inbound.pk, platform_message_id=inbound.platform_message_id,
                     metadata={"sender_name": inbound.sender_name} if inbound.sender_name else {},
                 )
-                transaction.on_commit(lambda: queue.enqueue_brain(inbound.pk))
+                # Files are fetched first (their task then asks BRAIN), so BRAIN sees them.
+                transaction.on_commit(lambda: attachments.hand_over(inbound.pk, rows))
         except _DuplicateInbound:
             with transaction.atomic():
                 existing = InboundMessage.objects.get(connector_id=connector_id, platform_message_id=message.platform_message_id)

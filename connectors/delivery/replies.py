@@ -9,6 +9,7 @@ from django.utils.module_loading import import_string
 
 from audit import services as audit
 from brain_connectors.shared.errors import ServiceError
+from connectors.delivery import attachments
 from connectors.delivery.brain import BrainError, BrainRequest, get_brain
 from connectors.delivery.outbound import send_message
 from connectors.models import ConnectorStatus, Delivery, InboundMessage
@@ -29,7 +30,8 @@ def conversation_context(inbound, limit=None):
     earlier_out = Delivery.objects.filter(
         connector_id=inbound.connector_id, recipient=inbound.sender, created_at__lte=inbound.received_at
     ).order_by("-created_at")[:limit]
-    items = [{"role": "user", "content": m.content, "time": m.received_at} for m in earlier_in]
+    # A message of attachments alone has no text: say so rather than hand BRAIN an empty turn.
+    items = [{"role": "user", "content": m.content or "[attachment]", "time": m.received_at} for m in earlier_in]
     items += [{"role": "assistant", "content": d.content, "time": d.created_at} for d in earlier_out]
     items.sort(key=lambda item: item["time"])
     return [{**item, "time": item["time"].isoformat()} for item in items[-limit:]]
@@ -83,6 +85,9 @@ def _audit_reply(inbound, result=audit.SUCCESS, **details):
 
 def reply_with_brain(inbound_id):
     """Ask BRAIN about one stored inbound message and send its reply, at most once."""
+    # Files still pending: the fetch task was lost and the sweeper re-drove the message straight here. Fetch them
+    # now, so BRAIN never sees a file as pending (each is settled once, whoever gets there first).
+    attachments.fetch_pending(inbound_id)
     with transaction.atomic():
         inbound = (
             InboundMessage.objects.select_for_update().select_related("connector").filter(pk=inbound_id).first()
@@ -114,6 +119,7 @@ def reply_with_brain(inbound_id):
                 content=inbound.content,
                 message_id=inbound.platform_message_id,
                 context=import_string(settings.BRAIN_CONTEXT_PROVIDER)(inbound),
+                attachments=attachments.for_brain(inbound),
             )
             with _typing_indicator(inbound):
                 reply = get_brain().reply(request)

@@ -7,7 +7,7 @@ from django.utils import timezone
 
 from audit import services as audit
 from connectors import task_queue as queue
-from connectors.models import Delivery, DeliveryStatus, InboundMessage
+from connectors.models import Attachment, Delivery, DeliveryStatus, InboundMessage
 from connectors.permissions import Principal
 from connectors.retry_schedule import due_and_stuck
 
@@ -68,7 +68,15 @@ def sweep(limit=500):
         InboundMessage.objects.filter(
             brain_status=InboundMessage.BrainStatus.PENDING,
             received_at__lte=now - timedelta(seconds=settings.DELIVERY_SWEEP_GRACE),
-        ).values_list("pk", flat=True)[: max(0, room - len(due))]
+        )
+        # Files still being fetched (a big download, retries after a network error): their task hands over to
+        # BRAIN itself. Only ATTACHMENT_FETCH_GRACE after they arrived is the message re-driven (a lost fetch task:
+        # BRAIN's task fetches what is left, then answers).
+        .exclude(pk__in=Attachment.objects.filter(
+            status=Attachment.Status.PENDING,
+            created_at__gt=now - timedelta(seconds=settings.ATTACHMENT_FETCH_GRACE),
+        ).values("inbound_id"))
+        .values_list("pk", flat=True)[: max(0, room - len(due))]
     )
     waiting = stale + pending
     with transaction.atomic():

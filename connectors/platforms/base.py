@@ -16,6 +16,7 @@ from typing import Any, ClassVar
 import jsonschema
 
 from connectors.platforms.addresses import InvalidAddress
+from connectors.platforms.attachments import Attachment, attachment_problem  # Attachment: part of the contract
 
 MAX_CONTENT_LENGTH = 10_000
 MAX_ADDRESS_LENGTH = 255
@@ -62,10 +63,10 @@ def _unicode_problem(value: str, allow_nul=True):
     return None
 
 
-def _validate_content(content, errors):
+def _validate_content(content, errors, may_be_empty=False):
     if not isinstance(content, str):
         errors["content"] = "must be a string"
-    elif not content.strip():
+    elif not content.strip() and not (may_be_empty and content == ""):
         errors["content"] = "must not be empty"
     elif len(content) > MAX_CONTENT_LENGTH:
         errors["content"] = f"must be at most {MAX_CONTENT_LENGTH} characters (got {len(content)})"
@@ -114,12 +115,19 @@ class IncomingMessage:
     sender_name: str = ""
     received_at: datetime | None = None
     metadata: dict[str, Any] = field(default_factory=dict)
+    # Files, places and contacts sent with it. A message with attachments may have no text: content is then ""
+    # (a caption, when the platform has one for the whole message, is the content).
+    attachments: tuple[Attachment, ...] = ()
 
     def __post_init__(self):
         errors = {}
         _validate_address("sender", self.sender, errors)
         _validate_address("platform_message_id", self.platform_message_id, errors)
-        _validate_content(self.content, errors)
+        if not isinstance(self.attachments, tuple):
+            errors["attachments"] = "must be a tuple"
+        elif problem := next(filter(None, map(attachment_problem, self.attachments)), None):
+            errors["attachments"] = problem
+        _validate_content(self.content, errors, may_be_empty=bool(self.attachments) and "attachments" not in errors)
         if not isinstance(self.sender_name, str) or len(self.sender_name) > 200:
             errors["sender_name"] = "must be a string of at most 200 characters"
         elif problem := _unicode_problem(self.sender_name, allow_nul=False):
@@ -309,6 +317,12 @@ class BaseConnector:
     def poll_once(self, stop_event) -> int:
         """Fetch and store one batch of inbound messages; return how many were handled."""
         return 0
+
+    # --- attachments (connectors/delivery/attachments.py calls this after the message is committed) ---
+    def fetch_attachment(self, platform_ref: str, max_bytes: int) -> bytes:
+        """The bytes of the file `platform_ref` names (an Attachment's). Raise ConnectorError when it cannot be had,
+        with code "too_large" when the platform says it is over `max_bytes`. Messages never carry a credential."""
+        raise ConnectorError(f"{self.kind} connectors cannot fetch attachments", permanent=True, code="unsupported")
 
 
 def conversation_key(address, metadata=None) -> str:

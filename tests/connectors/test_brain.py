@@ -89,7 +89,7 @@ def test_http_brain_signs_requests_the_fake_accepts(fake_brain):
     assert abs(int(request.headers["webhook-timestamp"]) - time.time()) < 60
     assert request.json == {
         "connector": {"id": "locmem_main", "kind": "locmem"},
-        "message": {"id": "m-1", "sender": "+15550001", "sender_name": "Ada", "content": "héllo ✓"},
+        "message": {"id": "m-1", "sender": "+15550001", "sender_name": "Ada", "content": "héllo ✓", "attachments": []},
         "context": context,
     }
 
@@ -417,7 +417,8 @@ def test_inbound_messages_reach_the_brain_with_context_and_replies_are_delivered
     assert [r.accepted for r in fake_brain.requests] == [True, True]
     one, two = (r.json for r in fake_brain.requests)
     assert one["connector"] == {"id": "locmem_main", "kind": "locmem"}
-    assert one["message"] == {"id": "p-1", "sender": "+15550001", "sender_name": "Ada", "content": "first question"}
+    assert one["message"] == {"id": "p-1", "sender": "+15550001", "sender_name": "Ada", "content": "first question",
+                              "attachments": []}
     assert one["context"] == []
     assert two["message"]["content"] == "second question"
     assert [(c["role"], c["content"]) for c in two["context"]] == [

@@ -480,13 +480,14 @@ def test_a_voice_message_is_stored_as_a_file_reference(telegram):
     telegram()
     assert post_update("tg_main", fixture("message_voice"), secret_of("tg_main")).status_code == 200
     inbound = InboundMessage.objects.get()
-    assert inbound.content == "[voice message]"
-    assert inbound.metadata["type"] == "voice"
-    assert inbound.metadata["file_id"] == "AwACAgIAAxkBAAIBVWVoice" and inbound.metadata["duration"] == 3
+    assert inbound.content == ""  # no placeholder text: the voice note is an attachment (test_attachments.py)
+    assert inbound.metadata["type"] == "voice" and inbound.metadata["duration"] == 3
+    [attachment] = inbound.attachments.all()
+    assert (attachment.kind, attachment.platform_ref, attachment.mime_type) == ("voice", "AwACAgIAAxkBAAIBVWVoice", "audio/ogg")
 
 
 @pytest.mark.django_db(transaction=True)
-def test_a_photo_with_a_caption_is_stored_as_its_caption(telegram):
+def test_a_photo_with_a_caption_is_stored_as_its_caption_with_the_photo_attached(telegram):
     telegram()
     update = fixture("message_text")
     message = update["message"]
@@ -495,7 +496,9 @@ def test_a_photo_with_a_caption_is_stored_as_its_caption(telegram):
     message["photo"] = [{"file_id": "AgACAgIAAxkBAAIBp", "file_unique_id": "AQADp", "width": 90, "height": 90}]
     assert post_update("tg_main", update, secret_of("tg_main")).json()["stored"] == 1
     inbound = InboundMessage.objects.get()
-    assert inbound.content == "What is this plant?" and inbound.metadata["type"] == "caption"
+    assert inbound.content == "What is this plant?" and inbound.metadata["type"] == "image"
+    [photo] = inbound.attachments.all()
+    assert (photo.kind, photo.caption, photo.platform_ref) == ("image", "What is this plant?", "AgACAgIAAxkBAAIBp")
 
 
 @pytest.mark.django_db(transaction=True)

@@ -8,7 +8,9 @@
     fake.stop()
 
 Routes `/bot<token>/<method>` (method names are case-insensitive, as on Telegram) for getMe,
-sendMessage, sendChatAction, setWebhook, deleteWebhook, getWebhookInfo, getUpdates and answerCallbackQuery. Bodies
+sendMessage, sendChatAction, setWebhook, deleteWebhook, getWebhookInfo, getUpdates, answerCallbackQuery
+and getFile, and the file download `GET /file/bot<token>/<file_path>` (recorded as method
+"downloadFile"), which serves the bytes registered with `add_file(file_id, data)`. Bodies
 may be form-encoded (what python-telegram-bot sends; structured values are JSON strings), JSON,
 or query strings. Every call is recorded, also refused ones.
 
@@ -22,6 +24,10 @@ Behaviour that follows Telegram's:
   getUpdates request" (counted in `get_updates_conflicts`);
 - setWebhook: needs an https URL (unless `allow_http_webhooks`) and a secret_token of 1-256 of
   A-Z a-z 0-9 _ -; getUpdates is refused until deleteWebhook;
+- getFile: a registered file_id answers its File (file_size, file_path; get_file_ok.json), an
+  unknown one 400 "Bad Request: invalid file_id", a file over 20 MB 400 "Bad Request: file is too
+  big" (the Bot API's download limit); the download answers the bytes, or 404 for another path or
+  token;
 - sendChatAction: `action` must be one Telegram accepts (CHAT_ACTIONS), else 400 "wrong parameter
   action in request"; accepted ones are recorded in `chat_actions` (chat_id, action) in order;
 - sendMessage with parse_mode "HTML" (any case): the text must parse as Telegram HTML
@@ -71,6 +77,8 @@ SECRET_TOKEN_PATTERN = re.compile(r"^[A-Za-z0-9_-]{1,256}$")
 CHAT_ACTIONS = ("typing", "upload_photo", "record_video", "upload_video", "record_voice", "upload_voice",
                 "upload_document", "choose_sticker", "find_location", "record_video_note", "upload_video_note")
 PATH_PATTERN = re.compile(r"^/bot(?P<token>[^/]+)/(?P<method>[A-Za-z]+)$")
+FILE_PATTERN = re.compile(r"^/file/bot(?P<token>[^/]+)/(?P<path>[A-Za-z0-9_./-]+)$")
+MAX_DOWNLOAD_BYTES = 20 * 1024 * 1024  # getFile refuses larger files
 
 DEFAULT_MIGRATE_TO = -1001234567891  # as in fixtures/telegram/error_migrated.json
 
@@ -128,7 +136,7 @@ class _Handler(QuietHandler):
 
 class FakeTelegram(LoopbackServer):
     METHODS = ("getMe", "sendMessage", "sendChatAction", "setWebhook", "deleteWebhook", "getWebhookInfo", "getUpdates",
-               "answerCallbackQuery")
+               "answerCallbackQuery", "getFile")
 
     def __init__(self, *, tokens=None, bot_id=7000000001, bot_username="brain_connectors_bot", host="127.0.0.1",
                  retry_after=7, migrate_to=DEFAULT_MIGRATE_TO, slow_seconds=3.0, max_long_poll=5.0,
@@ -158,6 +166,7 @@ class FakeTelegram(LoopbackServer):
         self.chat_actions: list[dict] = []  # actions accepted by sendChatAction, in order
         self.get_updates_conflicts = 0
         self._poll_generation: dict[str, int] = {}  # per bot token
+        self.files: dict[str, dict] = {}  # file_id → {"data", "file_path", "file_unique_id", "size"}
         self._init_server()
         self.on_call = None
 
@@ -198,6 +207,15 @@ class FakeTelegram(LoopbackServer):
             self._lock.notify_all()
         return update
 
+    def add_file(self, file_id, data: bytes, *, file_path=None, size=None) -> dict:
+        """Serve `data` as the file `file_id` (getFile then the download). `size` overrides the announced
+        file_size (a file over the limit without sending 20 MB)."""
+        index = len(self.files) + 42
+        entry = {"data": bytes(data), "file_path": file_path or f"documents/file_{index}.bin",
+                 "file_unique_id": f"AQAD{index}", "size": len(data) if size is None else size}
+        self.files[file_id] = entry
+        return entry
+
     @property
     def pending_updates(self) -> list[dict]:
         with self._lock:
@@ -210,6 +228,7 @@ class FakeTelegram(LoopbackServer):
             self._updates.clear()
             self.sent.clear()
             self.chat_actions.clear()
+            self.files.clear()
         self.blocked_chats.clear()
         self.missing_chats.clear()
         self.migrated_chats.clear()
@@ -252,6 +271,9 @@ class FakeTelegram(LoopbackServer):
             params.update(loaded)
         elif body:
             params.update(parse_qsl(body.decode("utf-8", "replace"), keep_blank_values=True))
+        file_match = FILE_PATTERN.match(parsed.path)
+        if file_match and handler.command == "GET":
+            return self._download(handler, file_match.group("token"), file_match.group("path"))
         match = PATH_PATTERN.match(parsed.path)
         method = self._canonical(match.group("method")) if match else parsed.path
         call = Call(method=method, params=params, token=match.group("token") if match else "",
@@ -274,6 +296,21 @@ class FakeTelegram(LoopbackServer):
             return self._reply(handler, call, 404, _error(404, "Not Found"))
         status, payload = answer(call)
         return self._reply(handler, call, status, payload)
+
+    def _download(self, handler, token, path):
+        call = Call(method="downloadFile", params={"file_path": path}, token=token, http_method="GET")
+        if not TOKEN_PATTERN.match(token) or (self.tokens is not None and token not in self.tokens):
+            return self._reply(handler, call, 404, _error(404, "Not Found"))
+        failure = self._next_failure("downloadFile")
+        if failure is not None and failure != "slow":
+            return self._reply(handler, call, *self._failure_answer(failure))
+        entry = next((f for f in self.files.values() if f["file_path"] == path), None)
+        if entry is None:
+            return self._reply(handler, call, 404, _error(404, "Not Found"))
+        call.status, call.response = 200, f"<{len(entry['data'])} bytes>"
+        with self._lock:
+            self._calls.append(call)
+        handler._send(200, entry["data"], "application/octet-stream")
 
     def _canonical(self, name):
         for method in self.METHODS:
@@ -433,6 +470,15 @@ class FakeTelegram(LoopbackServer):
         if not call.params.get("callback_query_id"):
             return 400, _error(400, "Bad Request: query is too old and response timeout expired or query ID is invalid")
         return 200, {"ok": True, "result": True}
+
+    def _api_getFile(self, call):
+        entry = self.files.get(str(call.params.get("file_id", "")))
+        if entry is None:
+            return 400, _error(400, "Bad Request: invalid file_id")
+        if entry["size"] > MAX_DOWNLOAD_BYTES:
+            return 400, _error(400, "Bad Request: file is too big")
+        return 200, {"ok": True, "result": {"file_id": call.params["file_id"], "file_unique_id": entry["file_unique_id"],
+                                            "file_size": entry["size"], "file_path": entry["file_path"]}}
 
     def _api_getUpdates(self, call):
         if self.webhook:

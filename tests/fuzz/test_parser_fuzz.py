@@ -28,7 +28,7 @@ from tests.fuzz.conftest import HOOK_SECRET, fuzz_settings
 
 BOT = {"id": 7000000001, "username": "brain_connectors_bot"}
 TELEGRAM_FIXTURES = ["message_text", "edited_message", "callback_query", "group_message", "message_start_payload",
-                     "message_voice"]
+                     "message_voice", "message_photo_no_caption", "message_document", "message_location"]
 
 
 def query_dict(pairs):

@@ -11,6 +11,7 @@ from hypothesis import example, given
 from hypothesis import strategies as st
 
 from connectors.models import InboundMessage
+from connectors.platforms.attachments import summary
 from conversations.models import Message
 from routing.pairing.inbound import memory_text
 from tests.fuzz import strategies as s
@@ -39,7 +40,7 @@ SLACK_FIXTURES = ["message_im", "app_mention", "message_in_thread", "message_bot
                   "message_file_share", "url_verification"]
 OTHER_SECRET = "whsec_" + "c29tZWJvZHktZWxzZXMtc2VjcmV0LTAxMjM0NTY3ODk="
 TELEGRAM_FIXTURES = ["message_text", "edited_message", "callback_query", "group_message", "message_start_payload",
-                     "message_voice"]
+                     "message_voice", "message_photo_no_caption", "message_document", "message_location"]
 # Written by a correctly signed request that stores nothing: the duplicate, unknown-receipt or
 # refused-acknowledgement audit row.
 AUDIT_ONLY = {"audit.AuditEvent": 1}
@@ -73,19 +74,26 @@ def assert_coherent(before, after, brain_calls, calls_before):
         assert new_calls == []
         return
     assert inbound == 1, changed
-    assert changed.pop("audit.AuditEvent") == 1
+    stored = InboundMessage.objects.order_by("-pk").first()
+    # Its attachment rows (one at most: a Telegram message carries one), each file fetched once after commit (from a
+    # fake that does not have it: unavailable), with its own audit row, before BRAIN is asked.
+    attachments = changed.pop("connectors.Attachment", 0)
+    assert attachments == stored.attachments.count() <= 1, changed
+    fetched = stored.attachments.exclude(kind__in=("location", "contact")).count()
+    assert stored.attachments.filter(status="pending").count() == 0
+    assert changed.pop("audit.AuditEvent") == 1 + fetched
     assert changed.pop("connectors.Event") == 1
     assert changed.pop("conversations.Message") == 1
     assert changed.pop("conversations.Conversation", 0) in (0, 1)
     assert changed.pop("conversations.MessageAnalysis", 0) in (0, 1)
     assert changed.pop("conversations.SearchToken", 0) >= 0
     assert changed == {}, f"unexpected writes next to a stored message: {changed}"
-    stored = InboundMessage.objects.order_by("-pk").first()
     assert new_calls == [stored.pk]
     assert stored.sender.strip() and stored.platform_message_id.strip()
-    assert stored.content.strip() and len(stored.content) <= 10_000
+    assert (stored.content.strip() or (attachments and stored.content == "")) and len(stored.content) <= 10_000
     # Memory keeps the message, except a pairing code, which it keeps as routing's placeholder.
-    kept = memory_text(stored.connector_id, "inbound", stored.content) or stored.content
+    kept = memory_text(stored.connector_id, "inbound", stored.content) or stored.content \
+        or summary(stored.attachments.values_list("kind", flat=True))
     assert Message.objects.get(inbound_id=stored.pk).content == kept
 
 

@@ -1,4 +1,4 @@
-"""Re-encrypt every EncryptedTextField value under the first key in FERNET_KEYS.
+"""Re-encrypt every EncryptedTextField value, and every stored attachment file, under the first key in FERNET_KEYS.
 
 Safe while the service runs: each row is rewritten with a compare-and-set, so a value the
 service changed meanwhile (already written under the new key) is left alone. Resumable: a value
@@ -10,7 +10,10 @@ from django.db import connection, transaction
 from tqdm import tqdm
 
 from audit import services as audit
+from brain_connectors.shared.errors import DecryptionError
+from connectors.delivery import attachment_store
 from connectors.fields import encrypted_fields, get_fernet, get_primary_fernet
+from connectors.models import Attachment
 
 
 class Command(BaseCommand):
@@ -29,6 +32,12 @@ class Command(BaseCommand):
             rotated, current = self._rotate_column(model, field, primary, every_key, batch_size, label)
             summary[label] = {"rotated": rotated, "already_current": current}
             self.stdout.write(f"{label}: {rotated} re-encrypted, {current} already under the first key")
+        try:
+            rotated, current = attachment_store.rotate(Attachment.objects.all())
+        except DecryptionError as exc:
+            raise CommandError(f"{exc} Add the key it was written with to FERNET_KEYS and run rotate_keys again.")
+        summary["attachment files"] = {"rotated": rotated, "already_current": current}
+        self.stdout.write(f"attachment files: {rotated} re-encrypted, {current} already under the first key")
         audit.record(
             "keys.rotate", principal="system:rotate_keys", target_type="encryption", details={"via": "command", "fields": summary}
         )

@@ -87,6 +87,7 @@ class BotSession:
         self.bot = Bot(
             token,
             base_url=f"{api_base_url.rstrip('/')}/bot",
+            base_file_url=f"{api_base_url.rstrip('/')}/file/bot",
             request=self._requests[0],
             get_updates_request=self._requests[1],
         )
@@ -191,6 +192,25 @@ def _close_open_sessions():
         if not loop.is_closed() and not loop.is_running():
             with contextlib.suppress(Exception):  # interpreter shutdown: best effort only
                 loop.run_until_complete(session.__aexit__(None, None, None))
+
+
+async def download_file(bot, file_id, max_bytes) -> bytes:
+    """getFile, then GET <api base>/file/bot<token>/<file_path>. That URL holds the token: it stays in here, and
+    errors from the download are reported without it. Raises TelegramError (getFile) or ConnectorError."""
+    info = await bot.get_file(file_id)
+    if info.file_size is not None and info.file_size > max_bytes:
+        raise ConnectorError(f"Telegram reports {info.file_size} bytes, over the {max_bytes}-byte limit",
+                             permanent=True, code="too_large")
+    url = str(info.file_path or "")
+    # PTB leaves a path it finds on this machine's disk as it is (Local Bot API mode) and would read that file:
+    # only ever download from the Bot API's file endpoint.
+    if not url.startswith(f"{bot.base_file_url}/"):
+        raise ConnectorError("Telegram gave no downloadable file_path", permanent=True, code="no_file_path")
+    try:
+        return bytes(await bot.request.retrieve(url))
+    except TelegramError as exc:
+        message = scrub(getattr(exc, "message", None) or str(exc), bot.token)
+        raise ConnectorError(f"Telegram file download failed: {message}", code="download_failed") from exc
 
 
 async def send_part(bot, chat_id, part, reply):

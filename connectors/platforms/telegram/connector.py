@@ -307,6 +307,9 @@ class TelegramConnector(BaseConnector):
             except ConnectorError as exc:  # cosmetic (stops the button's spinner): never fail the update
                 logger.warning("answerCallbackQuery for %s failed: %s", self.connector.id, exc.message)
 
+    def fetch_attachment(self, platform_ref, max_bytes):
+        return self._api(lambda bot: client.download_file(bot, platform_ref, max_bytes))
+
     # --- inbound: polling (manage.py runconnectors, under a lease) -----------------------------
     def poll_once(self, stop_event) -> int:
         """Fetch one batch with getUpdates and store it. Each update is stored and the offset

@@ -4,20 +4,24 @@ One parser serves webhooks and polling. The dedupe key (`platform_message_id`) i
 which Telegram never reuses for one bot, so an edit (a new update about an old message) is a
 new inbound message, and a redelivered update is recognised.
 
-Handled: text messages (and media captions), edited messages (metadata["edited"]), voice
-messages (a file reference: content "[voice message]", file_id and duration in metadata),
-callback queries (content = the button's data). In groups, only messages that mention the bot
-or reply to it. Everything else raises Ignored.
+Handled: text messages, edited messages (metadata["edited"]), media (photo, document, voice, audio,
+video, video note, sticker, location, venue, contact: `attachments`, content = the caption or ""), callback
+queries (content = the button's data). In groups, only messages that mention the bot or reply to it.
+Everything else raises Ignored. Files are only referenced here (file_id); connectors/delivery/attachments.py
+fetches them after the message is stored.
 """
 import json
 from datetime import timezone as dt_timezone
 
 from telegram import Message, MessageEntity, Update
 
-from connectors.platforms.base import IncomingMessage, MessageValidationError
+from connectors.platforms import attachments as kinds
+from connectors.platforms.base import Attachment, IncomingMessage, MessageValidationError
 
 HANDLED_UPDATE_TYPES = ("message", "edited_message", "callback_query")
-VOICE_PLACEHOLDER = "[voice message]"
+# Telegram re-encodes every photo as JPEG; sticker formats by their flags (Bot API "Sticker").
+PHOTO_MIME = "image/jpeg"
+STICKER_MIMES = {"animated": "application/x-tgsticker", "video": "video/webm", "static": "image/webp"}
 
 
 class Ignored(Exception):
@@ -84,30 +88,63 @@ def _parse_update(update: Update, bot: dict) -> IncomingMessage:
         metadata["edited"] = True
         if message.edit_date:
             metadata["edit_date"] = message.edit_date.astimezone(dt_timezone.utc).isoformat()
-    if message.voice is not None:
-        content = VOICE_PLACEHOLDER
-        voice = message.voice.to_dict()  # plain JSON values (PTB's `duration` attribute is in flux)
-        metadata.update(
-            type="voice",
-            file_id=voice["file_id"],
-            file_unique_id=voice.get("file_unique_id", ""),
-            duration=voice.get("duration"),
-            mime_type=voice.get("mime_type", ""),
-        )
-    elif message.text:
+    attachments = _attachments(message)
+    if message.text:
         content = message.text
         metadata["type"] = "text"
         command = _start_payload(message)
         if command is not None:
             metadata["start_payload"] = command
-    elif message.caption:
+    elif attachments:
+        content = message.caption or ""
+        metadata["type"] = attachments[0].kind
+        if message.voice is not None:
+            metadata["duration"] = message.voice.to_dict().get("duration")  # plain JSON (PTB's attribute is in flux)
+    elif message.caption:  # a caption on media we do not take (an animation's own fields, a game…)
         content = message.caption
         metadata["type"] = "caption"
     else:
-        raise Ignored("message without text, caption or voice")
+        raise Ignored("message without text, caption or a supported attachment")
     # The time the person wrote (or edited) it, so a backlog fetched late keeps its real order.
     received_at = (message.edit_date if edited else None) or message.date
-    return _incoming(update, user, content, metadata, chat_id=message.chat.id, received_at=received_at)
+    return _incoming(update, user, content, metadata, chat_id=message.chat.id, received_at=received_at,
+                     attachments=attachments)
+
+
+def _attachments(message: Message) -> tuple:
+    """The message's media as Attachments (at most one: a Telegram message carries one; albums are several)."""
+    caption = message.caption or ""
+    if message.photo:
+        largest = max(message.photo, key=lambda size: (size.width * size.height, size.file_size or 0))
+        return (_file(kinds.IMAGE, largest, caption, mime_type=PHOTO_MIME),)
+    for kind, media in ((kinds.VOICE, message.voice), (kinds.AUDIO, message.audio), (kinds.VIDEO, message.video),
+                        (kinds.VIDEO, message.video_note), (kinds.DOCUMENT, message.document)):
+        if media is not None:
+            return (_file(kind, media, caption),)
+    if message.sticker is not None:
+        sticker = message.sticker
+        flavour = "animated" if sticker.is_animated else "video" if sticker.is_video else "static"
+        return (_file(kinds.STICKER, sticker, caption, mime_type=STICKER_MIMES[flavour]),)
+    if message.location is not None:  # venues carry their location too
+        return (Attachment(kind=kinds.LOCATION, latitude=message.location.latitude,
+                           longitude=message.location.longitude, caption=caption),)
+    if message.contact is not None:
+        contact = message.contact
+        card = contact.vcard or "\n".join(filter(None, (contact.phone_number, contact.first_name, contact.last_name)))
+        return (Attachment(kind=kinds.CONTACT, platform_ref=card[: kinds.MAX_PLATFORM_REF_LENGTH], caption=caption),)
+    return ()
+
+
+def _file(kind, media, caption, mime_type=None):
+    size = media.file_size
+    return Attachment(
+        kind=kind,
+        mime_type=mime_type or getattr(media, "mime_type", None) or "",
+        size=size if isinstance(size, int) and not isinstance(size, bool) else None,
+        file_name=(getattr(media, "file_name", None) or "")[: kinds.MAX_FILE_NAME_LENGTH],
+        caption=caption,
+        platform_ref=media.file_id,
+    )
 
 
 def _callback_query(update: Update) -> IncomingMessage:
@@ -132,7 +169,7 @@ def _callback_query(update: Update) -> IncomingMessage:
     return _incoming(update, query.from_user, query.data, metadata, chat_id=chat_id, received_at=None)
 
 
-def _incoming(update, user, content, metadata, *, chat_id, received_at):
+def _incoming(update, user, content, metadata, *, chat_id, received_at, attachments=()):
     try:
         return IncomingMessage(
             sender=str(chat_id),  # the chat, so that replies go back where the person wrote
@@ -141,6 +178,7 @@ def _incoming(update, user, content, metadata, *, chat_id, received_at):
             platform_message_id=str(update.update_id),
             received_at=received_at,
             metadata=metadata,
+            attachments=attachments,
         )
     except MessageValidationError as exc:  # e.g. a text over 10,000 characters (Telegram caps at 4,096)
         raise Ignored(f"invalid message: {exc}")
