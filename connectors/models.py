@@ -194,6 +194,8 @@ class Delivery(models.Model):
     next_attempt_at = models.DateTimeField(null=True, blank=True)
     platform_message_id = models.CharField(max_length=255, blank=True, default="")
     last_error = models.TextField(blank=True, default="")
+    # [{"id", "label"}]: the buttons sent with it (connectors/platforms/buttons.py); a press names this delivery.
+    buttons = models.JSONField(default=list, blank=True)
 
     # Who asked for it: "user:<pk>" or "system:<name>". Idempotency keys are scoped to it.
     principal = models.CharField(max_length=200)
@@ -375,3 +377,7 @@ class AlertRecipient(models.Model):
 
     def __str__(self):
         return f"{self.recipient} via {self.connector_id}"
+
+
+# Its own module (models.py stays under 400 lines); imported here so Django registers it with the app.
+from connectors.question_models import Question  # noqa: E402,F401

@@ -10,6 +10,7 @@ code inside `connectors` imports from the homes.
 from connectors.delivery.attempts import attempt_delivery
 from connectors.delivery.inbound import receive_message
 from connectors.delivery.outbound import get_delivery, send_message
+from connectors.delivery.questions import ask_question, get_question, wait_for_answer
 from connectors.delivery.receipts import acknowledge_delivery, apply_receipt, mark_delivered
 from connectors.delivery.replies import BRAIN, conversation_context, reply_with_brain
 from connectors.delivery.sweeper import sweep
@@ -65,6 +66,10 @@ __all__ = [
     "mark_delivered",
     "acknowledge_delivery",
     "apply_receipt",
+    # questions with options (ask_user)
+    "ask_question",
+    "get_question",
+    "wait_for_answer",
     # messages in, and BRAIN
     "receive_message",
     "BRAIN",

@@ -65,7 +65,8 @@ def attempt_delivery(delivery_id):
             metadata["reply_to"] = {"platform_message_id": inbound.platform_message_id, "metadata": inbound.metadata}
     try:
         result = connector_for(connector).send(
-            OutgoingMessage(recipient=delivery.recipient, content=delivery.content, metadata=metadata),
+            OutgoingMessage(recipient=delivery.recipient, content=delivery.content, metadata=metadata,
+                            buttons=tuple(delivery.buttons or ())),
             delivery_id=str(delivery.id),
         )
     except ConnectorError as exc:

@@ -8,7 +8,10 @@ Request body (HttpBrain):
      "context": [{"role": "user"|"assistant", "content", "time"}, ...]}
 "attachments": [{"id", "kind", "mime_type", "size", "file_name", "caption", "status"} (+ "latitude", "longitude"
 for a location, "contact" for a contact, "error" when unavailable)]; content may be "" when attachments exist.
-Expected response: 200 with {"reply": "<text>"} or {"reply": null} for no reply.
+"button" ({"delivery_id", "button_id", "label", "via"}) is there only when the message is a press of one of our buttons
+or a numbered reply picking an option (connectors/delivery/presses.py).
+Expected response: 200 with {"reply": "<text>"} or {"reply": null} for no reply; the reply may carry buttons,
+{"reply": "...", "buttons": [{"id", "label"}]} (connectors/platforms/buttons.py: at most MAX_BUTTONS, unique ids).
 
 BRAIN_URL passes the outbound-URL guard like every URL we call: a system check at start-up
 (brain_connectors.checks) and, on each call, the address the connection goes to
@@ -28,6 +31,7 @@ from brain_connectors.shared import signing
 from brain_connectors.shared.guarded_http import guarded_client
 from brain_connectors.shared.url_guard import UnsafeURL
 from connectors.platforms.base import MAX_CONTENT_LENGTH
+from connectors.platforms.buttons import button_problems, clean_buttons
 
 logger = logging.getLogger(__name__)
 
@@ -48,6 +52,16 @@ class BrainRequest:
     sender_name: str = ""
     context: list = field(default_factory=list)
     attachments: list = field(default_factory=list)  # connectors.delivery.attachments.for_brain()
+    button: dict | None = None  # the button pressed, when the message is a press (connectors/delivery/presses.py)
+
+
+class Reply(str):
+    """BRAIN's reply text, with the buttons to send under it ([] for none)."""
+
+    def __new__(cls, text, buttons=()):
+        reply = super().__new__(cls, text)
+        reply.buttons = list(buttons)
+        return reply
 
 
 def describe_attachment(item) -> str:
@@ -101,6 +115,7 @@ class HttpBrain:
                 "sender_name": request.sender_name,
                 "content": request.content,
                 "attachments": [dict(item) for item in request.attachments],
+                **({"button": dict(request.button)} if request.button else {}),
             },
             "context": [dict(item) for item in request.context],
         }
@@ -157,7 +172,10 @@ class HttpBrain:
             raise BrainError('BRAIN "reply" must be a non-empty string or null', code="brain_bad_response")
         if len(reply) > MAX_CONTENT_LENGTH:
             raise BrainError(f"BRAIN reply is longer than {MAX_CONTENT_LENGTH} characters", code="brain_bad_response")
-        return reply
+        buttons = data.get("buttons") or []
+        if problem := button_problems(buttons):
+            raise BrainError(f'BRAIN "buttons" are invalid: {problem}', code="brain_bad_response")
+        return Reply(reply, clean_buttons(buttons))
 
 
 # BRAIN_BACKEND values written before the backends moved into connectors.delivery keep working.

@@ -61,6 +61,7 @@ def claim_batch(limit=DEFAULT_BATCH, now=None):
                 connector=connectors[row.connector_id],
                 message=OutgoingMessage(
                     recipient=row.recipient, content=row.content, metadata=replies_to.get(row.in_reply_to_id, {}),
+                    buttons=tuple(row.buttons or ()),
                 ),
             )
             for row in claimed

@@ -4,7 +4,7 @@ from django.utils import timezone
 
 from audit import services as audit
 from brain_connectors.shared.errors import NotFound, audit_result
-from connectors.delivery import attachments
+from connectors.delivery import attachments, presses
 from connectors.delivery.announcements import announce_recorded
 from connectors.models import Connector, InboundMessage
 from connectors.permissions import Principal
@@ -35,18 +35,20 @@ def receive_message(connector_id, message: IncomingMessage, principal=None, conn
                 if connector is None:
                     raise NotFound(f"Connector {connector_id!r} does not exist.")
                 require_running(connector, error_waits=True)
+                content, metadata = presses.resolve(connector, message)  # a button press, checked
                 try:
                     inbound = InboundMessage.objects.create(
                         connector=connector,
                         platform_message_id=message.platform_message_id,
                         sender=message.sender,
                         sender_name=message.sender_name,
-                        content=message.content,
-                        metadata=message.metadata,
+                        content=content,
+                        metadata=metadata,
                         received_at=message.received_at or timezone.now(),
                     )
                 except IntegrityError as exc:
                     raise _DuplicateInbound from exc
+                presses.answer_question(inbound, principal)
                 rows = attachments.create_for(inbound, message.attachments)
                 extra = {"attachments": attachments.audit_details(rows)} if rows else {}
                 audit_and_emit("message.received", principal, connector_id, inbound_id=inbound.pk, length=len(message.content), **extra)

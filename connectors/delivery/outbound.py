@@ -10,19 +10,25 @@ from connectors import task_queue as queue
 from connectors.delivery.announcements import announce_recorded
 from connectors.models import PERM_SEND, PERM_VIEW, Delivery
 from connectors.permissions import has_perm
-from connectors.platforms.base import MessageValidationError, OutgoingMessage, conversation_key
+from connectors.platforms.base import MAX_CONTENT_LENGTH, MessageValidationError, OutgoingMessage, conversation_key
+from connectors.platforms.buttons import button_problems, clean_buttons, numbered_options
 from connectors.registry.common import audit_and_emit, load_connector, require_running, uuid_or_none
 from connectors.registry.kinds import UnknownKind, get_connector_class
 
 
-def _request_hash(connector_id, recipient, content):
-    canonical = json.dumps([connector_id, recipient, content], ensure_ascii=False, separators=(",", ":"))
+def _request_hash(connector_id, recipient, content, buttons=None):
+    body = [connector_id, recipient, content] + ([buttons] if buttons else [])  # without buttons: the old hashes
+    canonical = json.dumps(body, ensure_ascii=False, separators=(",", ":"))
     return hashlib.sha256(canonical.encode()).hexdigest()
 
 
 def send_message(principal, connector_id, recipient, content, *, idempotency_key=None, in_reply_to=None,
-                 memory_content=None):
+                 memory_content=None, buttons=None):
     """Queue one outbound message; returns (delivery, replayed).
+
+    `buttons` ([{"id", "label"}], connectors/platforms/buttons.py) go with it: as the platform's own buttons where
+    it has them (supports_buttons), else written into the text as numbered options ("Reply 1 for Approve"), which a
+    numbered reply picks (connectors/delivery/presses.py).
 
     `memory_content`, when given, is what conversation memory keeps instead of `content`: for a
     message carrying a one-time secret (routing's pairing link), which must reach the recipient
@@ -32,6 +38,9 @@ def send_message(principal, connector_id, recipient, content, *, idempotency_key
     and the same key with another body is a Conflict. The delivery task runs after commit.
     """
     with audit.audited("message.send", principal, "connector", connector_id, classify=audit_result):
+        if problem := button_problems(buttons or []):
+            raise ValidationFailed("Invalid buttons.", details={"buttons": problem})
+        buttons = clean_buttons(buttons)
         try:
             message = OutgoingMessage(recipient=recipient, content=content)
         except MessageValidationError as exc:
@@ -42,10 +51,14 @@ def send_message(principal, connector_id, recipient, content, *, idempotency_key
             raise ValidationFailed(
                 "Idempotency-Key must be 1-255 printable characters.", details={"idempotency_key": "invalid"}
             )
-        request_hash = _request_hash(connector_id, message.recipient, message.content)
+        request_hash = _request_hash(connector_id, message.recipient, message.content, buttons)
         with transaction.atomic():
             connector = load_connector(principal, connector_id, PERM_SEND)
             _check_recipient(connector, message.recipient)
+            text = message.content if _shows_buttons(connector) else numbered_options(message.content, buttons)
+            if len(text) > MAX_CONTENT_LENGTH:
+                raise ValidationFailed("Invalid message.", details={
+                    "content": f"with the numbered options, must be at most {MAX_CONTENT_LENGTH} characters"})
             if idempotency_key is not None:
                 existing = _replay(principal, idempotency_key, request_hash)
                 if existing:
@@ -58,7 +71,8 @@ def send_message(principal, connector_id, recipient, content, *, idempotency_key
                     delivery = Delivery.objects.create(
                         connector=connector,
                         recipient=message.recipient,
-                        content=message.content,
+                        content=text,
+                        buttons=buttons,
                         principal=principal.key,
                         requested_by=principal.user,
                         idempotency_key=idempotency_key,
@@ -71,7 +85,8 @@ def send_message(principal, connector_id, recipient, content, *, idempotency_key
                 if existing is None:
                     raise
                 return _replayed(principal, connector_id, existing)
-            audit_and_emit("message.queued", principal, connector_id, delivery_id=str(delivery.id), length=len(message.content))
+            audit_and_emit("message.queued", principal, connector_id, delivery_id=str(delivery.id), length=len(message.content),
+                           **({"buttons": len(buttons)} if buttons else {}))
             announce_recorded(
                 connector, "outbound",
                 conversation_key(delivery.recipient, in_reply_to.metadata if in_reply_to is not None else None),
@@ -81,6 +96,13 @@ def send_message(principal, connector_id, recipient, content, *, idempotency_key
             )
             queue.delivery_due(delivery.id)
     return delivery, False
+
+
+def _shows_buttons(connector):
+    try:
+        return get_connector_class(connector.kind).supports_buttons
+    except UnknownKind:
+        return False
 
 
 def _check_recipient(connector, recipient):

@@ -120,6 +120,7 @@ def reply_with_brain(inbound_id):
                 message_id=inbound.platform_message_id,
                 context=import_string(settings.BRAIN_CONTEXT_PROVIDER)(inbound),
                 attachments=attachments.for_brain(inbound),
+                button=(inbound.metadata or {}).get("button"),
             )
             with _typing_indicator(inbound):
                 reply = get_brain().reply(request)
@@ -136,7 +137,8 @@ def reply_with_brain(inbound_id):
     if reply:
         try:
             # The key makes a re-run of this task (after a crash) reuse the first reply.
-            send_message(BRAIN, inbound.connector_id, inbound.sender, reply, idempotency_key=_reply_key(inbound.pk), in_reply_to=inbound)
+            send_message(BRAIN, inbound.connector_id, inbound.sender, str(reply), idempotency_key=_reply_key(inbound.pk),
+                         in_reply_to=inbound, buttons=getattr(reply, "buttons", None))
         except ServiceError as exc:  # send_message audited the refusal itself
             InboundMessage.objects.filter(pk=inbound.pk).update(
                 brain_status=InboundMessage.BrainStatus.FAILED, brain_error=exc.message[:2000]

@@ -17,6 +17,7 @@ import jsonschema
 
 from connectors.platforms.addresses import InvalidAddress
 from connectors.platforms.attachments import Attachment, attachment_problem  # Attachment: part of the contract
+from connectors.platforms.buttons import button_problems
 
 MAX_CONTENT_LENGTH = 10_000
 MAX_ADDRESS_LENGTH = 255
@@ -147,11 +148,16 @@ class OutgoingMessage:
     recipient: str
     content: str
     metadata: dict[str, Any] = field(default_factory=dict)
+    # Buttons ({"id", "label"}, connectors/platforms/buttons.py) for platforms with supports_buttons; the others got
+    # them as numbered options in `content` when the message was queued.
+    buttons: tuple = ()
 
     def __post_init__(self):
         errors = {}
         _validate_address("recipient", self.recipient, errors)
         _validate_content(self.content, errors)
+        if problem := button_problems(self.buttons):
+            errors["buttons"] = problem
         if errors:
             raise MessageValidationError(errors)
 
@@ -219,6 +225,9 @@ class BaseConnector:
     # True when pairing works by BRAIN sending the code to the address (email's link) rather than
     # the person sending it to BRAIN: routing then never shows the code to whoever asked for it.
     delivers_pairing_code: ClassVar[bool] = False
+    # True when send() shows OutgoingMessage.buttons as the platform's own buttons (Telegram, Slack); else the
+    # buttons are written into the text as numbered options and a numbered reply is read back as a press.
+    supports_buttons: ClassVar[bool] = False
     # Config keys that decide where the connector's credentials or message content are sent, and
     # which of the two travels there ({"api_base_url": CREDENTIALS}). Whoever may change them may
     # send the credentials anywhere, so adding, changing or removing one needs admin_connector, as

@@ -404,6 +404,9 @@ class FakeTelegram(LoopbackServer):
             return 400, _error(400, "Bad Request: message text is empty")
         if len(visible.encode("utf-16-le")) // 2 > 4096:
             return 400, _error(400, "Bad Request: message is too long")
+        markup = call.param("reply_markup")
+        if markup is not None and (problem := _inline_keyboard_problem(markup)):
+            return 400, _error(400, f"Bad Request: {problem}")
         if refusal := self._chat_refusal(chat_id):
             return refusal
         numeric = int(chat_id) if chat_id.lstrip("-").isdigit() else -1009999999999
@@ -419,7 +422,8 @@ class FakeTelegram(LoopbackServer):
             message["reply_to_message_id"] = reply.get("message_id")  # recorded for inspection only
         with self._lock:
             self.sent.append({"chat_id": chat_id, "text": text, "parse_mode": parse_mode, "visible_text": visible,
-                              "message_id": message["message_id"], "reply_parameters": reply})
+                              "message_id": message["message_id"], "reply_parameters": reply,
+                              "reply_markup": markup})
         return 200, {"ok": True, "result": message}
 
     def _api_sendChatAction(self, call):
@@ -507,6 +511,21 @@ class FakeTelegram(LoopbackServer):
                 if ready or remaining <= 0 or self._stopping.is_set():
                     return 200, {"ok": True, "result": ready}
                 self._lock.wait(min(remaining, 0.1))
+
+
+def _inline_keyboard_problem(markup):
+    """What the Bot API says of a bad InlineKeyboardMarkup: rows of buttons, each a text and 1-64 bytes of
+    callback_data (other button kinds are not used by the connectors)."""
+    rows = markup.get("inline_keyboard") if isinstance(markup, dict) else None
+    if not isinstance(rows, list) or not all(isinstance(row, list) for row in rows):
+        return "can't parse reply keyboard markup JSON object"
+    for button in (b for row in rows for b in row):
+        if not isinstance(button, dict) or not str(button.get("text", "")).strip():
+            return "BUTTON_TEXT_INVALID"
+        data = button.get("callback_data")
+        if not isinstance(data, str) or not 1 <= len(data.encode()) <= 64:
+            return "BUTTON_DATA_INVALID"
+    return None
 
 
 def _error(code, description, parameters=None):

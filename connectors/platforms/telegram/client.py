@@ -22,7 +22,7 @@ import threading
 import warnings
 
 import httpx
-from telegram import Bot
+from telegram import Bot, InlineKeyboardButton, InlineKeyboardMarkup
 from telegram.constants import ParseMode
 from telegram.error import (
     BadRequest,
@@ -40,6 +40,7 @@ from telegram.warnings import PTBDeprecationWarning
 from brain_connectors.shared.guarded_http import caused_by, guarded_async_transport
 from brain_connectors.shared.url_guard import UnsafeURL
 from connectors.platforms.base import ConnectorError, run_sync
+from connectors.platforms.buttons import callback_token
 
 logger = logging.getLogger(__name__)
 
@@ -213,19 +214,29 @@ async def download_file(bot, file_id, max_bytes) -> bytes:
         raise ConnectorError(f"Telegram file download failed: {message}", code="download_failed") from exc
 
 
-async def send_part(bot, chat_id, part, reply):
+def inline_keyboard(buttons, delivery_id):
+    """The message's buttons as an inline keyboard, one per row; each press comes back as a callback_query whose
+    data is a short token naming the delivery and the button (checked on arrival: connectors/delivery/presses.py)."""
+    if not buttons:
+        return None
+    return InlineKeyboardMarkup(
+        [[InlineKeyboardButton(b["label"], callback_data=callback_token(delivery_id, b["id"]))] for b in buttons]
+    )
+
+
+async def send_part(bot, chat_id, part, reply, markup=None):
     """Send one part as HTML; if Telegram cannot parse its entities, send the same part again as plain text
     (its visible text, which fits the same limit) rather than fail the delivery over formatting."""
     try:
         return await bot.send_message(chat_id=chat_id, text=part.html, parse_mode=ParseMode.HTML,
-                                      reply_parameters=reply)
+                                      reply_parameters=reply, reply_markup=markup)
     except BadRequest as exc:
         if "can't parse entities" not in str(exc).lower():
             raise
         # Telegram's error quotes the offending markup (message content): it stays out of the log.
         logger.warning("Telegram could not parse the formatting of a message part to chat %s; sent as plain text",
                        chat_id)
-    return await bot.send_message(chat_id=chat_id, text=part.text, reply_parameters=reply)
+    return await bot.send_message(chat_id=chat_id, text=part.text, reply_parameters=reply, reply_markup=markup)
 
 
 def retry_after_seconds(exc: RetryAfter) -> float:

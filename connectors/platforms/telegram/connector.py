@@ -61,8 +61,7 @@ _RECIPIENT = re.compile(r"-?[0-9]{1,20}|@[A-Za-z][A-Za-z0-9_]{3,31}")  # fullmat
 
 
 class TelegramConnector(BaseConnector):
-    kind = "telegram"
-    label = "Telegram bot"
+    kind, label, supports_buttons = "telegram", "Telegram bot", True  # buttons: client.inline_keyboard
     config_schema = {
         "type": "object",
         "additionalProperties": False,
@@ -200,9 +199,11 @@ class TelegramConnector(BaseConnector):
         progress = state.get(progress_key) or {}
         first_id = progress.get("first_message_id")
         reply_to = _reply_to_message_id(message, chat_id)
+        markup = client.inline_keyboard(message.buttons, delivery_id)  # under the last part
         try:
             for index in range(progress.get("sent", 0), len(parts)):
-                sent, migrated_to = self._send_part(chat_id, parts[index], reply_to if index == 0 else None)
+                sent, migrated_to = self._send_part(chat_id, parts[index], reply_to if index == 0 else None,
+                                                    markup if index == len(parts) - 1 else None)
                 if migrated_to is not None:
                     chat_id, reply_to = migrated_to, None
                 first_id = first_id or sent.message_id
@@ -237,20 +238,21 @@ class TelegramConnector(BaseConnector):
         reply_to = _reply_to_message_id(message, chat_id)
         reply = ReplyParameters(message_id=reply_to, allow_sending_without_reply=True) if reply_to else None
         try:
-            sent = await client.send_part(bot, chat_id, parts[0], reply)
+            sent = await client.send_part(bot, chat_id, parts[0], reply, client.inline_keyboard(message.buttons, delivery_id))
         except ChatMigrated:  # nothing was sent; send() remembers the move and follows it
             return await asyncio.to_thread(self.send, message, delivery_id=delivery_id)
         except TelegramError as exc:
             raise client.translate(exc, token) from exc
         return SendResult(platform_message_id=str(sent.message_id))
 
-    def _send_part(self, chat_id, part, reply_to):
+    def _send_part(self, chat_id, part, reply_to, markup=None):
         """Send one part, following group → supergroup migrations: (message, new chat id or None)."""
         migrated_to = None
         for _ in range(MAX_MIGRATIONS):
             reply = ReplyParameters(message_id=reply_to, allow_sending_without_reply=True) if reply_to else None
             try:
-                sent = self._api(lambda bot, c=chat_id, r=reply: client.send_part(bot, c, part, r), follow_migrations=True)
+                sent = self._api(lambda bot, c=chat_id, r=reply: client.send_part(bot, c, part, r, markup),
+                                 follow_migrations=True)
                 return sent, migrated_to
             except ChatMigrated as exc:
                 logger.info("Telegram chat %s of %s moved to %s; following it", chat_id, self.connector.id,

@@ -17,6 +17,7 @@ from telegram import Message, MessageEntity, Update
 
 from connectors.platforms import attachments as kinds
 from connectors.platforms.base import Attachment, IncomingMessage, MessageValidationError
+from connectors.platforms.buttons import parse_callback_token
 
 HANDLED_UPDATE_TYPES = ("message", "edited_message", "callback_query")
 # Telegram re-encodes every photo as JPEG; sticker formats by their flags (Bot API "Sticker").
@@ -165,6 +166,8 @@ def _callback_query(update: Update) -> IncomingMessage:
         metadata["username"] = query.from_user.username
     if message is not None:
         metadata["message_id"] = message.message_id
+    if pressed := parse_callback_token(query.data):  # one of our buttons: a claim, checked when it is stored
+        metadata["button_press"] = {"delivery_id": pressed[0], "button_id": pressed[1]}
     # received_at stays unset (now): the button's message is older than the click.
     return _incoming(update, query.from_user, query.data, metadata, chat_id=chat_id, received_at=None)
 
