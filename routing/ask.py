@@ -1,5 +1,7 @@
-"""ask_user's addressing: a question goes to a person by username on the channel the router picks first, or to
-a connector and recipient given outright; the question itself lives in connectors (connectors/delivery/questions.py)."""
+"""ask_user's addressing: by username on the router's first channel, or a connector and recipient given outright.
+
+The question itself lives in connectors (connectors/delivery/questions.py), beside the deliveries it is sent as.
+"""
 from audit import services as audit
 from brain_connectors.shared.errors import PermissionDenied, ValidationFailed, audit_result
 from connectors import services
