@@ -16,7 +16,7 @@ pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
 TOKEN = "7000000001:AAH-mcp-test-token-0123456789abcdefghij"
 TOOLS = {
     "send_message", "list_active_connectors", "get_connector_status", "get_delivery_status", "notify_user",
-    "get_conversation_context", "search_conversations",
+    "get_conversation_context", "search_conversations", "ask_user", "get_question_answer",
 }
 
 
