@@ -202,3 +202,64 @@ def test_the_queued_audit_row_counts_buttons_and_holds_no_labels(make_connector)
     services.send_message(SYSTEM, "locmem_main", "ada", "Deploy?", buttons=APPROVE)
     [row] = AuditEvent.objects.filter(action="message.queued")
     assert row.details["buttons"] == 2 and "Approve" not in json.dumps(row.details)
+
+
+# --- Slack: Block Kit buttons and block_actions -------------------------------------------------
+
+
+SLACK_BOT_TOKEN = "xoxb-1111111111-2222222222-buttonsTestToken01"
+SLACK_SECRET = "8f742231b10e8888abcd99yyyzzz85a5"
+SLACK_ADA = "T061EG9R6:U061F7AUR"  # the block_actions fixture's team and user
+
+
+@pytest.fixture
+def slack(make_connector, settings):
+    from tests.fakes.slack_server import FakeSlack
+    server = FakeSlack(bot_tokens={SLACK_BOT_TOKEN}).start()
+    settings.PUBLIC_BASE_URL = "https://brain.example.org"
+    make_connector("slack_main", kind="slack", config={"api_base_url": server.url},
+                   credentials={"bot_token": SLACK_BOT_TOKEN, "signing_secret": SLACK_SECRET})
+    yield server
+    server.stop()
+
+
+def post_block_actions(delivery_id, button_id, *, secret=SLACK_SECRET):
+    """The real-format block_actions fixture for a press of `button_id`, posted as Slack does: form-encoded
+    `payload=<json>` to the Events Request URL, signed v0 (computed here from Slack's documentation)."""
+    import hashlib
+    import hmac
+    import time
+    from urllib.parse import urlencode
+    payload = json.loads((FIXTURES.parent / "slack" / "block_actions.json").read_text())
+    payload["actions"][0].update(action_id=button_id, value=callback_token(delivery_id, button_id))
+    body = urlencode({"payload": json.dumps(payload)}).encode()
+    timestamp = str(int(time.time()))
+    digest = hmac.new(secret.encode(), b"v0:" + timestamp.encode() + b":" + body, hashlib.sha256).hexdigest()
+    return Client().post("/webhooks/slack/slack_main/", data=body, content_type="application/x-www-form-urlencoded",
+                         HTTP_X_SLACK_REQUEST_TIMESTAMP=timestamp, HTTP_X_SLACK_SIGNATURE=f"v0={digest}")
+
+
+def test_slack_buttons_are_block_kit_and_a_block_actions_press_reaches_brain(slack, fake_brain):
+    delivery, _ = services.send_message(SYSTEM, "slack_main", SLACK_ADA, "Deploy *v2*?", buttons=APPROVE)
+    delivery.refresh_from_db()
+    assert delivery.status == "sent"
+    [sent] = slack.sent
+    section, actions = sent["blocks"]
+    assert section["text"]["text"] == sent["text"] == "Deploy _v2_?"  # mrkdwn
+    assert [(e["action_id"], e["text"]["text"], e["value"]) for e in actions["elements"]] == [
+        ("approve", "Approve", callback_token(delivery.pk, "approve")), ("deny", "Deny", callback_token(delivery.pk, "deny"))]
+
+    response = post_block_actions(delivery.pk, "approve")
+    assert response.status_code == 200
+    inbound = InboundMessage.objects.get()
+    assert inbound.sender == SLACK_ADA and inbound.content == "Approve"
+    button = {"delivery_id": str(delivery.pk), "button_id": "approve", "label": "Approve", "via": "press"}
+    assert inbound.metadata["button"] == button
+    assert fake_brain.accepted[0].json["message"]["button"] == button
+    assert slack.sent[-1]["channel"] == "D0LAN2Q65"  # BRAIN's answer went back to the DM
+
+
+def test_a_slack_press_with_a_bad_signature_is_refused(slack):
+    delivery, _ = services.send_message(SYSTEM, "slack_main", SLACK_ADA, "Deploy?", buttons=APPROVE)
+    assert post_block_actions(delivery.pk, "approve", secret="not-the-signing-secret").status_code == 403
+    assert not InboundMessage.objects.exists()

@@ -17,10 +17,9 @@ Web API, `POST /api/<method>`, the body form-encoded, multipart or JSON. As on S
   token of that kind outside it is invalid_auth. apps.connections.open needs xapp-, the rest xoxb-, else
   not_allowed_token_type.
 - auth.test: auth_test_ok.json with the fake's team_id, user_id, bot_id, team, user and url.
-- chat.postMessage: a unique, increasing ts ("1733312346.000301"); thread_ts is kept in the call and in
-  `sent`. `forget_channel(id)` → channel_not_found, `kick_from(id)` → not_in_channel, text over 40,000
-  characters → msg_too_long, nothing to post → no_text. A user id (U…/W…) as channel posts to the DM
-  with that user: the answer's channel is `dm_id(user)`, "D" + id[1:].
+- chat.postMessage: an increasing ts ("1733312346.000301"); thread_ts and blocks (checked: button_markup.py) kept in
+  the call and `sent`. `forget_channel(id)` → channel_not_found, `kick_from(id)` → not_in_channel, text over 40,000
+  chars → msg_too_long, nothing to post → no_text. A user id (U…/W…) as channel posts to their DM, `dm_id(user)`.
 - conversations.open(users): one → dm_id(user), several → a G… id; `forget_user(id)` → user_not_found.
 - apps.connections.open: ws://127.0.0.1:<port>/link/?ticket=<uuid> (the ticket is not checked).
 `fail(mode, method=None, times=None, after=0)`: of the calls to `method` (any if None) with a good token,
@@ -51,6 +50,7 @@ from types import SimpleNamespace
 
 from aiohttp import WSCloseCode, WSMsgType, web
 
+from . import button_markup
 from .base import Restartable
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures" / "slack"
@@ -294,6 +294,8 @@ class FakeSlack(Restartable):
             return _error("no_text")
         if len(str(text)) > MAX_TEXT:
             return _error("msg_too_long")
+        if refused := button_markup.slack_blocks_refusal(params.get("blocks")):
+            return _error(refused)
         if channel[:1] in ("U", "W") and channel not in self.missing_users:
             channel = self.dm_id(channel)  # Slack posts to the DM with that user (the app's Messages tab)
         if not channel or channel in self.missing_channels or channel[:1] in ("U", "W"):  # a forgotten user
@@ -304,7 +306,8 @@ class FakeSlack(Restartable):
         message = {"type": "message", "subtype": "bot_message", "text": text, "ts": ts, "bot_id": self.bot_id,
                    "app_id": self.app_id, **({"thread_ts": str(thread_ts)} if thread_ts else {})}
         with self._lock:
-            self.sent.append({"channel": channel, "text": text, "ts": ts, "thread_ts": thread_ts})
+            self.sent.append({"channel": channel, "text": text, "ts": ts, "thread_ts": thread_ts,
+                              "blocks": button_markup.decoded(params.get("blocks"))})
         return 200, {"ok": True, "channel": channel, "ts": ts, "message": message}
 
     def _api_conversations_open(self, call):

@@ -66,7 +66,7 @@ from collections import deque
 from dataclasses import dataclass, field
 from urllib.parse import parse_qsl, urlsplit
 
-from . import telegram_html
+from . import button_markup, telegram_html
 from .base import LoopbackServer, QuietHandler
 
 FAILURE_MODES = ("flood", "blocked", "chat_not_found", "migrated", "invalid_token", "server_error", "bad_gateway",
@@ -405,7 +405,7 @@ class FakeTelegram(LoopbackServer):
         if len(visible.encode("utf-16-le")) // 2 > 4096:
             return 400, _error(400, "Bad Request: message is too long")
         markup = call.param("reply_markup")
-        if markup is not None and (problem := _inline_keyboard_problem(markup)):
+        if markup is not None and (problem := button_markup.inline_keyboard_problem(markup)):
             return 400, _error(400, f"Bad Request: {problem}")
         if refusal := self._chat_refusal(chat_id):
             return refusal
@@ -511,21 +511,6 @@ class FakeTelegram(LoopbackServer):
                 if ready or remaining <= 0 or self._stopping.is_set():
                     return 200, {"ok": True, "result": ready}
                 self._lock.wait(min(remaining, 0.1))
-
-
-def _inline_keyboard_problem(markup):
-    """What the Bot API says of a bad InlineKeyboardMarkup: rows of buttons, each a text and 1-64 bytes of
-    callback_data (other button kinds are not used by the connectors)."""
-    rows = markup.get("inline_keyboard") if isinstance(markup, dict) else None
-    if not isinstance(rows, list) or not all(isinstance(row, list) for row in rows):
-        return "can't parse reply keyboard markup JSON object"
-    for button in (b for row in rows for b in row):
-        if not isinstance(button, dict) or not str(button.get("text", "")).strip():
-            return "BUTTON_TEXT_INVALID"
-        data = button.get("callback_data")
-        if not isinstance(data, str) or not 1 <= len(data.encode()) <= 64:
-            return "BUTTON_DATA_INVALID"
-    return None
 
 
 def _error(code, description, parameters=None):

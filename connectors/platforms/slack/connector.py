@@ -28,7 +28,7 @@ from connectors.platforms.base import (
     WebhookRejected,
     WebhookResult,
 )
-from connectors.platforms.slack import api, events, socket_mode
+from connectors.platforms.slack import api, events, interactions, socket_mode
 from connectors.platforms.telegram.text import split_text
 from connectors.platforms.webhook_urls import webhook_url
 from connectors.registry import platform_state
@@ -53,6 +53,7 @@ def to_mrkdwn(text: str) -> str:
 
 class SlackConnector(BaseConnector):
     kind = "slack"
+    supports_buttons = True  # Block Kit buttons (interactions.py)
     label = "Slack app"
     config_schema = {
         "type": "object",
@@ -172,24 +173,29 @@ class SlackConnector(BaseConnector):
             return None, recipient, None
         return recipient, None, None
 
-    async def _post(self, client, channel, user, thread_ts, text):
+    async def _post(self, client, channel, user, thread_ts, text, blocks=None):
         if channel is None:  # a person: their DM with the bot (conversations.open returns it if it exists)
             opened = await client.conversations_open(users=user)
             channel = opened["channel"]["id"]
         kwargs = {"thread_ts": thread_ts} if thread_ts else {}
+        if blocks:
+            kwargs["blocks"] = blocks
         return await client.chat_postMessage(channel=channel, text=text, mrkdwn=True, **kwargs)
 
     def send(self, message: OutgoingMessage, *, delivery_id: str) -> SendResult:
         """Send as one Slack message, or several in order when over MAX_TEXT; progress is kept per delivery, so a
         retry after a failure in the middle does not repeat the parts already sent."""
         channel, user, thread_ts = self._target(message)
-        parts = split_text(to_mrkdwn(message.content), MAX_TEXT)
+        parts = split_text(to_mrkdwn(message.content), interactions.SECTION_TEXT if message.buttons else MAX_TEXT)
         progress_key = f"sending:{delivery_id}"
         progress = (self.connector.platform_state or {}).get(progress_key) or {}
         first_ts = progress.get("first_ts")
         try:
             for index in range(progress.get("sent", 0), len(parts)):
-                sent = self._call(lambda client, text=parts[index]: self._post(client, channel, user, thread_ts, text))
+                last = index == len(parts) - 1 and message.buttons  # the buttons go under the last part
+                markup = interactions.blocks(parts[index], message.buttons, delivery_id) if last else None
+                sent = self._call(lambda client, text=parts[index], b=markup: self._post(client, channel, user,
+                                                                                        thread_ts, text, b))
                 first_ts = first_ts or sent.get("ts")
                 if index < len(parts) - 1:
                     platform_state.save_platform_state(self.connector.id,
@@ -206,14 +212,15 @@ class SlackConnector(BaseConnector):
         """send() on the batch sender's loop, over this connector's long-lived client. A message of several parts
         (or a resumed one) goes to send() in a thread: its progress is written between the parts."""
         channel, user, thread_ts = self._target(message)
-        parts = split_text(to_mrkdwn(message.content), MAX_TEXT)
+        parts = split_text(to_mrkdwn(message.content), interactions.SECTION_TEXT if message.buttons else MAX_TEXT)
         if len(parts) > 1 or (self.connector.platform_state or {}).get(f"sending:{delivery_id}"):
             return await asyncio.to_thread(self.send, message, delivery_id=delivery_id)
         if not self.token:
             raise ConnectorError("No bot_token is set for this connector.", permanent=True, code="invalid_token")
         client = await api.sender_client(self.connector, self.token, self.config)
         try:
-            sent = await self._post(client, channel, user, thread_ts, parts[0])
+            markup = interactions.blocks(parts[0], message.buttons, delivery_id) if message.buttons else None
+            sent = await self._post(client, channel, user, thread_ts, parts[0], markup)
         except Exception as exc:
             raise api.translate(exc, self.token) from exc
         return SendResult(platform_message_id=str(sent.get("ts") or ""))
@@ -232,6 +239,11 @@ class SlackConnector(BaseConnector):
     def parse_webhook(self, request, channel):
         """Anything well-signed that is not a person's message is acknowledged (200) and dropped: Slack retries
         every other answer three times, then turns the app's events off if failures go on."""
+        if interactions.is_interaction(request.body):  # a button press (block_actions), posted form-encoded
+            try:
+                return WebhookResult(messages=[interactions.parse_interaction(request.body)])
+            except events.Ignored as exc:
+                raise WebhookIgnored(str(exc))
         try:
             parsed = events.parse_body(request.body, self.bot_identity().get("user_id", ""),
                                        bool(self.config.get("channel_messages")))
