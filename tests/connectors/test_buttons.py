@@ -263,3 +263,35 @@ def test_a_slack_press_with_a_bad_signature_is_refused(slack):
     delivery, _ = services.send_message(SYSTEM, "slack_main", SLACK_ADA, "Deploy?", buttons=APPROVE)
     assert post_block_actions(delivery.pk, "approve", secret="not-the-signing-secret").status_code == 403
     assert not InboundMessage.objects.exists()
+
+
+def test_a_socket_mode_interactive_envelope_is_a_press_too(make_connector, settings):
+    import threading
+
+    from connectors.platforms.slack import socket_mode
+    from connectors.registry.kinds import connector_for
+    from tests.connectors import test_slack
+    from tests.fakes.slack_server import FakeSlack
+    server = FakeSlack(bot_tokens={test_slack.BOT_TOKEN}, app_tokens={test_slack.APP_TOKEN}).start()
+    try:
+        make_connector("slack_main", kind="slack", config={"api_base_url": server.url, "mode": "socket"},
+                       credentials={"bot_token": test_slack.BOT_TOKEN, "signing_secret": SLACK_SECRET,
+                                    "app_token": test_slack.APP_TOKEN})
+        delivery, _ = services.send_message(SYSTEM, "slack_main", SLACK_ADA, "Deploy?", buttons=APPROVE)
+        payload = json.loads((FIXTURES.parent / "slack" / "block_actions.json").read_text())
+        payload["actions"][0].update(action_id="deny", value=callback_token(delivery.pk, "deny"))
+        stop, result = threading.Event(), {}
+        row = Connector.objects.get(pk="slack_main")
+        holder = threading.Thread(target=lambda: result.update(handled=socket_mode.hold_session(connector_for(row), stop)))
+        holder.start()
+        try:
+            assert server.wait_for_socket(timeout=10)
+            assert server.wait_for_ack(server.push_event(payload, envelope_type="interactive"), timeout=10)
+        finally:
+            stop.set()
+            holder.join(timeout=15)
+        assert result["handled"] == 1
+        inbound = InboundMessage.objects.get()
+        assert inbound.metadata["button"]["button_id"] == "deny" and inbound.content == "Deny"
+    finally:
+        server.stop()

@@ -362,10 +362,10 @@ class FakeSlack(Restartable):
                     self.acks.append(envelope_id)
                     self._lock.notify_all()
 
-    def push_event(self, payload, *, retry_attempt=0):
-        """Send an events_api envelope to the newest connection; returns its envelope_id."""
+    def push_event(self, payload, *, retry_attempt=0, envelope_type="events_api"):
+        """Send an events_api (or `envelope_type`: interactive) envelope to the newest connection; its envelope_id."""
         envelope_id = str(uuid.uuid4())
-        envelope = {"envelope_id": envelope_id, "type": "events_api", "accepts_response_payload": False,
+        envelope = {"envelope_id": envelope_id, "type": envelope_type, "accepts_response_payload": False,
                     "retry_attempt": retry_attempt, "retry_reason": "timeout" if retry_attempt else "",
                     "payload": payload}
         sockets = self._open()

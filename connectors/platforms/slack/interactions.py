@@ -6,7 +6,7 @@ split at that size) followed by an `actions` block of buttons; `text` stays the 
 In: Slack posts interactivity payloads form-encoded (`payload=<json>`) to the app's one Request URL, signed as
 events are; a `block_actions` press on one of our buttons becomes an IncomingMessage whose metadata claims the press
 (`button_press`), checked in the database when it is stored (connectors/delivery/presses.py). Anything else is
-Ignored (acknowledged, dropped).
+Ignored (acknowledged, dropped). In Socket Mode the same payload comes as an `interactive` envelope (socket_mode.py).
 """
 import json
 from urllib.parse import parse_qs
@@ -42,6 +42,11 @@ def parse_interaction(body: bytes) -> IncomingMessage:
         payload = json.loads(raw)
     except (ValueError, KeyError, UnicodeDecodeError, RecursionError):
         raise Ignored("an interactivity request without one JSON payload")
+    return parse_block_actions(payload)
+
+
+def parse_block_actions(payload) -> IncomingMessage:
+    """The press in an interactivity payload (over HTTP, or a Socket Mode `interactive` envelope's); else Ignored."""
     if not isinstance(payload, dict) or payload.get("type") != "block_actions":
         raise Ignored(f"interactivity type {payload.get('type') if isinstance(payload, dict) else None!r} is not handled")
     user, actions = payload.get("user"), payload.get("actions")

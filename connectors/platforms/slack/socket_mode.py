@@ -23,7 +23,7 @@ from brain_connectors.shared.guarded_aiohttp import guarded_session
 from connectors.delivery.inbound import receive_message
 from connectors.permissions import Principal
 from connectors.platforms.base import ConnectorError, run_sync
-from connectors.platforms.slack import api, events
+from connectors.platforms.slack import api, events, interactions
 
 logger = logging.getLogger(__name__)
 
@@ -63,10 +63,10 @@ async def _session(platform, app_token, stop_event) -> int:
 
         async def on_request(socket_client, request):
             nonlocal handled
-            if request.type == "events_api":
+            if request.type in ("events_api", "interactive"):  # interactive: a button press (interactions.py)
                 try:
                     created = await asyncio.to_thread(_store, platform.connector.id, request.payload, bot_user,
-                                                      channel_messages)
+                                                      channel_messages, request.type == "interactive")
                 except Conflict as exc:  # not running any more: unacknowledged, so Slack sends it again later
                     logger.warning("Slack event for %s not stored: %s", platform.connector.id, exc.message)
                     return
@@ -86,11 +86,14 @@ async def _session(platform, app_token, stop_event) -> int:
     return handled
 
 
-def _store(connector_id, payload, bot_user, channel_messages) -> int:
+def _store(connector_id, payload, bot_user, channel_messages, interactive=False) -> int:
     """Store the message in one envelope's payload (a database write: run in a thread); 1 if it is new."""
     close_old_connections()
     try:
-        message = events.parse_event(payload if isinstance(payload, dict) else {}, bot_user, channel_messages)
+        if interactive:
+            message = interactions.parse_block_actions(payload)
+        else:
+            message = events.parse_event(payload if isinstance(payload, dict) else {}, bot_user, channel_messages)
     except events.Ignored as exc:
         logger.info("Ignored Slack event for %s: %s", connector_id, exc)
         return 0
