@@ -18,6 +18,7 @@ from connectors import quotas, services
 from connectors.models import ConnectorStatus, DeliveryStatus
 from connectors.permissions import Principal
 from connectors.platforms.base import MAX_CONTENT_LENGTH
+from connectors.platforms.buttons import MAX_BUTTONS
 
 
 @tool(
@@ -46,9 +47,15 @@ def send_message(
         Field(default=None, min_length=1, max_length=255,
               description="Optional. The same key with the same arguments never sends twice."),
     ] = None,
+    buttons: Annotated[
+        list[dict[str, str]] | None,
+        Field(default=None, max_length=MAX_BUTTONS,
+              description="Optional buttons [{\"id\", \"label\"}]: Telegram and Slack show them; SMS, WhatsApp and "
+                          "email get numbered options. A press comes back to BRAIN; to wait for one, use ask_user."),
+    ] = None,
 ) -> dict:
     delivery, replayed = services.send_message(
-        principal, connector_id, recipient, content, idempotency_key=idempotency_key
+        principal, connector_id, recipient, content, idempotency_key=idempotency_key, buttons=buttons
     )
     return {"success": True, "delivery_id": str(delivery.id), "status": delivery.status, "replayed": replayed}
 

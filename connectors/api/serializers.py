@@ -65,6 +65,8 @@ class SendSerializer(serializers.Serializer):
     recipient = serializers.CharField(max_length=MAX_ADDRESS_LENGTH, trim_whitespace=False)
     # Emptiness and length are checked by OutgoingMessage so every edge reports them alike.
     content = serializers.CharField(allow_blank=True, trim_whitespace=False, max_length=MAX_CONTENT_LENGTH)
+    # [{"id", "label"}]: checked by send_message (connectors/platforms/buttons.py), as for every edge.
+    buttons = serializers.ListField(child=serializers.DictField(), required=False)
 
 
 class DeliverySerializer(serializers.ModelSerializer):
@@ -82,6 +84,7 @@ class DeliverySerializer(serializers.ModelSerializer):
             "next_attempt_at",
             "platform_message_id",
             "last_error",
+            "buttons",
             "created_at",
             "updated_at",
             "sent_at",

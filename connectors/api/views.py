@@ -167,6 +167,7 @@ class ConnectorViewSet(PaginatedListMixin, viewsets.ViewSet):
             data["recipient"],
             data["content"],
             idempotency_key=request.headers.get("Idempotency-Key"),
+            buttons=data.get("buttons"),
         )
         delivery.refresh_from_db()
         headers = {"Idempotent-Replayed": "true"} if replayed else {}

@@ -39,7 +39,7 @@ def send_message(principal, connector_id, recipient, content, *, idempotency_key
     """
     with audit.audited("message.send", principal, "connector", connector_id, classify=audit_result):
         if problem := button_problems(buttons or []):
-            raise ValidationFailed("Invalid buttons.", details={"buttons": problem})
+            raise ValidationFailed(f"Invalid buttons: {problem}.", details={"buttons": problem})
         buttons = clean_buttons(buttons)
         try:
             message = OutgoingMessage(recipient=recipient, content=content)

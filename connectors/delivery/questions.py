@@ -34,7 +34,7 @@ def ask_question(principal, connector_id, recipient, text, options, *, open_seco
         if not options:
             raise ValidationFailed("A question needs at least one option.", details={"options": "must not be empty"})
         if problem := button_problems(options):
-            raise ValidationFailed("Invalid options.", details={"options": problem})
+            raise ValidationFailed(f"Invalid options: {problem}.", details={"options": problem})
         if not isinstance(open_seconds, int) or not 60 <= open_seconds <= MAX_OPEN_SECONDS:
             raise ValidationFailed("Invalid open_seconds.", details={"open_seconds": f"must be 60-{MAX_OPEN_SECONDS}"})
         with transaction.atomic():

@@ -295,3 +295,21 @@ def test_a_socket_mode_interactive_envelope_is_a_press_too(make_connector, setti
         assert inbound.metadata["button"]["button_id"] == "deny" and inbound.content == "Deny"
     finally:
         server.stop()
+
+
+# --- the REST API -----------------------------------------------------------------------------
+
+
+def test_rest_send_takes_buttons_and_refuses_bad_ones(make_connector, make_user, token_for, api):
+    make_connector()
+    root = api(token_for(make_user("root", superuser=True)))
+    sent = root.post("/api/v1/connectors/locmem_main/send/",
+                     {"recipient": "ada", "content": "Deploy?", "buttons": APPROVE}, format="json")
+    assert sent.status_code == 202, sent.content
+    assert sent.json()["buttons"] == APPROVE
+    # locmem shows no buttons: the options are numbered in the text it was handed.
+    assert Delivery.objects.get().content == "Deploy?\n\nReply 1 for Approve\nReply 2 for Deny"
+    refused = root.post("/api/v1/connectors/locmem_main/send/",
+                        {"recipient": "ada", "content": "Deploy?", "buttons": APPROVE + APPROVE[:1]}, format="json")
+    assert refused.status_code == 400 and "used twice" in refused.json()["error"]["details"]["buttons"]
+    assert Delivery.objects.count() == 1

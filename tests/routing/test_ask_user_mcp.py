@@ -134,3 +134,20 @@ def test_ask_user_without_send_permission_is_a_tool_error(twilio_connector, twil
     assert "does not exist" in error_text(result) or "permission" in error_text(result).lower()
     assert not Question.objects.exists() and not twilio_fake.messages
     assert AuditEvent.objects.filter(action="question.ask", result="denied").exists()
+
+
+def test_send_message_takes_buttons_over_mcp(twilio_connector, twilio_fake, claude, subprocess_env):
+    twilio_connector("sms_ask", "sms")
+
+    async def send():
+        async with stdio_session({**subprocess_env, "BRAIN_MCP_TOKEN": claude}) as session:
+            ok = await session.call_tool("send_message", {"connector_id": "sms_ask", "recipient": ADA,
+                                                          "content": "Deploy?", "buttons": OPTIONS})
+            bad = await session.call_tool("send_message", {"connector_id": "sms_ask", "recipient": ADA,
+                                                           "content": "Deploy?", "buttons": OPTIONS + OPTIONS})
+            return ok, bad
+
+    ok, bad = run(send())
+    assert structured(ok)["status"] == "queued"
+    assert twilio_fake.messages[0].form["Body"] == "Deploy?\n\nReply 1 for Approve\nReply 2 for Deny"
+    assert "used twice" in error_text(bad) and len(twilio_fake.messages) == 1
