@@ -164,6 +164,7 @@ def _person(username, level, make_user, grant, carol):
     # Someone without an account on the person's own connector: theirs to read only with read_conversations.
     services.send_message(SYSTEM, conn_id, f"{username}-stranger", f"private {word}")
     notification, _ = creation.notify_user(SYSTEM, user, "please read", "standard")
+    question = services.ask_question(SYSTEM, conn_id, f"{username}-1", "Deploy?", [{"id": "go", "label": "Go"}])
     subscription, _ = subscriptions.create_subscription(
         Principal.for_user(user, "test"), url="http://127.0.0.1:9/hook", event_types=["connector.*"], active=False
     )
@@ -178,6 +179,7 @@ def _person(username, level, make_user, grant, carol):
         "preference": preferences[0],
         "preferences": preferences,
         "notification": str(notification.id),
+        "question": str(question.id),
         "subscription": str(subscription.id),
         "token": spare.prefix,
         "pairing": pairing.pairing.pk,
@@ -523,6 +525,12 @@ MCP_OPS = {
     "get_delivery_status": McpOp(connector("delivery"), "delivery.get", target="delivery",
                                  args=lambda o: {"delivery_id": o["delivery"]}),
     "notify_user": McpOp(GLOBAL, "notification.create", args=lambda o: {"username": o["username"], "content": "hi"}),
+    "ask_user": McpOp(connector("send"), "question.ask", writes=True, target="connector",
+                      args=lambda o: {"connector_id": o["connector"], "recipient": "+4470000004", "question": "Go?",
+                                      "options": [{"id": "go", "label": "Go"}], "wait_seconds": 0}),
+    # Its asker may read it too (tests/routing/test_ask_user_mcp.py); here SYSTEM asked: view on its connector.
+    "get_question_answer": McpOp(connector("delivery"), "question.get", target="question",
+                                 args=lambda o: {"question_id": o["question"]}),
     # A stranger's conversation (one's own is readable at every level: tests/conversations/test_read_permission.py).
     "get_conversation_context": McpOp(reads("retrieve"), "conversation.context", target="connector",
                                       args=lambda o: {"connector_id": o["connector"], "address": o["stranger"]}),
