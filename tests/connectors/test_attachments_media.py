@@ -4,10 +4,15 @@ and an SMS (MMS) picture over Twilio's media URL (Basic auth, then a redirect to
 Each reaches BRAIN (EchoBrain's reply lists it) with its bytes stored encrypted; a file that cannot be had is
 unavailable with the reason and the message is still answered."""
 import base64
+import hashlib
+import hmac
 import json
 import socket
+import time
+from pathlib import Path
 
 import pytest
+from django.test import Client
 
 from connectors.delivery import attachment_store
 from connectors.fields import get_fernet
@@ -15,6 +20,9 @@ from connectors.models import Attachment, Delivery, InboundMessage
 from tests.connectors import twilio_support, url_guard_support
 from tests.connectors.twilio_support import fixture, post_twilio
 from tests.fakes.receiver import FakeReceiver, sign_request
+from tests.fakes.slack_server import FakeSlack
+
+FIXTURES = Path(__file__).resolve().parent.parent / "fixtures"
 
 pytestmark = pytest.mark.django_db(transaction=True)
 twilio_fake = twilio_support.twilio_fake
@@ -197,3 +205,86 @@ def test_a_badly_shaped_webhook_attachment_is_malformed(hook, receiver, attachme
 def test_a_webhook_message_without_content_needs_an_attachment(hook):
     response = hook({"sender": "ada", "content": ""})
     assert response.status_code == 400 and "content" in response.json()["error"]["details"]
+
+
+# --- Slack -------------------------------------------------------------------------------------
+
+SLACK_TOKEN = "xoxb-1111111111-2222222222-AbCdEfGhIjKlMnOpQrStUvWx"
+SLACK_SECRET = "8f742231b10e8888abcd99yyyzzz85a5"
+
+
+@pytest.fixture
+def slack_fake():
+    server = FakeSlack(bot_tokens={SLACK_TOKEN}).start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def slack_dm(make_connector, slack_fake, settings):
+    """A Slack connector on the fake; returns a function posting the file_share fixture with its file's URL."""
+    settings.PUBLIC_BASE_URL = "https://brain.example.org"
+    make_connector("slack_main", kind="slack", config={"api_base_url": slack_fake.url},
+                   credentials={"bot_token": SLACK_TOKEN, "signing_secret": SLACK_SECRET})
+
+    def post(url, text=""):
+        payload = json.loads((FIXTURES / "slack" / "message_file_share.json").read_text())
+        payload["event"]["text"] = text
+        payload["event"]["files"][0].update(url_private_download=url, size=len(PNG))
+        body = json.dumps(payload).encode()
+        timestamp = str(int(time.time()))
+        digest = hmac.new(SLACK_SECRET.encode(), f"v0:{timestamp}:".encode() + body, hashlib.sha256).hexdigest()
+        response = Client().post("/webhooks/slack/slack_main/", data=body, content_type="application/json",
+                                 HTTP_X_SLACK_REQUEST_TIMESTAMP=timestamp, HTTP_X_SLACK_SIGNATURE=f"v0={digest}")
+        assert response.status_code == 200 and response.json()["stored"] == 1, response.content
+        return InboundMessage.objects.get()
+
+    return post
+
+
+def test_a_slack_dm_file_reaches_brain_and_is_stored_encrypted(slack_dm, slack_fake):
+    url = slack_fake.add_file("F0S43PZDF", PNG, "image/png", "screenshot.png")
+    inbound = slack_dm(url)
+    assert inbound.content == ""
+    row = Attachment.objects.get(inbound=inbound)
+    assert (row.kind, row.mime_type, row.file_name) == ("image", "image/png", "screenshot.png")
+    assert_stored_encrypted(row, PNG)
+    assert slack_fake.file_downloads == [("/files-pri/T061EG9R6-F0S43PZDF/download/screenshot.png", SLACK_TOKEN)]
+    [sent] = slack_fake.sent
+    assert sent["text"].endswith(f"[1 attachment: image screenshot.png (image/png, {len(PNG)} bytes)]")
+
+
+def test_a_slack_file_the_token_may_not_read_is_unavailable_and_the_message_answered(slack_dm, slack_fake):
+    slack_fake.bot_tokens = {"xoxb-another-workspace-token-0000"}  # ours is no longer valid: the sign-in page
+    url = slack_fake.add_file("F0S43PZDF", PNG, "image/png", "screenshot.png")
+    inbound = slack_dm(url, text="here is the screenshot")
+    row = Attachment.objects.get(inbound=inbound)
+    assert row.status == "unavailable" and row.error.startswith("download_failed: Slack answered a web page")
+    inbound.refresh_from_db()
+    assert inbound.brain_status == InboundMessage.BrainStatus.REPLIED
+
+
+def test_the_bot_token_goes_to_no_host_but_slacks(slack_dm, slack_fake):
+    # The fixture's own URL: files.slack.com, which is not where this connector's Slack (the fake) lives.
+    inbound = slack_dm("https://files.slack.com/files-pri/T061EG9R6-F0S43PZDF/download/screenshot.png")
+    row = Attachment.objects.get(inbound=inbound)
+    assert row.status == "unavailable" and row.error == "bad_request: the file URL is not on Slack's file host"
+    assert slack_fake.file_downloads == []
+
+
+@pytest.mark.parametrize("url, api_base_url, allowed", [
+    ("https://files.slack.com/files-pri/T1-F1/download/a.png", None, True),
+    ("https://files.slack.com/files-pri/T1-F1/download/a.png", "https://slack.com/api/", True),
+    ("http://files.slack.com/files-pri/T1-F1/download/a.png", None, False),  # the token never in clear
+    ("https://files.slack.com.evil.example/files-pri/a.png", None, False),
+    ("https://evil.example/files-pri/a.png", None, False),
+    ("https://files.slack.com/files-pri/a.png", "https://grid.example.org/api/", False),
+    ("https://grid.example.org/files-pri/a.png", "https://grid.example.org/api/", True),
+    ("http://127.0.0.1:8001/files-pri/a.png", "http://127.0.0.1:8001/api/", True),
+    ("http://127.0.0.1:8002/files-pri/a.png", "http://127.0.0.1:8001/api/", False),  # another port, another server
+    ("https://user:pw@files.slack.com/files-pri/a.png", None, False),
+])
+def test_which_hosts_get_the_bot_token(url, api_base_url, allowed):
+    from connectors.platforms.slack.files import allowed as token_allowed
+
+    assert token_allowed(url, {"api_base_url": api_base_url} if api_base_url else {}) is allowed
