@@ -288,3 +288,25 @@ def test_which_hosts_get_the_bot_token(url, api_base_url, allowed):
     from connectors.platforms.slack.files import allowed as token_allowed
 
     assert token_allowed(url, {"api_base_url": api_base_url} if api_base_url else {}) is allowed
+
+
+def test_twilio_credentials_do_not_follow_the_redirect_to_another_host(client, twilio_connector, twilio_fake):
+    twilio_connector("wa_in", "whatsapp")
+    twilio_fake.add_media(WA_MEDIA_SID, JPEG, "image/jpeg")
+    twilio_fake.file_host = "localhost"  # the file host is another host name (the same loopback server)
+    assert post_twilio(client, "/webhooks/twilio/wa_in/", fixture("whatsapp_inbound_media")).status_code == 200
+    assert Attachment.objects.get().status == "stored"
+    media, file = [r for r in twilio_fake.requests if "/Media/" in r.path or r.path.startswith("/media-files/")]
+    assert media.authorized and "authorization" in media.headers
+    assert file.path == f"/media-files/{WA_MEDIA_SID}" and "authorization" not in file.headers
+
+
+def test_twilio_media_over_the_limit_is_refused_unstored(client, twilio_connector, twilio_fake, settings,
+                                                          attachment_dir):
+    settings.ATTACHMENT_MAX_BYTES_BY_KIND = {"image": 1000}
+    twilio_connector("wa_in", "whatsapp")
+    twilio_fake.add_media(WA_MEDIA_SID, JPEG, "image/jpeg")  # 2,068 bytes: Twilio announces no size in the webhook
+    assert post_twilio(client, "/webhooks/twilio/wa_in/", fixture("whatsapp_inbound_media")).status_code == 200
+    row = Attachment.objects.get()
+    assert row.status == "unavailable" and row.error.startswith("too_large: Twilio announces 2068 bytes")
+    assert list(attachment_dir.iterdir()) == []

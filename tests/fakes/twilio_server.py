@@ -153,6 +153,7 @@ class FakeTwilio(ScriptedModes, LoopbackServer):
         self.account_status = "active"
         self.host = host
         self.media = {}  # media sid → (bytes, content type)
+        self.file_host = host  # the host name the media redirect names ("localhost": another host, same server)
         self._init_server()
 
     # --- control and inspection ---
@@ -211,7 +212,7 @@ class FakeTwilio(ScriptedModes, LoopbackServer):
             record.status = 404
             return handler.send_json(*ERRORS["not_found"])
         record.status = 307
-        return handler.send_json(307, {}, {"Location": f"{self.url}{MEDIA_FILES}{media_sid}"})
+        return handler.send_json(307, {}, {"Location": f"http://{self.file_host}:{self.port}{MEDIA_FILES}{media_sid}"})
 
     def _handle(self, handler, method):
         parts = urlsplit(handler.path)
