@@ -219,12 +219,16 @@ def test_our_own_messages_are_never_answered(slack, fake):
 
 
 @pytest.mark.django_db(transaction=True)
-def test_a_file_without_text_is_described(slack):
+def test_a_file_without_text_is_a_message_with_its_attachment(slack, settings):
+    settings.BRAIN_BACKEND = "tests.connectors.twilio_brains.NoReplyBrain"  # the download is test_attachments_media's
     slack()
     payload = fixture("message_file_share")
     payload["event"]["text"] = ""
     assert post_event("slack_main", payload).json()["stored"] == 1
-    assert InboundMessage.objects.get().content == "[sent screenshot.png]"
+    inbound = InboundMessage.objects.get()
+    assert inbound.content == ""
+    assert [(a.kind, a.mime_type, a.size, a.file_name) for a in inbound.attachments.all()] == [
+        ("image", "image/png", 48213, "screenshot.png")]
 
 
 @pytest.mark.django_db(transaction=True)

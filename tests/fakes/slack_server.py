@@ -52,6 +52,7 @@ from types import SimpleNamespace
 from aiohttp import WSCloseCode, WSMsgType, web
 
 from .base import Restartable
+from .slack_files import SlackFiles
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures" / "slack"
 FAILURE_MODES = ("ratelimited", "channel_not_found", "not_in_channel", "invalid_auth", "account_inactive",
@@ -79,7 +80,7 @@ class Call:
     received_at: float = field(default_factory=time.time)
 
 
-class FakeSlack(Restartable):
+class FakeSlack(SlackFiles, Restartable):  # SlackFiles: add_file(), the file host (url_private_download)
     host = "127.0.0.1"
 
     def __init__(self, *, bot_tokens=None, app_tokens=None, team_id="T061EG9R6", team="BRAIN Team",
@@ -104,6 +105,7 @@ class FakeSlack(Restartable):
         self._last_ts = 0  # in microseconds: every ts is greater than the one before, even within a second
         self._port = self._loop = self._thread = self._stopping = None
         self._closing: set = set()  # disconnect_sockets' delayed closes (asyncio keeps only weak references)
+        self._init_files()
 
     # --- lifecycle ---
     def start(self):
@@ -127,6 +129,7 @@ class FakeSlack(Restartable):
         app = web.Application()
         app.router.add_route("*", "/api/{method}", self._handle_api)
         app.router.add_get("/link/", self._handle_link)
+        app.router.add_get("/files-pri/{file}/download/{name}", self._handle_file)
         # A short shutdown_timeout: down() must not wait for a handler sleeping in the slow mode.
         runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.5)
         try:
