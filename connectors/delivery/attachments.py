@@ -68,17 +68,26 @@ def fetch_then_reply(inbound_id):
     if retry_in is not None:
         queue.enqueue(queue.FETCH_ATTACHMENTS, inbound_id, countdown=retry_in)
     else:
-        transcription.transcribe_message(inbound_id)  # off unless TRANSCRIBER is set; never raises
         queue.enqueue_brain(inbound_id)
 
 
 def fetch_pending(inbound_id, final=True):
-    """Fetch each pending attachment of one inbound message. Platform failures mark it unavailable, and nothing here
-    raises for them; unless `final`, a passing failure with tries left keeps it pending: then the seconds to wait
+    """Fetch each pending attachment of one inbound message, and transcribe the voice and audio files it stored.
+    Platform failures mark it unavailable, and nothing here raises for them; unless `final`, a passing failure with tries left keeps it pending: then the seconds to wait
     before the next try are returned (else None)."""
     rows = list(Attachment.objects.filter(inbound_id=inbound_id, status=Attachment.Status.PENDING)
                 .select_related("inbound__connector"))
-    waits = [wait for row in rows if (wait := _fetch_one(row, final)) is not None]
+    waits, stored = [], []
+    for row in rows:
+        wait = _fetch_one(row, final)
+        if wait is not None:
+            waits.append(wait)
+        elif row.status == Attachment.Status.STORED:  # stored by this run (another run's copy is its business)
+            stored.append(row.id)
+    if stored:
+        # Right after the store, by whoever stored it (the fetch task, or the BRAIN task after a lost fetch): each
+        # file is transcribed once, and before BRAIN is asked. Off unless TRANSCRIBER is set; never raises.
+        transcription.transcribe_message(inbound_id, stored)
     return max(waits) if waits else None
 
 

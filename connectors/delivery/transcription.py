@@ -1,6 +1,7 @@
 """Voice and audio transcription: after the fetch, before BRAIN is asked; optional (settings.TRANSCRIBER, empty: off).
 
-`transcribe_message` gives each stored voice or audio attachment of an inbound message a transcript (kept encrypted
+`transcribe_message` (called by attachments.fetch_pending right after it stores files, so once per file, whichever
+task fetched it) gives each stored voice or audio attachment of an inbound message a transcript (kept encrypted
 on the Attachment), which then reaches BRAIN in the attachment entry (and as the message content when the person
 wrote nothing) and conversation memory with its search (connectors.signals.message_transcribed). A failing
 transcriber never costs the message: the failure is logged and audited by its kind only, the transcript stays empty
@@ -80,13 +81,13 @@ def get_transcriber():
     return import_string(settings.TRANSCRIBER)() if settings.TRANSCRIBER else None
 
 
-def transcribe_message(inbound_id) -> int:
-    """Transcribe the stored voice/audio attachments of one inbound message that have no transcript yet; returns
-    how many got one. Never raises: BRAIN is asked whatever happens here."""
+def transcribe_message(inbound_id, attachment_ids) -> int:
+    """Transcribe these just-stored attachments of one inbound message, those that are voice or audio; returns how
+    many got a transcript. Never raises: BRAIN is asked whatever happens here."""
     if not settings.TRANSCRIBER:
         return 0
-    rows = [row for row in Attachment.objects.filter(inbound_id=inbound_id, status=Attachment.Status.STORED,
-                                                     kind__in=TRANSCRIBED_KINDS)
+    rows = [row for row in Attachment.objects.filter(inbound_id=inbound_id, pk__in=attachment_ids,
+                                                     status=Attachment.Status.STORED, kind__in=TRANSCRIBED_KINDS)
             .exclude(storage_name="").select_related("inbound")
             if not row.transcript]  # encrypted: compared here, not in SQL
     if not rows:

@@ -129,3 +129,30 @@ def test_the_transcriber_settings_are_checked(settings):
     assert [m.id for m in check_transcriber()] == ["connectors.E005"]
     settings.TRANSCRIBER = ""
     assert check_transcriber() == []
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_lost_fetch_task_still_transcribes_before_brain_is_asked(bot, fake, transcriber, monkeypatch, settings):
+    from connectors.delivery import attachments, sweeper
+
+    monkeypatch.setattr(attachments, "hand_over", lambda inbound_id, rows: None)  # the broker lost the fetch task
+    inbound = voice_note(bot, fake)
+    settings.ATTACHMENT_FETCH_GRACE = 0
+    sweeper.sweep()  # re-drives the message to the BRAIN task, which fetches the file first
+    assert Attachment.objects.get(inbound=inbound).transcript == SAID
+    assert f'Echo: "{SAID}"' in reply_to(inbound)
+    assert len(transcriber.requests) == 1  # once per file
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_transcript_reaches_a_memory_marker_not_consumed_yet(bot, fake, transcriber, monkeypatch):
+    from conversations import recording
+    from conversations.models import PendingMessage
+
+    seen = []
+    monkeypatch.setattr(recording, "kick", lambda: seen.append(list(PendingMessage.objects.values_list(
+        "inbound_id", flat=True))))  # no consumer runs: the marker waits until BRAIN's context flushes it
+    inbound = voice_note(bot, fake)
+    assert inbound.pk in seen[0]  # the marker was there, unconsumed, when the transcript came
+    assert Message.objects.get(inbound_id=inbound.pk).content == f"[voice] {SAID}"
+    assert [m.inbound_id for m in search(SYSTEM, "plumber") if m.role == "user"] == [inbound.pk]
