@@ -73,8 +73,8 @@ def fetch_then_reply(inbound_id):
 
 def fetch_pending(inbound_id, final=True):
     """Fetch each pending attachment of one inbound message, and transcribe the voice and audio files it stored.
-    Platform failures mark it unavailable, and nothing here raises for them; unless `final`, a passing failure with tries left keeps it pending: then the seconds to wait
-    before the next try are returned (else None)."""
+    Platform failures mark it unavailable, and nothing here raises for them; unless `final`, a passing failure with
+    tries left keeps it pending: then the seconds to wait before the next try are returned (else None)."""
     rows = list(Attachment.objects.filter(inbound_id=inbound_id, status=Attachment.Status.PENDING)
                 .select_related("inbound__connector"))
     waits, stored = [], []
