@@ -7,7 +7,9 @@ Request body (HttpBrain):
     {"connector": {"id", "kind"}, "message": {"id", "sender", "sender_name", "content", "attachments"},
      "context": [{"role": "user"|"assistant", "content", "time"}, ...]}
 "attachments": [{"id", "kind", "mime_type", "size", "file_name", "caption", "status"} (+ "latitude", "longitude"
-for a location, "contact" for a contact, "error" when unavailable)]; content may be "" when attachments exist.
+for a location, "contact" for a contact, "error" when unavailable, "url" (signed, short-lived: BRAIN downloads the
+bytes there; connectors/delivery/attachment_urls.py) for a stored file, "transcript" for a transcribed voice note)];
+content may be "" when attachments exist (a voice note's transcript when there is one).
 Expected response: 200 with {"reply": "<text>"} or {"reply": null} for no reply.
 
 BRAIN_URL passes the outbound-URL guard like every URL we call: a system check at start-up
