@@ -164,6 +164,8 @@ class Attachment(models.Model):
     error = models.CharField(max_length=500, blank=True, default="")
     attempts = models.PositiveSmallIntegerField(default=0)  # failed fetches so far
     storage_name = models.CharField(max_length=255, blank=True, default="")
+    # What a voice note or audio file says (connectors/delivery/transcription.py): what the person said, encrypted.
+    transcript = EncryptedTextField(blank=True, default="")
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:

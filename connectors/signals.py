@@ -16,3 +16,8 @@ delivery_settled = Signal()  # kwargs: delivery_id, connector_id, status, via, a
 # raises fails the whole call. kwargs: connector_id, kind (the connector's), direction ("inbound" | "outbound"), address,
 # content, at, inbound_id, delivery_id, platform_message_id, principal (str), metadata.
 message_recorded = Signal()
+
+# Sent after commit when voice or audio attachments of a stored inbound message got transcripts
+# (connectors.delivery.transcription), before BRAIN is asked, so that memory and its search hold what was said.
+# kwargs: connector_id, inbound_id, text (what memory keeps for the message now). Receivers must not raise.
+message_transcribed = Signal()

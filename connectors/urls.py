@@ -6,6 +6,7 @@ from rest_framework.routers import DefaultRouter
 
 from connectors.api.subscriptions import SubscriptionViewSet
 from connectors.api.views import ConnectorViewSet, DeliveryViewSet, EventListView, TokenViewSet
+from connectors.downloads import attachment_download
 from connectors.monitoring import dashboard
 from connectors.monitoring.metrics import metrics_view
 from connectors.webhooks import platform_webhook
@@ -42,4 +43,6 @@ urlpatterns = [
     ),
     path("webhooks/inbound/<str:connector_id>/", platform_webhook, {"family": "inbound"}, name="webhook-inbound"),
     path("webhooks/slack/<str:connector_id>/", platform_webhook, {"family": "slack"}, name="webhook-slack"),
+    # BRAIN downloads an attachment here: a signed URL from its payload, or a request signed with BRAIN_SIGNING_KEY.
+    path("attachments/<uuid:attachment_id>/", attachment_download, name="attachment-download"),
 ]

@@ -8,7 +8,8 @@ class ConversationsConfig(AppConfig):
 
     def ready(self):
         # Here, not at the top: services import models, which exist only once the app registry is ready.
-        from connectors.signals import message_recorded
-        from conversations.recording import record_marker
+        from connectors.signals import message_recorded, message_transcribed
+        from conversations.recording import record_marker, record_transcript
 
         message_recorded.connect(record_marker, dispatch_uid="conversations.record_marker")
+        message_transcribed.connect(record_transcript, dispatch_uid="conversations.record_transcript")

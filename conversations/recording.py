@@ -107,6 +107,23 @@ def kick():
         logger.exception("could not enqueue the conversation memory consumer")
 
 
+def record_transcript(sender=None, *, connector_id, inbound_id, text, **kwargs):
+    """Receiver of message_transcribed: memory keeps what a voice note said, searchable. The message's marker, if
+    not consumed yet, takes the new text; a stored message is rewritten and indexed and analysed again."""
+    text = memory_text(connector_id, "inbound", text) or text  # a pairing code said aloud is kept out as well
+    with transaction.atomic():
+        for marker in PendingMessage.objects.select_for_update().filter(inbound_id=inbound_id):
+            marker.content = text
+            marker.save(update_fields=["content"])
+        for message in Message.objects.select_for_update().filter(inbound_id=inbound_id):
+            message.content = text
+            message.save(update_fields=["content"])
+            SearchToken.objects.filter(message=message).delete()
+            MessageAnalysis.objects.filter(message=message).delete()
+            index_messages([message])
+            _analyse([message])
+
+
 # --- the consumer --------------------------------------------------------------------------
 
 

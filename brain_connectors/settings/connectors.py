@@ -119,3 +119,13 @@ ATTACHMENT_FETCH_ATTEMPTS = env.int("ATTACHMENT_FETCH_ATTEMPTS", default=3)
 ATTACHMENT_FETCH_RETRY_SECONDS = env.float("ATTACHMENT_FETCH_RETRY_SECONDS", default=5.0)
 # The sweeper leaves a message alone this long while its files are being fetched (then BRAIN's task fetches them).
 ATTACHMENT_FETCH_GRACE = env.int("ATTACHMENT_FETCH_GRACE", default=600)
+# How long a signed attachment URL in BRAIN's payload stays valid (seconds). BRAIN fetches the file at once.
+ATTACHMENT_URL_TTL = env.int("ATTACHMENT_URL_TTL", default=600)
+# Voice and audio transcription (connectors/delivery/transcription.py): a dotted path, empty for none (the default).
+# connectors.delivery.transcription.HttpTranscriber speaks OpenAI's POST /v1/audio/transcriptions, as local Whisper
+# servers (faster-whisper-server, whisper.cpp's server, LocalAI) do; TRANSCRIBER_URL is that server's base URL.
+TRANSCRIBER = env.str("TRANSCRIBER", default="")
+TRANSCRIBER_URL = env.str("TRANSCRIBER_URL", default="")
+TRANSCRIBER_API_KEY = env.str("TRANSCRIBER_API_KEY", default="")
+TRANSCRIBER_MODEL = env.str("TRANSCRIBER_MODEL", default="whisper-1")
+TRANSCRIBER_TIMEOUT = env.float("TRANSCRIBER_TIMEOUT", default=120.0)

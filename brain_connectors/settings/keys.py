@@ -10,3 +10,6 @@ SEARCH_INDEX_KEY = env.str("SEARCH_INDEX_KEY", default="")
 # not-yet-rebuilt messages findable. Remove it once the rebuild has completed.
 SEARCH_INDEX_PREVIOUS_KEY = env.str("SEARCH_INDEX_PREVIOUS_KEY", default="")
 BRAIN_SIGNING_KEY = env.str("BRAIN_SIGNING_KEY", default="")
+# The key of the signed attachment URLs handed to BRAIN (connectors/delivery/attachment_urls.py). Empty: derived
+# from SECRET_KEY under a label of its own, so one secret fewer to set; set it to rotate those URLs independently.
+ATTACHMENT_URL_KEY = env.str("ATTACHMENT_URL_KEY", default="")

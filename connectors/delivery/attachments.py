@@ -15,7 +15,7 @@ from django.dispatch import receiver
 
 from audit import services as audit
 from connectors import task_queue as queue
-from connectors.delivery import attachment_store
+from connectors.delivery import attachment_store, attachment_urls, transcription
 from connectors.models import Attachment
 from connectors.permissions import Principal
 from connectors.platforms.attachments import CONTACT, summary
@@ -61,8 +61,9 @@ def hand_over(inbound_id, rows):
 
 
 def fetch_then_reply(inbound_id):
-    """The fetch task: fetch every pending file of the message, then hand it to the BRAIN task. A failure that may
-    pass (network, 5xx, flood control) is tried again by this task later, up to ATTACHMENT_FETCH_ATTEMPTS tries."""
+    """The fetch task: fetch every pending file of the message, transcribe voice and audio, then hand it to the
+    BRAIN task. A failure that may pass (network, 5xx, flood control) is tried again by this task later, up to
+    ATTACHMENT_FETCH_ATTEMPTS tries."""
     retry_in = fetch_pending(inbound_id, final=False)
     if retry_in is not None:
         queue.enqueue(queue.FETCH_ATTACHMENTS, inbound_id, countdown=retry_in)
@@ -71,12 +72,22 @@ def fetch_then_reply(inbound_id):
 
 
 def fetch_pending(inbound_id, final=True):
-    """Fetch each pending attachment of one inbound message. Platform failures mark it unavailable, and nothing here
-    raises for them; unless `final`, a passing failure with tries left keeps it pending: then the seconds to wait
-    before the next try are returned (else None)."""
+    """Fetch each pending attachment of one inbound message, and transcribe the voice and audio files it stored.
+    Platform failures mark it unavailable, and nothing here raises for them; unless `final`, a passing failure with
+    tries left keeps it pending: then the seconds to wait before the next try are returned (else None)."""
     rows = list(Attachment.objects.filter(inbound_id=inbound_id, status=Attachment.Status.PENDING)
                 .select_related("inbound__connector"))
-    waits = [wait for row in rows if (wait := _fetch_one(row, final)) is not None]
+    waits, stored = [], []
+    for row in rows:
+        wait = _fetch_one(row, final)
+        if wait is not None:
+            waits.append(wait)
+        elif row.status == Attachment.Status.STORED:  # stored by this run (another run's copy is its business)
+            stored.append(row.id)
+    if stored:
+        # Right after the store, by whoever stored it (the fetch task, or the BRAIN task after a lost fetch): each
+        # file is transcribed once, and before BRAIN is asked. Off unless TRANSCRIBER is set; never raises.
+        transcription.transcribe_message(inbound_id, stored)
     return max(waits) if waits else None
 
 
@@ -137,15 +148,29 @@ def _settle(row, status, *, error="", code="", **fields) -> bool:
 
 
 def for_brain(inbound) -> list:
-    """The attachments as BRAIN sees them (HttpBrain's payload, EchoBrain's reply): no bytes, no platform ref."""
+    """The attachments as BRAIN sees them (HttpBrain's payload, EchoBrain's reply): no bytes, no platform ref; a
+    stored file's signed URL to fetch its bytes from, and a voice or audio file's transcript."""
     return [
         {"id": str(row.id), "kind": row.kind, "mime_type": row.mime_type, "size": row.size,
          "file_name": row.file_name, "caption": row.caption, "status": row.status,
          **({"latitude": row.latitude, "longitude": row.longitude} if row.latitude is not None else {}),
          **({"error": row.error} if row.error else {}),
-         **({"contact": row.platform_ref} if row.kind == CONTACT else {})}
+         **({"contact": row.platform_ref} if row.kind == CONTACT else {}),
+         **_download(row)}
         for row in Attachment.objects.filter(inbound=inbound)
     ]
+
+
+def _download(row) -> dict:
+    """A stored file's signed download URL (none without PUBLIC_BASE_URL) and its transcript, when it has them."""
+    extra = {}
+    if row.status == Attachment.Status.STORED and row.storage_name:
+        url = attachment_urls.url_for(row.id)
+        if url:
+            extra["url"] = url
+    if row.transcript:
+        extra["transcript"] = row.transcript
+    return extra
 
 
 @receiver(post_delete, sender=Attachment, dispatch_uid="connectors.attachment_file")
@@ -155,3 +180,10 @@ def _delete_file(sender, instance, **kwargs):
     if instance.storage_name:
         name = instance.storage_name
         transaction.on_commit(lambda: attachment_store.storage().delete(name))
+
+
+def brain_content(inbound) -> str:
+    """The message text BRAIN is asked about: what the person wrote, else what their voice notes said."""
+    if inbound.content:
+        return inbound.content
+    return transcription.transcripts(Attachment.objects.filter(inbound=inbound, kind__in=transcription.TRANSCRIBED_KINDS))

@@ -7,7 +7,9 @@ Request body (HttpBrain):
     {"connector": {"id", "kind"}, "message": {"id", "sender", "sender_name", "content", "attachments"},
      "context": [{"role": "user"|"assistant", "content", "time"}, ...]}
 "attachments": [{"id", "kind", "mime_type", "size", "file_name", "caption", "status"} (+ "latitude", "longitude"
-for a location, "contact" for a contact, "error" when unavailable)]; content may be "" when attachments exist.
+for a location, "contact" for a contact, "error" when unavailable, "url" (signed, short-lived: BRAIN downloads the
+bytes there; connectors/delivery/attachment_urls.py) for a stored file, "transcript" for a transcribed voice note)];
+content may be "" when attachments exist (a voice note's transcript when there is one).
 "button" ({"delivery_id", "button_id", "label", "via"}) is there only when the message is a press of one of our buttons
 or a numbered reply picking an option (connectors/delivery/presses.py).
 Expected response: 200 with {"reply": "<text>"} or {"reply": null} for no reply; the reply may carry buttons,

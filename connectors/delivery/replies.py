@@ -116,7 +116,7 @@ def reply_with_brain(inbound_id):
                 connector_kind=inbound.connector.kind,
                 sender=inbound.sender,
                 sender_name=inbound.sender_name,
-                content=inbound.content,
+                content=attachments.brain_content(inbound),
                 message_id=inbound.platform_message_id,
                 context=import_string(settings.BRAIN_CONTEXT_PROVIDER)(inbound),
                 attachments=attachments.for_brain(inbound),

@@ -14,7 +14,9 @@ checked as the connection is made (brain_connectors.shared.guarded_http): one th
 fails the delivery for good, and stops the connector (code `unsafe_url`).
 
 Inbound, senders POST to /webhooks/inbound/<connector_id>/ a JSON body
-{"sender", "content", "id"?, "sender_name"?, "metadata"?} signed with the same secret. A missing,
+{"sender", "content", "id"?, "sender_name"?, "metadata"?, "attachments"?} signed with the same secret
+(`attachments`: files by URL, fetched after commit under the outbound-URL guard: connectors.platforms.webhook_media;
+with attachments, `content` may be ""). A missing,
 forged or stale signature is refused with 403 before anything is written. A well-signed body that
 is not JSON or has the wrong shape is a bug in the sender, answered 400 with the reasons
 (WebhookMalformed) and nothing stored. `id` (or, without it, the webhook-id header) is the dedupe
@@ -34,6 +36,7 @@ import httpx
 from brain_connectors.shared import signing
 from brain_connectors.shared.guarded_http import guarded_client
 from brain_connectors.shared.url_guard import UnsafeURL, url_problem
+from connectors.platforms import webhook_media
 from connectors.platforms.base import (
     MAX_ADDRESS_LENGTH,
     MAX_CONTENT_LENGTH,
@@ -68,8 +71,10 @@ INBOUND_SCHEMA = {
         "id": {"type": ["string", "integer"], "minLength": 1, "maxLength": MAX_ADDRESS_LENGTH},
         "sender": {"type": "string", "minLength": 1, "maxLength": MAX_ADDRESS_LENGTH},
         "sender_name": {"type": "string", "maxLength": 200},
-        "content": {"type": "string", "minLength": 1, "maxLength": MAX_CONTENT_LENGTH},
+        # "" only with attachments (IncomingMessage says so, under "content").
+        "content": {"type": "string", "maxLength": MAX_CONTENT_LENGTH},
         "metadata": {"type": "object"},
+        "attachments": webhook_media.ATTACHMENTS_SCHEMA,
     },
 }
 
@@ -235,6 +240,11 @@ class WebhookConnector(BaseConnector):
         if metadata_bytes > MAX_METADATA_BYTES:
             raise WebhookMalformed("metadata is too large.",
                                    details={"metadata": f"must be at most {MAX_METADATA_BYTES} bytes as JSON"})
+        try:
+            attachments = webhook_media.parse(data.get("attachments") or [])
+        except ValueError as exc:
+            field, reason = exc.args
+            raise WebhookMalformed("The JSON body does not have the expected shape.", details={field: reason})
         msg_id = data.get("id")
         msg_id = str(msg_id) if msg_id is not None else request.headers.get("webhook-id", "")
         try:
@@ -244,7 +254,12 @@ class WebhookConnector(BaseConnector):
                 platform_message_id=msg_id,
                 sender_name=data.get("sender_name", ""),
                 metadata=metadata,
+                attachments=attachments,
             )
         except MessageValidationError as exc:
             raise WebhookMalformed("The message is invalid.", details=exc.errors)
         return WebhookResult(messages=[message])
+
+    def fetch_attachment(self, platform_ref, max_bytes):
+        """An attachment's URL, as the sender gave it, under the outbound-URL guard (webhook_media.download)."""
+        return webhook_media.download(platform_ref, max_bytes, float(self.config.get("timeout") or DEFAULT_TIMEOUT))

@@ -107,6 +107,8 @@ def test_a_document_with_its_caption_reaches_http_brain(bot, fake, settings):
     assert message["content"] == "Is this invoice right?"
     [attachment] = message["attachments"]
     row = Attachment.objects.get(inbound=inbound)
+    # The signed download URL (tests/connectors/test_attachment_urls.py) comes with it, on PUBLIC_BASE_URL.
+    assert attachment.pop("url").startswith(f"https://brain.example.org/attachments/{row.id}/?expires=")
     assert attachment == {"id": str(row.id), "kind": "document", "mime_type": "application/pdf", "size": len(PDF),
                           "file_name": "invoice-2026-11.pdf", "caption": "Is this invoice right?", "status": "stored"}
     assert attachment_store.read(row.storage_name) == PDF

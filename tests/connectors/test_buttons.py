@@ -244,7 +244,8 @@ def test_slack_buttons_are_block_kit_and_a_block_actions_press_reaches_brain(sla
     delivery.refresh_from_db()
     assert delivery.status == "sent"
     [sent] = slack.sent
-    section, actions = sent["blocks"]
+    [call] = slack.calls_to("chat.postMessage")
+    section, actions = call.params["blocks"]
     assert section["text"]["text"] == sent["text"] == "Deploy _v2_?"  # mrkdwn
     assert [(e["action_id"], e["text"]["text"], e["value"]) for e in actions["elements"]] == [
         ("approve", "Approve", callback_token(delivery.pk, "approve")), ("deny", "Deny", callback_token(delivery.pk, "deny"))]

@@ -437,14 +437,16 @@ def test_malformed_but_signed_payload_is_acknowledged_and_dropped(client, twilio
     assert counts() == before
 
 
-def test_media_only_message_is_stored_with_its_types(client, twilio_connector, twilio_fake, no_reply):
+def test_media_only_message_is_stored_with_its_attachment(client, twilio_connector, twilio_fake, no_reply):
     twilio_connector("sms_mms", "sms")
     payload = fixture("sms_inbound", Body="", NumMedia="1", MediaContentType0="image/jpeg",
                       MediaUrl0="https://api.twilio.com/2010-04-01/Accounts/AC0/Messages/MM1/Media/ME1")
     assert post_twilio(client, "/webhooks/twilio/sms_mms/", payload).status_code == 200
     inbound = InboundMessage.objects.get()
-    assert inbound.content == "[1 attachment(s): image/jpeg]"
+    assert inbound.content == ""  # the picture is the message: BRAIN gets it as an attachment
     assert inbound.metadata["media_types"] == ["image/jpeg"]
+    assert [(a.kind, a.mime_type, a.platform_ref) for a in inbound.attachments.all()] == [
+        ("image", "image/jpeg", payload["MediaUrl0"])]
     assert "https://" not in str(inbound.metadata)
 
 

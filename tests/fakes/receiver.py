@@ -22,7 +22,8 @@ Modes (for requests that passed the signature check):
     error_400     400 (a refusal that retrying cannot fix)
     slow          sleeps `slow_seconds` (longer than the client's timeout), then answers 200
 `queue_modes(...)` makes the next requests use the given modes, one each, before falling back to
-`mode`. `down()` stops listening (`.url` then points at a closed port), `up()` listens again on
+`mode`. `add_file(path, bytes)` serves a file on GET (unsigned, as a file host would); `file_requests`
+lists the paths fetched. `down()` stops listening (`.url` then points at a closed port), `up()` listens again on
 the same port.
 
 Only the standard library is used, so bench scripts can import it without Django.
@@ -68,14 +69,18 @@ class _Handler(QuietHandler):
         self.server.fake._handle(self)
 
     def do_GET(self):
+        if not self.server.fake._serve_file(self):
+            self._send(405, b'{"error": "POST only"}', {})
+
+    def _refuse(self):
         self._send(405, b'{"error": "POST only"}', {})
 
-    do_PUT = do_PATCH = do_DELETE = do_HEAD = do_GET
+    do_PUT = do_PATCH = do_DELETE = do_HEAD = _refuse
 
-    def _send(self, status, payload: bytes, extra_headers):
+    def _send(self, status, payload: bytes, extra_headers, content_type="application/json"):
         try:
             self.send_response(status)
-            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Type", content_type)
             self.send_header("Content-Length", str(len(payload)))
             for name, value in extra_headers.items():
                 self.send_header(name, value)
@@ -112,7 +117,22 @@ class FakeReceiver(ScriptedModes, LoopbackServer):
         self.slow_seconds = slow_seconds
         self.tolerance = tolerance
         self.host = host
+        self.files = {}  # path → (bytes, content type): what GET serves (attachments sent by URL)
+        self.file_requests = []  # the paths of those GETs, in order
         self._init_server()
+
+    def add_file(self, path, data, content_type="application/octet-stream"):
+        """Serve `data` on GET `path` (a file a sender's inbound webhook points at); return its URL."""
+        self.files[path] = (data, content_type)
+        return f"http://{self.host}:{self.port}{path}"
+
+    def _serve_file(self, handler) -> bool:
+        if handler.path not in self.files:
+            return False
+        self.file_requests.append(handler.path)
+        data, content_type = self.files[handler.path]
+        handler._send(200, data, {}, content_type)
+        return True
 
     # --- behaviour and inspection ---
     @property

@@ -12,14 +12,13 @@ from async code call them through `asyncio.to_thread`, or the client on the test
 
 Web API, `POST /api/<method>`, the body form-encoded, multipart or JSON. As on Slack, an error is HTTP 200
 `{"ok": false, "error": ...}`, an unknown method HTTP 404 unknown_method; shapes from tests/fixtures/slack.
-- tokens: `Authorization: Bearer <token>` or a `token` form/query field (not a JSON one, as on Slack);
-  none → not_authed. Only xoxb- and xapp- tokens are valid; if `bot_tokens` / `app_tokens` is given, a
-  token of that kind outside it is invalid_auth. apps.connections.open needs xapp-, the rest xoxb-, else
-  not_allowed_token_type.
+- tokens: `Authorization: Bearer <token>` or a `token` form/query field (not a JSON one, as on Slack); none →
+  not_authed. Only xoxb- and xapp- tokens are valid; if `bot_tokens` / `app_tokens` is given, a token of that kind
+  outside it is invalid_auth. apps.connections.open needs xapp-, the rest xoxb-, else not_allowed_token_type.
 - auth.test: auth_test_ok.json with the fake's team_id, user_id, bot_id, team, user and url.
-- chat.postMessage: an increasing ts ("1733312346.000301"); thread_ts and blocks (checked: button_markup.py) kept in
-  the call and `sent`. `forget_channel(id)` → channel_not_found, `kick_from(id)` → not_in_channel, text over 40,000
-  chars → msg_too_long, nothing to post → no_text. A user id (U…/W…) as channel posts to their DM, `dm_id(user)`.
+- chat.postMessage: an increasing ts ("1733312346.000301"); thread_ts kept in the call and `sent`, blocks (checked:
+  button_markup.py) in the call. `forget_channel(id)` → channel_not_found, `kick_from(id)` → not_in_channel, text
+  over 40,000 chars → msg_too_long, no text → no_text. A user id (U…/W…) as channel posts to its DM, `dm_id(user)`.
 - conversations.open(users): one → dm_id(user), several → a G… id; `forget_user(id)` → user_not_found.
 - apps.connections.open: ws://127.0.0.1:<port>/link/?ticket=<uuid> (the ticket is not checked).
 `fail(mode, method=None, times=None, after=0)`: of the calls to `method` (any if None) with a good token,
@@ -28,13 +27,13 @@ the next `after` succeed, then `times` fail (None: until `clear_failures()`). Mo
 account_inactive (HTTP 200), server_error (HTTP 500 "internal error"), slow (answers after `slow_seconds`).
 `on_call(call)`, if set, runs before the answer in a worker thread (so it may block, or read the database).
 
-Socket Mode, a websocket at `GET /link/` (aiohttp pongs pings): `hello` first. `push_event(payload,
-retry_attempt=0)` sends an events_api envelope to the newest connection (Slack uses one) and returns its
-envelope_id; nothing is redelivered. A text frame with an envelope_id is an ack, listed in `acks`.
-`disconnect_sockets(reason)` sends `{"type": "disconnect"}` and closes those sockets `disconnect_grace`
-seconds later, as Slack does when it rotates connections. `socket_connections` counts the connections
-accepted, `open_sockets` those open. `down()` refuses connections and closes websockets (1001), `up()`
-listens on the same port again; `with fake:` starts and stops. Needs aiohttp, not Django.
+Socket Mode, a websocket at `GET /link/` (aiohttp pongs pings): `hello` first. `push_event(payload, retry_attempt=0,
+envelope_type="events_api")` sends an envelope (or an `interactive` one) to the newest connection (Slack uses one) and
+returns its envelope_id; nothing is redelivered. A text frame with an envelope_id is an ack, listed in `acks`.
+`disconnect_sockets(reason)` sends `{"type": "disconnect"}` and closes those sockets `disconnect_grace` seconds later,
+as Slack does when it rotates connections. `socket_connections` counts the connections accepted, `open_sockets` those
+open. `down()` refuses connections and closes websockets (1001), `up()` listens on the same port again; `with fake:`
+starts and stops. Needs aiohttp, not Django.
 """
 import asyncio
 import concurrent.futures
@@ -50,7 +49,7 @@ from types import SimpleNamespace
 
 from aiohttp import WSCloseCode, WSMsgType, web
 
-from . import button_markup
+from . import button_markup, slack_files
 from .base import Restartable
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures" / "slack"
@@ -79,7 +78,7 @@ class Call:
     received_at: float = field(default_factory=time.time)
 
 
-class FakeSlack(Restartable):
+class FakeSlack(slack_files.SlackFiles, Restartable):  # SlackFiles: add_file(), the file host (url_private_download)
     host = "127.0.0.1"
 
     def __init__(self, *, bot_tokens=None, app_tokens=None, team_id="T061EG9R6", team="BRAIN Team",
@@ -104,6 +103,7 @@ class FakeSlack(Restartable):
         self._last_ts = 0  # in microseconds: every ts is greater than the one before, even within a second
         self._port = self._loop = self._thread = self._stopping = None
         self._closing: set = set()  # disconnect_sockets' delayed closes (asyncio keeps only weak references)
+        self._init_files()
 
     # --- lifecycle ---
     def start(self):
@@ -127,6 +127,7 @@ class FakeSlack(Restartable):
         app = web.Application()
         app.router.add_route("*", "/api/{method}", self._handle_api)
         app.router.add_get("/link/", self._handle_link)
+        app.router.add_get("/files-pri/{file}/download/{name}", self._handle_file)
         # A short shutdown_timeout: down() must not wait for a handler sleeping in the slow mode.
         runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.5)
         try:
@@ -306,8 +307,7 @@ class FakeSlack(Restartable):
         message = {"type": "message", "subtype": "bot_message", "text": text, "ts": ts, "bot_id": self.bot_id,
                    "app_id": self.app_id, **({"thread_ts": str(thread_ts)} if thread_ts else {})}
         with self._lock:
-            self.sent.append({"channel": channel, "text": text, "ts": ts, "thread_ts": thread_ts,
-                              "blocks": button_markup.decoded(params.get("blocks"))})
+            self.sent.append({"channel": channel, "text": text, "ts": ts, "thread_ts": thread_ts})
         return 200, {"ok": True, "channel": channel, "ts": ts, "message": message}
 
     def _api_conversations_open(self, call):

@@ -11,6 +11,10 @@ It answers what the official SDK sends:
     POST /2010-04-01/Accounts/<sid>/Messages.json   201, a Message resource with a fresh SM… sid
     POST /2010-04-01/Accounts/<sid>/Calls.json      201, a Call resource with a fresh CA… sid
     GET  /2010-04-01/Accounts/<sid>.json            200, the Account (status `account_status`)
+    GET  /2010-04-01/Accounts/<sid>/Messages/<MM…>/Media/<ME…>
+                                                    307 to /media-files/<ME…> (as Twilio redirects to its file
+                                                    host), which answers the bytes given to `add_media()`
+                                                    without auth (a signed URL there); 404 for an unknown one
 HTTP Basic auth must carry the account SID and auth token given to the constructor (and the
 path the same SID); anything else gets 401 with Twilio's error 20003.
 
@@ -42,6 +46,7 @@ from .base import LoopbackServer, QuietHandler, ScriptedModes
 
 MODES = ("normal", "rate_limited", "invalid_to", "unsubscribed", "outside_window", "error_500", "slow")
 API = "/2010-04-01/Accounts/"
+MEDIA_FILES = "/media-files/"  # the fake's stand-in for Twilio's file host (a signed, short-lived URL)
 
 ERRORS = {
     "unauthorized": (401, {"code": 20003, "message": "Authenticate", "more_info": "https://www.twilio.com/docs/errors/20003", "status": 401}),
@@ -119,6 +124,19 @@ class _Handler(QuietHandler):
             pass
         self.close_connection = True
 
+    def send_bytes(self, status, data, content_type):
+        try:
+            self.send_response(status)
+            self.send_header("Content-Type", content_type)
+            self.send_header("Content-Length", str(len(data)))
+            self.send_header("Connection", "close")
+            self.end_headers()
+            self.wfile.write(data)
+            self.wfile.flush()
+        except OSError:
+            pass
+        self.close_connection = True
+
 
 class FakeTwilio(ScriptedModes, LoopbackServer):
     MODES = MODES
@@ -134,6 +152,8 @@ class FakeTwilio(ScriptedModes, LoopbackServer):
         self.slow_seconds = slow_seconds
         self.account_status = "active"
         self.host = host
+        self.media = {}  # media sid → (bytes, content type)
+        self.file_host = host  # the host name the media redirect names ("localhost": another host, same server)
         self._init_server()
 
     # --- control and inspection ---
@@ -165,6 +185,35 @@ class FakeTwilio(ScriptedModes, LoopbackServer):
         return secrets.compare_digest(user, self.account_sid) and secrets.compare_digest(
             password, self.auth_token) and path_sid == self.account_sid
 
+    def add_media(self, media_sid, data, content_type="image/jpeg"):
+        """Serve `data` for …/Media/<media_sid> (the MediaUrlN Twilio posts) and return that path."""
+        self.media[media_sid] = (data, content_type)
+        return f"{API}{self.account_sid}/Messages/MM{'0' * 32}/Media/{media_sid}"
+
+    def media_requests(self):
+        """The media URL and file host requests, in order: (path, status) each."""
+        return [(r.path, r.status) for r in self.requests if "/Media/" in r.path or
+                r.path.startswith(MEDIA_FILES)]
+
+    def _serve_media(self, handler, record):
+        """The media resource (auth required, then a redirect) and the file host behind it (no auth)."""
+        if record.path.startswith(MEDIA_FILES):
+            media = self.media.get(record.path[len(MEDIA_FILES):])
+            if media is None:
+                record.status = 404
+                return handler.send_json(*ERRORS["not_found"])
+            record.status = 200
+            return handler.send_bytes(200, media[0], media[1])
+        if not record.authorized:
+            record.status = 401
+            return handler.send_json(*ERRORS["unauthorized"])
+        media_sid = record.path.rsplit("/", 1)[-1]
+        if media_sid not in self.media:
+            record.status = 404
+            return handler.send_json(*ERRORS["not_found"])
+        record.status = 307
+        return handler.send_json(307, {}, {"Location": f"http://{self.file_host}:{self.port}{MEDIA_FILES}{media_sid}"})
+
     def _handle(self, handler, method):
         parts = urlsplit(handler.path)
         length = int(handler.headers.get("Content-Length") or 0)
@@ -173,6 +222,8 @@ class FakeTwilio(ScriptedModes, LoopbackServer):
         headers = {k.lower(): v for k, v in handler.headers.items()}
         record = RecordedRequest(method, parts.path, headers, params, self._authorized(headers, parts.path))
         self._record(record)
+        if method == "GET" and ("/Media/" in parts.path or parts.path.startswith(MEDIA_FILES)):
+            return self._serve_media(handler, record)
         status, payload, extra = self._answer(record, method)
         record.status, record.response = status, payload
         handler.send_json(status, payload, extra)

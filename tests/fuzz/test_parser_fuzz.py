@@ -90,12 +90,18 @@ slack_bodies = st.one_of(
 @example(body=b"[" * 100_000 + b"]" * 100_000, bot_user="", channel_messages=False)
 @example(body=b'{"type": "event_callback", "event": {"type": "message", "subtype": ["bot_message"]}}', bot_user="",
          channel_messages=False)
+@example(body=json.dumps({"type": "event_callback", "team_id": "T1", "event": {
+    "type": "message", "subtype": "file_share", "channel_type": "im", "user": "U1", "channel": "D1", "ts": "1.2",
+    "files": [{"url_private_download": 5, "size": True, "name": 3}, "x", {"url_private": "https://files.slack.com/a",
+              "mimetype": "x" * 300, "name": "\u0000" * 300, "size": -1}]}}).encode(), bot_user="", channel_messages=False)
 def test_slack_parser_raises_only_ignored(body, bot_user, channel_messages):
     try:
         parsed = slack_events.parse_body(body, bot_user, channel_messages)
     except slack_events.Ignored:
         return
     assert isinstance(parsed, (slack_events.Challenge, IncomingMessage))
+    if isinstance(parsed, IncomingMessage):
+        assert parsed.content.strip() or parsed.attachments
 
 
 slack_signature_headers = st.fixed_dictionaries({}, optional={
@@ -150,11 +156,11 @@ def test_telegram_update_from_data_raises_only_ignored(data):
 # --- Twilio --------------------------------------------------------------------------------------
 
 twilio_forms = st.one_of(
-    st.sampled_from(["sms_inbound", "whatsapp_inbound", "voice_gather_speech", "message_status_delivered",
+    st.sampled_from(["sms_inbound", "whatsapp_inbound", "whatsapp_inbound_media", "voice_gather_speech", "message_status_delivered",
                      "message_status_undelivered", "call_status_no_answer"])
     .flatmap(lambda n: s.mutated_form(s.fixture("twilio", n), max_mutations=6)),
-    st.lists(st.tuples(st.sampled_from(["MessageSid", "From", "Body", "NumMedia", "MediaContentType0",
-                                        "MessageStatus", "CallSid", "CallStatus", "ErrorCode"]), s.hostile_text),
+    st.lists(st.tuples(st.sampled_from(["MessageSid", "From", "Body", "NumMedia", "MediaContentType0", "MediaUrl0",
+                                        "MediaUrl1", "MessageStatus", "CallSid", "CallStatus", "ErrorCode"]), s.hostile_text),
              max_size=8),
 )
 
@@ -163,11 +169,14 @@ twilio_forms = st.one_of(
 @given(pairs=twilio_forms)
 @example(pairs=[("MessageSid", "SM1"), ("From", "+1"), ("NumMedia", "9" * 5000)])
 @example(pairs=[("MessageSid", "SM1"), ("From", "+1\x00"), ("Body", "hi")])
+@example(pairs=[("MessageSid", "SM1"), ("From", "+1"), ("NumMedia", "1"), ("MediaUrl0", "https://a/\x00"),
+                ("MediaContentType0", "x" * 300)])
 def test_twilio_inbound_parsers_raise_only_webhook_ignored(pairs):
     params = query_dict(pairs)
     try:
         message = inbound_message(params)
         assert isinstance(message, IncomingMessage)
+        assert message.content.strip() or message.attachments
     except WebhookIgnored:
         pass
     try:
@@ -207,7 +216,9 @@ def test_recipient_validation_answers_never_raises(recipient):
 # --- the generic webhook connector ----------------------------------------------------------------
 
 inbound_payload = {"id": "evt-1", "sender": "ada", "content": "The build is green.", "sender_name": "Ada",
-                   "metadata": {"build": 42}}
+                   "metadata": {"build": 42}, "attachments": [
+                       {"url": "https://files.example.org/report.pdf", "mime_type": "application/pdf",
+                        "file_name": "report.pdf", "caption": "the report"}]}
 
 
 def _nested(depth):
@@ -224,6 +235,10 @@ def _nested(depth):
 @example(body=json.dumps({"sender": "ada", "content": "x\ud800y"}).encode())
 @example(body=json.dumps({"sender": "ada\u0000", "content": "hi"}).encode())
 @example(body=json.dumps({"sender": "ada", "content": "hi", "metadata": {"k": "\u0000"}}).encode())
+@example(body=json.dumps({"sender": "ada", "content": "", "attachments": [{"url": "http://[::1"}]}).encode())
+@example(body=json.dumps({"sender": "ada", "content": "", "attachments": [{"url": "http://a:99999/"}]}).encode())
+@example(body=json.dumps({"sender": "ada", "content": "", "attachments": [{"url": "https://a/", "caption": "\u0000"}]}
+                         ).encode())
 def test_generic_webhook_parser_raises_only_webhook_malformed(body):
     platform = WebhookConnector(SimpleNamespace(config={"url": "http://127.0.0.1:9/"}, pk="hook", id="hook"))
     request = RequestFactory().post("/webhooks/inbound/hook/", data=body, content_type="application/json",
@@ -234,7 +249,7 @@ def test_generic_webhook_parser_raises_only_webhook_malformed(body):
         assert exc.details  # the sender is told which field is wrong
         return
     (message,) = result.messages
-    assert message.platform_message_id and message.sender and message.content
+    assert message.platform_message_id and message.sender and (message.content or message.attachments)
     json.dumps(message.metadata).encode("utf-8")  # storable as it is
 
 

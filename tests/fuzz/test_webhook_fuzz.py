@@ -2,7 +2,9 @@
 platform SDK checks): never a 5xx; an unsigned or forged request is a 4xx that writes nothing at
 all; a validly signed but malformed request is stored as one coherent message or acknowledged /
 refused with nothing (or one audit row) written, never half of a message."""
+import ipaddress
 import json
+import socket
 import time
 
 import pytest
@@ -75,10 +77,11 @@ def assert_coherent(before, after, brain_calls, calls_before):
         return
     assert inbound == 1, changed
     stored = InboundMessage.objects.order_by("-pk").first()
-    # Its attachment rows (one at most: a Telegram message carries one), each file fetched once after commit (from a
-    # fake that does not have it: unavailable), with its own audit row, before BRAIN is asked.
+    # Its attachment rows (a Telegram message carries one; Twilio, Slack and the generic webhook up to ten), each file
+    # fetched once after commit (from a fake that does not have it, or a host that is refused: unavailable), with
+    # its own audit row, before BRAIN is asked.
     attachments = changed.pop("connectors.Attachment", 0)
-    assert attachments == stored.attachments.count() <= 1, changed
+    assert attachments == stored.attachments.count() <= 10, changed
     fetched = stored.attachments.exclude(kind__in=("location", "contact")).count()
     assert stored.attachments.filter(status="pending").count() == 0
     assert changed.pop("audit.AuditEvent") == 1 + fetched
@@ -95,6 +98,21 @@ def assert_coherent(before, after, brain_calls, calls_before):
     kept = memory_text(stored.connector_id, "inbound", stored.content) or stored.content \
         or summary(stored.attachments.values_list("kind", flat=True))
     assert Message.objects.get(inbound_id=stored.pk).content == kept
+
+
+@pytest.fixture
+def no_dns(monkeypatch):
+    """Host names resolve to nothing (IP literals as usual): a mutated attachment URL never makes a DNS query."""
+    real = socket.getaddrinfo
+
+    def getaddrinfo(host, *args, **kwargs):
+        try:
+            ipaddress.ip_address(host)
+        except ValueError:
+            raise socket.gaierror(socket.EAI_NONAME, "no such name (fuzz test)") from None
+        return real(host, *args, **kwargs)
+
+    monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
 
 
 # --- 1. unsigned, forged or misaddressed: 4xx, nothing written --------------------------------
@@ -233,7 +251,7 @@ def test_signed_slack_events(webhook_connectors, brain_calls, body, content_type
 
 
 message_forms = st.one_of(
-    st.sampled_from(["sms_inbound", "whatsapp_inbound"]).flatmap(lambda n: s.mutated_form(s.fixture("twilio", n)))
+    st.sampled_from(["sms_inbound", "whatsapp_inbound", "whatsapp_inbound_media"]).flatmap(lambda n: s.mutated_form(s.fixture("twilio", n)))
     .map(s.form_body),
     s.form_bodies,
 )
@@ -309,7 +327,9 @@ def test_signed_twilio_status_callbacks(webhook_connectors, brain_calls, connect
 
 
 inbound_payload = {"id": "evt-1", "sender": "ada", "content": "The build is green.", "sender_name": "Ada",
-                   "metadata": {"build": 42}}
+                   "metadata": {"build": 42}, "attachments": [
+                       {"url": "http://127.0.0.1:9/report.pdf", "mime_type": "application/pdf",
+                        "file_name": "report.pdf", "caption": "the report"}]}  # port 9: refused at once
 hook_bodies = st.one_of(
     s.mutated_json(inbound_payload).map(lambda v: json.dumps(v).encode()),
     s.mutated_json(inbound_payload).map(lambda v: json.dumps(v, ensure_ascii=False).encode("utf-8", "surrogatepass")),
@@ -323,7 +343,7 @@ hook_bodies = st.one_of(
 @example(body=b"[" * 100_000 + b"]" * 100_000, msg_id="msg_deep", content_type="application/json")
 @example(body=json.dumps({"sender": "ada", "content": "x\ud800y"}).encode(), msg_id="msg_surrogate",
          content_type="application/json")
-def test_signed_generic_webhooks(webhook_connectors, brain_calls, body, msg_id, content_type):
+def test_signed_generic_webhooks(webhook_connectors, brain_calls, no_dns, body, msg_id, content_type):
     headers = hook_headers(body, msg_id=msg_id)
     before, calls = snapshot(), len(brain_calls)
     response = post("/webhooks/inbound/hook/", body, content_type, headers)

@@ -160,7 +160,7 @@ def test_priority_orders_the_chain_not_the_identity_ids():
 def test_default_order_routes_carry_no_preference():
     decision = choose(snap(bare(1, "mail"), bare(2, "tg")), "standard", NOW)
     assert decision.trace["source"] == "default_order"
-    assert [(r.kind, r.preference_id, r.priority) for r in decision.chain] == [("telegram", None, 1), ("email", None, 4)]
+    assert [(r.kind, r.preference_id, r.priority) for r in decision.chain] == [("telegram", None, 1), ("email", None, 5)]  # priority: the place in ROUTING_DEFAULT_KIND_ORDER (slack is 2nd)
 
 
 def test_trace_shape_and_masking():

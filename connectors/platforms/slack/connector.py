@@ -28,7 +28,7 @@ from connectors.platforms.base import (
     WebhookRejected,
     WebhookResult,
 )
-from connectors.platforms.slack import api, events, interactions, socket_mode
+from connectors.platforms.slack import api, events, files, interactions, socket_mode
 from connectors.platforms.telegram.text import split_text
 from connectors.platforms.webhook_urls import webhook_url
 from connectors.registry import platform_state
@@ -226,6 +226,11 @@ class SlackConnector(BaseConnector):
         return SendResult(platform_message_id=str(sent.get("ts") or ""))
 
     # --- inbound: Events API -------------------------------------------------------------------
+    def fetch_attachment(self, platform_ref, max_bytes):
+        """A shared file's url_private_download, with the bot token, on Slack's host only (slack.files)."""
+        return files.download(self.token, self.config, platform_ref, max_bytes,
+                              float(self.config.get("timeout", api.DEFAULT_TIMEOUT)))
+
     def verify_webhook(self, request, channel):
         if channel != "messages":
             raise WebhookRejected(f"Slack has no {channel!r} webhook")

@@ -9,7 +9,8 @@ Events taken (`parse_event`):
 - `app_mention` in a channel: "@bot …", the mention itself cut from the text;
 - `message` in channels and group DMs only when the connector's `channel_messages` is on (it then sees every
   message in the channels the bot is in; a mention arriving as both events is stored once, see the key below);
-- `message` with subtype `file_share` or `thread_broadcast`: a person's message like the others.
+- `message` with subtype `file_share` or `thread_broadcast`: a person's message like the others; the `files` it
+  carries become attachments (connectors.platforms.slack.files), downloaded after commit.
 Ignored, and acknowledged: the bot's own messages and any bot's (`bot_id`, `bot_message`: answering them loops),
 edits (`message_changed`) and deletions (a second answer to an edited question is noise, and the first is sent),
 joins, topic changes and every other subtype (they carry no question), and event types we do not subscribe to.
@@ -27,6 +28,7 @@ from datetime import UTC, datetime
 from slack_sdk.signature import SignatureVerifier
 
 from connectors.platforms.base import IncomingMessage, MessageValidationError
+from connectors.platforms.slack.files import attachments as file_attachments
 
 SIGNATURE_HEADER = "X-Slack-Signature"
 TIMESTAMP_HEADER = "X-Slack-Request-Timestamp"
@@ -112,8 +114,9 @@ def parse_event(payload: dict, bot_user_id="", channel_messages=False) -> Incomi
     text = event.get("text") if isinstance(event.get("text"), str) else ""
     if kind == "app_mention":
         text = _MENTION.sub("", text, count=1)
-    if not text.strip():
-        text = _files_note(event.get("files"))
+    attachments = file_attachments(event.get("files"))
+    if not text.strip() and attachments:
+        text = ""  # the files are the message: BRAIN gets them as attachments
     metadata = {"channel": channel, "ts": ts, "channel_type": channel_type, "team": team, "user": user,
                 "event_type": kind}
     if isinstance(event.get("thread_ts"), str):
@@ -125,15 +128,10 @@ def parse_event(payload: dict, bot_user_id="", channel_messages=False) -> Incomi
     try:
         return IncomingMessage(
             sender=f"{team}:{user}", content=text, platform_message_id=f"{channel}:{ts}",
-            received_at=_time(ts), metadata=metadata,
+            received_at=_time(ts), metadata=metadata, attachments=attachments,
         )
     except MessageValidationError as exc:
         raise Ignored(f"the message cannot be stored: {exc}")
-
-
-def _files_note(files) -> str:
-    names = [f.get("name") or f.get("title") or "a file" for f in files or [] if isinstance(f, dict)]
-    return f"[sent {', '.join(str(name) for name in names)}]" if names else ""
 
 
 def _time(ts: str):

@@ -29,6 +29,7 @@ from connectors.platforms.base import (
 from connectors.platforms.twilio_common.client import DEFAULT_TIMEOUT, BaseUrlHttpClient, make_client
 from connectors.platforms.twilio_common.errors import PERMANENT_CODES, call_twilio, map_twilio_error, parse_retry_after
 from connectors.platforms.twilio_common.inbound import inbound_message, receipt_from_status, twiml_response
+from connectors.platforms.twilio_common.media import download as download_media
 from connectors.platforms.webhook_urls import public_url, webhook_url
 
 __all__ = [
@@ -191,6 +192,11 @@ class TwilioMessagingConnector(TwilioConnector):
         if channel != "messages":
             raise WebhookIgnored(f"{self.kind} connectors take no {channel} webhooks")
         return WebhookResult(messages=[inbound_message(request.POST)])
+
+    def fetch_attachment(self, platform_ref, max_bytes):
+        """A MediaUrl of an inbound message, with this account's Basic auth (twilio_common.media)."""
+        return download_media(platform_ref, self.credentials, self.config, max_bytes,
+                              float(self.config.get("timeout", DEFAULT_TIMEOUT)))
 
     def webhook_response(self, request, channel, result, stored):
         if channel == "messages":

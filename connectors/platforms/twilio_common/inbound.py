@@ -1,7 +1,9 @@
 """What Twilio posts to us: inbound messages and status callbacks, parsed; TwiML answers."""
 from django.http import HttpResponse
 
-from connectors.platforms.base import IncomingMessage, MessageValidationError, Receipt, WebhookIgnored
+from connectors.platforms.attachments import MAX_PLATFORM_REF_LENGTH
+from connectors.platforms.base import Attachment, IncomingMessage, MessageValidationError, Receipt, WebhookIgnored
+from connectors.platforms.media_download import kind_for
 
 MESSAGE_DELIVERED = {"delivered", "read"}
 MESSAGE_FAILED = {"undelivered", "failed"}
@@ -65,13 +67,14 @@ def inbound_message(params) -> IncomingMessage:
         num_media = max(0, min(int(params.get("NumMedia") or 0), 10))
     except ValueError:
         num_media = 0
-    media_types = [params.get(f"MediaContentType{i}") or "unknown" for i in range(num_media)]
-    body = params.get("Body", "")
-    content = body
-    if not body.strip():
-        if not media_types:
+    attachments = tuple(_media(params, i) for i in range(num_media))
+    attachments = tuple(item for item in attachments if item is not None)
+    media_types = [item.mime_type or "unknown" for item in attachments]
+    content = params.get("Body", "")
+    if not content.strip():
+        if not attachments:
             raise WebhookIgnored("message without text or media")
-        content = f"[{len(media_types)} attachment(s): {', '.join(media_types)}]"
+        content = ""  # a photo alone is a message: BRAIN gets it as an attachment
     metadata = {"to": params.get("To", "")}
     if media_types:
         # Types only: media URLs point at the person's content and the metadata is not encrypted.
@@ -87,9 +90,22 @@ def inbound_message(params) -> IncomingMessage:
             platform_message_id=sid.strip(),
             sender_name=(params.get("ProfileName") or "")[:200],
             metadata=metadata,
+            attachments=attachments,
         )
     except MessageValidationError as exc:
         raise WebhookIgnored(f"malformed message webhook: {exc}")
+
+
+def _media(params, index):
+    """MediaUrl<index> as an Attachment (fetched after commit through TwilioMessagingConnector.fetch_attachment),
+    or None when it has no usable URL. The URL is the platform_ref: it carries no credential (Basic auth does)."""
+    url = (params.get(f"MediaUrl{index}") or "").strip()
+    if not url or len(url) > MAX_PLATFORM_REF_LENGTH or "\x00" in url:
+        return None
+    mime_type = (params.get(f"MediaContentType{index}") or "").strip()
+    if len(mime_type) > 255 or "\x00" in mime_type:
+        mime_type = ""
+    return Attachment(kind=kind_for(mime_type), mime_type=mime_type, platform_ref=url)
 
 
 def twiml_response(twiml):

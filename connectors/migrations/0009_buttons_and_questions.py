@@ -9,7 +9,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('connectors', '0007_attachments'),
+        ('connectors', '0008_attachment_transcript'),
     ]
 
     operations = [
