@@ -314,3 +314,17 @@ def test_rest_send_takes_buttons_and_refuses_bad_ones(make_connector, make_user,
                         {"recipient": "ada", "content": "Deploy?", "buttons": APPROVE + APPROVE[:1]}, format="json")
     assert refused.status_code == 400 and "used twice" in refused.json()["error"]["details"]["buttons"]
     assert Delivery.objects.count() == 1
+
+
+def test_whatsapp_gets_numbered_options_and_a_numbered_reply_is_read_back(client, twilio_connector, twilio_fake):
+    ada = "whatsapp:+447700900123"  # the whatsapp_inbound fixture's sender
+    twilio_connector("wa_hook", "whatsapp", from_number="whatsapp:+14155550100")
+    post_twilio(client, "/webhooks/twilio/wa_hook/", twilio_fixture("whatsapp_inbound"))  # opens the 24-hour window
+    delivery, _ = services.send_message(SYSTEM, "wa_hook", ada, "Move your 3pm to Thursday?", buttons=APPROVE)
+    assert twilio_fake.messages[-1].form["Body"] == "Move your 3pm to Thursday?\n\nReply 1 for Approve\nReply 2 for Deny"
+    sid = "SM" + "9" * 32
+    post_twilio(client, "/webhooks/twilio/wa_hook/", twilio_fixture(
+        "whatsapp_inbound", Body="1", MessageSid=sid, SmsSid=sid, SmsMessageSid=sid))
+    answer = InboundMessage.objects.get(platform_message_id=sid)
+    assert answer.metadata["button"] == {"delivery_id": str(delivery.pk), "button_id": "approve", "label": "Approve",
+                                         "via": "number"}
