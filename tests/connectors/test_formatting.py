@@ -9,6 +9,9 @@ from connectors.platforms.formatting import to_email_html, to_plain, to_telegram
 from connectors.platforms.telegram.text import message_parts, split_html, split_text, utf16_len
 from tests.fakes import telegram_html
 
+# Pure functions and loopback fakes: nothing here depends on the database, so the PostgreSQL pass skips it.
+pytestmark = pytest.mark.vendor_neutral
+
 SAMPLE = """# Plan
 
 Hello **Ada** & *team*: `a < b` and ~~old~~ see [the doc](https://example.org/?a=1&b=2) or <https://x.org>.

@@ -16,6 +16,9 @@ from slack_sdk.web.async_client import AsyncWebClient
 
 from tests.fakes.slack_server import FakeSlack
 
+# Pure functions and loopback fakes: nothing here depends on the database, so the PostgreSQL pass skips it.
+pytestmark = pytest.mark.vendor_neutral
+
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures" / "slack"
 BOT = "xoxb-1111-2222-fakebottoken"
 APP = "xapp-1-A0MDYCDME-3333-fakeapptoken"

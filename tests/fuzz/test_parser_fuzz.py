@@ -26,6 +26,9 @@ from tests.fakes.standard_webhooks import check_signature
 from tests.fuzz import strategies as s
 from tests.fuzz.conftest import HOOK_SECRET, fuzz_settings
 
+# Pure functions and loopback fakes: nothing here depends on the database, so the PostgreSQL pass skips it.
+pytestmark = pytest.mark.vendor_neutral
+
 BOT = {"id": 7000000001, "username": "brain_connectors_bot"}
 TELEGRAM_FIXTURES = ["message_text", "edited_message", "callback_query", "group_message", "message_start_payload",
                      "message_voice", "message_photo_no_caption", "message_document", "message_location"]
