@@ -15,7 +15,6 @@ from connectors.delivery import attachment_urls
 from connectors.models import Attachment
 from tests.connectors import test_attachments as telegram_attachments
 from tests.connectors.test_attachments import DOCUMENT_ID, OGG, PDF, VOICE_ID, fixture
-from tests.fakes.brain_server import FakeBrain
 
 BASE = "https://brain.example.org"
 
@@ -45,14 +44,7 @@ def forbidden(response):
 
 @pytest.mark.django_db(transaction=True)
 def test_http_brain_gets_a_signed_url_and_fetches_the_bytes_with_it(bot, fake, settings):
-    brain = FakeBrain(secret=settings.BRAIN_SIGNING_KEY).start()
-    try:
-        settings.BRAIN_BACKEND, settings.BRAIN_URL = "connectors.delivery.brain.HttpBrain", brain.url
-        fake.add_file(DOCUMENT_ID, PDF, file_path="documents/file_7.pdf")
-        inbound = bot(fixture("message_document"))
-        [request] = brain.accepted
-    finally:
-        brain.stop()
+    inbound, request = telegram_attachments.document_through_http_brain(bot, fake, settings)
     [entry] = request.json["message"]["attachments"]
     row = Attachment.objects.get(inbound=inbound)
     url = urlsplit(entry["url"])

@@ -17,8 +17,8 @@ from connectors.platforms.base import Attachment as AttachmentData
 from connectors.platforms.base import IncomingMessage, MessageValidationError
 from connectors.platforms.telegram.parsing import parse_update, update_from_data
 from conversations.models import Message
+from tests.connectors import test_telegram
 from tests.fakes.brain_server import FakeBrain
-from tests.fakes.telegram_server import FakeTelegram
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures" / "telegram"
 TOKEN = "7000000001:AAHdqTcvCH1vGWJxfSeofSAs0K5PALDsaw"
@@ -43,11 +43,7 @@ def attachment_dir(settings, tmp_path):
     return tmp_path
 
 
-@pytest.fixture
-def fake():
-    server = FakeTelegram().start()
-    yield server
-    server.stop()
+fake = test_telegram.fake  # the loopback Bot API, shared with the Telegram tests
 
 
 @pytest.fixture
@@ -93,8 +89,8 @@ def test_a_captionless_photo_reaches_brain_and_is_stored_encrypted(bot, fake, at
     assert [p.name for p in attachment_dir.iterdir()] == [attachment.storage_name] == [f"{attachment.id}.bin"]
 
 
-@pytest.mark.django_db(transaction=True)
-def test_a_document_with_its_caption_reaches_http_brain(bot, fake, settings):
+def document_through_http_brain(bot, fake, settings):
+    """The document fixture posted with HttpBrain on a loopback fake BRAIN: (inbound message, BRAIN's one request)."""
     brain = FakeBrain(secret=settings.BRAIN_SIGNING_KEY).start()
     try:
         settings.BRAIN_BACKEND, settings.BRAIN_URL = "connectors.delivery.brain.HttpBrain", brain.url
@@ -103,6 +99,12 @@ def test_a_document_with_its_caption_reaches_http_brain(bot, fake, settings):
         [request] = brain.accepted
     finally:
         brain.stop()
+    return inbound, request
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_document_with_its_caption_reaches_http_brain(bot, fake, settings):
+    inbound, request = document_through_http_brain(bot, fake, settings)
     message = request.json["message"]
     assert message["content"] == "Is this invoice right?"
     [attachment] = message["attachments"]
