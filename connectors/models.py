@@ -138,8 +138,10 @@ class InboundMessage(models.Model):
 
 
 class Attachment(models.Model):
-    """A file, place or contact that came with an inbound message. The bytes live encrypted in the "attachments"
-    storage (connectors/delivery/attachment_store.py) under `storage_name`, which holds no user content."""
+    """A file, place or contact that came with an inbound message (`inbound`), a file sent with an outbound one
+    (`delivery`), or a file uploaded for a later send (neither; `uploaded_by` owns it until it expires). The bytes
+    live encrypted in the "attachments" storage (connectors/delivery/attachment_store.py) under `storage_name`,
+    which holds no user content."""
 
     class Status(models.TextChoices):
         PENDING = "pending"  # stored with the message; the bytes are not fetched yet
@@ -149,6 +151,9 @@ class Attachment(models.Model):
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
     inbound = models.ForeignKey(InboundMessage, null=True, blank=True, on_delete=models.CASCADE,
                                 related_name="attachments")
+    delivery = models.ForeignKey("Delivery", null=True, blank=True, on_delete=models.CASCADE,
+                                 related_name="attachments")
+    uploaded_by = models.CharField(max_length=200, blank=True, default="")  # the principal key of an upload
     position = models.PositiveSmallIntegerField(default=0)  # order within the message
     kind = models.CharField(max_length=16)
     mime_type = models.CharField(max_length=255, blank=True, default="")
@@ -198,6 +203,8 @@ class Delivery(models.Model):
     last_error = models.TextField(blank=True, default="")
     # [{"id", "label"}]: the buttons sent with it (connectors/platforms/buttons.py); a press names this delivery.
     buttons = models.JSONField(default=list, blank=True)
+    # How many files go with it (Attachment.delivery): senders load them only for the deliveries that have some.
+    attachment_count = models.PositiveSmallIntegerField(default=0)
 
     # Who asked for it: "user:<pk>" or "system:<name>". Idempotency keys are scoped to it.
     principal = models.CharField(max_length=200)

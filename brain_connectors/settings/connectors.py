@@ -121,6 +121,10 @@ ATTACHMENT_FETCH_RETRY_SECONDS = env.float("ATTACHMENT_FETCH_RETRY_SECONDS", def
 ATTACHMENT_FETCH_GRACE = env.int("ATTACHMENT_FETCH_GRACE", default=600)
 # How long a signed attachment URL in BRAIN's payload stays valid (seconds). BRAIN fetches the file at once.
 ATTACHMENT_URL_TTL = env.int("ATTACHMENT_URL_TTL", default=600)
+# Outbound files (connectors/delivery/outbound_attachments.py): how long a file named by URL may take to fetch, and
+# how long an upload (POST /api/v1/attachments/) waits for the sends that name it before the sweeper deletes it.
+ATTACHMENT_FETCH_TIMEOUT = env.float("ATTACHMENT_FETCH_TIMEOUT", default=20.0)
+ATTACHMENT_UPLOAD_TTL = env.int("ATTACHMENT_UPLOAD_TTL", default=24 * 3600)
 # Voice and audio transcription (connectors/delivery/transcription.py): a dotted path, empty for none (the default).
 # connectors.delivery.transcription.HttpTranscriber speaks OpenAI's POST /v1/audio/transcriptions, as local Whisper
 # servers (faster-whisper-server, whisper.cpp's server, LocalAI) do; TRANSCRIBER_URL is that server's base URL.

@@ -96,14 +96,14 @@ def open_for_download(attachment_id: str, via: str):
     return row, data
 
 
-_UNSAFE = re.compile(r"[\x00-\x1f\x7f/\\]+")
+UNSAFE = re.compile(r"[\x00-\x1f\x7f/\\]+")
 
 
 def safe_file_name(row) -> str:
     """The name offered for saving: the person's file name without path parts or control characters, else one
     made of the kind and id."""
     name = unicodedata.normalize("NFC", row.file_name or "")
-    name = _UNSAFE.sub("_", name).strip(" .")[:200]
+    name = UNSAFE.sub("_", name).strip(" .")[:200]
     return name or f"{row.kind}-{row.id}"
 
 

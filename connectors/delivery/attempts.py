@@ -8,7 +8,7 @@ from django.utils import timezone
 
 from connectors import quotas
 from connectors import task_queue as queue
-from connectors.delivery import outcomes
+from connectors.delivery import outbound_attachments, outcomes
 from connectors.models import ConnectorStatus, Delivery, DeliveryStatus, InboundMessage
 from connectors.permissions import Principal
 from connectors.platforms.base import ConnectorError, OutgoingMessage
@@ -66,7 +66,8 @@ def attempt_delivery(delivery_id):
     try:
         result = connector_for(connector).send(
             OutgoingMessage(recipient=delivery.recipient, content=delivery.content, metadata=metadata,
-                            buttons=tuple(delivery.buttons or ())),
+                            buttons=tuple(delivery.buttons or ()),
+                            attachments=outbound_attachments.outgoing([delivery]).get(delivery.pk, ())),
             delivery_id=str(delivery.id),
         )
     except ConnectorError as exc:

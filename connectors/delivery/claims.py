@@ -12,6 +12,7 @@ from django.db import connection, models, transaction
 from django.utils import timezone
 
 from connectors import quotas
+from connectors.delivery import outbound_attachments
 from connectors.models import Connector, ConnectorStatus, Delivery, DeliveryStatus, InboundMessage
 from connectors.platforms.base import OutgoingMessage
 
@@ -55,13 +56,14 @@ def claim_batch(limit=DEFAULT_BATCH, now=None):
                 claimed.append(row)
         claimed = _mark_sending(claimed, now)
         replies_to = _replies_to(claimed)
+        files = outbound_attachments.outgoing(claimed)
         return [
             Claim(
                 delivery=row,
                 connector=connectors[row.connector_id],
                 message=OutgoingMessage(
                     recipient=row.recipient, content=row.content, metadata=replies_to.get(row.in_reply_to_id, {}),
-                    buttons=tuple(row.buttons or ()),
+                    buttons=tuple(row.buttons or ()), attachments=files.get(row.pk, ()),
                 ),
             )
             for row in claimed

@@ -7,7 +7,10 @@ from django.db import IntegrityError, transaction
 from audit import services as audit
 from brain_connectors.shared.errors import Conflict, Hidden, NotFound, ValidationFailed, audit_result
 from connectors import task_queue as queue
+from connectors.delivery import outbound_attachments as files
 from connectors.delivery.announcements import announce_recorded
+from connectors.delivery.attachments import audit_details as attachment_details
+from connectors.delivery.attachments import memory_text
 from connectors.models import PERM_SEND, PERM_VIEW, Delivery
 from connectors.permissions import has_perm
 from connectors.platforms.base import MAX_CONTENT_LENGTH, MessageValidationError, OutgoingMessage, conversation_key
@@ -16,19 +19,23 @@ from connectors.registry.common import audit_and_emit, load_connector, require_r
 from connectors.registry.kinds import UnknownKind, get_connector_class
 
 
-def _request_hash(connector_id, recipient, content, buttons=None):
-    body = [connector_id, recipient, content] + ([buttons] if buttons else [])  # without buttons: the old hashes
+def _request_hash(connector_id, recipient, content, buttons=None, files=None):
+    # Without buttons or files: the hashes of before they existed.
+    body = [connector_id, recipient, content] + ([buttons] if buttons or files else []) + ([files] if files else [])
     canonical = json.dumps(body, ensure_ascii=False, separators=(",", ":"))
     return hashlib.sha256(canonical.encode()).hexdigest()
 
 
 def send_message(principal, connector_id, recipient, content, *, idempotency_key=None, in_reply_to=None,
-                 memory_content=None, buttons=None):
+                 memory_content=None, buttons=None, attachments=None):
     """Queue one outbound message; returns (delivery, replayed).
 
     `buttons` ([{"id", "label"}], connectors/platforms/buttons.py) go with it: as the platform's own buttons where
     it has them (supports_buttons), else written into the text as numbered options ("Reply 1 for Approve"), which a
     numbered reply picks (connectors/delivery/presses.py).
+
+    `attachments` ([{"id"|"url"|"data", ...}], connectors/delivery/outbound_attachments.py) are checked, fetched
+    and stored before the delivery exists; a platform that cannot carry them refuses with `attachments_unsupported`.
 
     `memory_content`, when given, is what conversation memory keeps instead of `content`: for a
     message carrying a one-time secret (routing's pairing link), which must reach the recipient
@@ -41,8 +48,10 @@ def send_message(principal, connector_id, recipient, content, *, idempotency_key
         if problem := button_problems(buttons or []):
             raise ValidationFailed(f"Invalid buttons: {problem}.", details={"buttons": problem})
         buttons = clean_buttons(buttons)
+        prepared = _prepared_files(principal, connector_id, attachments)
         try:
-            message = OutgoingMessage(recipient=recipient, content=content)
+            message = OutgoingMessage(recipient=recipient, content=content,
+                                      attachments=tuple(files.placeholder(item) for item in prepared))
         except MessageValidationError as exc:
             raise ValidationFailed("Invalid message.", details=exc.errors)
         if idempotency_key is not None and (
@@ -51,50 +60,89 @@ def send_message(principal, connector_id, recipient, content, *, idempotency_key
             raise ValidationFailed(
                 "Idempotency-Key must be 1-255 printable characters.", details={"idempotency_key": "invalid"}
             )
-        request_hash = _request_hash(connector_id, message.recipient, message.content, buttons)
-        with transaction.atomic():
-            connector = load_connector(principal, connector_id, PERM_SEND)
-            _check_recipient(connector, message.recipient)
-            text = message.content if _shows_buttons(connector) else numbered_options(message.content, buttons)
-            if len(text) > MAX_CONTENT_LENGTH:
-                raise ValidationFailed("Invalid message.", details={
-                    "content": f"with the numbered options, must be at most {MAX_CONTENT_LENGTH} characters"})
-            if idempotency_key is not None:
-                existing = _replay(principal, idempotency_key, request_hash)
-                if existing:
-                    return _replayed(principal, connector_id, existing)
-            # A reply to a stored inbound message waits out an ERROR (queued, sent after the restart).
-            require_running(connector, error_waits=in_reply_to is not None)
-            try:
-                # A savepoint only when a concurrent request with the same key can collide.
-                with transaction.atomic(savepoint=idempotency_key is not None):
-                    delivery = Delivery.objects.create(
-                        connector=connector,
-                        recipient=message.recipient,
-                        content=text,
-                        buttons=buttons,
-                        principal=principal.key,
-                        requested_by=principal.user,
-                        idempotency_key=idempotency_key,
-                        request_hash=request_hash,
-                        in_reply_to=in_reply_to,
-                    )
-            except IntegrityError:
-                # A concurrent request with the same key won: answer as its replay.
-                existing = _replay(principal, idempotency_key, request_hash)
-                if existing is None:
-                    raise
+        request_hash = _request_hash(connector_id, message.recipient, message.content, buttons, files.digests(prepared))
+        stored = files.store(prepared)
+        try:
+            return _queue(principal, connector_id, message, buttons=buttons, prepared=prepared, stored=stored, idempotency_key=idempotency_key,
+                          request_hash=request_hash, in_reply_to=in_reply_to, memory_content=memory_content)
+        except BaseException:
+            files.discard(stored)
+            raise
+
+
+def _prepared_files(principal, connector_id, attachments):
+    """The send's files, checked and fetched before any transaction (a URL is fetched here); [] for none."""
+    if not attachments:
+        return []
+    if problem := files.shape_problem(attachments):
+        raise ValidationFailed(f"Invalid attachments: {problem}.", code="invalid_attachments",
+                               details={"attachments": problem})
+    connector = load_connector(principal, connector_id, PERM_SEND)  # who may not send here learns nothing more
+    try:
+        connector_class = get_connector_class(connector.kind)
+    except UnknownKind:
+        raise ValidationFailed("Invalid attachments: this connector's kind is not installed.",
+                               code=files.UNSUPPORTED, details={"attachments": "unknown kind"})
+    return files.prepare(principal, attachments, connector_class)
+
+
+def _text(connector, message, buttons):
+    text = message.content if _shows_buttons(connector) else numbered_options(message.content, buttons)
+    if len(text) > MAX_CONTENT_LENGTH:
+        raise ValidationFailed("Invalid message.", details={
+            "content": f"with the numbered options, must be at most {MAX_CONTENT_LENGTH} characters"})
+    return text
+
+
+def _queue(principal, connector_id, message, *, buttons, prepared, stored, idempotency_key, request_hash,
+           in_reply_to, memory_content):
+    """Create the delivery (with its files' rows) in one transaction, or answer a replay; (delivery, replayed)."""
+    with transaction.atomic():
+        connector = load_connector(principal, connector_id, PERM_SEND)
+        _check_recipient(connector, message.recipient)
+        text = _text(connector, message, buttons)
+        if idempotency_key is not None:
+            existing = _replay(principal, idempotency_key, request_hash)
+            if existing:
+                files.discard(stored)
                 return _replayed(principal, connector_id, existing)
-            audit_and_emit("message.queued", principal, connector_id, delivery_id=str(delivery.id), length=len(message.content),
-                           **({"buttons": len(buttons)} if buttons else {}))
-            announce_recorded(
-                connector, "outbound",
-                conversation_key(delivery.recipient, in_reply_to.metadata if in_reply_to is not None else None),
-                delivery.content if memory_content is None else memory_content, delivery.created_at, principal,
-                delivery_id=delivery.id,
-                metadata={"in_reply_to": in_reply_to.pk} if in_reply_to is not None else {},
-            )
-            queue.delivery_due(delivery.id)
+        # A reply to a stored inbound message waits out an ERROR (queued, sent after the restart).
+        require_running(connector, error_waits=in_reply_to is not None)
+        try:
+            # A savepoint only when a concurrent request with the same key can collide.
+            with transaction.atomic(savepoint=idempotency_key is not None):
+                delivery = Delivery.objects.create(
+                    connector=connector,
+                    recipient=message.recipient,
+                    content=text,
+                    buttons=buttons,
+                    principal=principal.key,
+                    requested_by=principal.user,
+                    idempotency_key=idempotency_key,
+                    request_hash=request_hash,
+                    in_reply_to=in_reply_to,
+                    attachment_count=len(prepared),
+                )
+        except IntegrityError:
+            # A concurrent request with the same key won: answer as its replay.
+            existing = _replay(principal, idempotency_key, request_hash)
+            if existing is None:
+                raise
+            files.discard(stored)
+            return _replayed(principal, connector_id, existing)
+        rows = files.attach(delivery, prepared, stored)
+        audit_and_emit("message.queued", principal, connector_id, delivery_id=str(delivery.id), length=len(message.content),
+                       **({"buttons": len(buttons)} if buttons else {}),
+                       **({"attachments": attachment_details(rows)} if rows else {}))
+        announce_recorded(
+            connector, "outbound",
+            conversation_key(delivery.recipient, in_reply_to.metadata if in_reply_to is not None else None),
+            memory_text(delivery.content if memory_content is None else memory_content, rows),
+            delivery.created_at, principal,
+            delivery_id=delivery.id,
+            metadata={"in_reply_to": in_reply_to.pk} if in_reply_to is not None else {},
+        )
+        queue.delivery_due(delivery.id)
     return delivery, False
 
 

@@ -1,6 +1,6 @@
-"""`Attachment`: a file, place or contact a person sent with a message, as every platform parses it."""
+"""`Attachment`: a file, place or contact a person sent with a message; `OutgoingAttachment`: a file we send."""
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 IMAGE, AUDIO, VOICE, VIDEO, DOCUMENT, STICKER, LOCATION, CONTACT = (
     "image", "audio", "voice", "video", "document", "sticker", "location", "contact",
@@ -68,3 +68,27 @@ def summary(kinds) -> str:
         counts[kind] = counts.get(kind, 0) + 1
     parts = [kind if n == 1 else f"{n} {kind}s" for kind, n in counts.items()]
     return f"[{', '.join(parts)}]" if parts else ""
+
+
+# Kinds a message may send (a location or a contact is something people send us, not something BRAIN sends).
+OUTGOING_KINDS = (IMAGE, AUDIO, VOICE, VIDEO, DOCUMENT, STICKER)
+MAX_OUTGOING_ATTACHMENTS = 10  # Telegram's media group holds at most 10
+
+
+@dataclass(frozen=True)
+class OutgoingAttachment:
+    """A stored file sent with an outbound message. The platform reads its bytes with `load()` (decrypted from the
+    attachment storage), or hands the platform `url` (a signed, expiring URL under PUBLIC_BASE_URL, "" without
+    one) where the platform fetches media itself (Twilio's MediaUrl)."""
+
+    id: str
+    kind: str
+    mime_type: str
+    size: int
+    file_name: str
+    caption: str = ""
+    url: str = ""
+    load: object = field(default=None, compare=False, repr=False)  # () -> bytes
+
+    def read(self) -> bytes:
+        return self.load()

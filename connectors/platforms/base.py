@@ -16,7 +16,12 @@ from typing import Any, ClassVar
 import jsonschema
 
 from connectors.platforms.addresses import InvalidAddress
-from connectors.platforms.attachments import Attachment, attachment_problem  # Attachment: part of the contract
+from connectors.platforms.attachments import (  # Attachment, OutgoingAttachment: part of the contract
+    OUTGOING_KINDS,
+    Attachment,
+    OutgoingAttachment,
+    attachment_problem,
+)
 from connectors.platforms.buttons import button_problems
 
 MAX_CONTENT_LENGTH = 10_000
@@ -151,11 +156,17 @@ class OutgoingMessage:
     # Buttons ({"id", "label"}, connectors/platforms/buttons.py) for platforms with supports_buttons; the others got
     # them as numbered options in `content` when the message was queued.
     buttons: tuple = ()
+    # Stored files to send with it (OutgoingAttachment), for platforms with supports_attachments; with any, the text
+    # may be empty. The text is their caption where the platform has one.
+    attachments: tuple = ()
 
     def __post_init__(self):
         errors = {}
         _validate_address("recipient", self.recipient, errors)
-        _validate_content(self.content, errors)
+        if not isinstance(self.attachments, tuple) or not all(
+                isinstance(item, OutgoingAttachment) for item in self.attachments):
+            errors["attachments"] = "must be a tuple of OutgoingAttachment"
+        _validate_content(self.content, errors, may_be_empty=bool(self.attachments) and "attachments" not in errors)
         if problem := button_problems(self.buttons):
             errors["buttons"] = problem
         if errors:
@@ -228,6 +239,14 @@ class BaseConnector:
     # True when send() shows OutgoingMessage.buttons as the platform's own buttons (Telegram, Slack); else the
     # buttons are written into the text as numbered options and a numbered reply is read back as a press.
     supports_buttons: ClassVar[bool] = False
+    # True when send() sends OutgoingMessage.attachments (connectors/delivery/outbound_attachments.py checks a send
+    # against these before a delivery exists: a kind that cannot carry them is a 400 `attachments_unsupported`).
+    supports_attachments: ClassVar[bool] = False
+    attachment_kinds: ClassVar[tuple] = OUTGOING_KINDS  # which kinds, of those it supports
+    # The platform's own size cap per kind, in bytes, where it is below ATTACHMENT_MAX_BYTES_BY_KIND.
+    attachment_max_bytes: ClassVar[dict] = {}
+    # True when the platform fetches media from a URL we give it (Twilio's MediaUrl): needs PUBLIC_BASE_URL.
+    attachments_need_public_url: ClassVar[bool] = False
     # Config keys that decide where the connector's credentials or message content are sent, and
     # which of the two travels there ({"api_base_url": CREDENTIALS}). Whoever may change them may
     # send the credentials anywhere, so adding, changing or removing one needs admin_connector, as

@@ -14,6 +14,7 @@ outbox: list[tuple[str, OutgoingMessage]] = []
 class LocmemConnector(BaseConnector):
     kind = "locmem"
     label = "In-memory outbox (tests)"
+    supports_attachments = True  # recorded with the message in `outbox`
     config_schema = {
         "type": "object",
         "additionalProperties": False,
