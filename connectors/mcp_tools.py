@@ -17,6 +17,7 @@ from brain_connectors.mcp.schema import ConnectorId, iso, untrusted
 from connectors import quotas, services
 from connectors.models import ConnectorStatus, DeliveryStatus
 from connectors.permissions import Principal
+from connectors.platforms.attachments import MAX_OUTGOING_ATTACHMENTS
 from connectors.platforms.base import MAX_CONTENT_LENGTH
 from connectors.platforms.buttons import MAX_BUTTONS
 
@@ -40,7 +41,9 @@ def send_message(
                           "+15551234567 (SMS, voice, WhatsApp), an email address, or a webhook recipient."),
     ],
     content: Annotated[
-        str, Field(min_length=1, max_length=MAX_CONTENT_LENGTH, description="The message text (plain text).")
+        str, Field(max_length=MAX_CONTENT_LENGTH,
+                   description="The message text (Markdown; each platform gets its own formatting). May be empty "
+                               "only when attachments are given.")
     ],
     idempotency_key: Annotated[
         str | None,
@@ -53,9 +56,18 @@ def send_message(
               description="Optional buttons [{\"id\", \"label\"}]: Telegram and Slack show them; SMS, WhatsApp and "
                           "email get numbered options. A press comes back to BRAIN; to wait for one, use ask_user."),
     ] = None,
+    attachments: Annotated[
+        list[dict[str, str]] | None,
+        Field(default=None, max_length=MAX_OUTGOING_ATTACHMENTS,
+              description="Optional files to send, each one of {\"url\": an http(s) URL this service fetches} or "
+                          "{\"data\": base64 bytes, \"file_name\": ...}, with optional kind (image, audio, voice, "
+                          "video, document, sticker), mime_type, file_name and caption. The type is read from the "
+                          "bytes. A platform that cannot carry files (voice) refuses with attachments_unsupported."),
+    ] = None,
 ) -> dict:
     delivery, replayed = services.send_message(
-        principal, connector_id, recipient, content, idempotency_key=idempotency_key, buttons=buttons
+        principal, connector_id, recipient, content, idempotency_key=idempotency_key, buttons=buttons,
+        attachments=attachments,
     )
     return {"success": True, "delivery_id": str(delivery.id), "status": delivery.status, "replayed": replayed}
 

@@ -4,6 +4,7 @@ Included at the site root by ``brain_connectors/urls.py``; names are global (no 
 from django.urls import include, path
 from rest_framework.routers import DefaultRouter
 
+from connectors.api.attachments import AttachmentUploadView
 from connectors.api.subscriptions import SubscriptionViewSet
 from connectors.api.views import ConnectorViewSet, DeliveryViewSet, EventListView, TokenViewSet
 from connectors.downloads import attachment_download
@@ -25,6 +26,7 @@ urlpatterns = [
     path("dashboard/", dashboard.dashboard, name="dashboard"),
     path("dashboard/state/", dashboard.dashboard_state, name="dashboard-state"),
     path("api/v1/events/", EventListView.as_view(), name="event-list"),
+    path("api/v1/attachments/", AttachmentUploadView.as_view(), name="attachment-upload"),
     path("api/v1/", include(router.urls)),
     # Platform webhooks: no session or token; each platform verifies its own signature or secret.
     path("webhooks/telegram/<str:connector_id>/", platform_webhook, {"family": "telegram"}, name="webhook-telegram"),

@@ -200,6 +200,8 @@ def subprocess_env(transactional_db):
             "BRAIN_READ_DOTENV": "0",
             "DATABASE_URL": test_database_url(),
             "PYTHONUNBUFFERED": "1",
+            # The files a subprocess stores go where this process reads them (brain_connectors/settings_test.py).
+            "ATTACHMENTS_DIR": settings.STORAGES["attachments"]["OPTIONS"]["location"],
         }
     )
     return env

@@ -25,6 +25,13 @@ from mcp.server.mcpserver.exceptions import ResourceError, ToolError
 from brain_connectors.shared.errors import ServiceError
 
 
+def reasons(exc) -> str:
+    """A validation error's reasons, for the model to correct its call (" content: must not be empty")."""
+    said = [f"{name}: {reason}" for name, reason in exc.details.items()
+            if isinstance(reason, str) and reason not in exc.message]
+    return (" " + "; ".join(said)) if said else ""
+
+
 class Unauthenticated(Exception):
     """The call carries no live API token (the message says why, for the model)."""
 
@@ -96,7 +103,7 @@ def tool(description, **annotations):
             except Unauthenticated as exc:
                 raise ToolError(str(exc))
             except ServiceError as exc:
-                raise ToolError(f"{exc.message} (code: {exc.code})")
+                raise ToolError(f"{exc.message}{reasons(exc)} (code: {exc.code})")
             finally:
                 close_old_connections()
 

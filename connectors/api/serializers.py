@@ -1,4 +1,5 @@
 """Request and response shapes of the REST API. Shape checks only: rules live in services."""
+from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from connectors.models import Connector, Delivery
@@ -66,12 +67,36 @@ class SendSerializer(serializers.Serializer):
     # Emptiness and length are checked by OutgoingMessage so every edge reports them alike.
     content = serializers.CharField(allow_blank=True, trim_whitespace=False, max_length=MAX_CONTENT_LENGTH)
     # [{"id", "label"}]: checked by send_message (connectors/platforms/buttons.py), as for every edge.
-    buttons = serializers.ListField(child=serializers.DictField(), required=False)
+    buttons = serializers.ListField(child=serializers.DictField(), required=False, allow_null=True)
+    # [{"id"|"url"|"data", "kind"?, "mime_type"?, "file_name"?, "caption"?}]: checked by send_message
+    # (connectors/delivery/outbound_attachments.py).
+    attachments = serializers.ListField(child=serializers.DictField(), required=False, allow_null=True)
+
+
+class SendFormSerializer(serializers.Serializer):
+    """send/ as a multipart form: files as `file` parts, buttons and attachments as JSON strings (schema only)."""
+
+    recipient = serializers.CharField()
+    content = serializers.CharField(required=False, allow_blank=True)
+    buttons = serializers.CharField(required=False, help_text="JSON list of {id, label}")
+    attachments = serializers.CharField(required=False, help_text="JSON list of {id|url|data, ...}")
+    file = serializers.ListField(child=serializers.FileField(), required=False)
 
 
 class DeliverySerializer(serializers.ModelSerializer):
     delivery_id = serializers.UUIDField(source="id", read_only=True)
     connector_id = serializers.CharField(read_only=True)
+    attachments = serializers.SerializerMethodField()
+
+    @extend_schema_field({"type": "array", "items": {"type": "object", "properties": {
+        "id": {"type": "string"}, "kind": {"type": "string"}, "mime_type": {"type": "string"},
+        "size": {"type": "integer"}}}})
+    def get_attachments(self, delivery):
+        """The files it carries: ids, kinds, types and sizes only (names and captions are what people wrote)."""
+        if not delivery.attachment_count:
+            return []
+        return [{"id": str(row.id), "kind": row.kind, "mime_type": row.mime_type, "size": row.size}
+                for row in delivery.attachments.all()]
 
     class Meta:
         model = Delivery
@@ -85,6 +110,7 @@ class DeliverySerializer(serializers.ModelSerializer):
             "platform_message_id",
             "last_error",
             "buttons",
+            "attachments",
             "created_at",
             "updated_at",
             "sent_at",

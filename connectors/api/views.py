@@ -15,6 +15,7 @@ from rest_framework.views import APIView
 from brain_connectors.shared.errors import ValidationFailed
 from brain_connectors.shared.pagination import PaginatedListMixin
 from connectors import tokens
+from connectors.api.attachments import send_fields
 from connectors.api.serializers import (
     ConnectorSerializer,
     ConnectorUpdateSerializer,
@@ -22,6 +23,7 @@ from connectors.api.serializers import (
     ErrorSerializer,
     HealthResultSerializer,
     PermissionGrantSerializer,
+    SendFormSerializer,
     SendSerializer,
 )
 from connectors.delivery.outbound import get_delivery, send_message
@@ -147,7 +149,7 @@ class ConnectorViewSet(PaginatedListMixin, viewsets.ViewSet):
 
     @extend_schema(
         summary="Send a message to a platform recipient (send)",
-        request=SendSerializer,
+        request={"application/json": SendSerializer, "multipart/form-data": SendFormSerializer},
         parameters=[
             OpenApiParameter(
                 "Idempotency-Key",
@@ -160,7 +162,7 @@ class ConnectorViewSet(PaginatedListMixin, viewsets.ViewSet):
     )
     @action(detail=True, methods=["post"])
     def send(self, request, id=None):
-        data = _validated(SendSerializer, request.data)
+        data = _validated(SendSerializer, send_fields(request))
         delivery, replayed = send_message(
             principal_of(request),
             id,
@@ -168,6 +170,7 @@ class ConnectorViewSet(PaginatedListMixin, viewsets.ViewSet):
             data["content"],
             idempotency_key=request.headers.get("Idempotency-Key"),
             buttons=data.get("buttons"),
+            attachments=data.get("attachments"),
         )
         delivery.refresh_from_db()
         headers = {"Idempotent-Replayed": "true"} if replayed else {}
@@ -258,7 +261,7 @@ class DeliveryViewSet(mixins.ListModelMixin, viewsets.GenericViewSet):
             qs = qs.filter(status=params["status"])
         if params.get("recipient"):
             qs = qs.filter(recipient=params["recipient"])
-        return qs
+        return qs.prefetch_related("attachments")  # one query for the page's files, not one per delivery
 
     def retrieve(self, request, id=None):
         return Response(DeliverySerializer(get_delivery(principal_of(request), id)).data)

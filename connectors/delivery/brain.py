@@ -13,7 +13,10 @@ content may be "" when attachments exist (a voice note's transcript when there i
 "button" ({"delivery_id", "button_id", "label", "via"}) is there only when the message is a press of one of our buttons
 or a numbered reply picking an option (connectors/delivery/presses.py).
 Expected response: 200 with {"reply": "<text>"} or {"reply": null} for no reply; the reply may carry buttons,
-{"reply": "...", "buttons": [{"id", "label"}]} (connectors/platforms/buttons.py: at most MAX_BUTTONS, unique ids).
+{"reply": "...", "buttons": [{"id", "label"}]} (connectors/platforms/buttons.py: at most MAX_BUTTONS, unique ids),
+and files, "attachments": [{"url": ...} or {"data": <base64>, "file_name": ...}, with optional kind, mime_type,
+file_name and caption] (checked like a REST send's, connectors/delivery/outbound_attachments.py); with files, "reply"
+may be "".
 
 BRAIN_URL passes the outbound-URL guard like every URL we call: a system check at start-up
 (brain_connectors.checks) and, on each call, the address the connection goes to
@@ -32,6 +35,7 @@ from django.utils.module_loading import import_string
 from brain_connectors.shared import signing
 from brain_connectors.shared.guarded_http import guarded_client
 from brain_connectors.shared.url_guard import UnsafeURL
+from connectors.delivery.outbound_attachments import shape_problem
 from connectors.platforms.base import MAX_CONTENT_LENGTH
 from connectors.platforms.buttons import button_problems, clean_buttons
 
@@ -58,11 +62,13 @@ class BrainRequest:
 
 
 class Reply(str):
-    """BRAIN's reply text, with the buttons to send under it ([] for none)."""
+    """BRAIN's reply text, with the buttons to send under it and the files to send with it ([] for none). The text
+    may be "" when there are files: test a reply with `is not None`, not its truth."""
 
-    def __new__(cls, text, buttons=()):
+    def __new__(cls, text, buttons=(), attachments=()):
         reply = super().__new__(cls, text)
         reply.buttons = list(buttons)
+        reply.attachments = list(attachments)
         return reply
 
 
@@ -170,14 +176,27 @@ class HttpBrain:
         reply = data["reply"]
         if reply is None:
             return None
-        if not isinstance(reply, str) or not reply.strip():
-            raise BrainError('BRAIN "reply" must be a non-empty string or null', code="brain_bad_response")
+        files = data.get("attachments") or []
+        if problem := brain_files_problem(files):
+            raise BrainError(f'BRAIN "attachments" are invalid: {problem}', code="brain_bad_response")
+        if not isinstance(reply, str) or not (reply.strip() or (files and reply == "")):
+            raise BrainError('BRAIN "reply" must be a non-empty string or null ("" only with attachments)',
+                             code="brain_bad_response")
         if len(reply) > MAX_CONTENT_LENGTH:
             raise BrainError(f"BRAIN reply is longer than {MAX_CONTENT_LENGTH} characters", code="brain_bad_response")
         buttons = data.get("buttons") or []
         if problem := button_problems(buttons):
             raise BrainError(f'BRAIN "buttons" are invalid: {problem}', code="brain_bad_response")
-        return Reply(reply, clean_buttons(buttons))
+        return Reply(reply, clean_buttons(buttons), files)
+
+
+def brain_files_problem(files) -> str | None:
+    """What is wrong with the form of BRAIN's "attachments" (by URL or inline data only), or None."""
+    if problem := shape_problem(files):
+        return problem
+    if any("id" in item for item in files):
+        return "give each file by url or data (upload ids belong to REST clients)"
+    return None
 
 
 # BRAIN_BACKEND values written before the backends moved into connectors.delivery keep working.

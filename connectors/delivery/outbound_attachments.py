@@ -72,6 +72,8 @@ def shape_problem(items) -> str | None:
         sources = [name for name in SOURCES if name in item]
         if len(sources) != 1:
             return f"attachment {index} needs exactly one of id, url or data"
+        if "content" in item and not isinstance(item["content"], bytes):  # only an edge's own upload sets it
+            return f"attachment {index} needs exactly one of id, url or data"
         for name in ("kind", "mime_type", "file_name", "caption", "url", "data", "id"):
             if name in item and not isinstance(item[name], str):
                 return f"attachment {index}: {name} must be a string"

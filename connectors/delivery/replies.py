@@ -8,10 +8,11 @@ from django.utils import timezone
 from django.utils.module_loading import import_string
 
 from audit import services as audit
-from brain_connectors.shared.errors import ServiceError
+from brain_connectors.shared.errors import ServiceError, ValidationFailed
 from connectors.delivery import attachments
 from connectors.delivery.brain import BrainError, BrainRequest, get_brain
 from connectors.delivery.outbound import send_message
+from connectors.delivery.outbound_attachments import UNSUPPORTED
 from connectors.models import ConnectorStatus, Delivery, InboundMessage
 from connectors.permissions import Principal
 from connectors.registry.kinds import connector_for
@@ -35,6 +36,22 @@ def conversation_context(inbound, limit=None):
     items += [{"role": "assistant", "content": d.content, "time": d.created_at} for d in earlier_out]
     items.sort(key=lambda item: item["time"])
     return [{**item, "time": item["time"].isoformat()} for item in items[-limit:]]
+
+
+def _send_reply(inbound, reply):
+    """Queue BRAIN's reply. The key makes a re-run of this task (after a crash) reuse the first reply. Files the
+    platform cannot carry (a phone call) are left out rather than lose the text: audited as `files_dropped`."""
+    files = getattr(reply, "attachments", None) or None
+    try:
+        send_message(BRAIN, inbound.connector_id, inbound.sender, str(reply), idempotency_key=_reply_key(inbound.pk),
+                     in_reply_to=inbound, buttons=getattr(reply, "buttons", None), attachments=files)
+    except ValidationFailed as exc:
+        if not files or exc.code != UNSUPPORTED or not str(reply).strip():
+            raise
+        audit.record_action("brain.reply", BRAIN, "connector", inbound.connector_id, inbound_id=inbound.pk,
+                            files_dropped=len(files), reason=exc.code)
+        send_message(BRAIN, inbound.connector_id, inbound.sender, str(reply), idempotency_key=_reply_key(inbound.pk),
+                     in_reply_to=inbound, buttons=getattr(reply, "buttons", None))
 
 
 def _reply_key(inbound_id):
@@ -134,17 +151,16 @@ def reply_with_brain(inbound_id):
             )
             _audit_reply(inbound, result=audit.FAILURE, error=exc.code)
         return inbound
-    if reply:
+    answered = reply is not None and bool(str(reply) or getattr(reply, "attachments", None))
+    if answered:
         try:
-            # The key makes a re-run of this task (after a crash) reuse the first reply.
-            send_message(BRAIN, inbound.connector_id, inbound.sender, str(reply), idempotency_key=_reply_key(inbound.pk),
-                         in_reply_to=inbound, buttons=getattr(reply, "buttons", None))
+            _send_reply(inbound, reply)
         except ServiceError as exc:  # send_message audited the refusal itself
             InboundMessage.objects.filter(pk=inbound.pk).update(
                 brain_status=InboundMessage.BrainStatus.FAILED, brain_error=exc.message[:2000]
             )
             return inbound
-    status = InboundMessage.BrainStatus.REPLIED if reply else InboundMessage.BrainStatus.NO_REPLY
+    status = InboundMessage.BrainStatus.REPLIED if answered else InboundMessage.BrainStatus.NO_REPLY
     with transaction.atomic():
         InboundMessage.objects.filter(pk=inbound.pk).update(brain_status=status, brain_error="")
         _audit_reply(inbound, outcome=status)

@@ -207,8 +207,38 @@ def test_bad_arguments_are_tool_errors_and_the_server_keeps_serving(fleet, fake,
         assert expected in error_text(result), (name, arguments, result)
     assert len(still_fine["connectors"]) == 2
     assert Delivery.objects.count() == 0 and fake.sent == []
-    # Schema failures never reach a service; they are audited all the same.
-    assert mcp_audit("mcp.invalid_arguments").count() == 5
+    # Schema failures never reach a service; they are audited all the same. (An empty content passes the schema,
+    # since a message of files alone has none, and is refused by the service.)
+    assert mcp_audit("mcp.invalid_arguments").count() == 4
+
+
+PNG = bytes.fromhex(
+    "89504e470d0a1a0a0000000d4948445200000001000000010806000000" "1f15c4890000000d49444154789c63f8cfc0f01f0005000201a5f0b3a8"
+    "0000000049454e44ae426082"
+)
+
+
+def test_send_message_carries_inline_files_and_refuses_bad_ones(fleet, operator, subprocess_env):
+    import base64
+    from connectors.delivery import attachment_store
+    from connectors.models import Attachment
+    data = base64.b64encode(PNG).decode()
+
+    async def scenario():
+        async with stdio_session(stdio_env(subprocess_env, operator)) as session:
+            sent = structured(await session.call_tool("send_message", {
+                "connector_id": "locmem_live", "recipient": "ann", "content": "",
+                "attachments": [{"data": data, "file_name": "chart.png"}]}))
+            mislabelled = await session.call_tool("send_message", {
+                "connector_id": "locmem_live", "recipient": "ann", "content": "hi",
+                "attachments": [{"data": data, "kind": "document", "mime_type": "application/pdf"}]})
+            return sent, mislabelled
+
+    sent, mislabelled = run(scenario())
+    [row] = Attachment.objects.filter(delivery_id=sent["delivery_id"])
+    assert row.kind == "image" and attachment_store.read(row.storage_name) == PNG
+    assert "not what it claims" in error_text(mislabelled)
+    assert Delivery.objects.count() == 1
 
 
 def test_end_user_text_is_marked_untrusted(fleet, fake, operator, subprocess_env):

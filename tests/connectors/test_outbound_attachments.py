@@ -3,12 +3,13 @@ checked before a delivery exists, each delivery keeps its own encrypted copy, an
 import base64
 
 import pytest
+from django.core.files.uploadedfile import SimpleUploadedFile
 
 from audit.models import AuditEvent
 from brain_connectors.shared.errors import ValidationFailed
 from connectors import services
 from connectors.delivery import attachment_store, outbound_attachments
-from connectors.models import Attachment, Delivery
+from connectors.models import Attachment, Connector, Delivery
 from connectors.platforms import locmem
 from tests.conftest import SYSTEM
 
@@ -118,3 +119,161 @@ def test_the_same_idempotency_key_with_another_file_is_a_conflict(make_connector
     with pytest.raises(Exception) as caught:
         services.send_message(SYSTEM, "locmem_main", "ada", "x", idempotency_key="k1", attachments=[{"data": b64(PDF)}])
     assert caught.value.code == "idempotency_conflict"
+
+
+# --- REST --------------------------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def sender(make_user, token_for, api, make_connector, grant):
+    connector = make_connector()
+    user = make_user("sender")
+    grant(user, "send_via_connector", connector)
+    return api(token_for(user))
+
+
+@pytest.mark.django_db(transaction=True)
+def test_rest_send_takes_files_as_a_multipart_form(sender):
+    response = sender.post("/api/v1/connectors/locmem_main/send/", {
+        "recipient": "ada", "content": "Two files", "buttons": '[{"id": "ok", "label": "OK"}]',
+        "file": [SimpleUploadedFile("chart.png", PNG, content_type="image/png"),
+                 SimpleUploadedFile("terms.pdf", PDF, content_type="application/pdf")],
+    }, format="multipart")
+    assert response.status_code == 202, response.content
+    body = response.json()
+    assert [(a["kind"], a["mime_type"], a["size"]) for a in body["attachments"]] == [
+        ("image", "image/png", len(PNG)), ("document", "application/pdf", len(PDF))]
+    assert "chart.png" not in response.content.decode()  # no file names in API responses
+    [(_, message)] = locmem.outbox
+    assert [a.read() for a in message.attachments] == [PNG, PDF] and message.buttons[0]["id"] == "ok"
+
+
+@pytest.mark.django_db(transaction=True)
+def test_rest_upload_then_send_by_id(sender, make_user, token_for, api, grant):
+    uploaded = sender.post("/api/v1/attachments/", {"file": SimpleUploadedFile("terms.pdf", PDF, "application/pdf")},
+                           format="multipart")
+    assert uploaded.status_code == 201, uploaded.content
+    upload_id = uploaded.json()["id"]
+    assert uploaded.json()["kind"] == "document" and uploaded.json()["expires_at"]
+    sent = sender.post("/api/v1/connectors/locmem_main/send/", {
+        "recipient": "ada", "content": "", "attachments": [{"id": upload_id, "caption": "Terms"}]}, format="json")
+    assert sent.status_code == 202, sent.content
+    [(_, message)] = locmem.outbox
+    assert message.attachments[0].read() == PDF and message.attachments[0].caption == "Terms"
+    # Someone else cannot send it, even with the send permission.
+    other = make_user("other")
+    grant(other, "send_via_connector", Connector.objects.get(pk="locmem_main"))
+    refused = api(token_for(other)).post("/api/v1/connectors/locmem_main/send/", {
+        "recipient": "ada", "content": "x", "attachments": [{"id": upload_id}]}, format="json")
+    assert refused.status_code == 400 and refused.json()["error"]["code"] == "attachment_not_found"
+
+
+@pytest.mark.django_db(transaction=True)
+def test_rest_upload_needs_the_send_permission_somewhere(make_user, token_for, api, make_connector):
+    make_connector()
+    nobody = api(token_for(make_user("nobody")))
+    response = nobody.post("/api/v1/attachments/", {"file": SimpleUploadedFile("a.png", PNG, "image/png")}, format="multipart")
+    assert response.status_code == 403 and not Attachment.objects.exists()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_rest_refuses_files_on_a_platform_without_them_before_any_delivery(sender, monkeypatch):
+    monkeypatch.setattr(locmem.LocmemConnector, "supports_attachments", False)
+    response = sender.post("/api/v1/connectors/locmem_main/send/", {
+        "recipient": "ada", "content": "hi", "attachments": [{"data": b64(PNG)}]}, format="json")
+    assert response.status_code == 400 and response.json()["error"]["code"] == "attachments_unsupported"
+    assert not Delivery.objects.exists()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_rest_refuses_a_client_made_content_item(sender):
+    response = sender.post("/api/v1/connectors/locmem_main/send/", {
+        "recipient": "ada", "content": "hi", "attachments": [{"content": "abc"}]}, format="json")
+    assert response.status_code == 400 and response.json()["error"]["code"] == "invalid_attachments"
+
+
+# --- BRAIN's answer ------------------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def fake_brain(settings):
+    from django.conf import settings as django_settings
+
+    from tests.fakes.brain_server import FakeBrain
+    server = FakeBrain(secret=django_settings.BRAIN_SIGNING_KEY).start()
+    settings.BRAIN_BACKEND = "connectors.delivery.brain.HttpBrain"
+    settings.BRAIN_URL = server.url
+    settings.BRAIN_MAX_RETRIES = 0
+    yield server
+    server.stop()
+
+
+def ask(text="Send me the chart", number=1):
+    from connectors.platforms.base import IncomingMessage
+    return services.receive_message("locmem_main", IncomingMessage(sender="ada", content=text,
+                                                                   platform_message_id=f"m{number}"))
+
+
+@pytest.mark.django_db(transaction=True)
+def test_brains_reply_may_carry_a_file_and_buttons(make_connector, fake_brain):
+    make_connector()
+    fake_brain.buttons = [{"id": "more", "label": "More"}, {"id": "done", "label": "Done"}]
+    fake_brain.attachments = [{"data": b64(PNG), "file_name": "chart.png", "caption": "Q3"}]
+    inbound, _ = ask()
+    inbound.refresh_from_db()
+    assert inbound.brain_status == "replied"
+    [(_, message)] = locmem.outbox
+    assert message.attachments[0].read() == PNG and message.attachments[0].kind == "image"
+    assert [b["id"] for b in message.buttons] == ["more", "done"]
+    assert Delivery.objects.get().in_reply_to_id == inbound.pk
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_file_alone_is_a_reply(make_connector, fake_brain, monkeypatch):
+    make_connector()
+    fake_brain.attachments = [{"data": b64(PDF), "file_name": "report.pdf"}]
+    monkeypatch.setattr(fake_brain, "reply_for", lambda data: "")
+    inbound, _ = ask()
+    inbound.refresh_from_db()
+    assert inbound.brain_status == "replied"
+    [(_, message)] = locmem.outbox
+    assert message.content == "" and message.attachments[0].read() == PDF
+
+
+@pytest.mark.django_db(transaction=True)
+def test_files_a_platform_cannot_carry_are_left_out_and_the_text_still_sent(make_connector, fake_brain, monkeypatch):
+    make_connector()
+    monkeypatch.setattr(locmem.LocmemConnector, "supports_attachments", False)
+    fake_brain.attachments = [{"data": b64(PNG)}]
+    inbound, _ = ask()
+    inbound.refresh_from_db()
+    assert inbound.brain_status == "replied"
+    [(_, message)] = locmem.outbox
+    assert message.content.startswith("fake brain got") and message.attachments == ()
+    dropped = AuditEvent.objects.get(action="brain.reply", details__files_dropped=1)
+    assert dropped.details["reason"] == "attachments_unsupported"
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_bad_file_from_brain_fails_the_reply_with_the_reason(make_connector, fake_brain):
+    make_connector()
+    fake_brain.attachments = [{"data": b64(PDF), "kind": "image"}]
+    inbound, _ = ask()
+    inbound.refresh_from_db()
+    assert inbound.brain_status == "failed" and "not what it claims" in inbound.brain_error
+    assert not Delivery.objects.exists() and not locmem.outbox
+
+
+@pytest.mark.parametrize("files, reply", [
+    ([{"id": "00000000-0000-0000-0000-000000000000"}], "hi"),
+    ([{"data": "x", "url": "https://example.org/a.png"}], "hi"),
+    ("not a list", "hi"),
+    ([], ""),
+])
+def test_brains_malformed_files_are_a_bad_response(fake_brain, files, reply, monkeypatch):
+    from connectors.delivery.brain import BrainError, BrainRequest, HttpBrain
+    fake_brain.attachments = files
+    monkeypatch.setattr(fake_brain, "reply_for", lambda data: reply)
+    with pytest.raises(BrainError) as failed:
+        HttpBrain(url=fake_brain.url, max_retries=0).reply(BrainRequest("c", "locmem", "ada", "hi"))
+    assert failed.value.code == "brain_bad_response"

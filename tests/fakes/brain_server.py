@@ -13,7 +13,7 @@ f"{webhook-id}.{webhook-timestamp}.{body}")) offered as `v1,<b64>` in `webhook-s
 rest of a `whsec_` secret, else the secret's UTF-8 bytes. Anything that does not verify gets 401.
 
 Modes (for requests whose signature verified):
-    normal       200 {"reply": "fake brain got: <content> with <n> context"} (+ "buttons": fake.buttons when set)
+    normal       200 {"reply": "fake brain got: <content> with <n> context"} (+ "buttons": fake.buttons, "attachments": fake.attachments when set)
     no_reply     200 {"reply": null}
     slow         sleeps `slow_seconds` (longer than the client's timeout), then answers as normal
     garbage      200 with a body that is not JSON
@@ -114,6 +114,7 @@ class FakeBrain(ScriptedModes, LoopbackServer):
         self.tolerance = tolerance
         self.host = host
         self.buttons = None  # set to a list of {"id", "label"} to answer with buttons in normal mode
+        self.attachments = None  # set to a list of {"data"|"url", ...} to answer with files in normal mode
         self._init_server()
 
     @staticmethod
@@ -180,4 +181,6 @@ class FakeBrain(ScriptedModes, LoopbackServer):
         except (TypeError, KeyError, AttributeError):
             return 400, b'{"error": "body lacks message.content"}', "application/json"
         answer = {"reply": reply} if self.buttons is None else {"reply": reply, "buttons": self.buttons}
+        if self.attachments is not None:
+            answer["attachments"] = self.attachments
         return 200, json.dumps(answer, ensure_ascii=False).encode(), "application/json"

@@ -318,7 +318,12 @@ class SuperuserToken:
 )
 def test_api(case, data, world):
     _seed_with_world(case, data)
-    response = case.call_and_validate(excluded_checks=EXCLUDED_CHECKS)
+    excluded = EXCLUDED_CHECKS
+    if (case.media_type or "").startswith("multipart/"):
+        # A form field is text whatever its schema type: a "number" caption arrives as the string "7.0", which is a
+        # valid caption, so "schema-violating" multipart data cannot be told from valid data. Every other check runs.
+        excluded = [*EXCLUDED_CHECKS, openapi_checks.negative_data_rejection]
+    response = case.call_and_validate(excluded_checks=excluded)
     OBSERVED[f"{case.method} {case.path}"][response.status_code] += 1
 
 

@@ -28,6 +28,7 @@ from urllib.parse import urlencode
 
 import pytest
 from django.contrib.auth.models import User
+from django.core.files.uploadedfile import SimpleUploadedFile
 from django.db import transaction
 from django.db.models import Max
 from django.test import override_settings
@@ -39,7 +40,7 @@ from brain_connectors.mcp import server as mcp_server
 from connectors import services
 from connectors.events import sequencer, subscriptions
 from connectors.events.stream_request import QUERY_PARAMETERS
-from connectors.models import ApiToken, Connector, Delivery, Event, EventSubscription
+from connectors.models import ApiToken, Attachment, Connector, Delivery, Event, EventSubscription
 from connectors.permissions import Principal
 from connectors.tokens import create_token
 from conversations.models import Conversation, Message
@@ -76,6 +77,8 @@ class Rule:
     open:      for every signed-in user, nothing private (the pairable channels).
     self:      creates something owned by the caller: allowed; there is no one else's to act on,
                so only the "own" cases exist.
+    sends:     like self, but only for a caller who may send on some connector (REST_MATRIX[row] on
+               their own); otherwise 403.
     """
 
     kind: str
@@ -119,6 +122,8 @@ def expected(rule, level, owner, ok):
         return status < 300, (ok if status < 300 else status)
     if rule.kind in ("listing", "open", "self"):
         return True, ok
+    if rule.kind == "sends":
+        return (True, ok) if matrix_status(rule.row, level) < 300 else (False, 403)
     if rule.kind == "personal":
         return (True, ok) if owner == "own" else (False, rule.other)
     if rule.kind == "reads":
@@ -246,6 +251,7 @@ def state_of(world, username):
         "subscriptions": sorted((s.pk, s.url, s.active, s.description, s.secret)
                                 for s in EventSubscription.objects.filter(owner=user)),
         "tokens": sorted(ApiToken.objects.filter(user=user).values_list("prefix", "revoked_at")),
+        "uploads": Attachment.objects.filter(uploaded_by=f"user:{user.pk}").count(),
     }
 
 
@@ -291,6 +297,7 @@ class RestOp:
     listed: tuple = ()  # (how to read ids from the body, which world object must/mustn't be in them)
     writes: bool = None  # default: every method but GET writes
     target: str = ""  # the world object a refusal's audit row must name (when it names one)
+    format: str = "json"  # how the body is sent ("multipart" for a file upload)
 
 
 def results(key):
@@ -328,6 +335,10 @@ REST_OPS = {
     "v1_deliveries_list": RestOp(listing("retrieve"), listed=(results("delivery_id"), "delivery")),
     "v1_deliveries_retrieve": RestOp(connector("delivery"), "delivery.get", fill="delivery", target="delivery"),
     "v1_events_retrieve": RestOp(listing("retrieve"), listed=(results("connector"), "connector")),
+    # a file for later sends: anyone who may send somewhere
+    "v1_attachments_create": RestOp(Rule("sends", "send"), "attachment.upload", ok=201, format="multipart",
+                                    body=lambda _: {"file": SimpleUploadedFile("note.txt", b"hello",
+                                                                               "text/plain")}),
     # one's own API tokens
     "v1_tokens_list": RestOp(listing(), listed=(results("prefix"), "token")),
     "v1_tokens_destroy": RestOp(personal(403), "token.revoke", ok=204, fill="token", target="token"),
@@ -404,7 +415,7 @@ def rest_cases():
         if op is None:  # a new endpoint: it fails until someone says who may call it
             yield pytest.param(op_id, "own", id=f"rest-{op_id}-UNCLASSIFIED")
             continue
-        for owner in OWNERS if op.rule.kind != "self" else ("own",):
+        for owner in OWNERS if op.rule.kind not in ("self", "sends") else ("own",):
             yield pytest.param(op_id, owner, id=f"rest-{op_id}-{owner}")
 
 
@@ -470,7 +481,7 @@ def check_rest(op_id, world, owner, api):
     before = {name: state_of(world, name) for name in (ACTOR, VICTIM)}
     mark = audit_mark()
 
-    response = getattr(api(world.token), method.lower())(path, body, format="json")
+    response = getattr(api(world.token), method.lower())(path, body, format=op.format)
 
     assert response.status_code == status, (response.status_code, response.content[:500])
     if not allowed:
