@@ -220,6 +220,7 @@ PNG = bytes.fromhex(
 
 def test_send_message_carries_inline_files_and_refuses_bad_ones(fleet, operator, subprocess_env):
     import base64
+
     from connectors.delivery import attachment_store
     from connectors.models import Attachment
     data = base64.b64encode(PNG).decode()
