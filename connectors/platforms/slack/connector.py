@@ -194,16 +194,17 @@ class SlackConnector(BaseConnector):
         return await uploads.send_files(client, self.config, channel, attachments, comment, thread_ts)
 
     def _steps(self, message: OutgoingMessage, delivery_id) -> list:
-        """The calls that send `message`, in order: ("post", text, blocks) messages, then ("upload", comment) for
-        its files. The files' message carries the (last part of the) text as its comment; Block Kit cannot ride on
+        """The calls that send `message`, in order: ("post", text, blocks) messages, then ("upload", comment, None)
+        for its files. The files' message carries the (last part of the) text as its comment; Block Kit cannot ride on
         a file share, so with buttons the text and buttons are posted first and the files follow, with no comment,
         in the same channel or thread."""
         parts = split_text(to_mrkdwn(message.content), interactions.SECTION_TEXT if message.buttons else MAX_TEXT)
         comment = parts.pop() if message.attachments and parts and not message.buttons else None
         if message.buttons and not parts:  # files and buttons without text: the buttons alone
             parts = [""]
-        steps = [("post", text, interactions.blocks(text, message.buttons, delivery_id)
-                  if message.buttons and index == len(parts) - 1 else None) for index, text in enumerate(parts)]
+        steps = [("post", text, None) for text in parts]
+        if message.buttons:  # under the last part
+            steps[-1] = ("post", parts[-1], interactions.blocks(parts[-1], message.buttons, delivery_id))
         return steps + ([("upload", comment, None)] if message.attachments else [])
 
     def send(self, message: OutgoingMessage, *, delivery_id: str) -> SendResult:
