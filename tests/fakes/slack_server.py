@@ -33,7 +33,7 @@ returns its envelope_id; nothing is redelivered. A text frame with an envelope_i
 `disconnect_sockets(reason)` sends `{"type": "disconnect"}` and closes those sockets `disconnect_grace` seconds later,
 as Slack does when it rotates connections. `socket_connections` counts the connections accepted, `open_sockets` those
 open. `down()` refuses connections and closes websockets (1001), `up()` listens on the same port again; `with fake:`
-starts and stops. Needs aiohttp, not Django.
+starts and stops. Files, downloads and uploads (files_upload_v2): slack_files.py. Needs aiohttp, not Django.
 """
 import asyncio
 import concurrent.futures
@@ -78,7 +78,7 @@ class Call:
     received_at: float = field(default_factory=time.time)
 
 
-class FakeSlack(slack_files.SlackFiles, Restartable):  # SlackFiles: add_file(), the file host (url_private_download)
+class FakeSlack(slack_files.SlackFiles, Restartable):  # SlackFiles: downloads (add_file) and uploads (files_upload_v2)
     host = "127.0.0.1"
 
     def __init__(self, *, bot_tokens=None, app_tokens=None, team_id="T061EG9R6", team="BRAIN Team",
@@ -127,7 +127,8 @@ class FakeSlack(slack_files.SlackFiles, Restartable):  # SlackFiles: add_file(),
         app = web.Application()
         app.router.add_route("*", "/api/{method}", self._handle_api)
         app.router.add_get("/link/", self._handle_link)
-        app.router.add_get("/files-pri/{file}/download/{name}", self._handle_file)
+        app.router.add_get("/files-pri/{file}/download/{name}", self._handle_file)  # slack_files.py
+        app.router.add_post("/upload/v1/{opaque}", self._handle_upload)
         # A short shutdown_timeout: down() must not wait for a handler sleeping in the slow mode.
         runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.5)
         try:

@@ -9,6 +9,7 @@ thread, as in channels; default on). Credentials: `bot_token` (xoxb-…), `signi
 
 Recipients: `T…:U…` (a person, the form pairing stores; a DM is opened with conversations.open), `U…`, or a
 channel id (`C…`, `G…`, `D…`). A reply to a stored message goes to that message's channel, in its thread.
+Files go as one share with the text as its comment (uploads.py); with buttons, the text and buttons come first.
 """
 import asyncio
 import re
@@ -28,7 +29,7 @@ from connectors.platforms.base import (
     WebhookRejected,
     WebhookResult,
 )
-from connectors.platforms.slack import api, events, files, interactions, socket_mode
+from connectors.platforms.slack import api, events, files, interactions, socket_mode, uploads
 from connectors.platforms.telegram.text import split_text
 from connectors.platforms.webhook_urls import webhook_url
 from connectors.registry import platform_state
@@ -54,6 +55,7 @@ def to_mrkdwn(text: str) -> str:
 class SlackConnector(BaseConnector):
     kind = "slack"
     supports_buttons = True  # Block Kit buttons (interactions.py)
+    supports_attachments = True  # files_upload_v2 (uploads.py); Slack takes files up to 1 GB, above our own cap
     label = "Slack app"
     config_schema = {
         "type": "object",
@@ -173,47 +175,75 @@ class SlackConnector(BaseConnector):
             return None, recipient, None
         return recipient, None, None
 
-    async def _post(self, client, channel, user, thread_ts, text, blocks=None):
+    @staticmethod
+    async def _channel(client, channel, user):
         if channel is None:  # a person: their DM with the bot (conversations.open returns it if it exists)
             opened = await client.conversations_open(users=user)
             channel = opened["channel"]["id"]
+        return channel
+
+    async def _post(self, client, channel, user, thread_ts, text, blocks=None):
+        channel = await self._channel(client, channel, user)
         kwargs = {"thread_ts": thread_ts} if thread_ts else {}
         if blocks:
             kwargs["blocks"] = blocks
         return await client.chat_postMessage(channel=channel, text=text, mrkdwn=True, **kwargs)
 
-    def send(self, message: OutgoingMessage, *, delivery_id: str) -> SendResult:
-        """Send as one Slack message, or several in order when over MAX_TEXT; progress is kept per delivery, so a
-        retry after a failure in the middle does not repeat the parts already sent."""
-        channel, user, thread_ts = self._target(message)
+    async def _upload(self, client, channel, user, thread_ts, attachments, comment):
+        channel = await self._channel(client, channel, user)
+        return await uploads.send_files(client, self.config, channel, attachments, comment, thread_ts)
+
+    def _steps(self, message: OutgoingMessage, delivery_id) -> list:
+        """The calls that send `message`, in order: ("post", text, blocks) messages, then ("upload", comment, None)
+        for its files. The files' message carries the (last part of the) text as its comment; Block Kit cannot ride on
+        a file share, so with buttons the text and buttons are posted first and the files follow, with no comment,
+        in the same channel or thread."""
         parts = split_text(to_mrkdwn(message.content), interactions.SECTION_TEXT if message.buttons else MAX_TEXT)
+        comment = parts.pop() if message.attachments and parts and not message.buttons else None
+        if message.buttons and not parts:  # files and buttons without text: the buttons alone
+            parts = [""]
+        steps = [("post", text, None) for text in parts]
+        if message.buttons:  # under the last part
+            steps[-1] = ("post", parts[-1], interactions.blocks(parts[-1], message.buttons, delivery_id))
+        return steps + ([("upload", comment, None)] if message.attachments else [])
+
+    def send(self, message: OutgoingMessage, *, delivery_id: str) -> SendResult:
+        """Send as one Slack message, or several in order (a text over MAX_TEXT, files after buttons); progress is
+        kept per delivery, so a retry after a failure in the middle does not repeat the messages already sent."""
+        channel, user, thread_ts = self._target(message)
+        steps = self._steps(message, delivery_id)
         progress_key = f"sending:{delivery_id}"
         progress = (self.connector.platform_state or {}).get(progress_key) or {}
         first_ts = progress.get("first_ts")
         try:
-            for index in range(progress.get("sent", 0), len(parts)):
-                last = index == len(parts) - 1 and message.buttons  # the buttons go under the last part
-                markup = interactions.blocks(parts[index], message.buttons, delivery_id) if last else None
-                sent = self._call(lambda client, text=parts[index], b=markup: self._post(client, channel, user,
-                                                                                        thread_ts, text, b))
-                first_ts = first_ts or sent.get("ts")
-                if index < len(parts) - 1:
+            for index in range(progress.get("sent", 0), len(steps)):
+                step, text, markup = steps[index]
+                if step == "post":
+                    sent = self._call(lambda client, text=text, b=markup: self._post(client, channel, user,
+                                                                                     thread_ts, text, b))
+                    sent_id = sent.get("ts")
+                else:
+                    sent_id = self._call(lambda client, text=text: self._upload(client, channel, user, thread_ts,
+                                                                                message.attachments, text))
+                first_ts = first_ts or sent_id  # a delivery is known by its first message
+                if index < len(steps) - 1:
                     platform_state.save_platform_state(self.connector.id,
                                                        **{progress_key: {"sent": index + 1, "first_ts": first_ts}})
         except ConnectorError as exc:
-            if exc.permanent and (progress or len(parts) > 1):
+            if exc.permanent and (progress or len(steps) > 1):
                 platform_state.discard_platform_state(self.connector.id, progress_key)
             raise
-        if progress or len(parts) > 1:
+        if progress or len(steps) > 1:
             platform_state.discard_platform_state(self.connector.id, progress_key)
         return SendResult(platform_message_id=str(first_ts or ""))
 
     async def send_async(self, message: OutgoingMessage, delivery_id: str) -> SendResult:
         """send() on the batch sender's loop, over this connector's long-lived client. A message of several parts
-        (or a resumed one) goes to send() in a thread: its progress is written between the parts."""
+        (or a resumed one) goes to send() in a thread: its progress is written between the parts. So do files:
+        reading them (decrypting from storage) blocks, and an upload is slow next to a text."""
         channel, user, thread_ts = self._target(message)
         parts = split_text(to_mrkdwn(message.content), interactions.SECTION_TEXT if message.buttons else MAX_TEXT)
-        if len(parts) > 1 or (self.connector.platform_state or {}).get(f"sending:{delivery_id}"):
+        if len(parts) != 1 or message.attachments or (self.connector.platform_state or {}).get(f"sending:{delivery_id}"):
             return await asyncio.to_thread(self.send, message, delivery_id=delivery_id)
         if not self.token:
             raise ConnectorError("No bot_token is set for this connector.", permanent=True, code="invalid_token")

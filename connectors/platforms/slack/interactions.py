@@ -24,9 +24,10 @@ def is_interaction(body: bytes) -> bool:
 
 
 def blocks(text: str, buttons, delivery_id) -> list:
-    """The Block Kit blocks of the message part that carries the buttons."""
-    return [
-        {"type": "section", "text": {"type": "mrkdwn", "text": text}},
+    """The Block Kit blocks of the message part that carries the buttons (no section when there is no text: files
+    with buttons and no words; Slack refuses an empty section)."""
+    section = [{"type": "section", "text": {"type": "mrkdwn", "text": text}}] if text else []
+    return section + [
         {"type": "actions", "block_id": f"b:{delivery_id}"[:255], "elements": [
             {"type": "button", "action_id": b["id"], "text": {"type": "plain_text", "text": b["label"]},
              "value": callback_token(delivery_id, b["id"])}
