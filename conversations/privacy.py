@@ -218,17 +218,18 @@ def person_conversations(person):
     return Conversation.objects.filter(access.own_q(person))
 
 
-def export_person(principal, person):
+def export_person(principal, person, budget=None):
     """Everything memory holds about a person, decrypted, as a JSON-serialisable dict; each message
     lists its attachments with their bytes in base64 (up to PRIVACY_EXPORT_ATTACHMENT_BYTES in all,
-    see attachment_privacy.export_entries). Audited (counts only). Allowed to the person, or staff with `conversations.view_conversation` who hold
+    see attachment_privacy.export_entries; pass one `budget` to several exports sent as one document).
+    Audited (counts only). Allowed to the person, or staff with `conversations.view_conversation` who hold
     read_conversations on every connector of the person's memory."""
     person = find_person(person)
     record_pending()  # what the person said a moment ago is theirs too (and counts for the access check)
     check_read_access(principal, person, "conversations.view_conversation", "conversations.export")
     conversations = []
     message_count = attachment_count = 0
-    budget = attachment_privacy.ExportBudget()
+    budget = attachment_privacy.ExportBudget() if budget is None else budget
     for conversation in person_conversations(person).order_by("started_at", "pk"):
         messages = []
         rows = list(conversation.messages.select_related("analysis").order_by("created_at", "pk"))

@@ -91,5 +91,7 @@ def sweep(limit=500):
         queue.enqueue_brain(pk)
     with transaction.atomic():
         uploads_expired = attachment_privacy.delete_expired_uploads(limit, now)
+        if uploads_expired:  # their files go after this commits (the post_delete handler)
+            audit.record_action("attachment.expire", system, "attachment", "", count=uploads_expired)
     return {"deliveries_due": len(due), "deliveries_redriven": len(stuck), "inbound_redriven": len(waiting),
             "uploads_expired": uploads_expired}

@@ -150,7 +150,28 @@ def test_an_expired_upload_is_refused_then_swept_with_its_file(make_connector, m
         services.send_message(principal, "locmem_main", "ada", "", attachments=[{"id": str(old.id)}])
     assert refused.value.code == "attachment_not_found" and not Delivery.objects.exists()
     assert sweeper.sweep()["uploads_expired"] == 1
+    assert AuditEvent.objects.get(action="attachment.expire").details["count"] == 1
     assert list(Attachment.objects.values_list("pk", flat=True)) == [fresh.pk]
     assert _files(attachment_dir) == [fresh.storage_name]
     delivery, _ = services.send_message(principal, "locmem_main", "ada", "", attachments=[{"id": str(fresh.id)}])
     assert delivery.attachment_count == 1
+
+
+def test_the_admin_export_of_several_people_shares_one_byte_budget(ada_history, client, make_user, settings):
+    from conversations.models import Conversation
+
+    bob = make_user("bob")
+    Conversation.objects.filter(address__in=["ada", "ada-local"]).update(person=ada_history["ada"])
+    Conversation.objects.filter(address="bob-local").update(person=bob)
+    settings.PRIVACY_EXPORT_ATTACHMENT_BYTES = 2 * len(PDF) + len(PNG)  # each person alone would fit
+    client.force_login(make_user("root", superuser=True))
+    response = client.post("/admin/conversations/conversation/", {
+        "action": "export_people", "_selected_action": list(Conversation.objects.values_list("pk", flat=True))})
+    assert response.status_code == 200 and response["Content-Type"] == "application/json"
+    exports = json.loads(response.content)
+    assert sorted(e["person"] for e in exports) == ["ada", "bob"]
+    files = [a for e in exports for c in e["conversations"] for m in c["messages"] for a in m["attachments"]]
+    assert len(files) == 4
+    carried = sum(len(base64.b64decode(a["data"])) for a in files if a["data"] is not None)
+    assert carried <= settings.PRIVACY_EXPORT_ATTACHMENT_BYTES
+    assert [a["data_omitted"] for a in files if a["data"] is None] == ["export_limit"]
