@@ -281,6 +281,7 @@ def export_person(principal, person, budget=None):
 
 
 def _attachments_of(message, files):
+    """The export entries of one message's files, from what attachment_privacy.export_entries found."""
     if message.inbound_id is not None:
         return files.get(("inbound", message.inbound_id), [])
     if message.delivery_id is not None:
