@@ -1,4 +1,6 @@
 """System checks for the connector registry's configuration."""
+from urllib.parse import urlsplit
+
 from django.conf import settings
 from django.core.checks import Error, Warning, register
 from django.utils.module_loading import import_string
@@ -64,3 +66,45 @@ def check_transcriber(app_configs=None, **kwargs):
                       hint="Set TRANSCRIBER_URL to the base URL of an OpenAI-compatible transcription server.",
                       id="connectors.E006")]
     return []
+
+
+@register()
+def check_attachment_storage(app_configs=None, **kwargs):
+    """An S3 bucket for attachments needs django-storages and boto3, a usable endpoint URL when one is given, and
+    both halves of a key pair or neither (then boto3 finds credentials itself). Says which variable; never its value."""
+    if not settings.ATTACHMENTS_S3_BUCKET:
+        return []
+    errors = []
+    try:
+        import boto3  # noqa: F401
+        import storages.backends.s3  # noqa: F401
+    except ImportError as exc:
+        errors.append(Error(
+            f"ATTACHMENTS_S3_BUCKET is set but the S3 backend cannot be imported ({exc.name} is missing).",
+            hint="Install django-storages[s3] (it brings boto3): pip install -r requirements.txt.",
+            id="connectors.E007",
+        ))
+    endpoint = urlsplit(settings.ATTACHMENTS_S3_ENDPOINT_URL)
+    if settings.ATTACHMENTS_S3_ENDPOINT_URL and (endpoint.scheme not in ("http", "https") or not endpoint.hostname):
+        errors.append(Error(
+            "ATTACHMENTS_S3_ENDPOINT_URL is not an http(s) URL with a host.",
+            hint="Give the store's base URL, e.g. https://minio.example.org:9000 or "
+            "https://<account>.r2.cloudflarestorage.com; leave it empty for AWS S3.",
+            id="connectors.E008",
+        ))
+    if bool(settings.ATTACHMENTS_S3_ACCESS_KEY) != bool(settings.ATTACHMENTS_S3_SECRET_KEY):
+        missing = "ATTACHMENTS_S3_SECRET_KEY" if settings.ATTACHMENTS_S3_ACCESS_KEY else "ATTACHMENTS_S3_ACCESS_KEY"
+        errors.append(Error(
+            f"ATTACHMENTS_S3_BUCKET has half a key pair: {missing} is not set.",
+            hint="Set both ATTACHMENTS_S3_ACCESS_KEY and ATTACHMENTS_S3_SECRET_KEY, or neither to let boto3 find "
+            "credentials (AWS_* variables, an instance role).",
+            id="connectors.E009",
+        ))
+    if settings.ATTACHMENTS_S3_ENDPOINT_URL and not settings.ATTACHMENTS_S3_ACCESS_KEY:
+        errors.append(Warning(
+            "ATTACHMENTS_S3_ENDPOINT_URL names a non-AWS store but ATTACHMENTS_S3_ACCESS_KEY is not set.",
+            hint="MinIO, R2 and the like issue their own keys: set ATTACHMENTS_S3_ACCESS_KEY and "
+            "ATTACHMENTS_S3_SECRET_KEY unless AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY hold them.",
+            id="connectors.W002",
+        ))
+    return errors

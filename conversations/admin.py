@@ -13,6 +13,7 @@ from django.http import HttpResponse
 from brain_connectors.shared.errors import ServiceError
 from connectors.admin.base import ReadOnlyAdmin, ServiceBackedAdmin
 from connectors.admin.base import principal_of as admin_principal
+from connectors.delivery.attachment_privacy import ExportBudget
 from conversations import access, privacy, services
 from conversations.analysis import sentiment_trend
 from conversations.models import Conversation, MessageAnalysis, RetentionPolicy
@@ -25,9 +26,10 @@ def _people(queryset):
 @admin.action(description="Export as JSON (the person of each selected conversation)")
 def export_people(modeladmin, request, queryset):
     principal, exports = admin_principal(request), []
+    budget = ExportBudget()  # one response: the file bytes of all the people in it share the limit
     for person in {p.pk: p for p in _people(queryset)}.values():
         try:
-            exports.append(privacy.export_person(principal, person))
+            exports.append(privacy.export_person(principal, person, budget))
         except ServiceError as exc:
             modeladmin.message_user(request, exc.message, messages.ERROR)
             return None

@@ -4,8 +4,9 @@ Every change is audited in the same transaction, with ids and counts only, never
 Erasure is one transaction: it removes everything or nothing.
 
 Limit: erasure and purge remove BRAIN's memory (conversations, messages, their blind-index rows
-and analyses). The connectors' own delivery records (InboundMessage, Delivery) are owned by
-`connectors.services` and follow their own retention; they are not blanked here.
+and analyses) and the attachments (rows and stored files) of the messages they remove. The
+connectors' own delivery records (InboundMessage, Delivery) are owned by `connectors.services`
+and follow their own retention; they are not blanked here.
 """
 from datetime import timedelta
 
@@ -17,6 +18,7 @@ from django.utils import timezone
 
 from audit import services as audit
 from brain_connectors.shared.errors import NotFound, PermissionDenied, ValidationFailed
+from connectors.delivery import attachment_privacy
 from connectors.models import Connector
 from connectors.permissions import Principal
 from conversations import access
@@ -94,15 +96,16 @@ def _expiry_scopes(now):
 
 def purge_expired(progress=None, *, dry_run=False, batch_size=500, via="command"):
     """Delete messages older than their connector's retention, in batches (their index rows and
-    analyses go with them by cascade), then conversations left empty. `progress(n)` is called
-    after each batch. Writes one audit row with the counts (also for a dry run).
-    Returns {"messages": n, "conversations": n, "dry_run": bool}."""
+    analyses go with them by cascade, their attachments and files explicitly), then conversations
+    left empty. `progress(n)` is called after each batch. Writes one audit row with the counts
+    (also for a dry run). Returns {"messages": n, "conversations": n, "attachments": n, "dry_run": bool};
+    a dry run counts no attachments (0)."""
     now = timezone.now()
     scopes = _expiry_scopes(now)
     expired = Q(pk__in=[])
     for scope, cutoff in scopes:
         expired |= scope & Q(created_at__lt=cutoff)
-    messages = conversations = 0
+    messages = conversations = attachments = 0
     touched = set()
     if dry_run:
         messages = Message.objects.filter(expired).count() if scopes else 0
@@ -117,12 +120,17 @@ def purge_expired(progress=None, *, dry_run=False, batch_size=500, via="command"
     elif scopes:
         while True:
             with transaction.atomic():
-                batch = list(Message.objects.filter(expired).order_by("pk").values_list("pk", "conversation_id")[:batch_size])
+                batch = list(
+                    Message.objects.filter(expired)
+                    .order_by("pk")
+                    .values_list("pk", "conversation_id", "inbound_id", "delivery_id")[:batch_size]
+                )
                 if not batch:
                     break
-                Message.objects.filter(pk__in=[pk for pk, _ in batch]).delete()
+                attachments += attachment_privacy.delete_for([row[2] for row in batch], [row[3] for row in batch])
+                Message.objects.filter(pk__in=[row[0] for row in batch]).delete()
             messages += len(batch)
-            touched.update(conversation_id for _, conversation_id in batch)
+            touched.update(row[1] for row in batch)
             if progress:
                 progress(len(batch))
         touched = list(touched)
@@ -141,10 +149,11 @@ def purge_expired(progress=None, *, dry_run=False, batch_size=500, via="command"
         "",
         messages=messages,
         conversations=conversations,
+        attachments=attachments,
         dry_run=dry_run,
         global_days=global_retention_days(),
     )
-    return {"messages": messages, "conversations": conversations, "dry_run": dry_run}
+    return {"messages": messages, "conversations": conversations, "attachments": attachments, "dry_run": dry_run}
 
 
 def expired_count():
@@ -209,19 +218,28 @@ def person_conversations(person):
     return Conversation.objects.filter(access.own_q(person))
 
 
-def export_person(principal, person):
-    """Everything memory holds about a person, decrypted, as a JSON-serialisable dict. Audited
-    (counts only). Allowed to the person, or staff with `conversations.view_conversation` who hold
+def export_person(principal, person, budget=None):
+    """Everything memory holds about a person, decrypted, as a JSON-serialisable dict; each message
+    lists its attachments with their bytes in base64 (up to PRIVACY_EXPORT_ATTACHMENT_BYTES in all,
+    see attachment_privacy.export_entries; pass one `budget` to several exports sent as one document).
+    Audited (counts only). Allowed to the person, or staff with `conversations.view_conversation` who hold
     read_conversations on every connector of the person's memory."""
     person = find_person(person)
     record_pending()  # what the person said a moment ago is theirs too (and counts for the access check)
     check_read_access(principal, person, "conversations.view_conversation", "conversations.export")
     conversations = []
-    message_count = 0
+    message_count = attachment_count = 0
+    budget = attachment_privacy.ExportBudget() if budget is None else budget
     for conversation in person_conversations(person).order_by("started_at", "pk"):
         messages = []
-        for message in conversation.messages.select_related("analysis").order_by("created_at", "pk"):
+        rows = list(conversation.messages.select_related("analysis").order_by("created_at", "pk"))
+        files = attachment_privacy.export_entries(
+            [message.inbound_id for message in rows], [message.delivery_id for message in rows], budget
+        )
+        for message in rows:
             analysis = getattr(message, "analysis", None) if hasattr(message, "analysis") else None
+            attachments = _attachments_of(message, files)
+            attachment_count += len(attachments)
             messages.append(
                 {
                     "id": message.pk,
@@ -232,6 +250,7 @@ def export_person(principal, person):
                     "metadata": message.metadata,
                     "sentiment": analysis.sentiment if analysis else None,
                     "topics": topics_of(analysis),
+                    "attachments": attachments,
                 }
             )
         message_count += len(messages)
@@ -252,6 +271,7 @@ def export_person(principal, person):
         person.pk,
         conversations=len(conversations),
         messages=message_count,
+        attachments=attachment_count,
     )
     return {
         "person": person.get_username(),
@@ -260,9 +280,19 @@ def export_person(principal, person):
     }
 
 
+def _attachments_of(message, files):
+    """The export entries of one message's files, from what attachment_privacy.export_entries found."""
+    if message.inbound_id is not None:
+        return files.get(("inbound", message.inbound_id), [])
+    if message.delivery_id is not None:
+        return files.get(("delivery", message.delivery_id), [])
+    return []
+
+
 def erase_person(principal, person):
-    """Forget a person: delete their conversations, messages, blind-index rows and analyses, in
-    one transaction with an audit row of counts. Allowed to the person, or staff with
+    """Forget a person: delete their conversations, messages, blind-index rows, analyses and the
+    attachments of those messages (their stored files go once the transaction commits), in one
+    transaction with an audit row of counts. Allowed to the person, or staff with
     `conversations.delete_conversation`. Returns the counts."""
     person = find_person(person)
     record_pending()  # stored first, so it is erased now rather than remembered after the erasure
@@ -276,6 +306,8 @@ def erase_person(principal, person):
             "index_rows": SearchToken.objects.filter(message__conversation_id__in=ids).count(),
             "analyses": MessageAnalysis.objects.filter(message__conversation_id__in=ids).count(),
         }
+        sources = list(Message.objects.filter(conversation_id__in=ids).values_list("inbound_id", "delivery_id"))
+        counts["attachments"] = attachment_privacy.delete_for([row[0] for row in sources], [row[1] for row in sources])
         # Children first, explicitly: nothing relies on the database's cascade order.
         SearchToken.objects.filter(message__conversation_id__in=ids).delete()
         MessageAnalysis.objects.filter(message__conversation_id__in=ids).delete()

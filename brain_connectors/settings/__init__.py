@@ -14,3 +14,4 @@ from brain_connectors.settings.logs import *  # noqa: F403
 from brain_connectors.settings.people import *  # noqa: F403
 from brain_connectors.settings.project import *  # noqa: F403
 from brain_connectors.settings.security import *  # noqa: F403
+from brain_connectors.settings.storage import *  # noqa: F403

@@ -28,6 +28,9 @@ ROUTING_CACHE_MAX_USERS = env.int("ROUTING_CACHE_MAX_USERS", default=100_000)
 # --- Conversation privacy (conversations.privacy) ------------------------------------------------
 # Messages older than this are purged (per-connector RetentionPolicy rows override it); 0 keeps them.
 CONVERSATION_RETENTION_DAYS = env.int("CONVERSATION_RETENTION_DAYS", default=365)
+# A person's export carries their files' bytes (base64) up to this many in all; past it, files are listed without
+# them ("data_omitted": "export_limit"). The export is one JSON document built in memory: this bounds it.
+PRIVACY_EXPORT_ATTACHMENT_BYTES = env.int("PRIVACY_EXPORT_ATTACHMENT_BYTES", default=50 * 1024 * 1024)
 
 # --- Conversation memory and search (conversations.services, conversations.search) ----------
 # On: BRAIN's context for a paired person spans all their channels (Telegram → WhatsApp).

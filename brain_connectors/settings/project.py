@@ -1,5 +1,6 @@
 """The Django project itself: hosts, installed apps, middleware, templates, database, static files, locale."""
 from brain_connectors.settings.environment import BASE_DIR, DEBUG, env
+from brain_connectors.settings.storage import ATTACHMENTS_STORAGE
 
 ALLOWED_HOSTS = env.list("ALLOWED_HOSTS", default=["127.0.0.1", "localhost"])
 CSRF_TRUSTED_ORIGINS = env.list("CSRF_TRUSTED_ORIGINS", default=[])
@@ -93,12 +94,9 @@ STATIC_ROOT = BASE_DIR / "var" / "staticfiles"
 STORAGES = {
     "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
     "staticfiles": {"BACKEND": "whitenoise.storage.CompressedStaticFilesStorage"},
-    # Files people send (connectors.Attachment), Fernet-encrypted before they reach it: any Django storage backend
-    # (S3 through django-storages, say) can take this alias's place.
-    "attachments": {
-        "BACKEND": "django.core.files.storage.FileSystemStorage",
-        "OPTIONS": {"location": env.str("ATTACHMENTS_DIR", default=str(BASE_DIR / "var" / "attachments"))},
-    },
+    # Files people send (connectors.Attachment), Fernet-encrypted before they reach it: the local folder, or an
+    # S3-compatible bucket through django-storages (settings/storage.py).
+    "attachments": ATTACHMENTS_STORAGE,
 }
 # Serve straight from the app directories, so `make run` needs no collectstatic step.
 WHITENOISE_USE_FINDERS = True

@@ -15,9 +15,11 @@ import hashlib
 import unicodedata
 import uuid
 from dataclasses import dataclass
+from datetime import timedelta
 
 from django.conf import settings
 from django.db import transaction
+from django.utils import timezone
 
 from audit import services as audit
 from brain_connectors.shared.errors import PermissionDenied, ValidationFailed, audit_result
@@ -166,8 +168,10 @@ def clean_file_name(name, kind, index) -> str:
 
 
 def _upload_of(principal, attachment_id, index):
+    # An expired upload is refused even before the sweeper (periodic) has deleted it.
+    fresh_since = timezone.now() - timedelta(seconds=settings.ATTACHMENT_UPLOAD_TTL)
     row = Attachment.objects.filter(pk=uuid_or_none(attachment_id), uploaded_by=principal.key,
-                                    inbound__isnull=True, delivery__isnull=True,
+                                    inbound__isnull=True, delivery__isnull=True, created_at__gte=fresh_since,
                                     status=Attachment.Status.STORED).exclude(storage_name="").first()
     if row is None:
         _fail(f"Attachment {index}: no upload {attachment_id!r} of yours (uploads expire after "

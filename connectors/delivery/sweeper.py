@@ -7,6 +7,7 @@ from django.utils import timezone
 
 from audit import services as audit
 from connectors import task_queue as queue
+from connectors.delivery import attachment_privacy
 from connectors.models import Attachment, Delivery, DeliveryStatus, InboundMessage
 from connectors.permissions import Principal
 from connectors.retry_schedule import due_and_stuck
@@ -20,7 +21,8 @@ def sweep(limit=500):
     - deliveries stuck in `sending` past DELIVERY_SENDING_TIMEOUT (their worker died) go back to
       `queued`: if the platform had accepted the send just before the crash, this is the one
       place a duplicate can come from, and it is audited as `message.redrive`;
-    - inbound messages whose BRAIN task never ran, or whose claim is stale, are asked again.
+    - inbound messages whose BRAIN task never ran, or whose claim is stale, are asked again;
+    - uploads past ATTACHMENT_UPLOAD_TTL are deleted with their files.
     Returns counts per kind of work.
     """
     now = timezone.now()
@@ -87,4 +89,9 @@ def sweep(limit=500):
             audit.record_action("brain.redrive", system, "inbound", "", count=reclaimed)
     for pk in waiting:
         queue.enqueue_brain(pk)
-    return {"deliveries_due": len(due), "deliveries_redriven": len(stuck), "inbound_redriven": len(waiting)}
+    with transaction.atomic():
+        uploads_expired = attachment_privacy.delete_expired_uploads(limit, now)
+        if uploads_expired:  # their files go after this commits (the post_delete handler)
+            audit.record_action("attachment.expire", system, "attachment", "", count=uploads_expired)
+    return {"deliveries_due": len(due), "deliveries_redriven": len(stuck), "inbound_redriven": len(waiting),
+            "uploads_expired": uploads_expired}

@@ -129,7 +129,8 @@ def test_sweeper_redrives_lost_and_stuck_work(make_connector, settings):
     assert counts["deliveries_due"] == 1 and counts["deliveries_redriven"] == 1
     assert sorted(m.content for _, m in locmem.outbox) == ["lost task", "stuck"]
     assert AuditEvent.objects.filter(action="message.redrive").count() == 1
-    assert services.sweep() == {"deliveries_due": 0, "deliveries_redriven": 0, "inbound_redriven": 0}
+    assert services.sweep() == {"deliveries_due": 0, "deliveries_redriven": 0, "inbound_redriven": 0,
+                               "uploads_expired": 0}
 
 
 @pytest.mark.django_db(transaction=True)

@@ -125,12 +125,12 @@ def test_purge_uses_the_global_setting_and_connector_policies(settings, make_con
     f = _conversation(forever, "f-addr")
     f_old = _message(f, "ancient", age_days=3000)
 
-    assert privacy.purge_expired(dry_run=True) == {"messages": 2, "conversations": 1, "dry_run": True}
+    assert privacy.purge_expired(dry_run=True) == {"messages": 2, "conversations": 1, "attachments": 0, "dry_run": True}
     assert Message.objects.count() == 4
 
     seen = []
     result = privacy.purge_expired(progress=seen.append, batch_size=1)
-    assert result == {"messages": 2, "conversations": 1, "dry_run": False}
+    assert result == {"messages": 2, "conversations": 1, "attachments": 0, "dry_run": False}
     assert sum(seen) == 2
     assert set(Message.objects.values_list("pk", flat=True)) == {d_new.pk, f_old.pk}
     assert not SearchToken.objects.filter(message_id__in=[d_old.pk, s_old.pk]).exists()
@@ -238,7 +238,8 @@ def test_erasure_removes_everything_of_the_person_only(alice, alice_history, api
     message_ids = list(Message.objects.filter(conversation_id__in=ids).values_list("pk", flat=True))
     response = api(token_for(alice)).delete("/api/v1/conversations/people/alice/")
     assert response.status_code == 200, response.content
-    assert response.json()["erased"] == {"conversations": 2, "messages": 4 - 1, "index_rows": 6, "analyses": 1}
+    assert response.json()["erased"] == {"conversations": 2, "messages": 4 - 1, "index_rows": 6, "analyses": 1,
+                                         "attachments": 0}
     assert not Conversation.objects.filter(pk__in=ids).exists()
     assert not Message.objects.filter(pk__in=message_ids).exists()
     assert not SearchToken.objects.filter(message_id__in=message_ids).exists()
