@@ -258,13 +258,6 @@ def test_a_file_over_telegrams_50_mb_upload_limit_is_refused_when_sent(telegram,
     assert not Delivery.objects.exists() and not fake.sent_media
 
 
-def test_the_fake_refuses_a_photo_over_10_mb_as_telegram_does(fake):
-    """Why an image over the photo limit goes as a document (plan): the fake enforces the limit too."""
-    from tests.fakes.telegram_media import _file_problem
-    assert _file_problem("photo", {"data": bytes(media.PHOTO_MAX_BYTES + 1)})[0] == 400
-    assert _file_problem("document", {"data": bytes(media.PHOTO_MAX_BYTES + 1)}) is None
-
-
 # --- the plan (pure) -------------------------------------------------------------------------------
 
 

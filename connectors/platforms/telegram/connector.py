@@ -198,7 +198,8 @@ class TelegramConnector(BaseConnector):
         first_id = progress.get("first_message_id")
         reply_to = _reply_to_message_id(message, chat_id)
         if message.attachments:
-            return media.send(self._api, self.connector.id, message, delivery_id, chat_id, reply_to)
+            return media.send(self._api, lambda **moved: platform_state.save_platform_state(self.connector.id, **moved),
+                              message, delivery_id, chat_id, reply_to)
         markup = client.inline_keyboard(message.buttons, delivery_id)  # under the last part
         try:
             for index in range(progress.get("sent", 0), len(parts)):
@@ -219,9 +220,8 @@ class TelegramConnector(BaseConnector):
         return SendResult(platform_message_id=str(first_id))
 
     async def send_async(self, message: OutgoingMessage, delivery_id: str) -> SendResult:
-        """send() on the sender's loop, over this connector's long-lived Bot (client.sender_bot). A message of
-        one part takes this path; a longer one, a resumed one, a chat that moved and one with files (read from
-        storage, then uploaded) go to send() in a thread: progress and the move are written to the database."""
+        """send() on the sender's loop, over this connector's long-lived Bot (client.sender_bot), for one text part;
+        more parts, a resumed send, a moved chat or files go to send() in a thread (it writes to the database)."""
         state = self.connector.platform_state or {}
         chat_id = _current_chat(state, message.recipient)
         parts = message_parts(message.content)

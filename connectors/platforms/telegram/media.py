@@ -36,7 +36,6 @@ from connectors.platforms.attachments import (
 from connectors.platforms.base import ConnectorError, SendResult
 from connectors.platforms.telegram import client
 from connectors.platforms.telegram.text import Part, message_parts
-from connectors.registry import platform_state
 
 logger = logging.getLogger(__name__)
 
@@ -198,10 +197,10 @@ async def _with_plain_fallback(send, chat_id):
     return await send(False)
 
 
-def send(api, connector_id, message, delivery_id, chat_id, reply_to=None) -> SendResult:
+def send(api, save_state, message, delivery_id, chat_id, reply_to=None) -> SendResult:
     """deliver() through the connector's `api` (TelegramConnector._api: errors become ConnectorError), following a
-    group that became a supergroup (remembered in platform_state, as for texts). Telegram refuses a send to a moved
-    chat before anything is sent, so following the move repeats nothing."""
+    group that became a supergroup; `save_state(**fields)` remembers the move in the connector's platform_state, as
+    for texts. Telegram refuses a send to a moved chat before anything is sent, so following it repeats nothing."""
     for moves in range(2):  # a chat moves once, group → supergroup
         try:
             message_id = api(lambda bot, c=chat_id, r=reply_to: deliver(bot, c, message, delivery_id, r),
@@ -210,7 +209,7 @@ def send(api, connector_id, message, delivery_id, chat_id, reply_to=None) -> Sen
         except ChatMigrated as exc:
             if moves:
                 break
-            logger.info("Telegram chat %s of %s moved to %s; following it", chat_id, connector_id, exc.new_chat_id)
-            platform_state.save_platform_state(connector_id, **{f"migrated_chat:{chat_id}": exc.new_chat_id})
+            logger.info("Telegram chat %s moved to %s; following it", chat_id, exc.new_chat_id)
+            save_state(**{f"migrated_chat:{chat_id}": exc.new_chat_id})
             chat_id, reply_to = str(exc.new_chat_id), None  # the message replied to stayed in the old chat
     raise ConnectorError(f"Telegram kept moving chat {chat_id}; giving up.", permanent=True, code="chat_migrated")
