@@ -3,6 +3,8 @@ through the real python-telegram-bot SDK against the loopback fake Bot API (test
 message text as an HTML caption, inline keyboards, refusals and the size caps; and the plan (pure) behind them."""
 import asyncio
 import base64
+import struct
+import zlib
 
 import pytest
 
@@ -40,6 +42,16 @@ GIF = (b"GIF89a\x01\x00\x01\x00\x80\x00\x00\x00\x00\x00\xff\xff\xff!\xf9\x04\x01
 
 def b64(data):
     return base64.b64encode(data).decode()
+
+
+def png(width, height):
+    """A valid, blank RGBA PNG of that size."""
+    def chunk(tag, body):
+        return len(body).to_bytes(4, "big") + tag + body + zlib.crc32(tag + body).to_bytes(4, "big")
+
+    rows = b"".join(b"\x00" + bytes(4 * width) for _ in range(height))
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 6, 0, 0, 0))
+            + chunk(b"IDAT", zlib.compress(rows)) + chunk(b"IEND", b""))
 
 
 def sends(fake):
@@ -125,6 +137,20 @@ def test_a_caption_telegram_cannot_parse_is_sent_again_as_plain_text(telegram, f
     assert [c.status for c in fake.calls_to("sendPhoto")] == [400, 200]
     [photo] = fake.sent_media[0]["items"]
     assert (photo["caption"], photo["parse_mode"], photo["data"]) == ("bold move", None, PNG)
+
+
+def test_an_image_telegram_refuses_as_a_photo_goes_again_as_a_document(telegram, fake):
+    telegram()
+    banner = png(1, 40)  # sides 40 times apart: sendPhoto allows 20
+    delivery = send_now("tg_main", ADA, "The *banner*", buttons=APPROVE,
+                        attachments=[{"data": b64(banner), "file_name": "banner.png"}])
+    assert delivery.status == "sent", delivery.last_error
+    [refused] = fake.calls_to("sendPhoto")
+    assert refused.status == 400 and "PHOTO_INVALID_DIMENSIONS" in refused.response["description"]
+    [upload] = fake.sent_media
+    assert upload["method"] == "sendDocument" and upload["items"][0]["data"] == banner
+    assert upload["items"][0]["file_name"] == "banner.png" and upload["items"][0]["caption"] == "The <i>banner</i>"
+    assert upload["reply_markup"]["inline_keyboard"][0][0]["callback_data"] == callback_token(delivery.pk, "approve")
 
 
 # --- several files ---------------------------------------------------------------------------------

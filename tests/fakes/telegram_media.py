@@ -7,7 +7,8 @@ A single-file method takes its file from the part named after its field ("photo"
 
 Behaviour that follows Telegram's (descriptions as close to Telegram's as known):
 - a missing file: 400 "there is no <field> in the request"; an attach:// naming no part: 400;
-- a photo over 10 MB: 400 (sendPhoto's limit); any upload over 50 MB: 413 Request Entity Too Large;
+- a photo over 10 MB: 400 (sendPhoto's limit); a PNG photo whose width and height add up to over 10,000 or differ
+  more than 20 times: 400 PHOTO_INVALID_DIMENSIONS; any upload over 50 MB: 413 Request Entity Too Large;
 - a sticker must be WEBP, TGS (gzip) or WEBM; captions (not on stickers) are at most 1,024 visible characters,
   checked as Telegram HTML when parse_mode is HTML (telegram_html.py; 400 "can't parse entities" otherwise);
 - a media group holds 2-10 items of photo/video/document/audio; documents group only with documents, audio only
@@ -83,9 +84,18 @@ def _file_problem(kind, upload):
         return 413, "Request Entity Too Large"
     if kind == "photo" and len(data) > PHOTO_MAX_BYTES:
         return 400, "Bad Request: PHOTO_SAVE_FILE_INVALID"
+    if kind == "photo" and (size := _png_size(data)) and (sum(size) > 10_000 or max(size) > 20 * min(size)):
+        return 400, "Bad Request: PHOTO_INVALID_DIMENSIONS"
     if kind == "sticker" and not (data[:4] == b"RIFF" and data[8:12] == b"WEBP" or data.startswith(STICKER_SIGNATURES)):
         return 400, "Bad Request: wrong file type of the sticker"
     return None
+
+
+def _png_size(data):
+    """(width, height) of a PNG (its IHDR chunk), or None for other bytes."""
+    if data[:8] != b"\x89PNG\r\n\x1a\n" or data[12:16] != b"IHDR":
+        return None
+    return int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big")
 
 
 def _file_object(kind, upload):

@@ -55,6 +55,8 @@ AUDIO_TYPES = {"audio/mpeg", "audio/mp3", "audio/mp4", "audio/m4a", "audio/x-m4a
 VIDEO_TYPES = {"video/mp4"}
 # A TGS sticker is gzipped JSON: puremagic sees application/gzip.
 STICKER_TYPES = {"image/webp", "application/x-tgsticker", "application/gzip", "video/webm"}
+# Telegram's descriptions of an image sendPhoto cannot use (a document it takes as it is).
+PHOTO_REFUSALS = ("PHOTO_INVALID_DIMENSIONS", "IMAGE_PROCESS_FAILED", "PHOTO_SAVE_FILE_INVALID", "PHOTO_EXT_INVALID")
 # Which sent-as methods may share a media group (Telegram mixes photos with videos only); voice notes and stickers
 # never go in one.
 GROUP_FAMILY = {"photo": "visual", "video": "visual", "document": "document", "audio": "audio"}
@@ -158,6 +160,19 @@ async def deliver(bot, chat_id, message, delivery_id, reply_to=None) -> str:
 
 
 async def _send_file(bot, chat_id, file, reply, markup):
+    """One file by its method. An image Telegram will not take as a photo (its sides too unequal or too large, or
+    undecodable to Telegram's photo processing) is sent again as a document, which Telegram takes as it is."""
+    try:
+        return await _send_file_as(bot, chat_id, file, reply, markup)
+    except BadRequest as exc:
+        refusal = next((code for code in PHOTO_REFUSALS if code in str(exc).upper()), None)
+        if file.method != "photo" or refusal is None:
+            raise
+        logger.info("Telegram took an image to chat %s as no photo (%s); sending it as a document", chat_id, refusal)
+    return await _send_file_as(bot, chat_id, replace(file, method="document"), reply, markup)
+
+
+async def _send_file_as(bot, chat_id, file, reply, markup):
     send = getattr(bot, f"send_{file.method}")
     upload = InputFile(file.item.read(), filename=file.item.file_name or None)
     fields = {"chat_id": chat_id, file.method: upload, "reply_parameters": reply, "reply_markup": markup}
