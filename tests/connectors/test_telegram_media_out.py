@@ -172,6 +172,17 @@ def test_three_images_go_as_one_media_group_with_the_caption_on_the_first(telegr
     assert delivery.platform_message_id == str(group["message_ids"][0])
 
 
+def test_a_group_caption_telegram_cannot_parse_is_sent_again_as_plain_text(telegram, fake):
+    telegram()
+    fake.fail("bad_entities", method="sendMediaGroup", times=1)
+    delivery = send_now("tg_main", ADA, "**Two** views", attachments=[{"data": b64(PNG)}, {"data": b64(MP4)}])
+    assert delivery.status == "sent", delivery.last_error
+    assert [c.status for c in fake.calls_to("sendMediaGroup")] == [400, 200]
+    [group] = fake.sent_media
+    assert [(i["caption"], i["parse_mode"], i["data"]) for i in group["items"]] == [
+        ("Two views", None, PNG), (None, None, MP4)]
+
+
 def test_photos_and_documents_group_apart_and_a_voice_note_goes_alone(telegram, fake):
     telegram()
     delivery = send_now("tg_main", ADA, "", attachments=[
