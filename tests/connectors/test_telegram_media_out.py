@@ -183,10 +183,22 @@ def test_a_group_caption_telegram_cannot_parse_is_sent_again_as_plain_text(teleg
         ("Two views", None, PNG), (None, None, MP4)]
 
 
+def test_an_album_with_an_image_telegram_refuses_as_a_photo_is_sent_file_by_file(telegram, fake):
+    telegram()
+    banner = png(40, 1)
+    delivery = send_now("tg_main", ADA, "Both", attachments=[{"data": b64(PNG)}, {"data": b64(banner)}])
+    assert delivery.status == "sent", delivery.last_error
+    assert [(c.method, c.status) for c in fake.calls if c.method.startswith("send")] == [
+        ("sendMediaGroup", 400), ("sendPhoto", 200), ("sendPhoto", 400), ("sendDocument", 200)]
+    assert [(u["items"][0]["data"], u["items"][0]["visible_caption"]) for u in fake.sent_media] == [
+        (PNG, "Both"), (banner, None)]
+
+
 def test_photos_and_documents_group_apart_and_a_voice_note_goes_alone(telegram, fake):
     telegram()
     delivery = send_now("tg_main", ADA, "", attachments=[
-        {"data": b64(PNG)}, {"data": b64(MP4)}, {"data": b64(PDF)}, {"data": b64(PDF)}, {"data": b64(OGG), "kind": "voice"}])
+        {"data": b64(PNG)}, {"data": b64(MP4)}, {"data": b64(PDF)}, {"data": b64(PDF)},
+        {"data": b64(OGG), "kind": "voice"}])
     assert delivery.status == "sent", delivery.last_error
     assert sends(fake) == ["sendMediaGroup", "sendMediaGroup", "sendVoice"]
     assert [[i["type"] for i in u["items"]] for u in fake.sent_media] == [

@@ -165,11 +165,16 @@ async def _send_file(bot, chat_id, file, reply, markup):
     try:
         return await _send_file_as(bot, chat_id, file, reply, markup)
     except BadRequest as exc:
-        refusal = next((code for code in PHOTO_REFUSALS if code in str(exc).upper()), None)
+        refusal = _photo_refusal(exc)
         if file.method != "photo" or refusal is None:
             raise
         logger.info("Telegram took an image to chat %s as no photo (%s); sending it as a document", chat_id, refusal)
     return await _send_file_as(bot, chat_id, replace(file, method="document"), reply, markup)
+
+
+def _photo_refusal(exc):
+    """Which of PHOTO_REFUSALS Telegram's error names, or None."""
+    return next((code for code in PHOTO_REFUSALS if code in str(exc).upper()), None)
 
 
 async def _send_file_as(bot, chat_id, file, reply, markup):
@@ -182,6 +187,24 @@ async def _send_file_as(bot, chat_id, file, reply, markup):
 
 
 async def _send_group(bot, chat_id, files, reply):
+    """The files as one album; if Telegram takes one of its images as no photo, each file alone (_send_file sends
+    that image as a document, which an album of photos cannot hold). Telegram refuses the album whole: nothing of it
+    was sent before."""
+    try:
+        return await _send_album(bot, chat_id, files, reply)
+    except BadRequest as exc:
+        refusal = _photo_refusal(exc)
+        if refusal is None:
+            raise
+        logger.info("Telegram took an image of an album to chat %s as no photo (%s); sending the files one by one",
+                    chat_id, refusal)
+    sent = []
+    for index, file in enumerate(files):
+        sent.append(await _send_file(bot, chat_id, file, reply if index == 0 else None, None))
+    return sent
+
+
+async def _send_album(bot, chat_id, files, reply):
     contents = [file.item.read() for file in files]
 
     def media(html):
