@@ -1,9 +1,10 @@
 """Sending files on Telegram: sendPhoto, sendVideo, sendDocument, sendAudio, sendVoice, sendSticker, sendMediaGroup.
 
 Which method carries a file (method_for): an image goes by sendPhoto, but a GIF (sendPhoto would keep one still
-frame), a type sendPhoto does not take or an image over the 10 MB photo limit goes as a document; a voice note in a
-format sendVoice takes (OGG/Opus, MP3, M4A) by sendVoice, other audio by sendAudio (MP3, M4A) or as a document; an
-MP4 video by sendVideo; a WEBP, TGS or WEBM sticker by sendSticker; anything else as a document.
+frame), a type sendPhoto does not take or an image over the 10 MB photo limit goes as a document, and so does one
+sendPhoto refuses (its sides too unequal, say: PHOTO_REFUSALS); a voice note in a format sendVoice takes (OGG/Opus,
+MP3, M4A) by sendVoice, other audio by sendAudio (MP3, M4A) or as a document; an MP4 video by sendVideo; a WEBP, TGS
+or WEBM sticker by sendSticker; anything else as a document.
 
 How a message becomes Telegram messages (plan): the text, rendered to Telegram HTML as text messages are, is the
 caption of the first file when it fits the 1,024-character caption limit (a sticker takes no caption); otherwise it
