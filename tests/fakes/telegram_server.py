@@ -9,7 +9,8 @@
 
 Routes `/bot<token>/<method>` (method names are case-insensitive, as on Telegram) for getMe,
 sendMessage, sendChatAction, setWebhook, deleteWebhook, getWebhookInfo, getUpdates, answerCallbackQuery
-and getFile, and the file download `GET /file/bot<token>/<file_path>` (recorded as method
+and getFile, the uploads sendPhoto, sendDocument, sendVoice, sendAudio, sendVideo, sendSticker and
+sendMediaGroup (multipart/form-data, recorded in `sent_media`: telegram_media.py), and the file download `GET /file/bot<token>/<file_path>` (recorded as method
 "downloadFile"), which serves the bytes registered with `add_file(file_id, data)`. Bodies
 may be form-encoded (what python-telegram-bot sends; structured values are JSON strings), JSON,
 or query strings. Every call is recorded, also refused ones.
@@ -68,6 +69,7 @@ from urllib.parse import parse_qsl, urlsplit
 
 from . import button_markup, telegram_html
 from .base import LoopbackServer, QuietHandler
+from .telegram_media import MediaMethods, parse_multipart
 
 FAILURE_MODES = ("flood", "blocked", "chat_not_found", "migrated", "invalid_token", "server_error", "bad_gateway",
                  "slow", "bad_entities")
@@ -92,6 +94,7 @@ class Call:
     content_type: str = ""
     status: int = 0
     response: object = None
+    files: dict = field(default_factory=dict)  # multipart uploads: part name → {"file_name", "data", "content_type"}
     received_at: float = field(default_factory=time.time)
 
     def param(self, name, default=None):
@@ -134,9 +137,9 @@ class _Handler(QuietHandler):
             pass
 
 
-class FakeTelegram(LoopbackServer):
+class FakeTelegram(MediaMethods, LoopbackServer):
     METHODS = ("getMe", "sendMessage", "sendChatAction", "setWebhook", "deleteWebhook", "getWebhookInfo", "getUpdates",
-               "answerCallbackQuery", "getFile")
+               "answerCallbackQuery", "getFile", *MediaMethods.MEDIA_METHODS)
 
     def __init__(self, *, tokens=None, bot_id=7000000001, bot_username="brain_connectors_bot", host="127.0.0.1",
                  retry_after=7, migrate_to=DEFAULT_MIGRATE_TO, slow_seconds=3.0, max_long_poll=5.0,
@@ -163,6 +166,7 @@ class FakeTelegram(LoopbackServer):
         self.migrated_chats: dict[str, int] = {}
         self.webhook: dict = {}
         self.sent: list[dict] = []  # messages accepted by sendMessage, in order
+        self.sent_media: list[dict] = []  # uploads accepted by sendPhoto, …, sendMediaGroup, in order
         self.chat_actions: list[dict] = []  # actions accepted by sendChatAction, in order
         self.get_updates_conflicts = 0
         self._poll_generation: dict[str, int] = {}  # per bot token
@@ -227,6 +231,7 @@ class FakeTelegram(LoopbackServer):
             self._failures.clear()
             self._updates.clear()
             self.sent.clear()
+            self.sent_media.clear()
             self.chat_actions.clear()
             self.files.clear()
         self.blocked_chats.clear()
@@ -260,6 +265,7 @@ class FakeTelegram(LoopbackServer):
         body = handler.rfile.read(length) if length else b""
         content_type = (handler.headers.get("Content-Type") or "").split(";")[0].strip().lower()
         params = dict(parse_qsl(parsed.query, keep_blank_values=True))
+        files = {}
         if content_type == "application/json" and body:
             try:
                 loaded = json.loads(body)
@@ -269,6 +275,9 @@ class FakeTelegram(LoopbackServer):
                 return self._reply(handler, Call("?", {}, "", handler.command, content_type), 400,
                                    _error(400, "Bad Request: can't parse JSON object"))
             params.update(loaded)
+        elif content_type == "multipart/form-data" and body:
+            fields, files = parse_multipart(handler.headers.get("Content-Type", ""), body)
+            params.update(fields)
         elif body:
             params.update(parse_qsl(body.decode("utf-8", "replace"), keep_blank_values=True))
         file_match = FILE_PATTERN.match(parsed.path)
@@ -277,7 +286,7 @@ class FakeTelegram(LoopbackServer):
         match = PATH_PATTERN.match(parsed.path)
         method = self._canonical(match.group("method")) if match else parsed.path
         call = Call(method=method, params=params, token=match.group("token") if match else "",
-                    http_method=handler.command, content_type=content_type)
+                    http_method=handler.command, content_type=content_type, files=files)
         if not match or not TOKEN_PATTERN.match(call.token):
             return self._reply(handler, call, 404, _error(404, "Not Found"))
         if self.tokens is not None and call.token not in self.tokens:
@@ -286,7 +295,9 @@ class FakeTelegram(LoopbackServer):
             self.on_call(call)
         if self.latency_seconds:
             self._stopping.wait(self.latency_seconds)
-        failure = self._next_failure(method, formatted=bool(params.get("parse_mode")))
+        # A media group's parse modes are inside its `media` array.
+        formatted = bool(params.get("parse_mode")) or '"parse_mode"' in str(params.get("media", ""))
+        failure = self._next_failure(method, formatted=formatted)
         if failure == "slow":
             self._stopping.wait(self.slow_seconds)
         elif failure is not None:

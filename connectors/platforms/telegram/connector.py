@@ -4,10 +4,9 @@ Config: `mode` ("webhook" or "polling"), optional `api_base_url` (a self-hosted 
 a loopback fake; default the official one), `timeout` (seconds per API request) and
 `poll_timeout` (seconds getUpdates waits for news). Credentials: `bot_token`.
 
-Webhook mode: start() registers `PUBLIC_BASE_URL/webhooks/telegram/<id>/` with a fresh random
-secret_token, kept encrypted in `Connector.platform_secret`; each call must carry it in
-`X-Telegram-Bot-Api-Secret-Token`. Polling mode: `manage.py runconnectors` calls poll_once()
-under a lease; each update is stored and the offset advanced in one transaction.
+Webhook mode: start() registers `PUBLIC_BASE_URL/webhooks/telegram/<id>/` with a fresh random secret_token, kept
+encrypted in `Connector.platform_secret`; each call must carry it in `X-Telegram-Bot-Api-Secret-Token`. Polling mode:
+`manage.py runconnectors` calls poll_once() under a lease; each update is stored and the offset moved in one commit.
 """
 import asyncio
 import hmac
@@ -37,7 +36,7 @@ from connectors.platforms.base import (
     WebhookResult,
     on_sender_close,
 )
-from connectors.platforms.telegram import client
+from connectors.platforms.telegram import client, media
 from connectors.platforms.telegram.parsing import (
     HANDLED_UPDATE_TYPES,
     Ignored,
@@ -62,6 +61,7 @@ _RECIPIENT = re.compile(r"-?[0-9]{1,20}|@[A-Za-z][A-Za-z0-9_]{3,31}")  # fullmat
 
 class TelegramConnector(BaseConnector):
     kind, label, supports_buttons = "telegram", "Telegram bot", True  # buttons: client.inline_keyboard
+    supports_attachments, attachment_max_bytes = True, media.MAX_BYTES_BY_KIND  # files: media.py
     config_schema = {
         "type": "object",
         "additionalProperties": False,
@@ -113,7 +113,6 @@ class TelegramConnector(BaseConnector):
     def _api(self, operation, *, poll_timeout=0, follow_migrations=False):
         """Run `await operation(bot)` against the Bot API; PTB errors become ConnectorError
         (ChatMigrated passes through when `follow_migrations`)."""
-
         api_base_url = self.config.get("api_base_url") or client.OFFICIAL_API_BASE_URL
         timeout = self.config.get("timeout", client.DEFAULT_TIMEOUT)
 
@@ -188,10 +187,9 @@ class TelegramConnector(BaseConnector):
 
     # --- sending -------------------------------------------------------------------------------
     def send(self, message: OutgoingMessage, *, delivery_id: str) -> SendResult:
-        """Send `message` (Markdown, rendered as Telegram HTML) as one Telegram message, or several (in
-        order) if its visible text is over 4,096 characters. Progress is kept per delivery, so a retry
-        after a failure in the middle does not repeat the parts already sent. Returns the first part's
-        message id."""
+        """Send `message` (Markdown, rendered as Telegram HTML) as one Telegram message, or several (in order) if its
+        visible text is over 4,096 characters (with files: media.py). Progress is kept per delivery, so a retry after
+        a failure in the middle does not repeat the parts already sent. Returns the first part's message id."""
         state = self.connector.platform_state or {}
         chat_id = _current_chat(state, message.recipient)
         parts = message_parts(message.content)
@@ -199,6 +197,9 @@ class TelegramConnector(BaseConnector):
         progress = state.get(progress_key) or {}
         first_id = progress.get("first_message_id")
         reply_to = _reply_to_message_id(message, chat_id)
+        if message.attachments:
+            return media.send(self._api, lambda **moved: platform_state.save_platform_state(self.connector.id, **moved),
+                              message, delivery_id, chat_id, reply_to)
         markup = client.inline_keyboard(message.buttons, delivery_id)  # under the last part
         try:
             for index in range(progress.get("sent", 0), len(parts)):
@@ -219,13 +220,12 @@ class TelegramConnector(BaseConnector):
         return SendResult(platform_message_id=str(first_id))
 
     async def send_async(self, message: OutgoingMessage, delivery_id: str) -> SendResult:
-        """send() on the sender's loop, over this connector's long-lived Bot (client.sender_bot). A message of
-        one part takes this path; a longer one, a resumed one and a chat that moved go to send() in a thread,
-        because their progress and the move are written to the database between the calls."""
+        """send() on the sender's loop, over this connector's long-lived Bot (client.sender_bot), for one text part;
+        more parts, a resumed send, a moved chat or files go to send() in a thread (it writes to the database)."""
         state = self.connector.platform_state or {}
         chat_id = _current_chat(state, message.recipient)
         parts = message_parts(message.content)
-        if len(parts) > 1 or state.get(f"sending:{delivery_id}"):
+        if message.attachments or len(parts) > 1 or state.get(f"sending:{delivery_id}"):
             return await asyncio.to_thread(self.send, message, delivery_id=delivery_id)
         token = self.token
         if not token:
