@@ -18,7 +18,7 @@ from connectors import task_queue as queue
 from connectors.delivery import attachment_store, attachment_urls, transcription
 from connectors.models import Attachment
 from connectors.permissions import Principal
-from connectors.platforms.attachments import CONTACT, summary
+from connectors.platforms.attachments import CONTACT, card_text, summary
 from connectors.platforms.base import ConnectorError
 from connectors.registry.kinds import connector_for
 
@@ -125,7 +125,9 @@ def _fetch_one(row, final):
         _settle(row, Attachment.Status.UNAVAILABLE, error=f"fetch_error: {type(exc).__name__}", code="fetch_error")
         return None
     name = attachment_store.save(row.id, data)
-    if not _settle(row, Attachment.Status.STORED, storage_name=name, size=len(data), mime_type=mime_type):
+    # A contact fetched as a vCard file (WhatsApp's) keeps its card's text, as a contact sent inline does.
+    card = {"platform_ref": card_text(data)} if row.kind == CONTACT else {}
+    if not _settle(row, Attachment.Status.STORED, storage_name=name, size=len(data), mime_type=mime_type, **card):
         attachment_store.storage().delete(name)  # another run settled it first: keep its copy only
     return None
 
@@ -155,7 +157,8 @@ def for_brain(inbound) -> list:
          "file_name": row.file_name, "caption": row.caption, "status": row.status,
          **({"latitude": row.latitude, "longitude": row.longitude} if row.latitude is not None else {}),
          **({"error": row.error} if row.error else {}),
-         **({"contact": row.platform_ref} if row.kind == CONTACT else {}),
+         # Stored only: a contact still to fetch (or that could not be) holds a media reference, not a card.
+         **({"contact": row.platform_ref} if row.kind == CONTACT and row.status == Attachment.Status.STORED else {}),
          **_download(row)}
         for row in Attachment.objects.filter(inbound=inbound)
     ]
