@@ -27,17 +27,19 @@ logger = logging.getLogger(__name__)
 FETCHER = Principal.system_actor("platform", via="attachments")
 
 
-def create_for(inbound, attachments) -> list:
+def create_for(inbound, attachments, stored_files=()) -> list:
     """The rows of an IncomingMessage's attachments, inside the transaction that stores the message. Locations and
-    contacts are complete as they are (stored); files wait for the fetch (pending)."""
+    contacts are complete as they are (stored); files wait for the fetch (pending), except those whose bytes the
+    caller had and stored already: `stored_files`, their storage names by position (the CLI's local files)."""
+    stored_files = list(stored_files) + [""] * (len(attachments) - len(stored_files))
     rows = [
         Attachment(
             inbound=inbound, position=position, kind=item.kind, mime_type=item.mime_type, size=item.size,
             file_name=item.file_name, caption=item.caption, latitude=item.latitude, longitude=item.longitude,
-            platform_ref=item.platform_ref,
-            status=Attachment.Status.STORED if item.inline else Attachment.Status.PENDING,
+            platform_ref=item.platform_ref, storage_name=stored,
+            status=Attachment.Status.STORED if item.inline or stored else Attachment.Status.PENDING,
         )
-        for position, item in enumerate(attachments)
+        for position, (item, stored) in enumerate(zip(attachments, stored_files, strict=True))
     ]
     return Attachment.objects.bulk_create(rows)
 
