@@ -21,7 +21,7 @@ ALIASES = {
     "image/jpg": "image/jpeg", "image/pjpeg": "image/jpeg", "audio/mp3": "audio/mpeg", "audio/x-mp3": "audio/mpeg",
     "audio/ogg": "application/ogg", "audio/opus": "application/ogg", "video/ogg": "application/ogg",
     "audio/x-wav": "audio/wav", "audio/wave": "audio/wav", "audio/x-m4a": "audio/mp4", "audio/m4a": "audio/mp4",
-    "application/x-pdf": "application/pdf",
+    "application/x-pdf": "application/pdf", "text/x-vcard": "text/vcard", "text/directory": "text/vcard",
 }
 # Kinds whose bytes must be recognisably media of that family (their declared type is often empty).
 FAMILY = {"image": "image/", "audio": "audio/", "voice": "audio/", "video": "video/"}

@@ -18,7 +18,7 @@ from connectors import task_queue as queue
 from connectors.delivery import attachment_store, attachment_urls, transcription
 from connectors.models import Attachment
 from connectors.permissions import Principal
-from connectors.platforms.attachments import CONTACT, summary
+from connectors.platforms.attachments import CONTACT, card_text, summary
 from connectors.platforms.base import ConnectorError
 from connectors.registry.kinds import connector_for
 
@@ -27,17 +27,19 @@ logger = logging.getLogger(__name__)
 FETCHER = Principal.system_actor("platform", via="attachments")
 
 
-def create_for(inbound, attachments) -> list:
+def create_for(inbound, attachments, stored_files=()) -> list:
     """The rows of an IncomingMessage's attachments, inside the transaction that stores the message. Locations and
-    contacts are complete as they are (stored); files wait for the fetch (pending)."""
+    contacts are complete as they are (stored); files wait for the fetch (pending), except those whose bytes the
+    caller had and stored already: `stored_files`, their storage names by position (the CLI's local files)."""
+    stored_files = list(stored_files) + [""] * (len(attachments) - len(stored_files))
     rows = [
         Attachment(
             inbound=inbound, position=position, kind=item.kind, mime_type=item.mime_type, size=item.size,
             file_name=item.file_name, caption=item.caption, latitude=item.latitude, longitude=item.longitude,
-            platform_ref=item.platform_ref,
-            status=Attachment.Status.STORED if item.inline else Attachment.Status.PENDING,
+            platform_ref=item.platform_ref, storage_name=stored,
+            status=Attachment.Status.STORED if item.inline or stored else Attachment.Status.PENDING,
         )
-        for position, item in enumerate(attachments)
+        for position, (item, stored) in enumerate(zip(attachments, stored_files, strict=True))
     ]
     return Attachment.objects.bulk_create(rows)
 
@@ -125,7 +127,9 @@ def _fetch_one(row, final):
         _settle(row, Attachment.Status.UNAVAILABLE, error=f"fetch_error: {type(exc).__name__}", code="fetch_error")
         return None
     name = attachment_store.save(row.id, data)
-    if not _settle(row, Attachment.Status.STORED, storage_name=name, size=len(data), mime_type=mime_type):
+    # A contact fetched as a vCard file (WhatsApp's) keeps its card's text, as a contact sent inline does.
+    card = {"platform_ref": card_text(data)} if row.kind == CONTACT else {}
+    if not _settle(row, Attachment.Status.STORED, storage_name=name, size=len(data), mime_type=mime_type, **card):
         attachment_store.storage().delete(name)  # another run settled it first: keep its copy only
     return None
 
@@ -155,7 +159,8 @@ def for_brain(inbound) -> list:
          "file_name": row.file_name, "caption": row.caption, "status": row.status,
          **({"latitude": row.latitude, "longitude": row.longitude} if row.latitude is not None else {}),
          **({"error": row.error} if row.error else {}),
-         **({"contact": row.platform_ref} if row.kind == CONTACT else {}),
+         # Stored only: a contact still to fetch (or that could not be) holds a media reference, not a card.
+         **({"contact": row.platform_ref} if row.kind == CONTACT and row.status == Attachment.Status.STORED else {}),
          **_download(row)}
         for row in Attachment.objects.filter(inbound=inbound)
     ]

@@ -16,12 +16,14 @@ class _DuplicateInbound(Exception):
     """The (connector, platform message id) pair is already stored."""
 
 
-def receive_message(connector_id, message: IncomingMessage, principal=None, connector=None):
+def receive_message(connector_id, message: IncomingMessage, principal=None, connector=None, stored_files=()):
     """Store one inbound message exactly once; returns (inbound, created).
 
     A duplicate (same connector and platform message id, even concurrently) returns the stored
     row with created=False and triggers nothing. BRAIN is asked after commit, in a task.
     `connector` is the row when the caller has just loaded it (the webhook view), to save a query.
+    `stored_files`: the storage names of attachments whose bytes the caller stored itself, in order (manage.py
+    chat's local files, connectors/delivery/cli_files.py); those are not fetched.
     """
     principal = principal or Principal.system_actor("platform", via="webhook")
     with audit.audited("message.receive", principal, "connector", connector_id, classify=audit_result):
@@ -49,7 +51,7 @@ def receive_message(connector_id, message: IncomingMessage, principal=None, conn
                 except IntegrityError as exc:
                     raise _DuplicateInbound from exc
                 presses.answer_question(inbound, principal)
-                rows = attachments.create_for(inbound, message.attachments)
+                rows = attachments.create_for(inbound, message.attachments, stored_files)
                 extra = {"attachments": attachments.audit_details(rows)} if rows else {}
                 audit_and_emit("message.received", principal, connector_id, inbound_id=inbound.pk, length=len(message.content), **extra)
                 announce_recorded(

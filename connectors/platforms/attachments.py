@@ -6,7 +6,8 @@ IMAGE, AUDIO, VOICE, VIDEO, DOCUMENT, STICKER, LOCATION, CONTACT = (
     "image", "audio", "voice", "video", "document", "sticker", "location", "contact",
 )
 KINDS = (IMAGE, AUDIO, VOICE, VIDEO, DOCUMENT, STICKER, LOCATION, CONTACT)
-# Kinds whose payload is in the message itself: nothing to download.
+# Kinds whose payload is in the message itself: nothing to download (but see Attachment.inline: a contact may be a
+# card file the platform holds).
 INLINE_KINDS = (LOCATION, CONTACT)
 MAX_FILE_NAME_LENGTH = 255
 MAX_CAPTION_LENGTH = 10_000
@@ -16,7 +17,9 @@ MAX_PLATFORM_REF_LENGTH = 1_000
 @dataclass(frozen=True)
 class Attachment:
     """One attachment. `platform_ref` is how the platform lets us fetch the bytes later (Telegram's file_id), never
-    a URL that carries a credential; for a contact it holds the contact card as text (phone number and name)."""
+    a URL that carries a credential; for a contact it holds the contact card as text (phone number and name), or,
+    for a contact with a mime_type (a vCard file the platform holds, WhatsApp's), the reference to fetch the card by:
+    once fetched, the card's text replaces it (card_text)."""
 
     kind: str
     mime_type: str = ""
@@ -29,7 +32,8 @@ class Attachment:
 
     @property
     def inline(self) -> bool:
-        return self.kind in INLINE_KINDS
+        """Complete as it is: a location, or a contact whose card is in platform_ref (not a file to fetch)."""
+        return self.kind in INLINE_KINDS and not (self.kind == CONTACT and self.mime_type)
 
 
 def attachment_problem(item) -> str | None:
@@ -59,6 +63,25 @@ def attachment_problem(item) -> str | None:
     elif not item.inline and not item.platform_ref:
         return "a file needs a platform_ref to fetch it by"
     return None
+
+
+# vCard properties that hold pictures, sounds and keys (base64): nothing BRAIN reads, and long.
+BINARY_VCARD_PROPERTIES = {"PHOTO", "LOGO", "SOUND", "KEY"}
+
+
+def card_text(data: bytes) -> str:
+    """A fetched vCard file as the text a contact keeps (platform_ref): decoded, folded lines joined, the binary
+    properties left out, at most MAX_PLATFORM_REF_LENGTH characters."""
+    lines = []
+    for line in data.decode("utf-8", "replace").replace("\x00", "").splitlines():
+        if line[:1] in (" ", "\t"):  # a folded line goes on the one before
+            if lines:
+                lines[-1] += line[1:]
+            continue
+        lines.append(line)
+    kept = [line for line in lines
+            if line.split(":", 1)[0].split(";", 1)[0].rsplit(".", 1)[-1].strip().upper() not in BINARY_VCARD_PROPERTIES]
+    return "\n".join(kept)[:MAX_PLATFORM_REF_LENGTH]
 
 
 def summary(kinds) -> str:

@@ -11,6 +11,11 @@ Message-ID is derived from the delivery id, so a retry after an ambiguous failur
 dropped after DATA) carries the same Message-ID and mail clients can collapse the duplicate. The
 Message-ID is the delivery's platform message id.
 
+Files go as MIME attachments (EmailMultiAlternatives.attach: the message becomes multipart/mixed around the
+plain+HTML alternatives), each with its file name and type; their captions follow the text, under the file's name.
+Providers commonly cap a whole message at 25 MB, and base64 makes files a third larger on the wire: so each file is
+capped at 20 MB when queued, and all the files of one message at 20 MB together when sent (permanent `too_large`).
+
 Failures: a 5xx answer (recipient or sender refused, message rejected, login refused) is permanent;
 a 4xx answer (greylisting, mailbox busy), a dropped connection, a refused connection and a timeout
 are transient.
@@ -24,6 +29,7 @@ from django.core.validators import validate_email
 from django.utils.encoding import punycode
 
 from connectors.platforms.addresses import InvalidAddress
+from connectors.platforms.attachments import OUTGOING_KINDS
 from connectors.platforms.base import (
     MAX_ADDRESS_LENGTH,
     PATTERN_END,
@@ -38,6 +44,8 @@ from connectors.platforms.formatting import to_email_html
 logger = logging.getLogger(__name__)
 
 DEFAULT_SUBJECT = "Message from BRAIN"
+# Raw bytes; base64 takes 4/3 of that on the wire, plus headers: under the common 25 MB message limit.
+MAX_ATTACHMENT_BYTES = 20 * 1024 * 1024
 
 
 def address_problem(value) -> str | None:
@@ -61,6 +69,12 @@ def html_body(text: str) -> str:
         + to_email_html(text.replace("\r\n", "\n").replace("\r", "\n"))
         + "</div></body></html>\n"
     )
+
+
+def with_captions(text: str, attachments) -> str:
+    """The text, then each file's caption after its name (an email attachment has no caption of its own)."""
+    captions = [f"{item.file_name}: {item.caption}" for item in attachments if item.caption.strip()]
+    return "\n\n".join(part for part in (text, *captions) if part)
 
 
 def message_id(delivery_id: str, from_address: str) -> str:
@@ -116,6 +130,9 @@ class EmailConnector(BaseConnector):
     kind = "email"
     label = "Email"
     delivers_pairing_code = True  # the pairing link is mailed to the address
+    supports_attachments = True
+    attachment_kinds = OUTGOING_KINDS  # a mail carries any file
+    attachment_max_bytes = dict.fromkeys(OUTGOING_KINDS, MAX_ATTACHMENT_BYTES)
     config_schema = {
         "type": "object",
         "additionalProperties": False,
@@ -160,15 +177,23 @@ class EmailConnector(BaseConnector):
     def build_message(self, message: OutgoingMessage, delivery_id: str) -> EmailMultiAlternatives:
         from_address = self.config["from_address"]
         reply_to = self.config.get("reply_to")
+        body = with_captions(message.content, message.attachments)
         email = EmailMultiAlternatives(
             subject=self.config.get("subject") or DEFAULT_SUBJECT,
-            body=message.content,
+            body=body,
             from_email=from_address,
             to=[message.recipient],
             reply_to=[reply_to] if reply_to else None,
             headers={"Message-ID": message_id(delivery_id, from_address), "X-BRAIN-Delivery-ID": delivery_id},
         )
-        email.attach_alternative(html_body(message.content), "text/html")
+        if body:  # a file alone: no empty text and HTML parts around it
+            email.attach_alternative(html_body(body), "text/html")
+        if sum(item.size for item in message.attachments) > MAX_ATTACHMENT_BYTES:
+            raise ConnectorError(f"The files of one email may be at most {MAX_ATTACHMENT_BYTES} bytes together.",
+                                 permanent=True, code="too_large")
+        for item in message.attachments:
+            email.attach(item.file_name or f"{item.kind}-{item.id}", item.read(),
+                         item.mime_type or "application/octet-stream")
         return email
 
     def send(self, message: OutgoingMessage, *, delivery_id: str) -> SendResult:

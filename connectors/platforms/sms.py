@@ -13,6 +13,11 @@ equivalent (non-breaking and other spaces, curly quotes, dashes, the ellipsis, b
 characters...) are therefore replaced first; only then is the encoding decided. When the text
 needs UCS-2 anyway (an emoji, Cyrillic...), it is sent exactly as written. A message over
 `max_segments` is refused (permanent error `too_long`), never truncated.
+
+Files go as MMS (twilio_common/outbound_media.py): Twilio fetches each from its signed URL under PUBLIC_BASE_URL,
+so a send with files needs PUBLIC_BASE_URL. An MMS body is not split into segments (up to 1,600 characters); the
+files' captions follow the text, as MMS has no caption per file. Twilio delivers MMS in the US and Canada; elsewhere
+it may convert the media into a link or refuse it (its account settings decide).
 """
 import logging
 import unicodedata
@@ -21,6 +26,13 @@ from dataclasses import dataclass
 from connectors.platforms.base import PATTERN_END, ConnectorError, OutgoingMessage, SendResult
 from connectors.platforms.formatting import to_plain
 from connectors.platforms.twilio_common import E164, TwilioMessagingConnector, config_schema
+from connectors.platforms.twilio_common.outbound_media import (
+    MEDIA_KINDS,
+    MMS_MAX_BYTES,
+    check_mms_total,
+    media_urls,
+    with_captions,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -108,6 +120,10 @@ class SmsConnector(TwilioMessagingConnector):
         rf"^({E164}|[0-9]{{3,8}}|(?=[A-Za-z0-9 ]*[A-Za-z])[A-Za-z0-9 ]{{1,11}}){PATTERN_END}",
         max_segments={"type": "integer", "minimum": 1, "maximum": 20},
     )
+    supports_attachments = True
+    attachment_kinds = MEDIA_KINDS
+    attachment_max_bytes = MMS_MAX_BYTES
+    attachments_need_public_url = True  # Twilio fetches MediaUrl itself
 
     def prepare(self, content: str) -> SmsEncoding:
         encoded = encode_sms(content)
@@ -122,6 +138,8 @@ class SmsConnector(TwilioMessagingConnector):
         return encoded
 
     def send(self, message: OutgoingMessage, *, delivery_id: str) -> SendResult:
+        if message.attachments:
+            return self.send_mms(message, delivery_id=delivery_id)
         to = self.normalize_recipient(message.recipient)
         encoded = self.prepare(to_plain(message.content))
         params = {"to": to, "from_": self.config["from_number"], "body": encoded.text}
@@ -137,4 +155,22 @@ class SmsConnector(TwilioMessagingConnector):
             encoded.segments,
             ", GSM look-alikes replaced" if encoded.replaced else "",
         )
+        return SendResult(platform_message_id=created.sid)
+
+    def send_mms(self, message: OutgoingMessage, *, delivery_id: str) -> SendResult:
+        """Text and files as one MMS: the files as MediaUrl, the text (and the captions) as its body."""
+        to = self.normalize_recipient(message.recipient)
+        check_mms_total(message.attachments)
+        params = {"to": to, "from_": self.config["from_number"], "media_url": media_urls(message.attachments)}
+        body = with_captions(to_plain(message.content), [to_plain(item.caption) for item in message.attachments])
+        if len(body) > TWILIO_MAX_BODY:
+            raise ConnectorError(f"An MMS body is limited to {TWILIO_MAX_BODY} characters (got {len(body)}).",
+                                 permanent=True, code="too_long")
+        if body:
+            params["body"] = body
+        callback = self.status_callback_url()
+        if callback:
+            params["status_callback"] = callback
+        created = self.call(lambda c: c.messages.create(**params))
+        logger.info("MMS %s sent as %s with %d file(s)", delivery_id, created.sid, len(message.attachments))
         return SendResult(platform_message_id=created.sid)

@@ -3,7 +3,8 @@
 Outbound, each message is POSTed as JSON to the configured `url`:
 
     {"type": "message", "delivery_id", "connector_id", "recipient", "content",
-     "in_reply_to": null | {"id", "metadata"}}
+     "in_reply_to": null | {"id", "metadata"},
+     "attachments": [{"id", "kind", "mime_type", "size", "file_name", "caption", "url"}]}  (only with files)
 
 signed Standard-Webhooks style (brain_connectors.shared.signing) with the connector's `signing_secret`.
 `webhook-id` is the delivery id, the same on every retry, so the receiver can drop duplicates:
@@ -12,6 +13,10 @@ sending is idempotent towards a receiver that remembers the ids it has handled. 
 transient; any other answer (3xx, 4xx) is permanent. Redirects are not followed. The address is
 checked as the connection is made (brain_connectors.shared.guarded_http): one the outbound-URL guard refuses
 fails the delivery for good, and stops the connector (code `unsafe_url`).
+
+Files are not in the body: each attachment's `url` is a signed URL under PUBLIC_BASE_URL (valid ATTACHMENT_URL_TTL
+seconds from the send; a retry carries fresh ones) from which the receiver GETs the bytes. So a send with files needs
+PUBLIC_BASE_URL (attachments_need_public_url).
 
 Inbound, senders POST to /webhooks/inbound/<connector_id>/ a JSON body
 {"sender", "content", "id"?, "sender_name"?, "metadata"?, "attachments"?} signed with the same secret
@@ -37,6 +42,7 @@ from brain_connectors.shared import signing
 from brain_connectors.shared.guarded_http import guarded_client
 from brain_connectors.shared.url_guard import UnsafeURL, url_problem
 from connectors.platforms import webhook_media
+from connectors.platforms.attachments import OUTGOING_KINDS
 from connectors.platforms.base import (
     MAX_ADDRESS_LENGTH,
     MAX_CONTENT_LENGTH,
@@ -104,6 +110,15 @@ def parse_retry_after(value) -> float | None:
     return min(max(seconds, 0.0), MAX_RETRY_AFTER)
 
 
+def attachments_json(attachments) -> list[dict]:
+    """What the receiver is told of each file: its description and the signed URL to download it from."""
+    if not all(item.url for item in attachments):
+        raise ConnectorError("The receiver downloads files from a public URL, and this service has none: set "
+                             "PUBLIC_BASE_URL.", permanent=True, code="no_public_url")
+    return [{"id": item.id, "kind": item.kind, "mime_type": item.mime_type, "size": item.size,
+             "file_name": item.file_name, "caption": item.caption, "url": item.url} for item in attachments]
+
+
 class WebhookConnector(BaseConnector):
     kind = "webhook"
     label = "Generic signed webhook"
@@ -123,6 +138,9 @@ class WebhookConnector(BaseConnector):
         "properties": {"signing_secret": _secret, "previous_signing_secret": _secret},
     }
     destination_config_keys = {"url": MESSAGES}
+    supports_attachments = True
+    attachment_kinds = OUTGOING_KINDS  # any file: the receiver downloads it
+    attachments_need_public_url = True
 
     @classmethod
     def validate_config(cls, config) -> dict[str, str]:
@@ -191,6 +209,8 @@ class WebhookConnector(BaseConnector):
                 if reply_to else None
             ),
         }
+        if message.attachments:
+            payload["attachments"] = attachments_json(message.attachments)
         response = self._post(payload, msg_id=delivery_id)
         status = response.status_code
         if 200 <= status < 300:

@@ -14,6 +14,11 @@ connector, less a small safety margin:
   can fall back to another channel.
 If Twilio still answers 63016 (outside the window) to a free-text send, the template is sent
 instead when there is one.
+
+Files (twilio_common/outbound_media.py) go only inside the window (a template carries text, not these files): one
+file per WhatsApp message, Twilio fetching it from its signed URL under PUBLIC_BASE_URL, the text as the body of the
+first and each file's caption as the body of its own. Progress is kept per delivery in the connector's platform
+state, so a retry after a failure in the middle does not send the files already sent again.
 """
 import json
 import re
@@ -26,6 +31,8 @@ from connectors.models import InboundMessage
 from connectors.platforms.base import PATTERN_END, ConnectorError, OutgoingMessage, SendResult
 from connectors.platforms.formatting import to_whatsapp
 from connectors.platforms.twilio_common import E164, TwilioMessagingConnector, config_schema, normalize_phone
+from connectors.platforms.twilio_common.outbound_media import MEDIA_KINDS, WHATSAPP_MAX_BYTES, media_urls, with_captions
+from connectors.registry import platform_state
 
 PREFIX = "whatsapp:"
 WINDOW = timedelta(hours=24)
@@ -59,6 +66,10 @@ class WhatsAppConnector(TwilioMessagingConnector):
         template_content_sid={"type": "string", "pattern": rf"^HX[0-9a-fA-F]{{32}}{PATTERN_END}"},
         template_variable={"type": "string", "pattern": rf"^[A-Za-z0-9_]{{1,32}}{PATTERN_END}"},
     )
+    supports_attachments = True
+    attachment_kinds = MEDIA_KINDS
+    attachment_max_bytes = WHATSAPP_MAX_BYTES
+    attachments_need_public_url = True  # Twilio fetches MediaUrl itself
 
     @classmethod
     def normalize_recipient(cls, recipient: str) -> str:
@@ -87,6 +98,8 @@ class WhatsAppConnector(TwilioMessagingConnector):
         callback = self.status_callback_url()
         if callback:
             params["status_callback"] = callback
+        if message.attachments:
+            return self.send_files(message, to, params, delivery_id)
         template = self.config.get("template_content_sid")
         body = to_whatsapp(message.content)
         if self.window_open(to):
@@ -113,3 +126,35 @@ class WhatsAppConnector(TwilioMessagingConnector):
             lambda c: c.messages.create(content_sid=template, content_variables=variables, **params)
         )
         return SendResult(platform_message_id=created.sid)
+
+    def send_files(self, message: OutgoingMessage, to: str, params: dict, delivery_id: str) -> SendResult:
+        """One WhatsApp message per file, in order; returns the first one's SID (the one with the text)."""
+        if not self.window_open(to):
+            raise ConnectorError("Files can be sent on WhatsApp only within 24 hours of the person's last message "
+                                 "(a template carries text only).", permanent=True, code="outside_window")
+        urls = media_urls(message.attachments)
+        text = to_whatsapp(message.content)
+        bodies = [with_captions(text if index == 0 else "", [to_whatsapp(item.caption)])
+                  for index, item in enumerate(message.attachments)]
+        longest = max(map(len, bodies))
+        if longest > MAX_BODY:
+            raise ConnectorError(f"WhatsApp messages are limited to {MAX_BODY} characters (got {longest}).",
+                                 permanent=True, code="too_long")
+        progress_key = f"sending:{delivery_id}"
+        progress = (self.connector.platform_state or {}).get(progress_key) or {}
+        first_sid = progress.get("first_message_id", "")
+        try:
+            for index in range(progress.get("sent", 0), len(urls)):
+                body = {"body": bodies[index]} if bodies[index] else {}
+                created = self.call(lambda c, i=index, b=body: c.messages.create(media_url=[urls[i]], **b, **params))
+                first_sid = first_sid or created.sid
+                if index < len(urls) - 1:
+                    platform_state.save_platform_state(
+                        self.connector.id, **{progress_key: {"sent": index + 1, "first_message_id": first_sid}})
+        except ConnectorError as exc:
+            if exc.permanent and (progress or len(urls) > 1):
+                platform_state.discard_platform_state(self.connector.id, progress_key)
+            raise
+        if progress or len(urls) > 1:
+            platform_state.discard_platform_state(self.connector.id, progress_key)
+        return SendResult(platform_message_id=first_sid)

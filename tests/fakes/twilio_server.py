@@ -5,6 +5,7 @@
     fake.mode = "rate_limited"     # switch behaviour at run time (or queue_modes(...))
     fake.requests                  # every request received, authorised or not, with its form params
     fake.messages / fake.calls     # the accepted Messages.json / Calls.json creations
+    fake.messages[0].media_urls    # the MediaUrl params of a message, in order (outbound MMS / WhatsApp media)
     fake.stop()
 
 It answers what the official SDK sends:
@@ -86,6 +87,11 @@ class RecordedRequest:
     def form(self):
         """The params with single values (the last one, as Twilio would read them)."""
         return {k: v[-1] for k, v in self.params.items()}
+
+    @property
+    def media_urls(self):
+        """Every MediaUrl param, in the order sent (Twilio takes the name once per file)."""
+        return list(self.params.get("MediaUrl", []))
 
     @property
     def kind(self):
@@ -250,7 +256,7 @@ class FakeTwilio(ScriptedModes, LoopbackServer):
             elif mode != "normal":
                 return (*ERRORS[mode], None)
             if record.path.endswith("/Messages.json"):
-                return 201, self._message(record.form), None
+                return 201, self._message(record.form, len(record.media_urls)), None
             return 201, self._call(record.form), None
         return (*ERRORS["not_found"], None)
 
@@ -262,14 +268,14 @@ class FakeTwilio(ScriptedModes, LoopbackServer):
             "uri": f"{API}{self.account_sid}.json",
         }
 
-    def _message(self, form):
+    def _message(self, form, num_media=0):
         sid = new_sid("SM")
         now = formatdate(usegmt=True)
         return {
             "account_sid": self.account_sid, "api_version": "2010-04-01", "body": form.get("Body", ""),
             "date_created": now, "date_sent": None, "date_updated": now, "direction": "outbound-api",
             "error_code": None, "error_message": None, "from": form.get("From"), "messaging_service_sid": None,
-            "num_media": "0", "num_segments": "1", "price": None, "price_unit": "USD", "sid": sid,
+            "num_media": str(num_media), "num_segments": "1", "price": None, "price_unit": "USD", "sid": sid,
             "status": "queued", "to": form.get("To"),
             "subresource_uris": {"media": f"{API}{self.account_sid}/Messages/{sid}/Media.json"},
             "uri": f"{API}{self.account_sid}/Messages/{sid}.json",

@@ -159,11 +159,13 @@ def test_telegram_update_from_data_raises_only_ignored(data):
 # --- Twilio --------------------------------------------------------------------------------------
 
 twilio_forms = st.one_of(
-    st.sampled_from(["sms_inbound", "whatsapp_inbound", "whatsapp_inbound_media", "voice_gather_speech", "message_status_delivered",
+    st.sampled_from(["sms_inbound", "whatsapp_inbound", "whatsapp_inbound_media", "whatsapp_inbound_location",
+                     "whatsapp_inbound_contact", "voice_gather_speech", "message_status_delivered",
                      "message_status_undelivered", "call_status_no_answer"])
     .flatmap(lambda n: s.mutated_form(s.fixture("twilio", n), max_mutations=6)),
     st.lists(st.tuples(st.sampled_from(["MessageSid", "From", "Body", "NumMedia", "MediaContentType0", "MediaUrl0",
-                                        "MediaUrl1", "MessageStatus", "CallSid", "CallStatus", "ErrorCode"]), s.hostile_text),
+                                        "MediaUrl1", "MessageStatus", "CallSid", "CallStatus", "ErrorCode",
+                                        "Latitude", "Longitude", "Label", "Address"]), s.hostile_text),
              max_size=8),
 )
 
@@ -174,6 +176,9 @@ twilio_forms = st.one_of(
 @example(pairs=[("MessageSid", "SM1"), ("From", "+1\x00"), ("Body", "hi")])
 @example(pairs=[("MessageSid", "SM1"), ("From", "+1"), ("NumMedia", "1"), ("MediaUrl0", "https://a/\x00"),
                 ("MediaContentType0", "x" * 300)])
+@example(pairs=[("MessageSid", "SM1"), ("From", "+1"), ("Latitude", "1e400"), ("Longitude", "0")])
+@example(pairs=[("MessageSid", "SM1"), ("From", "+1"), ("Latitude", "1"), ("Longitude", "2"), ("Label", "\ud800\x00"),
+                ("Address", "x" * 20_000)])
 def test_twilio_inbound_parsers_raise_only_webhook_ignored(pairs):
     params = query_dict(pairs)
     try:

@@ -4,18 +4,25 @@ Each line goes through `receive_message` like any platform's inbound message (st
 audited) and BRAIN's reply comes back through `send_message`. Notifications sent to this CLI
 user while the session is attached are shown as they arrive; those sent while no session was
 attached are shown first thing on the next attach.
+
+`/attach <path> [caption]` sends a local file (quote a path with spaces), the caption as its text. A message to the
+person that carries files is shown with where each was saved: `--downloads DIR`, by default var/downloads/<connector>/
+(connectors/delivery/cli_files.py: names sanitised, an existing file never overwritten).
 """
 import getpass
+import shlex
 import sys
 import threading
 import time
 import uuid
+from pathlib import Path
 
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 from django.db import close_old_connections, connection
 
 from brain_connectors.shared.errors import ServiceError
+from connectors.delivery import cli_files
 from connectors.delivery.inbound import receive_message
 from connectors.delivery.receipts import mark_delivered
 from connectors.models import Connector, ConnectorStatus, Delivery, DeliveryStatus, InboundMessage
@@ -33,8 +40,10 @@ class Command(BaseCommand):
     def add_arguments(self, parser):
         parser.add_argument("--connector", help="Id of a `cli` connector (default: the only one, created if none).")
         parser.add_argument("--as", dest="person", default=None, help="Your CLI user name (default: your login).")
+        parser.add_argument("--downloads", default=None,
+                            help="Folder to save the files BRAIN sends (default: var/downloads/<connector>/).")
 
-    def handle(self, *args, connector, person, **options):
+    def handle(self, *args, connector, person, downloads, **options):
         self.person = (person or getpass.getuser()).strip()
         if not self.person:
             raise CommandError("--as must not be empty.")
@@ -44,6 +53,7 @@ class Command(BaseCommand):
         # the same row before either marks it delivered.
         self.show_lock = threading.Lock()
         self.connector_id = self._pick_connector(connector)
+        self.downloads = Path(downloads) if downloads else settings.BASE_DIR / "var" / "downloads" / self.connector_id
         self.waiting_for = None  # inbound id whose answer we are waiting for
         self.answered = threading.Event()
         self.stopping = threading.Event()
@@ -103,6 +113,8 @@ class Command(BaseCommand):
         for delivery in pending:
             label = "brain" if delivery.in_reply_to_id else "notice"
             self._say(f"{label}> {delivery.content}")
+            if delivery.attachment_count:
+                self._save_files(delivery)
             mark_delivered(self.principal, delivery.pk)
             if delivery.in_reply_to_id and delivery.in_reply_to_id == self.waiting_for:
                 self.answered.set()
@@ -113,6 +125,16 @@ class Command(BaseCommand):
                 self.answered.set()
             elif inbound and inbound.brain_status == InboundMessage.BrainStatus.NO_REPLY:
                 self.answered.set()
+
+    def _save_files(self, delivery):
+        try:
+            saved = cli_files.save_files(delivery, self.downloads)
+        except OSError as exc:
+            self._say(f"! The files could not be saved in {self.downloads}: {exc.strerror or type(exc).__name__}")
+            return
+        for row, path in saved:
+            where = f"saved to {path}" if path else "its stored copy is gone"
+            self._say(f"file> {row.kind} ({row.mime_type}, {row.size} bytes) {where}")
 
     def _poll(self):
         try:
@@ -140,12 +162,18 @@ class Command(BaseCommand):
             if not text.strip():
                 continue
             try:
-                message = IncomingMessage(sender=self.person, content=text, platform_message_id=f"cli-{uuid.uuid4()}")
+                message, files = self._message(text)
                 self.answered.clear()
                 # Under show_lock: the poller must not show the reply before we know to wait for it.
                 with self.show_lock:
-                    inbound, _ = receive_message(self.connector_id, message, principal=self.principal)
+                    if files:
+                        inbound, _ = cli_files.receive_local(self.connector_id, message, files, self.principal)
+                    else:
+                        inbound, _ = receive_message(self.connector_id, message, principal=self.principal)
                     self.waiting_for = inbound.pk
+            except cli_files.FileProblem as exc:
+                self._say(f"! Not sent: {exc}")
+                continue
             except MessageValidationError as exc:
                 self._say(f"! Not sent: {exc}")
                 continue
@@ -158,3 +186,22 @@ class Command(BaseCommand):
                 if time.monotonic() > deadline:
                     self._say("! No answer from BRAIN yet; it will be shown when it arrives.")
                     break
+
+    def _message(self, text):
+        """(IncomingMessage, file bytes) for a line: text, or `/attach <path> [caption]` (FileProblem if unusable)."""
+        message_id = f"cli-{uuid.uuid4()}"
+        command, _, rest = text.strip().partition(" ")
+        if command != "/attach":
+            return IncomingMessage(sender=self.person, content=text, platform_message_id=message_id), []
+        lexer = shlex.shlex(rest, posix=True)
+        lexer.whitespace_split = True
+        try:
+            path = lexer.get_token()
+        except ValueError as exc:  # an unclosed quote
+            raise cli_files.FileProblem(f"/attach: {exc}") from None
+        if not path:
+            raise cli_files.FileProblem("/attach needs a file: /attach <path> [caption]")
+        caption = lexer.instream.read().strip()
+        item, data = cli_files.read_local(path, caption)
+        return IncomingMessage(sender=self.person, content=caption, platform_message_id=message_id,
+                               attachments=(item,)), [data]

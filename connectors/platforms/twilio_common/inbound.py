@@ -1,7 +1,15 @@
-"""What Twilio posts to us: inbound messages and status callbacks, parsed; TwiML answers."""
+"""What Twilio posts to us: inbound messages and status callbacks, parsed; TwiML answers.
+
+Media arrive as MediaUrlN / MediaContentTypeN (fetched after commit); a shared WhatsApp contact is such a medium, a
+vCard (text/vcard), kept as a `contact` to fetch like a file (its card is read once fetched: connectors/delivery/
+attachments.py). A shared WhatsApp location comes as Latitude and Longitude (with Address and Label for a place):
+a `location` attachment, complete as it is.
+"""
+import math
+
 from django.http import HttpResponse
 
-from connectors.platforms.attachments import MAX_PLATFORM_REF_LENGTH
+from connectors.platforms.attachments import CONTACT, LOCATION, MAX_CAPTION_LENGTH, MAX_PLATFORM_REF_LENGTH
 from connectors.platforms.base import Attachment, IncomingMessage, MessageValidationError, Receipt, WebhookIgnored
 from connectors.platforms.media_download import kind_for
 
@@ -67,9 +75,10 @@ def inbound_message(params) -> IncomingMessage:
         num_media = max(0, min(int(params.get("NumMedia") or 0), 10))
     except ValueError:
         num_media = 0
-    attachments = tuple(_media(params, i) for i in range(num_media))
-    attachments = tuple(item for item in attachments if item is not None)
-    media_types = [item.mime_type or "unknown" for item in attachments]
+    media = tuple(item for item in (_media(params, i) for i in range(num_media)) if item is not None)
+    media_types = [item.mime_type or "unknown" for item in media]
+    place = _location(params)
+    attachments = media + ((place,) if place is not None else ())
     content = params.get("Body", "")
     if not content.strip():
         if not attachments:
@@ -96,6 +105,31 @@ def inbound_message(params) -> IncomingMessage:
         raise WebhookIgnored(f"malformed message webhook: {exc}")
 
 
+VCARD_TYPES = {"text/vcard", "text/x-vcard"}
+
+
+def _location(params):
+    """A shared location (WhatsApp) as an Attachment, or None when the message has none (or an unusable one)."""
+    try:
+        latitude, longitude = float(params.get("Latitude", "")), float(params.get("Longitude", ""))
+    except ValueError:
+        return None
+    if not (math.isfinite(latitude) and math.isfinite(longitude) and abs(latitude) <= 90 and abs(longitude) <= 180):
+        return None
+    # A place shared from the map has a name (Label) and an address; a pin dropped where one stands has neither.
+    caption = "\n".join(part for part in (_text(params, "Label"), _text(params, "Address")) if part)
+    return Attachment(kind=LOCATION, latitude=latitude, longitude=longitude, caption=caption[:MAX_CAPTION_LENGTH])
+
+
+def _text(params, name) -> str:
+    value = (params.get(name) or "").strip()
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return ""
+    return value.replace("\x00", "")
+
+
 def _media(params, index):
     """MediaUrl<index> as an Attachment (fetched after commit through TwilioMessagingConnector.fetch_attachment),
     or None when it has no usable URL. The URL is the platform_ref: it carries no credential (Basic auth does)."""
@@ -105,7 +139,8 @@ def _media(params, index):
     mime_type = (params.get(f"MediaContentType{index}") or "").strip()
     if len(mime_type) > 255 or "\x00" in mime_type:
         mime_type = ""
-    return Attachment(kind=kind_for(mime_type), mime_type=mime_type, platform_ref=url)
+    kind = CONTACT if mime_type.split(";")[0].strip().lower() in VCARD_TYPES else kind_for(mime_type)
+    return Attachment(kind=kind, mime_type=mime_type, platform_ref=url)
 
 
 def twiml_response(twiml):
