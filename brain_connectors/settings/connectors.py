@@ -125,6 +125,9 @@ ATTACHMENT_URL_TTL = env.int("ATTACHMENT_URL_TTL", default=600)
 # how long an upload (POST /api/v1/attachments/) waits for the sends that name it before the sweeper deletes it.
 ATTACHMENT_FETCH_TIMEOUT = env.float("ATTACHMENT_FETCH_TIMEOUT", default=20.0)
 ATTACHMENT_UPLOAD_TTL = env.int("ATTACHMENT_UPLOAD_TTL", default=24 * 3600)
+# How long the signed URL of an outbound file stays valid for the platform that fetches it (Twilio's MediaUrl, the
+# generic webhook's receiver): Twilio may queue a message for up to 4 hours before it fetches the media.
+ATTACHMENT_MEDIA_URL_TTL = env.int("ATTACHMENT_MEDIA_URL_TTL", default=4 * 3600)
 # Voice and audio transcription (connectors/delivery/transcription.py): a dotted path, empty for none (the default).
 # connectors.delivery.transcription.HttpTranscriber speaks OpenAI's POST /v1/audio/transcriptions, as local Whisper
 # servers (faster-whisper-server, whisper.cpp's server, LocalAI) do; TRANSCRIBER_URL is that server's base URL.

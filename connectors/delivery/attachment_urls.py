@@ -50,12 +50,13 @@ def path_for(attachment_id) -> str:
     return reverse("attachment-download", kwargs={"attachment_id": str(attachment_id)})
 
 
-def url_for(attachment_id, *, now=None):
-    """The signed URL of one stored attachment, or None without PUBLIC_BASE_URL (no address to give)."""
+def url_for(attachment_id, *, now=None, ttl=None):
+    """The signed URL of one stored attachment, or None without PUBLIC_BASE_URL (no address to give). Valid for
+    `ttl` seconds: ATTACHMENT_URL_TTL (for BRAIN, which fetches at once) unless the caller says otherwise."""
     base = (settings.PUBLIC_BASE_URL or "").rstrip("/")
     if not base:
         return None
-    expires = int(time.time() if now is None else now) + settings.ATTACHMENT_URL_TTL
+    expires = int(time.time() if now is None else now) + (settings.ATTACHMENT_URL_TTL if ttl is None else ttl)
     query = urlencode({"expires": expires, "sig": signature(attachment_id, expires)})
     return f"{base}{path_for(attachment_id)}?{query}"
 

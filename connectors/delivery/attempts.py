@@ -63,11 +63,13 @@ def attempt_delivery(delivery_id):
         inbound = InboundMessage.objects.filter(pk=delivery.in_reply_to_id).first()
         if inbound is not None:
             metadata["reply_to"] = {"platform_message_id": inbound.platform_message_id, "metadata": inbound.metadata}
+    files = outbound_attachments.outgoing([delivery])
+    if lost := outbound_attachments.files_lost(delivery, files):
+        return _record_send_failure(system, delivery, lost)
     try:
         result = connector_for(connector).send(
             OutgoingMessage(recipient=delivery.recipient, content=delivery.content, metadata=metadata,
-                            buttons=tuple(delivery.buttons or ()),
-                            attachments=outbound_attachments.outgoing([delivery]).get(delivery.pk, ())),
+                            buttons=tuple(delivery.buttons or ()), attachments=files.get(delivery.pk, ())),
             delivery_id=str(delivery.id),
         )
     except ConnectorError as exc:

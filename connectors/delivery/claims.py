@@ -12,8 +12,9 @@ from django.db import connection, models, transaction
 from django.utils import timezone
 
 from connectors import quotas
-from connectors.delivery import outbound_attachments
+from connectors.delivery import outbound_attachments, outcomes
 from connectors.models import Connector, ConnectorStatus, Delivery, DeliveryStatus, InboundMessage
+from connectors.permissions import Principal
 from connectors.platforms.base import OutgoingMessage
 
 DEFAULT_BATCH = 200
@@ -57,6 +58,7 @@ def claim_batch(limit=DEFAULT_BATCH, now=None):
         claimed = _mark_sending(claimed, now)
         replies_to = _replies_to(claimed)
         files = outbound_attachments.outgoing(claimed)
+        claimed = [row for row in claimed if not _files_lost(row, files)]
         return [
             Claim(
                 delivery=row,
@@ -68,6 +70,14 @@ def claim_batch(limit=DEFAULT_BATCH, now=None):
             )
             for row in claimed
         ]
+
+
+def _files_lost(row, files) -> bool:
+    """Settle a claimed delivery whose files are gone as failed (inside the claim's transaction); True if so."""
+    lost = outbound_attachments.files_lost(row, files)
+    if lost is not None:
+        outcomes.settle_failure(Principal.system_actor("delivery"), row, lost)
+    return lost is not None
 
 
 def _due(now, limit):

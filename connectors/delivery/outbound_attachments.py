@@ -22,7 +22,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from audit import services as audit
-from brain_connectors.shared.errors import PermissionDenied, ValidationFailed, audit_result
+from brain_connectors.shared.errors import DecryptionError, PermissionDenied, ValidationFailed, audit_result
 from connectors.delivery import attachment_store, attachment_urls
 from connectors.models import PERM_SEND, Attachment
 from connectors.permissions import connectors_with
@@ -250,11 +250,29 @@ def outgoing(deliveries) -> dict:
     for row in Attachment.objects.filter(delivery_id__in=wanted).order_by("delivery_id", "position"):
         found.setdefault(row.delivery_id, []).append(OutgoingAttachment(
             id=str(row.id), kind=row.kind, mime_type=row.mime_type, size=row.size or 0, file_name=row.file_name,
-            caption=row.caption, url=attachment_urls.url_for(row.id) or "",
+            caption=row.caption, url=attachment_urls.url_for(row.id, ttl=settings.ATTACHMENT_MEDIA_URL_TTL) or "",
             load=_loader(row.storage_name),
         ))
     return {pk: tuple(items) for pk, items in found.items()}
 
 
+def files_lost(delivery, files) -> ConnectorError | None:
+    """The permanent failure of a delivery whose file rows are gone (a person's erasure or the retention purge ran
+    while it was queued), or None: sending the rest would be a different message from the one asked for."""
+    if delivery.attachment_count and len(files.get(delivery.pk, ())) < delivery.attachment_count:
+        return ConnectorError("its files were deleted before it was sent", permanent=True, code="attachment_missing")
+    return None
+
+
 def _loader(storage_name):
-    return lambda: attachment_store.read(storage_name)
+    def load():
+        try:
+            return attachment_store.read(storage_name)
+        except FileNotFoundError:
+            raise ConnectorError("a file of this message is gone from storage", permanent=True,
+                                 code="attachment_missing") from None
+        except DecryptionError:
+            raise ConnectorError("a file of this message cannot be decrypted with FERNET_KEYS", permanent=True,
+                                 code="attachment_unreadable") from None
+
+    return load

@@ -16,12 +16,7 @@ from typing import Any, ClassVar
 import jsonschema
 
 from connectors.platforms.addresses import InvalidAddress
-from connectors.platforms.attachments import (  # Attachment, OutgoingAttachment: part of the contract
-    OUTGOING_KINDS,
-    Attachment,
-    OutgoingAttachment,
-    attachment_problem,
-)
+from connectors.platforms.attachments import OUTGOING_KINDS, Attachment, OutgoingAttachment, attachment_problem
 from connectors.platforms.buttons import button_problems
 
 MAX_CONTENT_LENGTH = 10_000
@@ -233,25 +228,24 @@ class BaseConnector:
     label: ClassVar[str] = ""
     config_schema: ClassVar[dict] = {"type": "object", "additionalProperties": False, "properties": {}}
     credentials_schema: ClassVar[dict] = {"type": "object", "additionalProperties": False, "properties": {}}
-    # True when pairing works by BRAIN sending the code to the address (email's link) rather than
-    # the person sending it to BRAIN: routing then never shows the code to whoever asked for it.
+    # True when pairing works by BRAIN sending the code to the address (email's link) rather than the person sending
+    # it to BRAIN: routing then never shows the code to whoever asked for it.
     delivers_pairing_code: ClassVar[bool] = False
     # True when send() shows OutgoingMessage.buttons as the platform's own buttons (Telegram, Slack); else the
     # buttons are written into the text as numbered options and a numbered reply is read back as a press.
     supports_buttons: ClassVar[bool] = False
-    # True when send() sends OutgoingMessage.attachments (connectors/delivery/outbound_attachments.py checks a send
-    # against these before a delivery exists: a kind that cannot carry them is a 400 `attachments_unsupported`).
+    # What send() does with OutgoingMessage.attachments, checked before a delivery exists (outbound_attachments.py;
+    # else a 400 `attachments_unsupported`): whether it sends them, which kinds, the platform's own cap per kind in
+    # bytes, and whether the platform fetches them from a URL we give it (Twilio's MediaUrl: needs PUBLIC_BASE_URL).
     supports_attachments: ClassVar[bool] = False
-    attachment_kinds: ClassVar[tuple] = OUTGOING_KINDS  # which kinds, of those it supports
-    # The platform's own size cap per kind, in bytes, where it is below ATTACHMENT_MAX_BYTES_BY_KIND.
+    attachment_kinds: ClassVar[tuple] = OUTGOING_KINDS
     attachment_max_bytes: ClassVar[dict] = {}
-    # True when the platform fetches media from a URL we give it (Twilio's MediaUrl): needs PUBLIC_BASE_URL.
     attachments_need_public_url: ClassVar[bool] = False
-    # Config keys that decide where the connector's credentials or message content are sent, and
-    # which of the two travels there ({"api_base_url": CREDENTIALS}). Whoever may change them may
-    # send the credentials anywhere, so adding, changing or removing one needs admin_connector, as
-    # the credentials do; each value must pass brain_connectors.shared.url_guard (and CREDENTIALS ones need
-    # https:// across the Internet). Declare every such key a platform adds.
+    # Config keys that decide where the connector's credentials or message content are sent, and which of the two
+    # travels there ({"api_base_url": CREDENTIALS}). Whoever may change them may send the credentials anywhere, so
+    # adding, changing or removing one needs admin_connector, as the credentials do; each value must pass
+    # brain_connectors.shared.url_guard (and CREDENTIALS ones need https:// across the Internet). Declare every such
+    # key a platform adds.
     destination_config_keys: ClassVar[dict[str, str]] = {}
 
     def __init__(self, connector):

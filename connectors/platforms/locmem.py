@@ -33,6 +33,8 @@ class LocmemConnector(BaseConnector):
         failure = self.config.get("fail_with")
         if failure:
             raise ConnectorError(f"locmem configured to fail ({failure})", permanent=failure == "permanent")
+        for attachment in message.attachments:
+            attachment.read()  # as an upload would: a file that cannot be read fails the send
         outbox.append((self.connector.id, message))
         return SendResult(platform_message_id=f"locmem-{len(outbox)}")
 

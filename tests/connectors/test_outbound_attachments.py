@@ -277,3 +277,43 @@ def test_brains_malformed_files_are_a_bad_response(fake_brain, files, reply, mon
     with pytest.raises(BrainError) as failed:
         HttpBrain(url=fake_brain.url, max_retries=0).reply(BrainRequest("c", "locmem", "ada", "hi"))
     assert failed.value.code == "brain_bad_response"
+
+
+# --- files gone before the send ------------------------------------------------------------------------------------
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize("how", ["row deleted", "file deleted"])
+def test_a_queued_message_whose_files_are_gone_fails_with_the_reason(make_connector, how, settings):
+    """Erasure or retention may remove the files of a message still queued: it fails, never goes without them."""
+    from connectors.delivery import attempts
+    make_connector()
+    settings.CELERY_TASK_ALWAYS_EAGER = False  # keep it queued
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr("connectors.task_queue.delivery_due", lambda *args, **kwargs: None)
+        delivery, _ = services.send_message(SYSTEM, "locmem_main", "ada", "", attachments=[{"data": b64(PNG)}])
+    row = Attachment.objects.get(delivery=delivery)
+    if how == "row deleted":
+        row.delete()
+    else:
+        attachment_store.storage().delete(row.storage_name)
+    attempts.attempt_delivery(delivery.pk)
+    delivery.refresh_from_db()
+    assert delivery.status == "failed" and not locmem.outbox
+    assert "files were deleted" in delivery.last_error or "gone from storage" in delivery.last_error
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_batch_sender_fails_a_claimed_message_whose_file_rows_are_gone(make_connector, settings):
+    from connectors.delivery import claims
+    make_connector()
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr("connectors.task_queue.delivery_due", lambda *args, **kwargs: None)
+        gone, _ = services.send_message(SYSTEM, "locmem_main", "ada", "", attachments=[{"data": b64(PNG)}])
+        kept, _ = services.send_message(SYSTEM, "locmem_main", "bob", "", attachments=[{"data": b64(PNG)}])
+    Attachment.objects.filter(delivery=gone).delete()
+    claimed = claims.claim_batch()
+    assert [claim.delivery.pk for claim in claimed] == [kept.pk]
+    assert claimed[0].message.attachments[0].read() == PNG
+    gone.refresh_from_db()
+    assert gone.status == "failed" and "files were deleted" in gone.last_error
