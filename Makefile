@@ -8,7 +8,10 @@ PY := $(VENV)/bin/python
 # includes requirements.txt) also carries the runtime stamp, so `make run` after `make test` installs nothing.
 STAMP := $(VENV)/.installed-$(shell cksum requirements.txt | cut -d' ' -f1)
 DEV_STAMP := $(VENV)/.installed-dev-$(shell cat requirements.txt requirements-dev.txt | cksum | cut -d' ' -f1)
-PIP := $(PY) -m pip install --disable-pip-version-check -q
+# Not quiet: a first install takes minutes, and pip's "Collecting …" lines show it is moving. The download bars only on
+# a terminal; a CI log gets one line per package instead.
+PIP := $(PY) -m pip install --disable-pip-version-check --progress-bar $$(test -t 1 && echo on || echo off)
+# Where `make run` serves; `make run PORT=8431` or `PORT=8431 make run`. The banners print this address.
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
@@ -19,20 +22,25 @@ install: $(STAMP)
 install-dev: $(DEV_STAMP)
 
 $(STAMP): requirements.txt
-	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PIP) -r requirements.txt
+	@test -x $(PY) || { echo "Creating the virtual environment $(VENV)…"; $(PYTHON) -m venv $(VENV); }
+	@echo "Installing the runtime requirements (requirements.txt; about 3 minutes the first time)…"
+	@$(PIP) -r requirements.txt
 	@rm -f $(VENV)/.installed-[0-9]*
 	@touch $@
+	@echo "Runtime requirements installed."
 
 $(DEV_STAMP): requirements.txt requirements-dev.txt
-	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PIP) -r requirements-dev.txt
+	@test -x $(PY) || { echo "Creating the virtual environment $(VENV)…"; $(PYTHON) -m venv $(VENV); }
+	@echo "Installing the development requirements (requirements-dev.txt; several minutes the first time)…"
+	@$(PIP) -r requirements-dev.txt
 	@rm -f $(VENV)/.installed-[0-9]* $(VENV)/.installed-dev-*
 	@touch $(STAMP) $@
+	@echo "Development requirements installed."
 
 run: $(STAMP)
 	@$(PY) -m brain_connectors.dotenv_init
-	@$(PY) manage.py bootstrap
+	@echo "Preparing the database and the admin account…"
+	@HOST='$(HOST)' PORT='$(PORT)' $(PY) manage.py bootstrap
 	@echo "Serving on http://$(HOST):$(PORT)/  (admin: /admin/, dashboard: /dashboard/, API docs: /api/docs/, health: /healthz)"
 	exec $(VENV)/bin/daphne -b $(HOST) -p $(PORT) brain_connectors.asgi:application
 

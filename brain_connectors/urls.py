@@ -1,6 +1,6 @@
 """Project URLs: the site-wide routes and one include() per app.
 
-Site-wide: health, admin, sign-in, the API root, schema and docs, error handlers. Each app's own routes, REST
+Site-wide: the front door `/`, health, admin, sign-in, the API root, schema and docs, error handlers. Each app's own routes, REST
 routers included, live in its ``urls.py``; URL names are global (no namespaces), so ``reverse("connector-list")``
 and ``{% url "preferences" %}`` work as before."""
 from django.contrib import admin
@@ -14,7 +14,7 @@ from rest_framework.urlpatterns import format_suffix_patterns
 import connectors.urls
 import conversations.urls
 import routing.urls
-from brain_connectors import health
+from brain_connectors import health, home
 
 # One browsable root for /api/v1/ listing every app's viewsets, as a single DefaultRouter would; the apps' routers
 # leave their root view out.
@@ -26,6 +26,7 @@ handler404 = "brain_connectors.shared.api_errors.not_found"
 handler400 = "brain_connectors.shared.api_errors.bad_request"  # e.g. a body over DATA_UPLOAD_MAX_MEMORY_SIZE
 
 urlpatterns = [
+    path("", home.home, name="home"),
     path("healthz", health.healthz, name="healthz"),
     path("readyz", health.readyz, name="readyz"),
     path("admin/", admin.site.urls),

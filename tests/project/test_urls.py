@@ -13,6 +13,7 @@ APPS = ("audit", "connectors", "conversations", "routing")
 
 # (path, URL name, view class or function, viewset actions or None)
 ROUTES = [
+    ("/", "home", "brain_connectors.home.home", None),
     ("/healthz", "healthz", "brain_connectors.health.healthz", None),
     ("/metrics", "metrics", "connectors.monitoring.metrics.metrics_view", None),
     ("/dashboard/state/", "dashboard-state", "connectors.monitoring.dashboard.dashboard_state", None),

@@ -6,6 +6,7 @@ from django.core.management.base import BaseCommand
 from django.db import transaction
 
 from audit import services as audit
+from brain_connectors.shared.served_at import served_url
 
 
 class Command(BaseCommand):
@@ -32,5 +33,5 @@ class Command(BaseCommand):
         bar = "=" * 64
         self.stdout.write(
             f"\n{bar}\n Admin account created.\n   user:     {username}\n   password: {password}\n"
-            f" It is shown only this once. Log in at http://127.0.0.1:8000/admin/\n{bar}\n"
+            f" It is shown only this once. Log in at {served_url('/admin/')}\n{bar}\n"
         )
