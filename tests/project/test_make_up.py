@@ -130,22 +130,15 @@ def _wait_for(predicate, seconds, what, log):
     raise AssertionError(f"{what} within {seconds} s; the stack's output:\n{log()}")
 
 
-@pytest.mark.slow
-@pytest.mark.postgres
-@pytest.mark.redis
-def test_make_up_sends_a_message_end_to_end_and_stops_every_process():
-    venv = Path(sys.executable).parent.parent
-    assert (venv / "bin" / "honcho").exists(), "honcho is in requirements.txt; install it into this virtualenv"
-    port = free_port()
-    secret = "whsec_" + base64.b64encode(b"make-up-smoke-test-signing-key!!").decode()
-    receiver = FakeReceiver(secret=secret).start()
-    log_file = tempfile.NamedTemporaryFile(prefix="make-up-", suffix=".log", delete=False)  # noqa: SIM115
+class Stack:
+    """`make up` in a subprocess, as a user starts it, on a fresh database; always leaves no process behind."""
 
-    def log():
-        return Path(log_file.name).read_text(errors="replace")[-6000:]
-
-    with _fresh_database() as database_url:
-        env = _make_env(
+    def __init__(self, database_url):
+        venv = Path(sys.executable).parent.parent
+        assert (venv / "bin" / "honcho").exists(), "honcho is in requirements.txt; install it into this virtualenv"
+        self.port = free_port()
+        self.base = f"http://127.0.0.1:{self.port}"
+        self.env = _make_env(
             DJANGO_SETTINGS_MODULE="brain_connectors.settings",
             DATABASE_URL=database_url,
             REDIS_URL=_redis_db_9(),
@@ -155,29 +148,74 @@ def test_make_up_sends_a_message_end_to_end_and_stops_every_process():
             BRAIN_READ_DOTENV="0",  # no .env read, none written into the checkout
             PYTHONUNBUFFERED="1",
         )
+        self.log_file = tempfile.NamedTemporaryFile(prefix="make-up-", suffix=".log", delete=False)  # noqa: SIM115
         # STAMP= : this test's virtualenv is already installed (tests run in it), so `make up` installs nothing.
-        stack = subprocess.Popen(
-            ["make", "--no-print-directory", "up", f"VENV={venv}", "STAMP=", f"PORT={port}", "HOST=127.0.0.1"],
-            cwd=BASE_DIR, env=env, stdout=log_file, stderr=subprocess.STDOUT,
+        self.proc = subprocess.Popen(
+            ["make", "--no-print-directory", "up", f"VENV={venv}", "STAMP=", f"PORT={self.port}", "HOST=127.0.0.1"],
+            cwd=BASE_DIR, env=self.env, stdout=self.log_file, stderr=subprocess.STDOUT,
             start_new_session=True,  # its own process group, as a terminal gives `make up`: Ctrl-C reaches it all
         )
-        base = f"http://127.0.0.1:{port}"
-        processes = {}
+        self.processes = {}
+
+    def log(self):
+        return Path(self.log_file.name).read_text(errors="replace")[-6000:]
+
+    def wait_healthy(self):
+        def healthy():
+            assert self.proc.poll() is None, f"make up exited ({self.proc.returncode}):\n{self.log()}"
+            with contextlib.suppress(httpx.HTTPError):
+                return httpx.get(f"{self.base}/healthz", timeout=1).status_code == 200
+            return False
+
+        _wait_for(healthy, 40, "/healthz did not answer", self.log)
+        # Every process of the Procfile runs (web answering proves only the first).
+        _wait_for(lambda: all(any(command in cmdline for _, cmdline in _descendants(self.proc.pid).values())
+                              for command in STACK.values()), 20, "not every process started", self.log)
+        self.processes = _descendants(self.proc.pid)
+
+    def wait_stopped(self, seconds, after):
         try:
-            def healthy():
-                assert stack.poll() is None, f"make up exited ({stack.returncode}):\n{log()}"
-                with contextlib.suppress(httpx.HTTPError):
-                    return httpx.get(f"{base}/healthz", timeout=1).status_code == 200
-                return False
+            self.proc.wait(timeout=seconds)
+        except subprocess.TimeoutExpired:
+            self.kill()
+            raise AssertionError(f"make up did not stop within {seconds} s {after}:\n{self.log()}")
 
-            _wait_for(healthy, 40, "/healthz did not answer", log)
+    def kill(self):
+        for pgid in {pgid for pgid, _ in _descendants(self.proc.pid).values()} | {self.proc.pid}:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(pgid, signal.SIGKILL)
+        self.proc.wait(timeout=10)
 
+    def assert_nothing_left(self):
+        """Each process group honcho made is empty, and so is make's: no orphans."""
+        groups = {pgid for pgid, _ in self.processes.values()}
+        assert len(groups) >= len(STACK)  # honcho runs each process in a group of its own
+        assert [pgid for pgid in groups | {self.proc.pid} if _group_alive(pgid)] == []
+        assert [pid for pid in self.processes if Path(f"/proc/{pid}").exists()] == []
+
+    def close(self):
+        if self.proc.poll() is None:
+            self.kill()
+        os.unlink(self.log_file.name)
+
+
+@pytest.mark.slow
+@pytest.mark.postgres
+@pytest.mark.redis
+def test_make_up_sends_a_message_end_to_end_and_stops_every_process_on_ctrl_c():
+    secret = "whsec_" + base64.b64encode(b"make-up-smoke-test-signing-key!!").decode()
+    receiver = FakeReceiver(secret=secret).start()
+    with _fresh_database() as database_url:
+        stack = Stack(database_url)
+        try:
+            stack.wait_healthy()
             token = subprocess.run(
                 [sys.executable, "manage.py", "create_api_token", "admin", "--expires-in", "1h"],
-                cwd=BASE_DIR, env=env, capture_output=True, text=True, timeout=30,
+                cwd=BASE_DIR, env=stack.env, capture_output=True, text=True, timeout=30,
             )
             assert token.returncode == 0, token.stderr
             headers = {"Authorization": f"Bearer {token.stdout.strip().splitlines()[-1]}"}
+            base = stack.base
             created = httpx.post(f"{base}/api/v1/connectors/", headers=headers, timeout=10, json={
                 "id": "up_hook", "kind": "webhook", "display_name": "Smoke test",
                 "config": {"url": receiver.url}, "credentials": {"signing_secret": secret}})
@@ -189,36 +227,43 @@ def test_make_up_sends_a_message_end_to_end_and_stops_every_process():
                               json={"recipient": "ada", "content": "Through the whole stack."})
             assert sent.status_code in (200, 201, 202), sent.text
 
-            _wait_for(lambda: receiver.requests, 20, "the message did not reach the receiver", log)
+            _wait_for(lambda: receiver.requests, 20, "the message did not reach the receiver", stack.log)
             [request] = receiver.requests
             assert request.verified, request.rejection
             assert (request.json["recipient"], request.json["content"]) == ("ada", "Through the whole stack.")
 
-            processes = _descendants(stack.pid)
-            for name, command in STACK.items():
-                assert any(command in cmdline for _, cmdline in processes.values()), f"no {name} process: {processes}"
+            os.killpg(stack.proc.pid, signal.SIGINT)  # Ctrl-C
+            stack.wait_stopped(20, "after Ctrl-C")
+            output = stack.log()
         finally:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(stack.pid, signal.SIGINT)  # Ctrl-C
-            try:
-                stack.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                # Leave nothing behind, whatever the outcome; then fail.
-                for pgid in {pgid for pgid, _ in _descendants(stack.pid).values()} | {stack.pid}:
-                    with contextlib.suppress(ProcessLookupError):
-                        os.killpg(pgid, signal.SIGKILL)
-                raise AssertionError(f"make up did not stop within 20 s of Ctrl-C:\n{log()}")
-            finally:
-                receiver.stop()
+            receiver.stop()
+            stack.close()
 
-    output = log()
-    os.unlink(log_file.name)
-    # honcho stopped every process and so did make; each process group it made is empty: no orphans.
-    assert stack.returncode != 0  # make reports the interrupt
+    assert stack.proc.returncode != 0  # make reports the interrupt
     for name in STACK:
         assert f"{name}.1 stopped" in output, output
-    assert "web.1        | " in output  # prefixed output per process
-    groups = {pgid for pgid, _ in processes.values()}
-    assert len(groups) >= len(STACK)  # honcho runs each process in a group of its own
-    assert [pgid for pgid in groups | {stack.pid} if _group_alive(pgid)] == []
-    assert [pid for pid in processes if Path(f"/proc/{pid}").exists()] == []
+    assert "web.1        | " in output  # each process's output, prefixed with its name
+    stack.assert_nothing_left()
+
+
+@pytest.mark.slow
+@pytest.mark.postgres
+@pytest.mark.redis
+def test_make_up_stops_every_process_when_one_dies():
+    """A stack with a dead sender would accept messages and never send them: honcho takes the rest down with it."""
+    with _fresh_database() as database_url:
+        stack = Stack(database_url)
+        try:
+            stack.wait_healthy()
+            [sender] = [pid for pid, (_, cmdline) in stack.processes.items()
+                        if cmdline.startswith("python") and "manage.py runsender" in cmdline]
+            os.kill(sender, signal.SIGKILL)
+            stack.wait_stopped(20, "after its sender died")
+            output = stack.log()
+        finally:
+            stack.close()
+
+    assert stack.proc.returncode != 0
+    for name in STACK:
+        assert f"{name}.1 stopped" in output, output
+    stack.assert_nothing_left()
