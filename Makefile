@@ -1,4 +1,5 @@
 # One-command start and test. Needs only python3 (with venv) and make.
+# `make run`: the embedded defaults (SQLite, no services); `make up`: the full stack on PostgreSQL and Redis (Procfile).
 # `make run` installs the runtime set (requirements.txt); `make test` and `make lint` install the development set
 # (requirements-dev.txt: the runtime set plus test, lint, security-scan and benchmark tools).
 PYTHON ?= python3
@@ -15,7 +16,10 @@ PIP := $(PY) -m pip install --disable-pip-version-check --progress-bar $$(test -
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: run test install install-dev migrate lint clean-venv
+# `make up`: extra arguments for `honcho start`, e.g. UP_ARGS="-c worker=2,sender=2".
+UP_ARGS ?=
+
+.PHONY: run up test install install-dev migrate lint clean-venv
 
 install: $(STAMP)
 
@@ -43,6 +47,29 @@ run: $(STAMP)
 	@HOST='$(HOST)' PORT='$(PORT)' $(PY) manage.py bootstrap
 	@echo "Serving on http://$(HOST):$(PORT)/  (admin: /admin/, dashboard: /dashboard/, API docs: /api/docs/, health: /healthz)"
 	exec $(VENV)/bin/daphne -b $(HOST) -p $(PORT) brain_connectors.asgi:application
+
+# The full stack on PostgreSQL and Redis (Procfile, run by honcho). The environment is checked before anything is
+# installed, so a missing database costs no wait; the message names the URL's scheme only (a URL may hold a password).
+up:
+	@case "$$DATABASE_URL" in \
+	  postgres://*|postgresql://*) ;; \
+	  "") echo "make up needs PostgreSQL: DATABASE_URL is not set." \
+	        "Set DATABASE_URL=postgres://USER@HOST:5432/DB and REDIS_URL=redis://HOST:6379/0 (make run needs neither)." >&2; \
+	      exit 2;; \
+	  *) echo "make up needs PostgreSQL: DATABASE_URL is a $${DATABASE_URL%%:*}: URL, not postgres://." \
+	       "The full stack runs on PostgreSQL and Redis; make run serves the embedded defaults." >&2; \
+	     exit 2;; \
+	esac
+	@test -n "$$REDIS_URL" || { echo "make up needs Redis: REDIS_URL is not set. Set REDIS_URL=redis://HOST:6379/0" \
+	  "(the Celery broker and the channel layer)." >&2; exit 2; }
+	@$(MAKE) --no-print-directory install
+	@test "$$BRAIN_READ_DOTENV" = 0 || $(PY) -m brain_connectors.dotenv_init
+	@$(PY) manage.py bootstrap
+	@echo "Starting web, worker, beat, sender and connectors; web on http://$(HOST):$(PORT)/ (Ctrl-C stops them all)"
+	@# honcho reads no .env of its own (--env /dev/null): it would override the environment, whereas the settings
+	@# read .env only for what the environment leaves unset.
+	@PATH="$(abspath $(VENV))/bin:$$PATH" HOST="$(HOST)" exec "$(abspath $(VENV))/bin/honcho" --env /dev/null \
+	  --procfile Procfile start --port $(PORT) $(UP_ARGS)
 
 test: $(DEV_STAMP)
 	$(PY) -m pytest $(PYTEST_ARGS)
