@@ -34,7 +34,9 @@ run: $(STAMP)
 	@$(PY) -m brain_connectors.dotenv_init
 	@$(PY) manage.py bootstrap
 	@echo "Serving on http://$(HOST):$(PORT)/  (admin: /admin/, dashboard: /dashboard/, API docs: /api/docs/, health: /healthz)"
-	exec $(VENV)/bin/daphne -b $(HOST) -p $(PORT) brain_connectors.asgi:application
+	@# The periodic tasks (retries, sweeps, health checks, purges…) beside the server: it exits with it, and does
+	@# nothing when Celery has a broker (REDIS_URL: beat and workers run them).
+	$(PY) manage.py runscheduler & exec $(VENV)/bin/daphne -b $(HOST) -p $(PORT) brain_connectors.asgi:application
 
 test: $(DEV_STAMP)
 	$(PY) -m pytest $(PYTEST_ARGS)
