@@ -43,5 +43,7 @@ class Command(BaseCommand):
         )
         try:
             scheduler.run(entries, stop, keep_going=lambda: os.getppid() == parent)
-        except KeyboardInterrupt:  # Ctrl-C in the terminal of `make run` reaches the whole process group
+        # Ctrl-C when run by hand. Under `make run` the shell starts it with SIGINT ignored (a background job): there
+        # Ctrl-C stops daphne, and the parent check ends this loop.
+        except KeyboardInterrupt:
             pass
