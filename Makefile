@@ -46,7 +46,9 @@ run: $(STAMP)
 	@echo "Preparing the database and the admin account…"
 	@HOST='$(HOST)' PORT='$(PORT)' $(PY) manage.py bootstrap
 	@echo "Serving on http://$(HOST):$(PORT)/  (admin: /admin/, dashboard: /dashboard/, API docs: /api/docs/, health: /healthz)"
-	exec $(VENV)/bin/daphne -b $(HOST) -p $(PORT) brain_connectors.asgi:application
+	@# The periodic tasks (retries, sweeps, health checks, purges…) beside the server: it exits with it, and does
+	@# nothing when Celery has a broker (REDIS_URL: beat and workers run them).
+	$(PY) manage.py runscheduler & exec $(VENV)/bin/daphne -b $(HOST) -p $(PORT) brain_connectors.asgi:application
 
 # The full stack on PostgreSQL and Redis (Procfile, run by honcho). The environment is checked before anything is
 # installed, so a missing database costs no wait; the message names the URL's scheme only (a URL may hold a password).

@@ -1,1 +1,1 @@
-"""Commands: runmcp, and the project-wide makemigrations guard."""
+"""Commands: runmcp, runscheduler (the periodic tasks without a broker), and the project-wide makemigrations guard."""
