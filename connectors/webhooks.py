@@ -19,7 +19,7 @@ from django.views.decorators.csrf import csrf_exempt
 
 from brain_connectors.shared.errors import Conflict, NotFound
 from connectors.delivery.inbound import receive_message
-from connectors.delivery.receipts import apply_receipt
+from connectors.delivery.receipts import apply_receipts
 from connectors.models import CONNECTOR_ID_PATTERN
 from connectors.platforms.base import WebhookIgnored, WebhookMalformed, WebhookRejected
 from connectors.registry.kinds import UnknownKind, connector_for
@@ -97,8 +97,7 @@ def _handle_webhook(request, family, connector_id, channel):
     try:
         for message in result.messages:
             stored.append(receive_message(connector_id, message, connector=row))
-        for receipt in result.receipts:
-            apply_receipt(connector_id, receipt)
+        applied = apply_receipts(connector_id, result.receipts)
     except Conflict as exc:  # connector not running: let the platform retry later
         return _json(503, exc.code, exc.message)
     except NotFound as exc:
@@ -112,4 +111,8 @@ def _handle_webhook(request, family, connector_id, channel):
         return response
     if result.acknowledgement is not None:
         return JsonResponse(result.acknowledgement)
-    return JsonResponse({"ok": True, "stored": sum(1 for _, created in stored if created)})
+    answer = {"ok": True, "stored": sum(1 for _, created in stored if created)}
+    if result.receipts:
+        # "stored" counts new inbound messages only; a status callback says how many deliveries it moved.
+        answer["receipts"] = applied
+    return JsonResponse(answer)

@@ -105,9 +105,12 @@ def build_server(*, stdio_token=None, http_base_url=None):
     use_stdio_token(stdio_token)
     auth = {}
     if http_base_url:
+        # Bearer API tokens, checked by ApiTokenVerifier; there is no OAuth authorization server to point clients
+        # at, so no protected-resource metadata is advertised (no resource_server_url: the SDK then serves no
+        # /.well-known/ route and its 401 names none). The SDK requires issuer_url but uses it only in that metadata.
         auth = {
             "token_verifier": ApiTokenVerifier(),
-            "auth": AuthSettings(issuer_url=http_base_url, resource_server_url=f"{http_base_url}/mcp"),
+            "auth": AuthSettings(issuer_url=http_base_url, resource_server_url=None),
         }
     tools = [strict_tool(spec) for spec in registry.TOOLS]
     server = ConnectorsMCP(name="brain-connectors", instructions=INSTRUCTIONS, log_level="WARNING", tools=tools, **auth)

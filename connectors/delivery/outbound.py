@@ -102,7 +102,7 @@ def _queue(principal, connector_id, message, *, buttons, prepared, stored, idemp
         _check_recipient(connector, message.recipient)
         text = _text(connector, message, buttons)
         if idempotency_key is not None:
-            existing = _replay(principal, idempotency_key, request_hash)
+            existing = _replay(principal, idempotency_key, request_hash, connector_id, message.recipient)
             if existing:
                 files.discard(stored)
                 return _replayed(principal, connector_id, existing)
@@ -125,7 +125,7 @@ def _queue(principal, connector_id, message, *, buttons, prepared, stored, idemp
                 )
         except IntegrityError:
             # A concurrent request with the same key won: answer as its replay.
-            existing = _replay(principal, idempotency_key, request_hash)
+            existing = _replay(principal, idempotency_key, request_hash, connector_id, message.recipient)
             if existing is None:
                 raise
             files.discard(stored)
@@ -167,15 +167,21 @@ def _check_recipient(connector, recipient):
         )
 
 
-def _replay(principal, idempotency_key, request_hash):
+def _replay(principal, idempotency_key, request_hash, connector_id, recipient):
     existing = Delivery.objects.filter(principal=principal.key, idempotency_key=idempotency_key).first()
     if existing and existing.request_hash != request_hash:
-        raise Conflict(
-            "This Idempotency-Key was already used with a different request body.",
-            code="idempotency_conflict",
-            details={"delivery_id": str(existing.id)},
-        )
+        raise Conflict(_conflict_message(existing, connector_id, recipient), code="idempotency_conflict",
+                       details={"delivery_id": str(existing.id), "connector_id": existing.connector_id})
     return existing
+
+
+def _conflict_message(existing, connector_id, recipient):
+    """Name what really differs: a key is per caller across connectors, so the same body elsewhere still conflicts."""
+    if existing.connector_id != connector_id:
+        return f"This Idempotency-Key was already used for a message on connector {existing.connector_id!r}."
+    if existing.recipient != recipient:
+        return "This Idempotency-Key was already used for a message to a different recipient on this connector."
+    return "This Idempotency-Key was already used for a different message (content, buttons or files) to this recipient."
 
 
 def _replayed(principal, connector_id, existing):

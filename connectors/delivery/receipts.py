@@ -82,8 +82,18 @@ def apply_receipt(connector_id, receipt, principal=None):
     """A delivery receipt: move the delivery with this platform id to delivered or failed.
 
     A receipt never moves a delivery backwards (a late "failed" after "delivered" is kept only
-    in the audit log). Unknown ids are recorded and otherwise ignored.
+    in the audit log). Unknown ids are recorded and otherwise ignored. Returns the delivery, or None.
     """
+    return _apply_receipt(connector_id, receipt, principal)[0]
+
+
+def apply_receipts(connector_id, receipts, principal=None):
+    """Apply a webhook's receipts one by one; returns how many moved a delivery (what the webhook answers)."""
+    return sum(1 for receipt in receipts if _apply_receipt(connector_id, receipt, principal)[1])
+
+
+def _apply_receipt(connector_id, receipt, principal):
+    """(delivery or None, whether this receipt moved it)."""
     principal = principal or Principal.system_actor("platform", via="webhook")
     if receipt.status not in (DeliveryStatus.DELIVERED, DeliveryStatus.FAILED):
         raise ValidationFailed(f"Unknown receipt status {receipt.status!r}.")
@@ -103,9 +113,10 @@ def apply_receipt(connector_id, receipt, principal=None):
                 error="unknown_message",
                 status=receipt.status,
             )
-            return None
+            return None, False
         previous = delivery.status
-        if previous in (DeliveryStatus.SENT, DeliveryStatus.SENDING, DeliveryStatus.QUEUED):
+        moved = previous in (DeliveryStatus.SENT, DeliveryStatus.SENDING, DeliveryStatus.QUEUED)
+        if moved:
             delivery.status = receipt.status
             if receipt.status == DeliveryStatus.DELIVERED:
                 delivery.delivered_at = timezone.now()
@@ -129,4 +140,4 @@ def apply_receipt(connector_id, receipt, principal=None):
             receipt=receipt.status,
             previous=previous,
         )
-    return delivery
+    return delivery, moved

@@ -13,7 +13,7 @@ from datetime import timedelta
 from django.conf import settings
 from django.contrib import admin
 from django.contrib.admin.views.decorators import staff_member_required
-from django.db.models import Count
+from django.db.models import Count, Max
 from django.db.models.functions import TruncMinute
 from django.http import JsonResponse
 from django.shortcuts import render
@@ -84,6 +84,25 @@ def stream_lag(now):
     }
 
 
+def last_health_checks(connector_ids, *, up_to_seq):
+    """Each connector's latest `connector.health.check` in the log, {id: {ok, latency_ms, time, trigger}}.
+
+    From the event log (not the page's memory), so a reload shows the last check at once instead of
+    waiting for the next one; cut at `up_to_seq` like the rest of the snapshot. Two queries.
+    """
+    latest = (
+        Event.objects.filter(connector_id__in=list(connector_ids), type="connector.health.check",
+                             seq__isnull=False, seq__lte=up_to_seq)
+        .values("connector_id").annotate(last=Max("seq")).order_by().values_list("last", flat=True)
+    )
+    rows = Event.objects.filter(seq__in=list(latest)).values("connector_id", "time", "data")
+    return {
+        row["connector_id"]: {"ok": bool(row["data"].get("ok")), "latency_ms": row["data"].get("latency_ms"),
+                              "time": _iso(row["time"]), "trigger": row["data"].get("trigger")}
+        for row in rows
+    }
+
+
 def snapshot(principal, *, with_chart=True):
     """What the dashboard shows, for the connectors this principal may view."""
     # First the cursor, then everything else: whatever is read below is at least this recent,
@@ -103,7 +122,9 @@ def snapshot(principal, *, with_chart=True):
         .order_by()
         .values_list("connector_id", "n")
     )
+    health = last_health_checks(ids, up_to_seq=latest)
     for c in connectors:
+        c["health"] = health.get(c["id"])  # None: never checked (or its events were purged)
         c["last_heartbeat"] = _iso(c["last_heartbeat"])
         c["last_error"] = _truncate(c["last_error"] or "")
         c["queue_depth"] = depth.get(c["id"], 0)

@@ -43,7 +43,7 @@ from connectors.models import Connector, ConnectorStatus, Event
 from connectors.monitoring.incidents import reconcile_incidents
 from connectors.monitoring.reporting import HEALTH, one_line
 from connectors.platforms.base import ConnectorError, HealthResult
-from connectors.registry.common import audit_check
+from connectors.registry.common import audit_check, clear_settled_error
 from connectors.registry.kinds import UnknownKind, connector_for
 
 logger = logging.getLogger(__name__)
@@ -103,18 +103,21 @@ def check_connector(connector_id) -> set[str]:
         now = timezone.now()
         if _recently_checked(connector_id, now):
             return {"skipped"}
+        cleared = False
         if result.ok:
             connector.health_failures = 0
             if not poller:
                 connector.last_heartbeat = now
+            cleared = clear_settled_error(connector)
         else:
             connector.health_failures += 1
         stale_after = timedelta(seconds=settings.HEALTH_STALE_SECONDS)
         stale = connector.last_heartbeat is None or now - connector.last_heartbeat > stale_after
-        connector.save(update_fields=["health_failures", "last_heartbeat", "updated_at"])
+        connector.save(update_fields=["health_failures", "last_heartbeat", "last_error", "updated_at"])
         audit_check(
             "connector.health", HEALTH, connector_id, result.ok,
             latency_ms=latency_ms, failures=connector.health_failures, stale=stale,
+            **({"cleared_error": True} if cleared else {}),
         )
         events.publish(
             "connector.health.check",
@@ -127,6 +130,7 @@ def check_connector(connector_id) -> set[str]:
                 "status": connector.status,
                 "detail": detail,
                 "trigger": "schedule",  # a manual test (services.test_connector) says "manual"
+                "cleared_error": cleared,  # the dashboard empties "Last error" on this
             },
         )
         if connector.status == ConnectorStatus.CONNECTED:

@@ -27,6 +27,18 @@ def audit_check(action, principal, connector_id, ok, **details):
     )
 
 
+def clear_settled_error(connector):
+    """A passing health check of a CONNECTED connector settles its last error (the row is saved by the caller).
+
+    Only CONNECTED: an ERROR connector keeps the reason it is down until it is started again. Returns
+    whether there was one to clear (the caller's audit row says so).
+    """
+    if connector.status != ConnectorStatus.CONNECTED or not connector.last_error:
+        return False
+    connector.last_error = ""
+    return True
+
+
 def load_connector(principal, connector_id, perm, *, for_update=False):
     """The connector, if `principal` may see it and holds `perm` on it: NotFound, Hidden (it may not see
     it: answered as if it did not exist) or PermissionDenied otherwise."""

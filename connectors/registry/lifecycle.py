@@ -9,7 +9,7 @@ from audit import services as audit
 from brain_connectors.shared.errors import Conflict, audit_result
 from connectors.models import ALLOWED_TRANSITIONS, PERM_MANAGE, Connector, ConnectorStatus
 from connectors.platforms.base import ConnectorError, HealthResult
-from connectors.registry.common import audit_check, emit, load_connector
+from connectors.registry.common import audit_check, clear_settled_error, emit, load_connector
 from connectors.registry.kinds import connector_for
 
 logger = logging.getLogger(__name__)
@@ -126,13 +126,16 @@ def test_connector(principal, connector_id):
         latency_ms = round((time.monotonic() - started) * 1000, 1)
         with transaction.atomic():
             connector = Connector.objects.select_for_update().get(pk=connector_id)
+            cleared = False
             if result.ok:
                 connector.last_heartbeat = timezone.now()
+                cleared = clear_settled_error(connector)
             else:
                 connector.last_error = result.detail[:2000]
             connector.save(update_fields=["last_heartbeat", "last_error", "updated_at"])
-            audit_check("connector.test", principal, connector_id, result.ok)
-            emit("connector.health.check", connector_id, ok=result.ok, latency_ms=latency_ms, trigger="manual")
+            audit_check("connector.test", principal, connector_id, result.ok, **({"cleared_error": True} if cleared else {}))
+            emit("connector.health.check", connector_id, ok=result.ok, latency_ms=latency_ms, trigger="manual",
+                 cleared_error=cleared)
     return result
 
 

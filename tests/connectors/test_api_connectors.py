@@ -183,6 +183,30 @@ def test_idempotency_key(root, make_connector, django_capture_on_commit_callback
     assert Delivery.objects.count() == 1
 
 
+def test_idempotency_conflict_says_what_differs(root, make_connector):
+    make_connector("idem_a")
+    make_connector("idem_b")
+    body = {"recipient": "r1", "content": "same body"}
+    first = root.post("/api/v1/connectors/idem_a/send/", body, format="json", HTTP_IDEMPOTENCY_KEY="k-x")
+    assert first.status_code == 202
+
+    # The very same body on another connector: the answer must not claim the body differs.
+    elsewhere = assert_error(root.post("/api/v1/connectors/idem_b/send/", body, format="json", HTTP_IDEMPOTENCY_KEY="k-x"),
+                             409, "idempotency_conflict")
+    assert "different request body" not in elsewhere["message"]
+    assert "idem_a" in elsewhere["message"]
+    assert elsewhere["details"]["connector_id"] == "idem_a"
+    assert elsewhere["details"]["delivery_id"] == first.json()["delivery_id"]
+
+    other_recipient = assert_error(root.post("/api/v1/connectors/idem_a/send/", {**body, "recipient": "r2"},
+                                             format="json", HTTP_IDEMPOTENCY_KEY="k-x"), 409, "idempotency_conflict")
+    assert "different recipient" in other_recipient["message"]
+    other_content = assert_error(root.post("/api/v1/connectors/idem_a/send/", {**body, "content": "changed"},
+                                           format="json", HTTP_IDEMPOTENCY_KEY="k-x"), 409, "idempotency_conflict")
+    assert "different message" in other_content["message"]
+    assert Delivery.objects.count() == 1
+
+
 def test_idempotency_keys_are_per_principal(make_user, token_for, api, make_connector, grant):
     connector = make_connector("idem_two")
     a, b = make_user("ann"), make_user("bob")

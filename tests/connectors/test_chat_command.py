@@ -1,5 +1,6 @@
 """`manage.py chat` through its public surface: a subprocess on the test database, fed on stdin."""
 import queue
+import re
 import subprocess
 import sys
 import threading
@@ -227,3 +228,24 @@ def test_a_notification_is_shown_live_to_an_attached_session(subprocess_env, mak
         for pipe in (proc.stdin, proc.stdout, proc.stderr):
             pipe.close()
     assert [line for line in reader.seen if line.startswith("notice> ")] == ["notice> Live news while you are here"]
+
+
+LOG_LINE = re.compile(r"\b(DEBUG|INFO|WARNING)\b [\w.]+: ")
+
+
+def test_the_screen_shows_only_the_conversation(manage):
+    result = chat(manage, "hello", "again")
+    screen = result.stdout.splitlines() + result.stderr.splitlines()
+    assert [line for line in screen if LOG_LINE.search(line)] == []  # Celery's INFO lines used to come in between
+    assert output_lines(result, "brain> ") == ['brain> Echo: "hello" (0 context messages)',
+                                              'brain> Echo: "again" (2 context messages)']
+    assert "Logs: " in result.stdout  # the person is told where the logs went
+
+
+def test_the_logs_go_to_the_file_named(manage, tmp_path):
+    log_file = tmp_path / "logs" / "chat.log"
+    result = chat(manage, "hello", extra=("--log-file", str(log_file)))
+    assert f"Logs: {log_file}" in result.stdout
+    assert [line for line in result.stdout.splitlines() + result.stderr.splitlines() if LOG_LINE.search(line)] == []
+    # The eager Celery tasks' lines, in the project's format, are in the file instead.
+    assert re.search(r" INFO celery\.app\.trace: Task connectors\.tasks\.deliver\[", log_file.read_text())

@@ -166,3 +166,62 @@ def test_staff_without_view_permission_do_not_see_the_connector(make_user, make_
     nobody = make_user("staffer_without_grants", staff=True)
     empty = _client(nobody).get("/dashboard/state/").json()
     assert empty["connectors"] == [] and empty["recent_events"] == [] and empty["chart"]["series"] == {}
+
+
+# --- what the table says after a reload ------------------------------------------------------
+
+
+def test_last_health_check_comes_from_the_log(make_user, make_connector, settings):
+    from connectors import tasks
+
+    settings.HEALTH_CHECK_MIN_SPACING_SECONDS = 0
+    make_connector("locmem_checked")
+    make_connector("locmem_never")
+    tasks.health_checks()
+    services.update_connector(SYSTEM, "locmem_checked", config={"health": "fail"})
+    tasks.health_checks()  # the latest check is the one shown: this failure
+    _number_events()
+
+    state = _client(make_user("boss", superuser=True)).get("/dashboard/state/?chart=0").json()
+    by_id = {c["id"]: c for c in state["connectors"]}
+    latest = Event.objects.filter(type="connector.health.check", connector_id="locmem_checked").order_by("-seq").first()
+    health = by_id["locmem_checked"]["health"]
+    assert health["ok"] is False and health["trigger"] == "schedule"
+    assert health["latency_ms"] == latest.data["latency_ms"]
+    assert health["time"] == latest.time.isoformat().replace("+00:00", "Z")
+    assert by_id["locmem_never"]["health"] is not None  # checked once, and passed
+    assert by_id["locmem_never"]["health"]["ok"] is True
+
+
+def test_a_later_passing_check_clears_the_last_error(make_user, make_connector, settings):
+    from connectors import tasks
+
+    settings.HEALTH_CHECK_MIN_SPACING_SECONDS = 0
+    make_connector("locmem_main")
+    services.update_connector(SYSTEM, "locmem_main", config={"health": "fail"})
+    services.test_connector(SYSTEM, "locmem_main")  # a failing manual test records its error, still CONNECTED
+    _number_events()
+    boss = _client(make_user("boss", superuser=True))
+    [row] = boss.get("/dashboard/state/?chart=0").json()["connectors"]
+    assert row["status"] == "CONNECTED" and row["last_error"]
+
+    services.update_connector(SYSTEM, "locmem_main", config={})
+    tasks.health_checks()
+    _number_events()
+    [row] = boss.get("/dashboard/state/?chart=0").json()["connectors"]
+    assert row["health"]["ok"] is True and row["last_error"] == ""
+    check = Event.objects.filter(type="connector.health.check", connector_id="locmem_main").order_by("-seq").first()
+    assert check.data["cleared_error"] is True
+
+
+def test_an_errored_connector_keeps_its_reason_after_a_passing_check(make_user, make_connector, settings):
+    from connectors import tasks
+
+    settings.HEALTH_CHECK_MIN_SPACING_SECONDS = 0
+    settings.HEALTH_AUTO_RESTART = False  # stays in ERROR: its reason is still the news
+    make_connector("locmem_down")
+    services.record_connector_error(SYSTEM, "locmem_down", ConnectorError("token revoked", permanent=True))
+    tasks.health_checks()
+    _number_events()
+    [row] = _client(make_user("boss", superuser=True)).get("/dashboard/state/?chart=0").json()["connectors"]
+    assert row["status"] == "ERROR" and row["last_error"] == "token revoked" and row["health"]["ok"] is True

@@ -241,3 +241,51 @@ def test_feed_and_chart_update_live_and_the_stream_resumes_after_a_drop(token, h
     assert int(_chart(page)["totalSent"]) == int(before["totalSent"]) + 4
     assert page.evaluate("window.__marker") == 1
     assert problems == []
+
+
+def _in_a_thread(work):
+    """ORM work from a test that drives Playwright (see _event_seqs)."""
+
+    def run():
+        try:
+            return work()
+        finally:
+            connections.close_all()
+
+    with ThreadPoolExecutor(1) as pool:
+        return pool.submit(run).result()
+
+
+@pytest.fixture
+def checked(make_connector, settings):
+    """A connector checked by the health round before the page opens, whose failed manual test left an error."""
+    from connectors import tasks
+
+    settings.HEALTH_CHECK_MIN_SPACING_SECONDS = 0
+    make_connector("locmem_main", display_name="Support line")
+    tasks.health_checks()
+    services.update_connector(SYSTEM, "locmem_main", config={"health": "fail"})
+    services.test_connector(SYSTEM, "locmem_main")
+    services.update_connector(SYSTEM, "locmem_main", config={})
+
+
+def test_health_after_a_reload_and_a_passing_check_clears_the_last_error(checked, staff_member, server, browser):
+    from connectors import tasks
+
+    page, problems = _log_in_and_open(browser, server)
+    row = '#connector-table tr[data-connector="locmem_main"]'
+    # Straight from the snapshot, before any live event: the manual test's failure is the last check.
+    assert page.eval_on_selector(row, "r => r.children[4].textContent").startswith("failing")
+    assert page.eval_on_selector(row, "r => r.children[6].textContent") != ""
+
+    _in_a_thread(tasks.health_checks)  # passes: the live event empties "Last error"
+    page.wait_for_function(
+        """sel => { const r = document.querySelector(sel);
+                    return r.children[4].textContent.startsWith("ok") && r.children[6].textContent === ""; }""",
+        arg=row, timeout=10_000)
+
+    page.reload()  # ...and a reload says the same, from the log
+    page.wait_for_selector("#stream-status[data-state=live]", timeout=10_000)
+    assert page.eval_on_selector(row, "r => r.children[4].textContent").startswith("ok · ")
+    assert page.eval_on_selector(row, "r => r.children[6].textContent") == ""
+    assert problems == []

@@ -483,6 +483,8 @@ def test_status_callback_delivered(client, settings, twilio_connector, twilio_fa
     payload = fixture("message_status_delivered", MessageSid=sid, SmsSid=sid)
     response = post_twilio(client, path, payload, sign_url=f"{PUBLIC}{path}")
     assert response.status_code == 200
+    # The answer says what happened: no inbound message stored, one delivery moved.
+    assert response.json() == {"ok": True, "stored": 0, "receipts": 1}
     delivery.refresh_from_db()
     assert delivery.status == "delivered" and delivery.delivered_at is not None
 
@@ -526,9 +528,13 @@ def test_late_failure_after_delivered_does_not_move_it_back(client, settings, tw
     delivery = _sent_delivery(settings, twilio_connector, twilio_fake, "sms_late")
     path = "/webhooks/twilio/sms_late/status/"
     sid = delivery.platform_message_id
+    moved = []
     for name in ("message_status_delivered", "message_status_undelivered"):
         payload = fixture(name, MessageSid=sid, SmsSid=sid)
-        assert post_twilio(client, path, payload, sign_url=f"{PUBLIC}{path}").status_code == 200
+        response = post_twilio(client, path, payload, sign_url=f"{PUBLIC}{path}")
+        assert response.status_code == 200
+        moved.append(response.json()["receipts"])
     delivery.refresh_from_db()
     assert delivery.status == "delivered"
+    assert moved == [1, 0]  # the late failure moved nothing, and the answer says so
 

@@ -22,6 +22,7 @@ from django.core.management.base import BaseCommand, CommandError
 from django.db import close_old_connections, connection
 
 from brain_connectors.shared.errors import ServiceError
+from brain_connectors.shared.log_file import logs_to_file
 from connectors.delivery import cli_files
 from connectors.delivery.inbound import receive_message
 from connectors.delivery.receipts import mark_delivered
@@ -42,8 +43,12 @@ class Command(BaseCommand):
         parser.add_argument("--as", dest="person", default=None, help="Your CLI user name (default: your login).")
         parser.add_argument("--downloads", default=None,
                             help="Folder to save the files BRAIN sends (default: var/downloads/<connector>/).")
+        parser.add_argument("--log-file", default=None,
+                            help="Where the service's log lines go while you chat (default: var/log/chat.log).")
 
-    def handle(self, *args, connector, person, downloads, **options):
+    def handle(self, *args, connector, person, downloads, log_file, **options):
+        # The screen is the conversation: Celery's and the service's log lines go to a file (errors still show).
+        log_path = logs_to_file(log_file or settings.BASE_DIR / "var" / "log" / "chat.log")
         self.person = (person or getpass.getuser()).strip()
         if not self.person:
             raise CommandError("--as must not be empty.")
@@ -58,7 +63,7 @@ class Command(BaseCommand):
         self.answered = threading.Event()
         self.stopping = threading.Event()
 
-        self._say(f"Connected to {self.connector_id} as {self.person}. Type /quit to leave.")
+        self._say(f"Connected to {self.connector_id} as {self.person}. Type /quit to leave. (Logs: {log_path})")
         self._show_new_deliveries()  # what arrived while detached
         poller = threading.Thread(target=self._poll, daemon=True)
         poller.start()

@@ -186,6 +186,7 @@
       ? (c.health.ok ? "ok" : "failing") + (c.health.latency_ms != null ? " · " + c.health.latency_ms + " ms" : "")
       : "–";
     td[4].className = c.health && !c.health.ok ? "quiet warn" : "quiet";
+    td[4].title = c.health && c.health.time ? "checked " + c.health.time : "";
     td[5].textContent = c.queue_depth == null ? "–" : String(c.queue_depth);
     td[6].textContent = c.last_error || "";
     td[6].className = "quiet";
@@ -434,6 +435,8 @@
     if (ev.type === "connector.updated" && data.display_name) { known.display_name = data.display_name; changed = true; }
     if (ev.type === "connector.health.check") {
       known.health = { ok: !!data.ok, latency_ms: data.latency_ms, time: ev.time };
+      // As the server does: a passing check of a running connector settles its last error.
+      if (data.ok && known.status === "CONNECTED") known.last_error = "";
       changed = true;
     }
     if (changed) renderConnector(known);
@@ -574,6 +577,10 @@
       const update = { id: c.id, display_name: c.display_name, kind: c.kind, last_heartbeat: c.last_heartbeat,
         queue_depth: c.queue_depth };
       if (fresh || !known) { update.status = c.status; update.last_error = c.last_error; }
+      // The last check from the log, unless the stream already brought a newer one.
+      if (c.health && !(known && known.health && Date.parse(known.health.time) > Date.parse(c.health.time))) {
+        update.health = c.health;
+      }
       renderConnector(upsertConnector(update));
     }
     if (fresh) {
