@@ -178,6 +178,9 @@ def test_pair_reorder_set_quiet_hours_reload_and_find_it_persisted(channels, ada
 
     # 2. CLI: the code typed into `manage.py chat` (a terminal session as the CLI user "ada").
     code = _pair(page, "cli")
+    # The command to type is shown as code, not between backticks (here and in the status line).
+    assert page.text_content("#pair-instructions code") == "manage.py chat --connector cli"
+    assert "`" not in page.text_content("#pair-instructions") and "`" not in _status(page)
     chat = manage("chat", "--connector", "cli", "--as", "ada", input=f"{code}\n/quit\n", timeout=60)
     assert chat.returncode == 0, chat.stderr
     assert "Paired with ada" in chat.stdout
@@ -283,3 +286,54 @@ def test_pair_reorder_set_quiet_hours_reload_and_find_it_persisted(channels, ada
     expected = [p for p in problems if p.startswith("HTTP 400 PATCH") and "/api/v1/preferences/" in p]
     assert len(expected) == 1
     assert [p for p in problems if p not in expected and "the server responded with a status of 400" not in p] == []
+
+
+@pytest.fixture
+def mailbox(tmp_path):
+    return tmp_path / "mail"
+
+
+@pytest.fixture
+def email_channel(make_connector, subprocess_env, mailbox):
+    """An email connector; the server process writes its mails into `mailbox` (Django's file backend)."""
+    make_connector("mail", kind="email", display_name="Email", config={"from_address": "brain@example.org"})
+    # django-environ takes the path after the third slash: a fourth keeps it absolute.
+    subprocess_env["EMAIL_URL"] = f"filemail:///{mailbox}"
+    return "mail"
+
+
+def _mailed_link(mailbox, base, timeout=15):
+    import re
+    import time
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for path in sorted(mailbox.glob("*")) if mailbox.exists() else []:
+            match = re.search(r"/preferences/pair/[A-Z0-9]{8}/", path.read_text())
+            if match:
+                return base + match.group(0)
+        time.sleep(0.2)
+    raise AssertionError("no pairing mail arrived")
+
+
+def test_an_emailed_link_confirmed_in_another_tab_shows_as_paired(email_channel, ada, server, browser, mailbox):
+    page, problems = _open_page(browser, server)
+    page.select_option("#pair-channel", email_channel)
+    page.fill("#pair-address", "ada@example.org")
+    page.focus("#pair-button")
+    page.keyboard.press("Enter")
+    page.wait_for_selector("#pair-waiting[data-state=waiting]")
+    assert page.text_content("#pair-result-title") == "Check your inbox"
+    assert page.text_content("#pair-waiting") == "Waiting for you to confirm the link…"
+
+    # The mail opens in another tab of the same browser; confirming there pairs the address.
+    link_tab = page.context.new_page()
+    link_tab.goto(_mailed_link(mailbox, server))
+    link_tab.click("button[type=submit]")
+    link_tab.wait_for_selector("text=Paired with ada")
+
+    page.wait_for_selector("#pair-waiting[data-state=paired]", timeout=6000)
+    assert page.text_content("#pair-waiting").startswith("Paired: ")
+    assert "Waiting" not in page.text_content("#pair-result")
+    assert page.text_content('#identity-list li[data-kind="email"] .identity-address') == "ada@example.org"
+    assert problems == []
