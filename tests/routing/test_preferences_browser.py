@@ -176,6 +176,16 @@ def test_pair_reorder_set_quiet_hours_reload_and_find_it_persisted(channels, ada
     assert _order(page) == [tg]  # pairing put it in the list, first of one
     assert page.evaluate("window.__marker") == 1  # no reload
 
+    # The same chat pairs again: no new channel to show, but the used code ends the waiting.
+    code = _pair(page, "tg_ada")
+    assert page.get_attribute("#pair-waiting", "data-state") == "waiting"
+    response = httpx.post(f"{server}/webhooks/telegram/tg_ada/", json=_start_update(code, update_id=820013401),
+                          headers={SECRET_HEADER: channels}, timeout=10)
+    assert response.status_code == 200, response.text
+    page.wait_for_selector("#pair-waiting[data-state=paired]", timeout=6000)
+    assert page.text_content("#pair-waiting") == "Paired."
+    assert _order(page) == [tg]
+
     # 2. CLI: the code typed into `manage.py chat` (a terminal session as the CLI user "ada").
     code = _pair(page, "cli")
     # The command to type is shown as code, not between backticks (here and in the status line).
