@@ -13,9 +13,9 @@ from rest_framework.urlpatterns import format_suffix_patterns
 
 import connectors.urls
 import conversations.urls
+import routing.accounts.urls
 import routing.urls
 from brain_connectors import health
-from routing.accounts import views as account_views
 
 # One browsable root for /api/v1/ listing every app's viewsets, as a single DefaultRouter would; the apps' routers
 # leave their root view out.
@@ -37,16 +37,8 @@ urlpatterns = [
         name="login",
     ),
     path("accounts/logout/", auth_views.LogoutView.as_view(next_page="/accounts/login/"), name="logout"),
-    # A forgotten password, and an invitation's first one: Django's views, emailed links that expire
-    # (PASSWORD_RESET_TIMEOUT, INVITATION_TIMEOUT). Staff reset theirs here too.
-    path("accounts/password_reset/", account_views.PasswordResetView.as_view(), name="password_reset"),
-    path("accounts/password_reset/done/", account_views.PasswordResetDoneView.as_view(), name="password_reset_done"),
-    path("accounts/reset/<uidb64>/<token>/", account_views.PasswordResetConfirmView.as_view(),
-         name="password_reset_confirm"),
-    path("accounts/reset/done/", account_views.PasswordResetCompleteView.as_view(), name="password_reset_complete"),
-    path("accounts/invitation/<uidb64>/<token>/", account_views.InvitationAcceptView.as_view(),
-         name="invitation-accept"),
-    path("accounts/invitation/done/", account_views.InvitationCompleteView.as_view(), name="invitation_complete"),
+    # A forgotten password, and an invitation's first one (routing.accounts).
+    path("", include(routing.accounts.urls)),
     path("", include(connectors.urls)),
     path("", include(routing.urls)),
     path("", include(conversations.urls)),
