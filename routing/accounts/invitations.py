@@ -52,7 +52,18 @@ def _clean_email(email):
     return email
 
 
-def _invitee(email, username):
+def _may_take_over(principal, existing, email):
+    """A link that sets the password of an existing account is power over it: staff accounts only
+    from a superuser, and a new address only from someone who may change users."""
+    if principal.is_system:
+        return True
+    actor = principal.user
+    if (existing.is_staff or existing.is_superuser) and not actor.is_superuser:
+        return False
+    return existing.email.lower() == email.lower() or actor.has_perm("auth.change_user")
+
+
+def _invitee(principal, email, username):
     """The account to invite: a new one without a usable password, or the one with this email (or
     username) that has none yet. A person who already has a password signs in or resets it instead."""
     User = get_user_model()
@@ -67,6 +78,11 @@ def _invitee(email, username):
             raise Conflict(
                 f"{existing.get_username()!r} can already sign in; they can reset a forgotten password themselves.",
                 code="already_has_password",
+            )
+        if not _may_take_over(principal, existing, email):
+            raise PermissionDenied(
+                f"You may not invite {existing.get_username()!r}: a staff account takes a superuser, and a "
+                "new address for an existing account the permission to change users."
             )
         if not existing.is_active:
             raise Conflict(f"{existing.get_username()!r} is deactivated; reactivate the account first.",
@@ -98,7 +114,7 @@ def invite_person(principal: Principal, email, username=None, *, base_url=None):
                 raise PermissionDenied("You may not invite people: that takes the permission to add users.")
             email = _clean_email(email)
             try:
-                user, created = _invitee(email, (username or "").strip() or None)
+                user, created = _invitee(principal, email, (username or "").strip() or None)
             except Exception as exc:
                 if hasattr(exc, "message_dict"):  # a model ValidationError, e.g. a username with spaces
                     raise ValidationFailed("That username cannot be used.", details=exc.message_dict)

@@ -134,6 +134,21 @@ def test_someone_who_can_sign_in_already_is_not_invited(inviter, make_user):
     assert refused.result != "success"
 
 
+def test_an_invitation_cannot_take_over_a_staff_account_or_redirect_one(inviter):
+    User = get_user_model()
+    User.objects.create_user("root", email="root@example.org", is_staff=True, is_superuser=True)  # no password
+    User.objects.create_user("lin", email="lin@example.org")
+    to_staff = inviter.post("/admin/auth/user/invite/", {"email": "grace@evil.example", "username": "root"})
+    assert to_staff.status_code == 200 and b"You may not invite" in to_staff.content
+    elsewhere = inviter.post("/admin/auth/user/invite/", {"email": "grace@evil.example", "username": "lin"})
+    assert b"You may not invite" in elsewhere.content
+    assert not mail.outbox
+    assert User.objects.get(username="lin").email == "lin@example.org"
+    assert AuditEvent.objects.filter(action="auth.user_invited", result="denied").count() == 2
+    # Her own address on file: the pending account gets its link.
+    assert inviter.post("/admin/auth/user/invite/", {"email": "lin@example.org", "username": "lin"}).status_code == 302
+    assert [m.to for m in mail.outbox] == [["lin@example.org"]]
+
 def test_the_admin_action_invites_selected_accounts_without_a_password(inviter):
     User = get_user_model()
     lin = User.objects.create_user("lin", email="lin@example.org")  # no password: unusable
