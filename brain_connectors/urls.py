@@ -13,6 +13,7 @@ from rest_framework.urlpatterns import format_suffix_patterns
 
 import connectors.urls
 import conversations.urls
+import routing.accounts.urls
 import routing.urls
 from brain_connectors import health, home
 
@@ -37,6 +38,8 @@ urlpatterns = [
         name="login",
     ),
     path("accounts/logout/", auth_views.LogoutView.as_view(next_page="/accounts/login/"), name="logout"),
+    # A forgotten password, and an invitation's first one (routing.accounts).
+    path("", include(routing.accounts.urls)),
     path("", include(connectors.urls)),
     path("", include(routing.urls)),
     path("", include(conversations.urls)),

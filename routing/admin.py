@@ -7,7 +7,10 @@ from django.utils.html import format_html
 from connectors.admin.base import ReadOnlyAdmin, ServiceBackedAdmin
 from connectors.admin.base import principal_of as admin_principal
 from routing import identities, preferences
+from routing.accounts import user_admin
 from routing.models import ChannelIdentity, ConnectorPreference, Notification, PairingCode
+
+user_admin.install()  # the admin's users, with invitations
 
 # --- identities, preferences, pairing codes (routing.identities, routing.preferences): every write through a service ----
 

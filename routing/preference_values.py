@@ -37,6 +37,35 @@ def format_time(value):
     return value.strftime("%H:%M") if value is not None else None
 
 
+# The message of a refusal, in plain words for people (the /preferences/ page shows it as is);
+# `details` keeps the API's field names for programs.
+PLAIN_WORDS = {
+    "identity": "Channel: choose one of your channels.",
+    "priority": f"Position: give a whole number from 1 to {MAX_PRIORITY}.",
+    "enabled": "Enabled: give true or false.",
+    "notification_types": "Use it for: choose from " + ", ".join(NotificationType.values) + ".",
+    "quiet_start": "Quiet hours: give the start as a time such as 22:00, or leave it empty.",
+    "quiet_end": "Quiet hours: give the end as a time such as 07:00, or leave it empty.",
+    "timezone": "Time zone: choose one such as Europe/London or UTC.",
+    "quiet_hours_half": "Quiet hours: give both a start and an end time, or neither.",
+    "quiet_hours_same": "Quiet hours: the start and end times must differ.",
+}
+
+
+def _plain_message(problems, quiet_hours_reason):
+    lines = []
+    for name in problems:
+        if name == "quiet_hours":
+            lines.append(PLAIN_WORDS[quiet_hours_reason])
+        elif problems[name] == "unknown field":
+            lines.append(f"{name!r} is not a setting of a channel in the list.")
+        elif name == "identity" and problems[name] == "required":
+            lines.append("Channel: choose which channel to add.")
+        else:
+            lines.append(PLAIN_WORDS[name])
+    return " ".join(lines)
+
+
 def clean_preference(user, data, current=None):
     """Validate a create (current=None) or a change; returns the values to set. Every problem is
     reported at once, in `details`, by field."""
@@ -88,13 +117,16 @@ def clean_preference(user, data, current=None):
             problems["timezone"] = "must be an IANA time zone name such as Europe/London or UTC"
         else:
             values["timezone"] = data["timezone"]
+    quiet_hours_reason = None
     if not problems.keys() & {"quiet_start", "quiet_end"}:
         start = values.get("quiet_start", current.quiet_start if current else None)
         end = values.get("quiet_end", current.quiet_end if current else None)
         if (start is None) != (end is None):
             problems["quiet_hours"] = "give both quiet_start and quiet_end, or neither"
+            quiet_hours_reason = "quiet_hours_half"
         elif start is not None and start == end:
             problems["quiet_hours"] = "quiet_start and quiet_end must differ"
+            quiet_hours_reason = "quiet_hours_same"
     if problems:
-        raise ValidationFailed("The preference is invalid.", details=problems)
+        raise ValidationFailed(_plain_message(problems, quiet_hours_reason), details=problems)
     return values

@@ -16,6 +16,8 @@ from routing.models import NotificationType
 
 LOGIN_URL = "/accounts/login/"
 POLL_MILLISECONDS = 2000
+# The BroadcastChannel on which the emailed link's page tells an open /preferences/ tab that it paired.
+PAIRED_CHANNEL = "brain-preferences-paired"
 
 
 @never_cache
@@ -30,5 +32,6 @@ def preferences_page(request):
         "reorder": "/api/v1/preferences/reorder/",
         "notificationTypes": [t.value for t in NotificationType],
         "pollMs": POLL_MILLISECONDS,
+        "pairedChannel": PAIRED_CHANNEL,
     }
     return render(request, "preferences/index.html", {"config": config})

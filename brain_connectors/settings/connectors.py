@@ -27,6 +27,8 @@ if env.str("EMAIL_URL", default=""):
         _email["EMAIL_PORT"] = 465 if _email.get("EMAIL_USE_SSL") else 587 if _email.get("EMAIL_USE_TLS") else 25
     globals().update(_email)
 EMAIL_BACKEND = env.str("EMAIL_BACKEND", default=EMAIL_BACKEND)
+# The sender of the site's own mails: invitations and password resets (an email connector has its own).
+DEFAULT_FROM_EMAIL = env.str("DEFAULT_FROM_EMAIL", default="webmaster@localhost")
 
 BRAIN_BACKEND = env.str("BRAIN_BACKEND", default="connectors.delivery.brain.EchoBrain")
 BRAIN_URL = env.str("BRAIN_URL", default="")

@@ -16,6 +16,8 @@ _PATTERNS = [
     re.compile(r"\d{6,12}:[A-Za-z0-9_-]{20,}"),  # Telegram bot tokens
     # Pairing links carry a one-time code in the path; Django logs refused requests with it.
     re.compile(r"(/preferences/pair/)[^/\s?#]+"),
+    # So do password-reset and invitation links: the user's id stays, the token goes.
+    re.compile(r"(/accounts/(?:reset|invitation)/[^/\s?#]+/)[^/\s?#]+"),
 ]
 
 # A URL's query string (daphne's access log, Django's request lines, an SDK error quoting a URL)

@@ -11,6 +11,7 @@ from django.views.decorators.http import require_http_methods
 from brain_connectors.shared.errors import ServiceError
 from connectors.permissions import Principal
 from routing.pairing.redeem import MESSAGES, confirm_email_link, pairing_link_state
+from routing.views import PAIRED_CHANNEL
 
 LOGIN_URL = "/accounts/login/"
 
@@ -28,7 +29,8 @@ def pair_link(request, code):
             return render(request, "preferences/pair_link.html", {"state": "refused", "message": exc.message},
                           status=exc.status)
         return render(request, "preferences/pair_link.html", {"state": "paired", "message": result.reply,
-                                                              "identity": result.identity})
+                                                              "identity": result.identity,
+                                                              "paired_channel": PAIRED_CHANNEL})
     row, reason = pairing_link_state(code)
     if reason is None and row.user_id != request.user.pk:
         reason = "unknown"

@@ -81,6 +81,14 @@ def test_query_values_are_withheld_and_parameter_names_kept(captured):
     ]
 
 
+
+def test_password_links_keep_the_user_id_and_lose_the_token(captured):
+    """Reset and invitation links (issue 19) carry a token that sets a password for whoever has it."""
+    logger, records = captured
+    logger.info('"GET /accounts/reset/Mg/cw1x8a-5b1f0e7c9d2a4b6e8f0a1c3e5d7b9f21/" 302 0')
+    logger.info('"GET /accounts/invitation/NDI/cw1x8a-0123456789abcdef0123456789abcdef/" 302 0')
+    assert records == ['"GET /accounts/reset/Mg/[redacted]/" 302 0', '"GET /accounts/invitation/NDI/[redacted]/" 302 0']
+
 HANDLERS_PROBE = """
 import logging, os, sys
 import django

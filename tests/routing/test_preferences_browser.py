@@ -176,8 +176,21 @@ def test_pair_reorder_set_quiet_hours_reload_and_find_it_persisted(channels, ada
     assert _order(page) == [tg]  # pairing put it in the list, first of one
     assert page.evaluate("window.__marker") == 1  # no reload
 
+    # The same chat pairs again: no new channel to show, but the used code ends the waiting.
+    code = _pair(page, "tg_ada")
+    assert page.get_attribute("#pair-waiting", "data-state") == "waiting"
+    response = httpx.post(f"{server}/webhooks/telegram/tg_ada/", json=_start_update(code, update_id=820013401),
+                          headers={SECRET_HEADER: channels}, timeout=10)
+    assert response.status_code == 200, response.text
+    page.wait_for_selector("#pair-waiting[data-state=paired]", timeout=6000)
+    assert page.text_content("#pair-waiting") == "Paired."
+    assert _order(page) == [tg]
+
     # 2. CLI: the code typed into `manage.py chat` (a terminal session as the CLI user "ada").
     code = _pair(page, "cli")
+    # The command to type is shown as code, not between backticks (here and in the status line).
+    assert page.text_content("#pair-instructions code") == "manage.py chat --connector cli"
+    assert "`" not in page.text_content("#pair-instructions") and "`" not in _status(page)
     chat = manage("chat", "--connector", "cli", "--as", "ada", input=f"{code}\n/quit\n", timeout=60)
     assert chat.returncode == 0, chat.stderr
     assert "Paired with ada" in chat.stdout
@@ -208,7 +221,7 @@ def test_pair_reorder_set_quiet_hours_reload_and_find_it_persisted(channels, ada
     page.keyboard.press("Enter")
     page.wait_for_selector(f"{row} .row-error:not([hidden])")
     error = page.text_content(f"{row} .row-error")
-    assert "The preference is invalid." in error and "give both quiet_start and quiet_end" in error
+    assert error == "Quiet hours: give both a start and an end time, or neither."  # plain words, no field names
     assert page.get_attribute(f"{row} .row-error", "role") == "alert"
     assert _stored_preferences() == before
     # Now properly: the end time too, another zone, no digest; saved with the keyboard.
@@ -283,3 +296,54 @@ def test_pair_reorder_set_quiet_hours_reload_and_find_it_persisted(channels, ada
     expected = [p for p in problems if p.startswith("HTTP 400 PATCH") and "/api/v1/preferences/" in p]
     assert len(expected) == 1
     assert [p for p in problems if p not in expected and "the server responded with a status of 400" not in p] == []
+
+
+@pytest.fixture
+def mailbox(tmp_path):
+    return tmp_path / "mail"
+
+
+@pytest.fixture
+def email_channel(make_connector, subprocess_env, mailbox):
+    """An email connector; the server process writes its mails into `mailbox` (Django's file backend)."""
+    make_connector("mail", kind="email", display_name="Email", config={"from_address": "brain@example.org"})
+    # django-environ takes the path after the third slash: a fourth keeps it absolute.
+    subprocess_env["EMAIL_URL"] = f"filemail:///{mailbox}"
+    return "mail"
+
+
+def _mailed_link(mailbox, base, timeout=15):
+    import re
+    import time
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for path in sorted(mailbox.glob("*")) if mailbox.exists() else []:
+            match = re.search(r"/preferences/pair/[A-Z0-9]{8}/", path.read_text())
+            if match:
+                return base + match.group(0)
+        time.sleep(0.2)
+    raise AssertionError("no pairing mail arrived")
+
+
+def test_an_emailed_link_confirmed_in_another_tab_shows_as_paired(email_channel, ada, server, browser, mailbox):
+    page, problems = _open_page(browser, server)
+    page.select_option("#pair-channel", email_channel)
+    page.fill("#pair-address", "ada@example.org")
+    page.focus("#pair-button")
+    page.keyboard.press("Enter")
+    page.wait_for_selector("#pair-waiting[data-state=waiting]")
+    assert page.text_content("#pair-result-title") == "Check your inbox"
+    assert page.text_content("#pair-waiting") == "Waiting for you to confirm the link…"
+
+    # The mail opens in another tab of the same browser; confirming there pairs the address.
+    link_tab = page.context.new_page()
+    link_tab.goto(_mailed_link(mailbox, server))
+    link_tab.click("button[type=submit]")
+    link_tab.wait_for_selector("text=Paired with ada")
+
+    page.wait_for_selector("#pair-waiting[data-state=paired]", timeout=6000)
+    assert page.text_content("#pair-waiting").startswith("Paired: ")
+    assert "Waiting" not in page.text_content("#pair-result")
+    assert page.text_content('#identity-list li[data-kind="email"] .identity-address') == "ada@example.org"
+    assert problems == []

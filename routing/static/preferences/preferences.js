@@ -30,18 +30,70 @@
     }
   }
 
-  function flattenDetails(details, prefix) {
+  // The API names fields as its clients send them (quiet_start); people read labels and plain words.
+  const FIELD_LABELS = {
+    quiet_hours: "Quiet hours", quiet_start: "Quiet hours start", quiet_end: "Quiet hours end",
+    timezone: "Time zone", notification_types: "Use it for", enabled: "Enabled", priority: "Position",
+    identity: "Channel", connector: "Channel", address: "Email address", label: "Label", order: "Order",
+  };
+  const PLAIN_WORDS = [
+    [/^give both quiet_start and quiet_end/, "give both a start and an end time, or neither."],
+    [/^quiet_start and quiet_end must differ/, "the start and end times must differ."],
+    [/^must be a time as HH:MM/, "give a time such as 22:00, or leave it empty."],
+    [/^must be an IANA time zone/, "choose a time zone from the list."],
+    [/^(unknown types|must be a list of)/, "choose from " + config.notificationTypes.join(", ") + "."],
+    [/^must be the id of one of/, "choose one of your channels."],
+    [/^must be an integer from/, "the position is out of range; reload the page."],
+    [/^must be true or false/, "switch it on or off."],
+    [/^required/, "this is needed."],
+    [/^unknown field/, "the page sent something the server does not know; reload the page."],
+  ];
+
+  function plainLine(key, text) {
+    const label = FIELD_LABELS[key] || (key ? key.charAt(0).toUpperCase() + key.slice(1).replace(/_/g, " ") : "");
+    const rule = PLAIN_WORDS.find(([pattern]) => pattern.test(text));
+    // Anything not known yet: at least no API field names in it.
+    let words = rule ? rule[1] : String(text).replace(/\b[a-z]+(?:_[a-z]+)+\b/g, (name) =>
+      (FIELD_LABELS[name] || name.replace(/_/g, " ")).toLowerCase());
+    if (!/[.!?]$/.test(words)) words += ".";
+    return label ? `${label}: ${words}` : words.charAt(0).toUpperCase() + words.slice(1);
+  }
+
+  function flattenDetails(details, key) {
     if (details === null || details === undefined || details === "") return [];
-    if (typeof details === "string" || typeof details === "number") return [(prefix ? prefix + ": " : "") + details];
-    if (Array.isArray(details)) return details.flatMap((d) => flattenDetails(d, prefix));
-    return Object.entries(details).flatMap(([key, value]) =>
-      flattenDetails(value, key === "non_field_errors" || key === "detail" ? prefix : (prefix ? prefix + "." : "") + key));
+    if (typeof details === "string" || typeof details === "number") return [plainLine(key, String(details))];
+    if (Array.isArray(details)) return details.flatMap((d) => flattenDetails(d, key));
+    return Object.entries(details).flatMap(([name, value]) =>
+      flattenDetails(value, name === "non_field_errors" || name === "detail" ? key : name));
   }
 
   function describe(error) {
     if (!(error instanceof ApiError)) return "Could not reach the server. Check your connection and try again.";
-    const extra = flattenDetails(error.details).filter((line) => line !== error.message);
-    return extra.length ? error.message + " — " + extra.join("; ") : error.message;
+    const lines = error.status === 400 ? flattenDetails(error.details) : [];
+    // A bare "Invalid …" says nothing the details do not: then the details, in plain words.
+    if (/\binvalid\b/i.test(error.message) && lines.length) return lines.join(" ");
+    return error.message;
+  }
+
+  // Instructions may quote what to type in backticks (`manage.py chat`): shown as code, never as backticks.
+  function fillWithCode(element, text) {
+    element.replaceChildren();
+    String(text || "").split(/`([^`]*)`/).forEach((part, index) => {
+      if (index % 2) {
+        const code = document.createElement("code");
+        code.textContent = part;
+        element.appendChild(code);
+      } else if (part) {
+        element.appendChild(document.createTextNode(part));
+      }
+    });
+  }
+  const withoutBackticks = (text) => String(text || "").replace(/`([^`]*)`/g, "$1");
+
+  function signedOut() {
+    // The session ended (signed out in another tab, or expired): offer the way back in.
+    const box = $("signed-out");
+    if (box) box.hidden = false;
   }
 
   async function request(method, url, body) {
@@ -61,7 +113,8 @@
     }
     if (!response.ok) {
       if (response.status === 401 || (response.status === 403 && !(data && data.error))) {
-        throw new ApiError(response.status, "Your session has ended. Reload the page and sign in again.", null);
+        signedOut();
+        throw new ApiError(response.status, "You are signed out. Sign in again to go on.", null);
       }
       const err = data && data.error ? data.error : {};
       throw new ApiError(response.status, err.message || `The server answered ${response.status}.`, err.details);
@@ -73,6 +126,7 @@
     identities: () => request("GET", config.identities),
     channels: () => request("GET", config.channels),
     preferences: () => request("GET", config.preferences),
+    pendingCodes: () => request("GET", config.pairingCodes),
   };
   const list = (data) => (Array.isArray(data) ? data : (data && data.results) || []);
 
@@ -301,11 +355,11 @@
     const known = new Set(state.identities.map((i) => String(i.id)));
     const expires = new Date(created.expires_at);
     const code = created.code || "";
-    state.pairing = { code: code, known: known, expires: expires, timer: null, polls: 0 };
+    state.pairing = { id: created.id, code: code, known: known, expires: expires, timer: null, polls: 0, busy: false };
     $("pair-code").textContent = code;
     $("pair-code").hidden = !code;
     $("pair-result-title").textContent = code ? "Your code" : "Check your inbox";
-    $("pair-instructions").textContent = created.instructions || "";
+    fillWithCode($("pair-instructions"), created.instructions);
     const time = $("pair-expires");
     time.dateTime = created.expires_at;
     time.textContent = expires.toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" });
@@ -317,8 +371,9 @@
     box.hidden = false;
     box.dataset.code = code;
     box.focus();
-    if (code) say(`Your code for ${channelName} is ${code.split("").join(" ")}. ${created.instructions || ""}`, "info");
-    else say(created.instructions || `We sent a link for ${channelName}.`, "info");
+    const instructions = withoutBackticks(created.instructions);
+    if (code) say(`Your code for ${channelName} is ${code.split("").join(" ")}. ${instructions}`, "info");
+    else say(instructions || `We sent a link for ${channelName}.`, "info");
     state.pairing.timer = window.setInterval(pollForIdentity, config.pollMs);
   }
 
@@ -333,25 +388,33 @@
     }
   }
 
+  // Paired once a new channel shows up, or once the code is no longer pending although it has not
+  // expired: it was used (an emailed link confirmed in another tab, an address paired before).
   async function pollForIdentity() {
     const pairing = state.pairing;
-    if (!pairing || !pairing.timer) return;
+    if (!pairing || !pairing.timer || pairing.busy) return;
     pairing.polls += 1;
     if (Date.now() > pairing.expires.getTime()) {
       stopWaiting("The code has expired. Ask for a new one.");
       say("The pairing code has expired. Ask for a new one.", "warn");
       return;
     }
-    let identities;
+    let identities, pending;
+    pairing.busy = true;
     try {
-      identities = list(await api.identities());
+      [identities, pending] = (await Promise.all([api.identities(), api.pendingCodes()])).map(list);
     } catch (error) {
       $("pair-waiting").textContent = "Still waiting (the last check failed; retrying)…";
       return;
+    } finally {
+      pairing.busy = false;
     }
+    if (state.pairing !== pairing || !pairing.timer) return; // stopped, or a new code asked for, meanwhile
     const fresh = identities.filter((i) => !pairing.known.has(String(i.id)));
-    if (!fresh.length) return;
-    stopWaiting(`Paired: ${fresh.map(identityName).join(", ")}.`);
+    const used = pairing.id !== undefined && !pending.some((p) => String(p.id) === String(pairing.id));
+    if (!fresh.length && !used) return;
+    const names = fresh.length ? fresh.map(identityName).join(", ") : "";
+    stopWaiting(names ? `Paired: ${names}.` : "Paired.");
     $("pair-waiting").dataset.state = "paired";
     state.identities = identities;
     try {
@@ -366,7 +429,13 @@
       const li = document.querySelector(`#identity-list li[data-identity-id="${identity.id}"]`);
       if (li) li.classList.add("flash");
     }
-    say(`Paired ${fresh.map(identityName).join(", ")}. It is now last in "How to reach you".`, "ok");
+    say(names ? `Paired ${names}. It is now last in "How to reach you".` : "Paired. Your channels are up to date.", "ok");
+  }
+
+  // Background tabs check rarely (browsers slow their timers down): check at once on coming back,
+  // and when the link's page says it paired something (same browser, another tab).
+  function checkNow() {
+    if (state.pairing && state.pairing.timer && document.visibilityState !== "hidden") pollForIdentity();
   }
 
   // --- preferences --------------------------------------------------------------------------
@@ -578,6 +647,10 @@
       stopWaiting("Stopped waiting. The code still works until it expires; reload to see new channels.");
     });
     $("add-preference").addEventListener("submit", addPreference);
+    document.addEventListener("visibilitychange", checkNow);
+    window.addEventListener("focus", checkNow);
+    window.addEventListener("pageshow", checkNow);
+    if ("BroadcastChannel" in window) new BroadcastChannel(config.pairedChannel).onmessage = checkNow;
     try {
       const [channels] = await Promise.all([api.channels(), refresh()]);
       state.channels = list(channels);

@@ -1,0 +1,1 @@
+"""Commands: invite (a person by email, to choose their own password)."""
