@@ -1,5 +1,4 @@
-"""The connector admin's forms: a connector with one field per setting of its kind (credentials write-only), and a
-test message to send."""
+"""The connector admin's forms: one field per setting of the connector's kind (credentials write-only), a test send."""
 
 import re
 

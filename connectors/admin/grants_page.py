@@ -1,5 +1,6 @@
-"""A connector's "Object permissions" page: who holds which level, in plain words, a user picker to grant one, and
-a button to revoke each; every change goes through services.grant_permission / revoke_permission (audited)."""
+"""A connector's permission page: who holds which level in plain words, a user picker to grant, a button to revoke.
+
+Every change goes through services.grant_permission / revoke_permission (audited)."""
 
 from django import forms
 from django.contrib import messages

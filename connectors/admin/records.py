@@ -1,5 +1,4 @@
-"""Admin of what the connectors carried: outbound deliveries (read-only, but a dead or stuck one can be re-queued)
-and inbound messages."""
+"""Admin of what the connectors carried: deliveries (read-only; a dead or stuck one can be re-queued), inbound messages."""
 
 from django.contrib import admin, messages
 
