@@ -109,6 +109,10 @@ class ConnectorAdmin(OpenToStaff, NoBulkDelete, ConnectorObjectPermissions, Serv
                 "title": "Add connector: choose its kind",
             }
             return TemplateResponse(request, "admin/connectors/connector/choose_kind.html", context)
+        kind = self.kind_of(request, None)
+        if kind is not None:  # the page says which kind these fields are for
+            label = get_connector_class(kind).label or kind
+            extra_context = {"title": f"Add connector: {label} ({kind})", **(extra_context or {})}
         return super().add_view(request, form_url, extra_context)
 
     # --- who sees what ------------------------------------------------------------------------

@@ -49,6 +49,7 @@ def test_the_add_form_shows_the_kinds_fields_with_help(boss, kind):
     assert ">null<" not in page and "null</textarea>" not in page
     for name in credentials:  # secrets are typed into password inputs
         assert re.search(rf'<input type="password" name="{name}"', page), name
+    assert "Add connector: " in page and f"({kind})</h1>" in page
     if kind == "email":
         assert "The address messages are sent from." in page and "brain@example.org" in page
 
