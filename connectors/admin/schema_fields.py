@@ -13,8 +13,12 @@ from connectors.admin.field_help import help_for
 BOOLEAN_CHOICES = [("", "Default"), ("true", "Yes"), ("false", "No")]
 
 
+# Words people write in capitals (API base URL, Account SID).
+ACRONYMS = {"api": "API", "url": "URL", "sid": "SID"}
+
+
 def label_of(name):
-    return capfirst(name.replace("_", " "))
+    return capfirst(" ".join(ACRONYMS.get(word, word) for word in name.split("_")))
 
 
 def prefixed(label, messages):
@@ -31,8 +35,8 @@ def field_for(kind, name, spec, *, required, secret=False):
     messages = {"required": "this field is required."}
     if "enum" in spec:
         choices = [(str(v), str(v)) for v in spec["enum"]]
-        if not required:
-            choices = [("", "Default"), *choices]
+        # A blank first entry: "Default" leaves it to the platform; for a required one, the person chooses.
+        choices = [("", "Choose…" if required else "Default"), *choices]
         return forms.TypedChoiceField(
             choices=choices, coerce=enum_coercer(spec["enum"]), empty_value=None,
             error_messages=prefixed(label, {**messages, "invalid_choice": "choose one of the listed values."}), **common,

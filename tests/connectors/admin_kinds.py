@@ -33,9 +33,9 @@ REQUIRED = {
     "email": ["From address"],
     "locmem": [],
     "slack": ["Bot token", "Signing secret"],
-    "sms": ["From number", "Account sid", "Auth token"],
+    "sms": ["From number", "Account SID", "Auth token"],
     "telegram": ["Mode", "Bot token"],
-    "voice": ["From number", "Account sid", "Auth token"],
-    "webhook": ["Url", "Signing secret"],
-    "whatsapp": ["From number", "Account sid", "Auth token"],
+    "voice": ["From number", "Account SID", "Auth token"],
+    "webhook": ["URL", "Signing secret"],
+    "whatsapp": ["From number", "Account SID", "Auth token"],
 }
