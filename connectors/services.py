@@ -13,6 +13,7 @@ from connectors.delivery.outbound import get_delivery, send_message
 from connectors.delivery.questions import ask_question, get_question, wait_for_answer
 from connectors.delivery.receipts import acknowledge_delivery, apply_receipt, mark_delivered
 from connectors.delivery.replies import BRAIN, conversation_context, reply_with_brain
+from connectors.delivery.requeue import requeue_delivery
 from connectors.delivery.sweeper import sweep
 from connectors.registry.grants import grant_permission, revoke_permission
 from connectors.registry.leases import heartbeat, release_lease
@@ -63,6 +64,7 @@ __all__ = [
     "get_delivery",
     "attempt_delivery",
     "retry_delay",
+    "requeue_delivery",
     "mark_delivered",
     "acknowledge_delivery",
     "apply_receipt",

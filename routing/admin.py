@@ -1,14 +1,12 @@
 """Routing's admin: identities, preferences, pairing codes and notifications; every write goes through a service."""
-import json
-
 from django.contrib import admin
-from django.utils.html import format_html
 
 from connectors.admin.base import ReadOnlyAdmin, ServiceBackedAdmin
 from connectors.admin.base import principal_of as admin_principal
 from routing import identities, preferences
 from routing.accounts import user_admin
 from routing.models import ChannelIdentity, ConnectorPreference, Notification, PairingCode
+from routing.trace_display import attempts_html, trace_html
 
 user_admin.install()  # the admin's users, with invitations
 
@@ -86,7 +84,7 @@ class PairingCodeAdmin(ReadOnlyAdmin):
     readonly_fields = fields
 
 
-# --- notifications (routing.notify): read-only, the trace pretty-printed, content never shown ----
+# --- notifications (routing.notify): read-only, the trace as tables, content never shown ----
 
 
 @admin.register(Notification)
@@ -105,14 +103,10 @@ class NotificationAdmin(ReadOnlyAdmin):
     )
     readonly_fields = fields
 
-    @admin.display(description="trace")
+    @admin.display(description="trace (the router's decision)")
     def trace_pretty(self, obj):
-        return _pretty(obj.trace)
+        return trace_html(obj.trace)
 
-    @admin.display(description="attempts")
+    @admin.display(description="attempts (each channel tried)")
     def attempts_pretty(self, obj):
-        return _pretty(obj.attempts)
-
-
-def _pretty(value):
-    return format_html('<pre style="white-space: pre-wrap">{}</pre>', json.dumps(value, indent=2, ensure_ascii=False))
+        return attempts_html(obj.attempts)

@@ -11,6 +11,7 @@ from guardian.admin import AdminGroupObjectPermissionsForm, AdminUserObjectPermi
 from audit import services as audit
 from connectors import services
 from connectors.admin.base import principal_of
+from connectors.admin.grants_page import LEVEL_CHOICES, grants_page
 from connectors.models import PERM_ADMIN, PERM_VIEW, Connector
 from connectors.permissions import LEVELS, has_perm
 
@@ -48,8 +49,8 @@ class ConnectorObjectPermissions(GuardedModelAdminMixin):
         return connector
 
     def obj_perms_manage_view(self, request, object_pk):
-        self.admin_object_or_404(request, object_pk)
-        return super().obj_perms_manage_view(request, object_pk)
+        # Our own page (levels in plain words, a user picker), not guardian's username box.
+        return grants_page(self, request, self.admin_object_or_404(request, object_pk))
 
     def obj_perms_manage_user_view(self, request, object_pk, user_id):
         self.admin_object_or_404(request, object_pk)
@@ -71,7 +72,7 @@ def permission_form_through_services(base, principal, grantee_attr):
 
     class Form(base):
         def get_obj_perms_field_choices(self):
-            return [(perm, perm) for perm in LEVELS]
+            return LEVEL_CHOICES
 
         def get_obj_perms_field_initial(self):
             return [perm for perm in super().get_obj_perms_field_initial() if perm in LEVELS]

@@ -3,6 +3,7 @@
 from django.contrib import admin, messages
 from django.contrib.admin.helpers import ACTION_CHECKBOX_NAME
 from django.contrib.admin.options import csrf_protect_m
+from django.contrib.admin.templatetags.admin_list import _boolean_icon
 from django.contrib.admin.utils import unquote
 from django.http import Http404
 from django.shortcuts import redirect
@@ -13,12 +14,20 @@ from brain_connectors.shared.errors import ServiceError
 from connectors import services
 from connectors.admin.base import NoBulkDelete, OpenToStaff, ServiceBackedAdmin, principal_of
 from connectors.admin.connector_access import ConnectorObjectPermissions, audit_refusal
-from connectors.admin.connector_forms import ConnectorAdminForm, SendTestForm
+from connectors.admin.connector_forms import (
+    CONFIG,
+    CREDENTIALS,
+    ConnectorAdminForm,
+    KindChoiceForm,
+    SendTestForm,
+    connector_form_for,
+    field_names,
+)
 from connectors.models import PERM_ADMIN, PERM_MANAGE, PERM_SEND, PERM_VIEW, Connector
 from connectors.permissions import can_create_connectors, has_perm, viewable_connectors
-from connectors.registry.kinds import inbound_url_of
+from connectors.registry.kinds import available_kinds, get_connector_class, inbound_url_of
 
-EDITABLE_FIELDS = ["id", "kind", "display_name", "config", "quota_per_minute", "recipient_quota_per_minute"]
+EDITABLE_FIELDS = ["id", "kind", "display_name", "quota_per_minute", "recipient_quota_per_minute"]
 STATE_FIELDS = ["status", "has_credentials_display", "inbound_url_display", "created_at", "updated_at", "last_heartbeat", "last_error",
                 "lease_owner", "lease_expires_at"]
 UPDATABLE_FIELDS = ("display_name", "config", "quota_per_minute", "recipient_quota_per_minute")
@@ -34,9 +43,12 @@ class ConnectorAdmin(OpenToStaff, NoBulkDelete, ConnectorObjectPermissions, Serv
     actions = ["start_selected", "stop_selected", "test_selected"]
     change_form_template = "admin/connectors/connector/change_form.html"
 
-    @admin.display(description="Credentials", boolean=True)
+    @admin.display(description="Credentials")
     def has_credentials_display(self, obj):
-        return obj.has_credentials
+        # A kind that takes no credentials is not missing any: no red cross for it.
+        if not get_connector_class(obj.kind).credentials_schema.get("properties"):
+            return "not needed"
+        return _boolean_icon(obj.has_credentials)
 
     @admin.display(description="Inbound URL (paste into the platform's settings)")
     def inbound_url_display(self, obj):
@@ -45,13 +57,63 @@ class ConnectorAdmin(OpenToStaff, NoBulkDelete, ConnectorObjectPermissions, Serv
     def get_readonly_fields(self, request, obj=None):
         return (["id", "kind"] + STATE_FIELDS) if obj else list(STATE_FIELDS)
 
-    def get_fields(self, request, obj=None):
-        fields = list(EDITABLE_FIELDS)
-        if obj is None or has_perm(principal_of(request), PERM_ADMIN, obj):
-            fields.append("new_credentials")
+    def kind_of(self, request, obj):
+        """The kind whose fields the form shows: the connector's, or on the add page the one chosen first."""
         if obj is not None:
-            fields += STATE_FIELDS
-        return fields
+            return obj.kind
+        kind = request.POST.get("kind") or request.GET.get("kind")
+        return kind if kind in available_kinds() else None
+
+    def may_set_credentials(self, request, obj):
+        return obj is None or has_perm(principal_of(request), PERM_ADMIN, obj)
+
+    def get_fieldsets(self, request, obj=None):
+        kind = self.kind_of(request, obj)
+        if obj is not None and not self.has_change_permission(request, obj):
+            # View-only: the stored settings as they are (no credentials), no form.
+            return [(None, {"fields": [*EDITABLE_FIELDS, "config"]}), ("State", {"fields": STATE_FIELDS})]
+        label = get_connector_class(kind).label or kind
+        fieldsets = [(None, {"fields": EDITABLE_FIELDS})]
+        if config_fields := field_names(kind, CONFIG):
+            fieldsets.append((f"Settings: {label}", {"fields": config_fields}))
+        advanced = ["config"]
+        if self.may_set_credentials(request, obj):
+            if credential_fields := field_names(kind, CREDENTIALS):
+                keep = " Leave a field empty to keep its current value." if obj is not None else ""
+                fieldsets.append(("Credentials (write-only)", {
+                    "fields": credential_fields, "description": f"Stored encrypted and never shown again.{keep}"}))
+            advanced.append("new_credentials")
+        fieldsets.append(("Advanced: raw JSON", {"fields": advanced, "classes": ["collapse"]}))
+        if obj is not None:
+            fieldsets.append(("State", {"fields": STATE_FIELDS}))
+        return fieldsets
+
+    def get_form(self, request, obj=None, change=False, **kwargs):
+        kind = self.kind_of(request, obj)
+        if kind is None or (obj is not None and not self.has_change_permission(request, obj)):
+            return super().get_form(request, obj, change=change, **kwargs)
+        form = connector_form_for(kind, with_credentials=self.may_set_credentials(request, obj), editing=obj is not None)
+        # Django drops read-only declared fields from self.form only; do the same for this kind's form.
+        hidden = dict.fromkeys(f for f in self.get_readonly_fields(request, obj) if f in form.declared_fields)
+        kwargs["form"] = type(form.__name__, (form,), hidden)
+        return super().get_form(request, obj, change=change, **kwargs)
+
+    @csrf_protect_m
+    def add_view(self, request, form_url="", extra_context=None):
+        """First the kind, then that kind's fields."""
+        if self.kind_of(request, None) is None and self.has_add_permission(request):
+            context = {
+                **self.admin_site.each_context(request),
+                "opts": self.model._meta,
+                "form": KindChoiceForm(),
+                "title": "Add connector: choose its kind",
+            }
+            return TemplateResponse(request, "admin/connectors/connector/choose_kind.html", context)
+        kind = self.kind_of(request, None)
+        if kind is not None:  # the page says which kind these fields are for
+            label = get_connector_class(kind).label or kind
+            extra_context = {"title": f"Add connector: {label} ({kind})", **(extra_context or {})}
+        return super().add_view(request, form_url, extra_context)
 
     # --- who sees what ------------------------------------------------------------------------
     def get_queryset(self, request):
@@ -80,8 +142,10 @@ class ConnectorAdmin(OpenToStaff, NoBulkDelete, ConnectorObjectPermissions, Serv
         credentials = data.get("new_credentials")
         principal = principal_of(request)
         if change:
-            changes = {name: data[name] for name in UPDATABLE_FIELDS if name in form.changed_data}
-            if credentials:
+            changes = {name: data[name] for name in UPDATABLE_FIELDS if name in form.changed_data and name != "config"}
+            if data.get("config") is not None and data["config"] != form.stored_config:
+                changes["config"] = data["config"]
+            if credentials is not None:
                 changes["credentials"] = credentials
             if changes:
                 services.update_connector(principal, obj.pk, **changes)

@@ -1,7 +1,9 @@
-"""Read-only admin of what the connectors carried: outbound deliveries and inbound messages."""
+"""Admin of what the connectors carried: deliveries (read-only; a dead or stuck one can be re-queued), inbound messages."""
 
-from django.contrib import admin
+from django.contrib import admin, messages
 
+from brain_connectors.shared.errors import ServiceError
+from connectors import services
 from connectors.admin.base import OnViewableConnectors, OpenToStaff, ReadOnlyAdmin, principal_of
 from connectors.models import PERM_VIEW, Delivery, InboundMessage
 from connectors.permissions import has_perm
@@ -17,9 +19,25 @@ class DeliveryAdmin(OpenToStaff, OnViewableConnectors, ReadOnlyAdmin):
     fields = ("id", "connector", "recipient", "status", "attempts", "next_attempt_at", "platform_message_id",
               "last_error", "principal", "idempotency_key", "created_at", "updated_at", "sent_at", "delivered_at")
     readonly_fields = fields
+    actions = ["requeue_selected"]
 
     def has_view_permission(self, request, obj=None):
         return obj is None or has_perm(principal_of(request), PERM_VIEW, obj.connector)
+
+    @admin.action(description="Re-queue selected deliveries (failed, dead or stuck sending)")
+    def requeue_selected(self, request, queryset):
+        """Each one through the service: it checks send permission on the connector and audits."""
+        principal = principal_of(request)
+        done = 0
+        for pk in queryset.values_list("pk", flat=True):
+            try:
+                services.requeue_delivery(principal, pk)
+            except ServiceError as exc:
+                self.message_user(request, exc.message, messages.ERROR)
+            else:
+                done += 1
+        if done:
+            self.message_user(request, f"{done} deliver{'y' if done == 1 else 'ies'} queued again.", messages.SUCCESS)
 
 
 @admin.register(InboundMessage)
@@ -29,3 +47,4 @@ class InboundMessageAdmin(DeliveryAdmin):
     search_fields = ("platform_message_id", "sender")
     fields = ("connector", "platform_message_id", "sender", "sender_name", "received_at", "brain_status", "brain_error")
     readonly_fields = fields
+    actions = []

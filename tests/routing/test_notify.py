@@ -2,6 +2,7 @@
 and Twilio SMS against the loopback fake), fallback on a send error, on a failed receipt and on
 a missing acknowledgement, the REST API and its permissions, idempotency and the audit/event
 trail (which never carries the content)."""
+import re
 from datetime import timedelta
 
 import pytest
@@ -418,5 +419,9 @@ def test_admin_shows_the_trace_but_not_the_content(client, make_connector, ada, 
     assert page.status_code == 200
     html = page.content.decode()
     assert "loc_admin" in html and "&quot;source&quot;: &quot;preferences&quot;" in html
+    # Readable: the decision and each channel tried as tables, the raw JSON only folded away below them.
+    assert "from the person&#x27;s preferences" in html and "<th>In the chain</th>" in html
+    assert re.search(r"<tr><td>1</td><td>locmem</td><td>loc_admin</td><td>[^<]*</td><td>yes</td><td>ok</td></tr>", html)
+    assert re.search(r"<tr><td>0</td><td>locmem</td><td>loc_admin</td><td>[0-9a-f-]{36}</td><td>[a-z ]+</td>", html)
     assert SECRET not in html
     assert client.get("/admin/routing/notification/add/").status_code == 403
