@@ -2,7 +2,6 @@
 import json
 
 from django.utils.html import format_html, format_html_join
-from django.utils.safestring import mark_safe
 
 SOURCES = {"preferences": "the person's preferences", "default_order": "the default order of kinds"}
 
@@ -34,8 +33,8 @@ def trace_html(trace):
          c.get("address_hint") or "-", "yes" if c.get("included") else "no", c.get("reason") or "")
         for c in trace.get("candidates") or []
     ]
-    table = _table(["Priority", "Kind", "Connector", "Address", "In the chain", "Why"], rows) if rows else mark_safe(
-        "<p>No channel: the person has no verified address.</p>")
+    table = _table(["Priority", "Kind", "Connector", "Address", "In the chain", "Why"], rows) if rows else format_html(
+        "<p>{}</p>", "No channel: the person has no verified address.")
     return format_html("{}{}{}", summary, table, _raw(trace))
 
 
