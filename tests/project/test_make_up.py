@@ -112,13 +112,27 @@ def _descendants(root):
 
 
 def _group_alive(pgid):
+    """True while a process of group `pgid` still runs (zombies excepted: see _running)."""
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except (FileNotFoundError, ProcessLookupError):
+            continue
+        if fields[2] == str(pgid) and fields[0] != "Z":  # state, ppid, pgrp
+            return True
+    return False
+
+
+def _running(pid):
+    """True while `pid` runs. A zombie (state Z: exited, not yet reaped, e.g. reparented to a container's init that
+    does not reap) has stopped: it holds no resources and runs nothing."""
     try:
-        os.killpg(pgid, 0)
-    except ProcessLookupError:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except (FileNotFoundError, ProcessLookupError):
         return False
-    except PermissionError:
-        return True
-    return True
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
 
 
 def _wait_for(predicate, seconds, what, log):
@@ -190,8 +204,12 @@ class Stack:
         """Each process group honcho made is empty, and so is make's: no orphans."""
         groups = {pgid for pgid, _ in self.processes.values()}
         assert len(groups) >= len(STACK)  # honcho runs each process in a group of its own
+        deadline = time.monotonic() + 10  # a killed process takes a moment to leave
+        while time.monotonic() < deadline and (
+                [pid for pid in self.processes if _running(pid)] or any(map(_group_alive, groups))):
+            time.sleep(0.2)
         assert [pgid for pgid in groups | {self.proc.pid} if _group_alive(pgid)] == []
-        assert [pid for pid in self.processes if Path(f"/proc/{pid}").exists()] == []
+        assert [pid for pid in self.processes if _running(pid)] == []
 
     def close(self):
         if self.proc.poll() is None:

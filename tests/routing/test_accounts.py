@@ -2,6 +2,7 @@
 password by email, with Django's own views; links expire, work once, and are audited without tokens."""
 import re
 import time
+import uuid
 
 import pytest
 from django.contrib.auth import get_user_model
@@ -14,6 +15,13 @@ from django.test import Client
 from audit.models import AuditEvent
 
 pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture(autouse=True)
+def _own_quota_buckets(settings):
+    """Reset mails are rate-limited in quota buckets, which live in Redis when REDIS_URL is set and outlive a test's
+    rollback: each test gets buckets of its own, or the address limited by one test is still limited in the next."""
+    settings.QUOTA_KEY_PREFIX = f"{settings.QUOTA_KEY_PREFIX}{uuid.uuid4().hex[:8]}:"
 
 NEW_PASSWORD = "a-fresh-long-password-19"
 LINK = re.compile(r"https?://[^/\s]+(/accounts/(?:invitation|reset)/[^/\s]+/[^/\s]+/)")
