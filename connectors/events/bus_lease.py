@@ -1,0 +1,54 @@
+"""The bus bridge's database side: one lease per stream (exactly one publishing bridge) and its durable cursor."""
+from datetime import timedelta
+
+from django.db import IntegrityError, transaction
+from django.db.models import Max, Q
+from django.utils import timezone
+
+from connectors.models import BusCursor, Event
+
+
+def _cursor_row(stream):
+    try:
+        with transaction.atomic():
+            return BusCursor.objects.get_or_create(stream=stream)[0]
+    except IntegrityError:  # another bridge created it meanwhile
+        return BusCursor.objects.get(stream=stream)
+
+
+def take_lease(stream, owner, seconds) -> int | None:
+    """Take or renew the stream's lease; its cursor (last acknowledged seq) if ours now, None if another holds it.
+
+    One conditional UPDATE, so two bridges racing for an expired lease cannot both win."""
+    _cursor_row(stream)
+    now = timezone.now()
+    free = Q(lease_owner=owner) | Q(lease_owner="") | Q(lease_expires_at__isnull=True) | Q(lease_expires_at__lte=now)
+    taken = BusCursor.objects.filter(free, stream=stream).update(
+        lease_owner=owner, lease_expires_at=now + timedelta(seconds=seconds), updated_at=now)
+    if not taken:
+        return None
+    return BusCursor.objects.filter(stream=stream).values_list("last_seq", flat=True).get()
+
+
+def advance(stream, owner, seq) -> bool:
+    """Move the cursor to `seq` (JetStream acknowledged everything up to it); False if the lease is no longer ours."""
+    now = timezone.now()
+    return bool(BusCursor.objects.filter(stream=stream, lease_owner=owner, lease_expires_at__gt=now,
+                                         last_seq__lte=seq).update(last_seq=seq, updated_at=now))
+
+
+def release_lease(stream, owner):
+    """Give the lease up at a clean stop, so another bridge takes over at once."""
+    BusCursor.objects.filter(stream=stream, lease_owner=owner).update(lease_owner="", lease_expires_at=None)
+
+
+def committed_after(seq, limit):
+    """The next committed (numbered) events after `seq`, in seq order."""
+    return list(Event.objects.filter(seq__isnull=False, seq__gt=seq).order_by("seq")[:limit])
+
+
+def lag(stream) -> int:
+    """Committed events the stream has not acknowledged yet: the log's max seq minus the cursor."""
+    latest = Event.objects.aggregate(m=Max("seq"))["m"] or 0
+    cursor = BusCursor.objects.filter(stream=stream).values_list("last_seq", flat=True).first() or 0
+    return max(0, latest - cursor)
