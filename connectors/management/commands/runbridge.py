@@ -32,7 +32,8 @@ class Command(BaseCommand):
             stop = threading.Event()
             previous = {sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGTERM, signal.SIGINT)}
             try:
-                stop.wait()
+                while not stop.wait(1):  # a timed wait: the signal handler gets to run between waits
+                    pass
             finally:
                 for sig, handler in previous.items():
                     signal.signal(sig, handler)
