@@ -13,7 +13,7 @@ import uuid
 import pytest
 
 from connectors.events.log import publish
-from connectors.models import BusCursor
+from connectors.models import BusCursor, Event
 from tests.conftest import BASE_DIR, free_port
 
 NATS_SERVER = shutil.which("nats-server") or "/usr/sbin/nats-server"
@@ -96,8 +96,12 @@ def stream_count(url, stream="BRAIN_CONNECTORS"):
 
 
 def make_events(n, start=0):
-    return [publish("connector.health.check", connector_id=f"c{start + i}", data={"n": start + i, "ok": True})
-            for i in range(n)]
+    """n committed events, read back numbered (on PostgreSQL the sequencer gives `seq` after commit)."""
+    ids = [publish("connector.health.check", connector_id=f"c{start + i}", data={"n": start + i, "ok": True}).pk
+           for i in range(n)]
+    events = list(Event.objects.filter(pk__in=ids).order_by("seq"))
+    assert len(events) == n and all(e.seq is not None for e in events)
+    return events
 
 
 def bridge_env(server, **extra):
