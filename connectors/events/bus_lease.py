@@ -1,6 +1,7 @@
 """The bus bridge's database side: one lease per stream (exactly one publishing bridge) and its durable cursor."""
 from datetime import timedelta
 
+from django.conf import settings
 from django.db import IntegrityError, transaction
 from django.db.models import Max, Q
 from django.utils import timezone
@@ -47,8 +48,14 @@ def committed_after(seq, limit):
     return list(Event.objects.filter(seq__isnull=False, seq__gt=seq).order_by("seq")[:limit])
 
 
-def lag(stream) -> int:
-    """Committed events the stream has not acknowledged yet: the log's max seq minus the cursor."""
-    latest = Event.objects.aggregate(m=Max("seq"))["m"] or 0
-    cursor = BusCursor.objects.filter(stream=stream).values_list("last_seq", flat=True).first() or 0
-    return max(0, latest - cursor)
+def bus_lag(latest=None):
+    """Per stream the bridge fills: its cursor and lag (the log's max seq minus the cursor), for /metrics and the
+    dashboard. The configured stream counts from 0 before its bridge first ran; [] when the bridge is off and
+    never ran."""
+    if latest is None:
+        latest = Event.objects.aggregate(m=Max("seq"))["m"] or 0
+    cursors = dict(BusCursor.objects.order_by("stream").values_list("stream", "last_seq"))
+    if settings.NATS_URL:
+        cursors.setdefault(settings.NATS_STREAM, 0)
+    return [{"stream": stream, "cursor": cursor, "lag": max(0, latest - cursor)}
+            for stream, cursor in sorted(cursors.items())]

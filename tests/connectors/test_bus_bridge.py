@@ -11,6 +11,8 @@ import time
 import uuid
 
 import pytest
+from django.test import Client
+from prometheus_client.parser import text_string_to_metric_families
 
 from connectors.events.log import publish
 from connectors.models import BusCursor, Event
@@ -162,7 +164,29 @@ def test_kill_9_mid_batch_then_restart_delivers_each_event_once_in_order(subproc
     assert_exactly_once_in_order(read_stream(nats_server.url), events)
 
 
-def test_nats_server_restart_loses_nothing(subprocess_env, nats_server):
+def bus_lag_everywhere(user):
+    """The bridge's lag as /metrics and the dashboard's state report it: ({stream: lag}, [dashboard rows])."""
+    client = Client()
+    client.force_login(user)
+    body = client.get("/metrics").content.decode()
+    [family] = [f for f in text_string_to_metric_families(body) if f.name == "brain_event_bus_lag"]
+    return ({s.labels["stream"]: s.value for s in family.samples},
+            client.get("/dashboard/state/?chart=0").json()["bus"])
+
+
+def test_the_lag_shows_in_metrics_and_on_the_dashboard(manage, nats_server, make_user, settings):
+    boss = make_user("boss", superuser=True)
+    assert bus_lag_everywhere(boss) == ({}, [])  # no NATS_URL, never ran: off
+    settings.NATS_URL = nats_server.url
+    events = make_events(7)
+    assert bus_lag_everywhere(boss) == ({"BRAIN_CONNECTORS": 7},
+                                        [{"stream": "BRAIN_CONNECTORS", "cursor": 0, "lag": 7}])
+    assert manage("runbridge", "--once", env=bridge_env(nats_server)).returncode == 0
+    assert bus_lag_everywhere(boss) == ({"BRAIN_CONNECTORS": 0},
+                                        [{"stream": "BRAIN_CONNECTORS", "cursor": events[-1].seq, "lag": 0}])
+
+
+def test_nats_server_restart_loses_nothing(subprocess_env, nats_server, make_user):
     first = make_events(50)
     proc = start_bridge(subprocess_env, bridge_env(nats_server), "--lease-seconds", "10", "--interval", "1")
     try:
@@ -170,6 +194,7 @@ def test_nats_server_restart_loses_nothing(subprocess_env, nats_server):
         nats_server.stop()
         second = make_events(50, start=50)  # committed while NATS is down: the log keeps them
         time.sleep(1.5)
+        assert bus_lag_everywhere(make_user("boss", superuser=True))[0] == {"BRAIN_CONNECTORS": 50}
         nats_server.start()
         wait_for(lambda: stream_count(nats_server.url) == 100, timeout=60, what="the bridge to reconnect")
     finally:
