@@ -34,6 +34,7 @@ DEFAULT_INTERVAL = 5.0
 IDLE_WAIT = 0.2  # caught up: look at the log again this soon
 MAX_BACKOFF = 30.0
 PUBLISH_TIMEOUT = 5.0
+CONNECT_WAIT = 5.0
 
 
 class BridgeAuthError(Exception):
@@ -73,13 +74,17 @@ class Bridge:
 
     # --- connection ------------------------------------------------------------------------
     async def _connect(self):
-        errors = []
+        """Connect (nats-py reconnects on its own afterwards); a refused credential ends the attempt at once with
+        BridgeAuthError, an unreachable server after CONNECT_WAIT with ConnectionError: run() backs off and says why."""
+        errors, refused, connected = [], asyncio.Event(), False
 
         async def on_error(exc):
             errors.append(exc)
             if _is_refusal(exc):
-                logger.error("NATS refused the bridge's credentials (%s): %s", credential_setting(), exc)
-            else:
+                refused.set()
+                if connected:  # while connecting, the attempt's failure is logged once by run()
+                    logger.error("NATS refused the credentials (%s): %s", credential_setting(), exc)
+            elif connected:
                 logger.warning("NATS: %s", exc)
 
         async def on_disconnect():
@@ -89,17 +94,25 @@ class Bridge:
             logger.info("Reconnected to NATS")
 
         options = connect_options()
-        try:
-            return await asyncio.wait_for(nats.connect(
-                **options, error_cb=on_error, disconnected_cb=on_disconnect, reconnected_cb=on_reconnect,
-                connect_timeout=2, reconnect_time_wait=1, max_reconnect_attempts=-1), timeout=5)
-        except (NatsError, OSError, asyncio.TimeoutError) as exc:
-            # The server closes the socket after refusing us, so the refusal may not be the last error.
-            refusals = [e for e in errors if _is_refusal(e)]
-            reason = refusals[-1] if refusals else (errors[-1] if errors else exc)
-            if refusals:
-                raise BridgeAuthError(f"NATS refused the credentials ({credential_setting()}): {reason}") from None
-            raise ConnectionError(f"cannot reach NATS at {', '.join(options['servers'])}: {reason!r}") from None
+        connecting = asyncio.ensure_future(nats.connect(
+            **options, error_cb=on_error, disconnected_cb=on_disconnect, reconnected_cb=on_reconnect,
+            connect_timeout=2, reconnect_time_wait=1, max_reconnect_attempts=-1))
+        refusal, stop = asyncio.ensure_future(refused.wait()), asyncio.ensure_future(self.stopping.wait())
+        await asyncio.wait({connecting, refusal, stop}, timeout=CONNECT_WAIT, return_when=asyncio.FIRST_COMPLETED)
+        refusal.cancel()
+        stop.cancel()
+        if connecting.done() and not connecting.cancelled() and connecting.exception() is None:
+            connected = True
+            return connecting.result()
+        if not connecting.done():
+            connecting.cancel()
+        elif not connecting.cancelled():
+            errors.append(connecting.exception())
+        refusals = [e for e in errors if _is_refusal(e)]
+        if refusals:
+            raise BridgeAuthError(f"NATS refused the credentials ({credential_setting()}): {refusals[-1]}")
+        reason = repr(errors[-1]) if errors else f"no answer within {CONNECT_WAIT:g}s"
+        raise ConnectionError(f"cannot reach NATS at {', '.join(options['servers'])}: {reason}")
 
     # --- one batch -------------------------------------------------------------------------
     async def publish_batch(self, js, cursor):

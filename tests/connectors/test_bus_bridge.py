@@ -249,6 +249,43 @@ def test_a_bad_token_is_a_clear_error_without_the_token(manage, tmp_path):
         server.stop()
 
 
+def test_a_running_bridge_with_a_bad_token_says_why_on_every_attempt_and_stays_up(subprocess_env, tmp_path):
+    server = NatsServer(tmp_path / "js", "--auth", "right-token-123")
+    server.start()
+    token_file = tmp_path / "token"
+    token_file.write_text("wrong-token-456")
+    proc = start_bridge(subprocess_env, {"NATS_URL": server.url, "NATS_TOKEN_FILE": str(token_file)})
+    try:
+        time.sleep(5)  # attempts at 0 s, ~1 s, ~3 s (backoff)
+        assert proc.poll() is None  # no crash loop: it keeps trying, and says why each time
+    finally:
+        proc.terminate()
+        output = proc.communicate(timeout=20)[0]
+        server.stop()
+    assert proc.returncode == 0, output
+    assert output.count("NATS refused the credentials (NATS_TOKEN_FILE)") >= 2, output
+    assert "wrong-token-456" not in output
+
+
+def test_two_bridges_one_stream_exactly_one_publishes(subprocess_env, nats_server):
+    events = make_events(150)
+    env = bridge_env(nats_server)
+    procs = [start_bridge(subprocess_env, env, "--lease-seconds", "3", "--interval", "0.5") for _ in range(2)]
+    try:
+        wait_for(lambda: stream_count(nats_server.url) >= 150, what="every event")
+        time.sleep(1)  # a second publisher would have added duplicates by now (beyond the dedupe, in stream seq)
+    finally:
+        outputs = []
+        for proc in procs:
+            proc.terminate()
+            outputs.append(proc.communicate(timeout=20)[0])
+    assert_exactly_once_in_order(read_stream(nats_server.url), events)
+    holders = [out for out in outputs if "holds the lease on stream BRAIN_CONNECTORS" in out]
+    assert len(holders) >= 1
+    published = [int(out.rsplit("(", 1)[1].split()[0]) for out in outputs]  # "... stopped (N events published)"
+    assert sorted(published) == [0, 150], outputs
+
+
 def test_without_nats_url_the_bridge_is_off(manage):
     result = manage("runbridge", "--once", env={"NATS_URL": ""})
     assert result.returncode == 0
