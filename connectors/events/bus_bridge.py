@@ -71,6 +71,7 @@ class Bridge:
         self.failures = 0
         self.leased = False
         self.published = 0
+        self.closing = False
 
     # --- connection ------------------------------------------------------------------------
     async def _connect(self):
@@ -88,6 +89,8 @@ class Bridge:
                 logger.warning("NATS: %s", exc)
 
         async def on_disconnect():
+            if self.closing:  # our own close, not an outage
+                return
             logger.warning("Disconnected from NATS; reconnecting (the log keeps every event meanwhile)")
 
         async def on_reconnect():
@@ -191,10 +194,12 @@ class Bridge:
                     await self._wait(delay)
                 finally:
                     if nc is not None:
+                        self.closing = True
                         try:
                             await asyncio.wait_for(nc.close(), timeout=3)
                         except Exception:  # closing a dead connection; nothing left to save
                             logger.debug("closing the NATS connection failed", exc_info=True)
+                        self.closing = False
         finally:
             if self.leased:
                 await _db(bus_lease.release_lease)(self.stream, self.owner)
