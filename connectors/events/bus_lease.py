@@ -6,7 +6,9 @@ from django.db import IntegrityError, transaction
 from django.db.models import Max, Q
 from django.utils import timezone
 
+from audit import services as audit
 from connectors.models import BusCursor, Event
+from connectors.permissions import Principal
 
 
 def _cursor_row(stream):
@@ -17,18 +19,29 @@ def _cursor_row(stream):
         return BusCursor.objects.get(stream=stream)
 
 
+def _principal(owner):
+    return Principal.system_actor(f"runbridge:{owner}", via="runbridge")
+
+
 def take_lease(stream, owner, seconds) -> int | None:
     """Take or renew the stream's lease; its cursor (last acknowledged seq) if ours now, None if another holds it.
 
-    One conditional UPDATE, so two bridges racing for an expired lease cannot both win."""
+    One conditional UPDATE, so two bridges racing for an expired lease cannot both win. Taking it over is
+    audited (a renewal is not: it comes every few seconds and says nothing new)."""
     _cursor_row(stream)
     now = timezone.now()
     free = Q(lease_owner=owner) | Q(lease_owner="") | Q(lease_expires_at__isnull=True) | Q(lease_expires_at__lte=now)
-    taken = BusCursor.objects.filter(free, stream=stream).update(
-        lease_owner=owner, lease_expires_at=now + timedelta(seconds=seconds), updated_at=now)
-    if not taken:
-        return None
-    return BusCursor.objects.filter(stream=stream).values_list("last_seq", flat=True).get()
+    with transaction.atomic():
+        previous = BusCursor.objects.filter(stream=stream).values_list("lease_owner", flat=True).get()
+        taken = BusCursor.objects.filter(free, stream=stream).update(
+            lease_owner=owner, lease_expires_at=now + timedelta(seconds=seconds), updated_at=now)
+        if not taken:
+            return None
+        cursor = BusCursor.objects.filter(stream=stream).values_list("last_seq", flat=True).get()
+        if previous != owner:
+            audit.record_action("bus.lease_taken", _principal(owner), "bus_stream", stream, lease_owner=owner,
+                                previous_owner=previous, cursor=cursor)
+    return cursor
 
 
 def advance(stream, owner, seq) -> bool:
@@ -39,8 +52,10 @@ def advance(stream, owner, seq) -> bool:
 
 
 def release_lease(stream, owner):
-    """Give the lease up at a clean stop, so another bridge takes over at once."""
-    BusCursor.objects.filter(stream=stream, lease_owner=owner).update(lease_owner="", lease_expires_at=None)
+    """Give the lease up at a clean stop, so another bridge takes over at once (audited)."""
+    with transaction.atomic():
+        if BusCursor.objects.filter(stream=stream, lease_owner=owner).update(lease_owner="", lease_expires_at=None):
+            audit.record_action("bus.lease_released", _principal(owner), "bus_stream", stream, lease_owner=owner)
 
 
 def committed_after(seq, limit):

@@ -14,6 +14,7 @@ import pytest
 from django.test import Client
 from prometheus_client.parser import text_string_to_metric_families
 
+from audit.models import AuditEvent
 from connectors.events.log import publish
 from connectors.models import BusCursor, Event
 from tests.conftest import BASE_DIR, free_port
@@ -157,6 +158,9 @@ def test_kill_9_mid_batch_then_restart_delivers_each_event_once_in_order(subproc
     result = manage("runbridge", "--once", env=env, timeout=120)
     assert result.returncode == 0, result.stderr
     assert_exactly_once_in_order(read_stream(nats_server.url), events)
+    # The restarted bridge took the dead one's lease over, on the record.
+    dead, restarted = AuditEvent.objects.filter(action="bus.lease_taken", target_id="BRAIN_CONNECTORS").order_by("id")
+    assert restarted.details["previous_owner"] == dead.details["lease_owner"] != restarted.details["lease_owner"]
     # A crash between JetStream's ack and the cursor's UPDATE, at its worst: the whole log goes out again,
     # and JetStream's de-duplication by Nats-Msg-Id drops every copy.
     BusCursor.objects.filter(stream="BRAIN_CONNECTORS").update(last_seq=0)
