@@ -21,7 +21,7 @@ import socket
 import nats
 from asgiref.sync import sync_to_async
 from django.conf import settings
-from django.db import close_old_connections
+from django.db import DatabaseError, close_old_connections
 from nats.errors import Error as NatsError
 
 from connectors.events import bus_lease
@@ -184,13 +184,14 @@ class Bridge:
                         return
                 except BridgeConfigError:
                     raise
-                except (BridgeAuthError, ConnectionError, NatsError, OSError, asyncio.TimeoutError) as exc:
+                except (BridgeAuthError, ConnectionError, NatsError, OSError, asyncio.TimeoutError, DatabaseError) as exc:
                     if once:
                         raise
                     self.failures += 1
                     delay = min(MAX_BACKOFF, 2 ** min(self.failures - 1, 5))
                     log = logger.error if isinstance(exc, BridgeAuthError) else logger.warning
-                    log("Bridge to NATS failed (%s); retrying in %.0fs", exc or type(exc).__name__, delay)
+                    what = "the database" if isinstance(exc, DatabaseError) else "NATS"
+                    log("Bridge to %s failed (%s); retrying in %.0fs", what, exc or type(exc).__name__, delay)
                     await self._wait(delay)
                 finally:
                     if nc is not None:

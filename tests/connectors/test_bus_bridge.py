@@ -145,11 +145,11 @@ def test_publishes_every_committed_event_in_seq_order(manage, nats_server):
 
 
 def test_kill_9_mid_batch_then_restart_delivers_each_event_once_in_order(subprocess_env, manage, nats_server):
-    events = make_events(400)
+    events = make_events(1000)
     env = bridge_env(nats_server)
     proc = start_bridge(subprocess_env, env, "--lease-seconds", "2", "--interval", "0.5")
     try:
-        wait_for(lambda: stream_count(nats_server.url) >= 60, what="some acknowledged publishes")
+        wait_for(lambda: stream_count(nats_server.url) >= 20, what="some acknowledged publishes")
     finally:
         proc.send_signal(signal.SIGKILL)
         proc.wait(timeout=10)

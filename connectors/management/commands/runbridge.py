@@ -7,6 +7,7 @@ import threading
 
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
+from nats.errors import Error as NatsError
 
 from connectors.events.bus_bridge import DEFAULT_INTERVAL, DEFAULT_LEASE_SECONDS, Bridge, BridgeAuthError
 from connectors.events.bus_stream import BridgeConfigError
@@ -46,6 +47,8 @@ class Command(BaseCommand):
             asyncio.run(self._run(bridge, once))
         except (BridgeConfigError, BridgeAuthError, ConnectionError) as exc:
             raise CommandError(str(exc))
+        except (NatsError, asyncio.TimeoutError) as exc:  # --once only: the running bridge retries these
+            raise CommandError(f"NATS failed: {exc or type(exc).__name__}")
 
     async def _run(self, bridge, once):
         loop = asyncio.get_running_loop()
