@@ -76,7 +76,7 @@ def read_stream(url, stream="BRAIN_CONNECTORS", subjects="brain.connectors.>", t
             while True:
                 try:
                     batch = await sub.fetch(500, timeout=1)
-                except nats.errors.TimeoutError:
+                except TimeoutError:  # nats-py's fetch raises its own or asyncio's: nothing more to read
                     return found
                 for msg in batch:
                     await msg.ack()
