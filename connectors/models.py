@@ -389,4 +389,5 @@ class AlertRecipient(models.Model):
 
 
 # Its own module (models.py stays under 400 lines); imported here so Django registers it with the app.
+from connectors.bus_models import BusCursor  # noqa: E402,F401
 from connectors.question_models import Question  # noqa: E402,F401

@@ -7,6 +7,7 @@ this whole and overrides a few.
 from brain_connectors.settings.api import *  # noqa: F403
 from brain_connectors.settings.audit_chain import *  # noqa: F403
 from brain_connectors.settings.background import *  # noqa: F403
+from brain_connectors.settings.bus import *  # noqa: F403
 from brain_connectors.settings.connectors import *  # noqa: F403
 from brain_connectors.settings.environment import *  # noqa: F403
 from brain_connectors.settings.keys import *  # noqa: F403

@@ -21,6 +21,7 @@ from django.utils import timezone
 from django.views.decorators.cache import never_cache
 
 from connectors.events import log as events
+from connectors.events.bus_lease import bus_lag
 from connectors.models import Delivery, DeliveryStatus, Event
 from connectors.permissions import Principal, viewable_connectors
 
@@ -135,6 +136,7 @@ def snapshot(principal, *, with_chart=True):
         "connectors": connectors,
         "queue_depth": sum(depth.values()),
         "stream": stream_lag(now),
+        "bus": bus_lag(latest),
         "ws_path": WS_PATH,
         "ws_window": settings.EVENTS_WS_WINDOW,
     }

@@ -32,6 +32,7 @@ from prometheus_client.core import GaugeMetricFamily, HistogramMetricFamily
 
 from brain_connectors.access.ip import client_ip
 from connectors import tokens
+from connectors.events.bus_lease import bus_lag
 from connectors.models import Connector, ConnectorStatus, Delivery, DeliveryStatus, Event
 from connectors.throttling import anonymous_wait
 
@@ -110,6 +111,11 @@ class DatabaseCollector:
         yield GaugeMetricFamily("brain_event_stream_unpushed", "Committed events not yet pushed to the live stream.",
                                 value=unpushed["n"])
         yield GaugeMetricFamily("brain_event_latest_seq", "The highest event sequence number.", value=latest)
+        bus = GaugeMetricFamily("brain_event_bus_lag", "Committed events the NATS JetStream bridge has not had "
+                                "acknowledged yet (the log's highest seq minus the stream's cursor).", labels=["stream"])
+        for row in bus_lag(latest):
+            bus.add_metric([row["stream"]], row["lag"])
+        yield bus
 
 
 def _bound(value: float) -> str:

@@ -24,6 +24,7 @@ STACK = {
     "beat": "celery -A brain_connectors beat",
     "sender": "manage.py runsender",
     "connectors": "manage.py runconnectors",
+    "bridge": "manage.py runbridge",
 }
 
 

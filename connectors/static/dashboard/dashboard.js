@@ -55,6 +55,7 @@
     lag: document.getElementById("stream-lag"),
     behind: document.getElementById("stream-behind"),
     relay: document.getElementById("relay-lag"),
+    busLag: document.getElementById("bus-lag"),
     lastSeq: document.getElementById("last-seq"),
   };
 
@@ -66,6 +67,7 @@
     lastEventTime: null, // ms, server clock
     clockOffset: 0, // server time - local time, ms
     stream: null, // the snapshot's `stream` block (unpushed events)
+    bus: [], // the snapshot's `bus` rows: per JetStream stream, the bridge's cursor and lag
     window: 500,
     unacked: 0,
     ackedSeq: null,
@@ -218,6 +220,11 @@
       const age = state.stream.oldest_unpushed_age_seconds;
       el.relay.textContent = state.stream.unpushed + (age != null ? " · " + fmtAge(age * 1000) : "");
       el.relay.classList.toggle("warn", age != null && age > 10);
+    }
+    if (el.busLag) {
+      const lag = state.bus.reduce((most, row) => Math.max(most, row.lag), 0);
+      el.busLag.textContent = state.bus.length ? String(lag) : "off";
+      el.busLag.classList.toggle("warn", lag > 1000);
     }
     let depth = 0;
     for (const c of state.connectors.values()) depth += c.queue_depth || 0;
@@ -567,6 +574,7 @@
     lastRefresh = Date.now();
     state.clockOffset = Date.parse(snap.now) - Date.now();
     state.stream = snap.stream;
+    state.bus = snap.bus || [];
     if (snap.latest_seq > state.serverLatestSeq) state.serverLatestSeq = snap.latest_seq;
     // Statuses in a snapshot older than what the stream already told us would move them back.
     const fresh = initial || state.lastSeq == null || snap.latest_seq >= state.lastSeq;
