@@ -43,6 +43,16 @@ async def disconnect_streams():
         except Exception:  # noqa: S110 (a stream whose application already failed has nothing to close)
             pass
     Stream.opened.clear()
+    # Close the Redis channel layer's connections on this test's loop: a receive still waiting in BZPOPMIN (5 s at a
+    # time) then ends at once instead of holding the loop's teardown (seen hanging under CI load).
+    from channels.layers import channel_layers
+    for layer in list(channel_layers.backends.values()):
+        close_pools = getattr(layer, "close_pools", None)
+        if close_pools is not None:
+            try:
+                await close_pools()
+            except Exception:  # noqa: S110 (a pool already gone has nothing to close)
+                pass
 
 
 @pytest.fixture(autouse=True)
