@@ -65,6 +65,8 @@ BENCHMARKS = [
     Benchmark("mcp_latency", ["--calls", "300"], ["--calls", "100", "--warmup", "10"]),
     Benchmark("event_latency", ["--rate", "200", "--clients", "50", "--seconds", "10"],
               ["--rate", "200", "--clients", "50", "--seconds", "4"]),
+    Benchmark("bus_bridge", ["--events", "5000", "--rate", "200", "--seconds", "10"],
+              ["--events", "2000", "--rate", "200", "--seconds", "4"]),
     Benchmark("routing", ["--users", "100000", "--sample", "2000"], ["--users", "10000", "--sample", "500"]),
     Benchmark("conversations", ["--messages", "1000000"],
               ["--messages", "50000", "--conversations", "2000", "--contexts", "300", "--searches", "200",
@@ -227,6 +229,27 @@ def extract_event_latency(lines):
         figure("events missing or out of order", line["missing"] + line["out_of_order"], "", "==", 0,
                detail=f"missing {line['missing']}, out of order {line['out_of_order']}"),
     ]
+
+
+def extract_bus_bridge(lines):
+    """bench/bus_bridge.py: the backlog's events/s through `runbridge` and the steady phase's commit → ack lag."""
+    figures = []
+    for line in select(lines, bench="bus_bridge", phase="backlog")[-1:]:
+        figures.append(figure(
+            "bus bridge events/s to JetStream (backlog)", line["events_per_s"], "events/s", ">=", 2000,
+            detail=f"{line['events']} events, batch {line['batch_size']}; bridge CPU "
+                   f"{line['bridge_cpu_ms_per_event']} ms/event"))
+    for line in select(lines, bench="bus_bridge", phase="steady")[-1:]:
+        figures.append(figure(
+            "commit → JetStream ack p99", line["p99_ms"], "ms", "<", 100,
+            detail=f"p50 {line['p50_ms']} ms, max {line['max_ms']} ms; {line['rate_per_s']} events/s offered, "
+                   f"{line['events']} events"))
+    phases = select(lines, bench="bus_bridge")
+    if not figures:
+        raise LookupError("no bus_bridge line")
+    lost = sum(line["missing"] + line["duplicates"] + line["out_of_order"] for line in phases)
+    figures.append(figure("bus events missing, duplicated or out of order", lost, "", "==", 0))
+    return figures
 
 
 def extract_routing(lines):
