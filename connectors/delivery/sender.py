@@ -22,6 +22,7 @@ from django.conf import settings
 from django.db import DatabaseError, close_old_connections, connection, transaction
 from django.utils import timezone
 
+from brain_connectors.shared.pg_listener import PgListener
 from connectors import task_queue as queue
 from connectors.delivery import claims, outcomes
 from connectors.models import Delivery
@@ -74,7 +75,7 @@ class Sender:
         self.stopping = None
         self._loop = None
         self._database = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sender-db")
-        self._listener = None
+        self._listener = PgListener(queue.SENDER_CHANNEL, "Sender")
 
     def stop(self):
         """Finish the batch in hand, then return from run(). Safe from any thread and from a signal handler."""
@@ -148,25 +149,14 @@ class Sender:
     # --- waking up ---------------------------------------------------------------------------------------------
     async def _listen(self):
         """LISTEN on a connection of its own (PostgreSQL); without one, the sender only polls."""
-        if connection.vendor != "postgresql" or self._listener is not None:
-            return
-        import psycopg  # PostgreSQL deployments only
-
-        params = await self._on_database(connection.get_connection_params)
-        for key in ("cursor_factory", "context"):
-            params.pop(key, None)
-        try:
-            self._listener = await psycopg.AsyncConnection.connect(**params, autocommit=True)
-            await self._listener.execute(f"LISTEN {queue.SENDER_CHANNEL}")
-        except psycopg.Error as exc:
-            logger.warning("Sender cannot LISTEN (%s); polling every %ss", type(exc).__name__, self.poll_seconds)
-            self._listener = None
+        if connection.vendor == "postgresql" and not self._listener.listening:
+            await self._listener.listen(connection.vendor, await self._on_database(connection.get_connection_params))
 
     async def _wait(self):
         """Until a NOTIFY, the poll interval, or stop()."""
         await self._listen()  # again, if the listening connection was lost
         stopping = asyncio.ensure_future(self.stopping.wait())
-        woken = asyncio.ensure_future(self._notified() if self._listener else asyncio.sleep(self.poll_seconds))
+        woken = asyncio.ensure_future(self._listener.wait(self.poll_seconds))
         # Both end by themselves after poll_seconds; the margin only bounds a hung LISTEN connection.
         await asyncio.wait({stopping, woken}, timeout=self.poll_seconds + 5, return_when=asyncio.FIRST_COMPLETED)
         for task in (stopping, woken):
@@ -176,30 +166,8 @@ class Sender:
             notified = await woken
         self.stats.wakeups["notify" if notified else "poll"] += 1
 
-    async def _notified(self):
-        import psycopg
-
-        try:
-            notified = False
-            async for _ in self._listener.notifies(timeout=self.poll_seconds, stop_after=1):
-                notified = True
-            if notified:
-                # Wake-ups that came in meanwhile are answered by the same claim.
-                async for _ in self._listener.notifies(timeout=0):
-                    pass
-            return notified
-        except psycopg.Error as exc:
-            logger.warning("Sender lost its LISTEN connection (%s); polling until it is back", type(exc).__name__)
-            with contextlib.suppress(Exception):
-                await self._listener.close()
-            self._listener = None
-        return False
-
     async def _close(self):
-        if self._listener is not None:
-            with contextlib.suppress(Exception):
-                await self._listener.close()
-            self._listener = None
+        await self._listener.close()
         await close_sender_clients()
         with contextlib.suppress(Exception):
             await self._on_database(connection.close)

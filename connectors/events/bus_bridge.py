@@ -7,6 +7,9 @@
   seq order even when a publish fails halfway, waits for every acknowledgement, then advances the cursor in one
   UPDATE guarded by the lease. A crash between ack and UPDATE re-publishes the tail; JetStream drops those
   duplicates within NATS_STREAM_DUPLICATE_WINDOW_SECONDS, so a consumer sees each event exactly once.
+- Caught up, it waits for the sequencer's NOTIFY (PostgreSQL LISTEN, brain_connectors/shared/pg_listener.py), so
+  an event reaches JetStream milliseconds after its commit; it still looks at the log every second (every 50 ms
+  on SQLite, which has no NOTIFY).
 - NATS down or restarting: retry with backoff; the log keeps everything meanwhile, and no request waits on NATS.
 - A refused credential is logged with the setting to blame on every attempt; a stream config the bridge may not
   change raises BridgeConfigError (the command stops with it).
@@ -21,17 +24,22 @@ import socket
 import nats
 from asgiref.sync import sync_to_async
 from django.conf import settings
-from django.db import DatabaseError, close_old_connections
+from django.db import DatabaseError, close_old_connections, connection
 from nats.errors import Error as NatsError
 
+from brain_connectors.shared.pg_listener import PgListener
 from connectors.events import bus_lease
 from connectors.events.bus_stream import BridgeConfigError, connect_options, credential_setting, ensure_stream
+from connectors.events.sequencer import SEQUENCED_CHANNEL
 
 logger = logging.getLogger("connectors.events.bus_bridge")
 
 DEFAULT_LEASE_SECONDS = 30
 DEFAULT_INTERVAL = 5.0
-IDLE_WAIT = 0.2  # caught up: look at the log again this soon
+# Caught up: wait for the sequencer's NOTIFY (PostgreSQL), looking at the log anyway after IDLE_POLL_LISTENING (a
+# NOTIFY sent while we were not listening is lost); without LISTEN (SQLite) look every IDLE_POLL.
+IDLE_POLL_LISTENING = 1.0
+IDLE_POLL = 0.05
 MAX_BACKOFF = 30.0
 PUBLISH_TIMEOUT = 5.0
 CONNECT_WAIT = 5.0
@@ -72,6 +80,8 @@ class Bridge:
         self.leased = False
         self.published = 0
         self.closing = False
+        self.listener = PgListener(SEQUENCED_CHANNEL, "Bridge")
+        self.wakeups = {"notify": 0, "poll": 0}  # how idle waits ended
 
     # --- connection ------------------------------------------------------------------------
     async def _connect(self):
@@ -149,6 +159,20 @@ class Bridge:
         except asyncio.TimeoutError:
             pass
 
+    async def _idle(self):
+        """Caught up: until new events are sequenced (NOTIFY), the poll interval, or stop()."""
+        if connection.vendor == "postgresql" and not self.listener.listening:
+            await self.listener.listen("postgresql", await _db(lambda: connection.get_connection_params())())
+        timeout = IDLE_POLL_LISTENING if self.listener.listening else IDLE_POLL
+        stop, woken = asyncio.ensure_future(self.stopping.wait()), asyncio.ensure_future(self.listener.wait(timeout))
+        # Both end by themselves after `timeout`; the margin only bounds a hung LISTEN connection.
+        await asyncio.wait({stop, woken}, timeout=timeout + 5, return_when=asyncio.FIRST_COMPLETED)
+        for task in (stop, woken):
+            task.cancel()
+        notified = (await asyncio.gather(stop, woken, return_exceptions=True))[1] is True
+        if not self.stopping.is_set():
+            self.wakeups["notify" if notified else "poll"] += 1
+
     async def pump(self, js, *, once=False):
         """Publish while we hold the lease; with `once`, return once caught up."""
         loop = asyncio.get_running_loop()
@@ -164,7 +188,7 @@ class Bridge:
             if new == cursor:
                 if once:
                     return
-                await self._wait(IDLE_WAIT)
+                await self._idle()
             cursor = new
 
     # --- the loop ----------------------------------------------------------------------------
@@ -202,8 +226,10 @@ class Bridge:
                             logger.debug("closing the NATS connection failed", exc_info=True)
                         self.closing = False
         finally:
+            await self.listener.close()
             if self.leased:
                 await _db(bus_lease.release_lease)(self.stream, self.owner)
+            await sync_to_async(lambda: connection.close(), thread_sensitive=True)()  # the ORM thread's connection
             logger.info("runbridge %s stopped (%d events published)", self.owner, self.published)
 
     def stop(self):

@@ -34,7 +34,7 @@ from django.conf import settings
 
 from brain_connectors.shared.origins import origin_allowed
 from connectors.events.log import latest_seq, read_after
-from connectors.events.stream_hub import event_frame, hub_for_this_loop
+from connectors.events.stream_hub import event_frame, hub_for_this_loop, stop_if_cancelled
 from connectors.events.stream_request import (
     CLOSE_BAD_REQUEST,
     CLOSE_FORBIDDEN_ORIGIN,
@@ -141,6 +141,7 @@ class EventStreamConsumer(AsyncWebsocketConsumer):
                     await self._catch_up()
             else:
                 await self.event_push(*item)
+            stop_if_cancelled()
 
     # --- sending --------------------------------------------------------------------------
 
@@ -227,6 +228,7 @@ class EventStreamConsumer(AsyncWebsocketConsumer):
             await asyncio.sleep(random.uniform(0, interval))
             while True:
                 await self._tick()
+                stop_if_cancelled()
                 await asyncio.sleep(interval)
         except asyncio.CancelledError:
             pass

@@ -23,6 +23,15 @@ def event_frame(envelope) -> str:
     return json.dumps({"type": "event", "event": envelope}, separators=(",", ":"))
 
 
+def stop_if_cancelled(exc=None):
+    """Raise CancelledError if this task was asked to stop. A cancellation can surface as a client library's own
+    error (a Redis read interrupted) or be absorbed by a call that finishes its work first; a looping task that
+    missed it would go round for ever and hold up its loop's shutdown (seen as test_event_stream_origin hanging
+    in teardown under CI load). So loops call this after each such call, before they wait again."""
+    if asyncio.current_task().cancelling():
+        raise asyncio.CancelledError from exc
+
+
 class EventHub:
     """This process's one subscription to the event group, fanned out to its sockets.
 
@@ -59,10 +68,8 @@ class EventHub:
                 except asyncio.CancelledError:
                     raise
                 except Exception as exc:  # Redis away: the sockets' timers read the log meanwhile
-                    # A cancellation can surface as the client library's own error (a read
-                    # interrupted): stop when we were cancelled or stopped, rather than retry for
-                    # ever and hold up the loop's shutdown.
-                    if asyncio.current_task().cancelling() or self.task is not asyncio.current_task():
+                    stop_if_cancelled(exc)
+                    if self.task is not asyncio.current_task():  # stopped: a new hub took over
                         raise asyncio.CancelledError from exc
                     logger.warning("Event hub could not receive (retrying): %s", exc)
                     await asyncio.sleep(1)
@@ -88,12 +95,15 @@ class EventHub:
             try:
                 await layer.group_add(GROUP_ALL, channel)
             except Exception as exc:
+                stop_if_cancelled(exc)
                 logger.warning("Event hub could not join its group (retrying): %s", exc)
             try:
                 latest = await database_sync_to_async(latest_seq)()
             except Exception as exc:
+                stop_if_cancelled(exc)
                 logger.warning("Event hub could not read the log: %s", exc)
                 latest = None
+            stop_if_cancelled()
             if previous is not None:
                 for socket in list(self.sockets):
                     if socket.cursor < previous:  # a whole round behind: a push was lost

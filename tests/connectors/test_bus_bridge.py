@@ -7,14 +7,17 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import uuid
 
 import pytest
+from django.db import connection
 from django.test import Client
 from prometheus_client.parser import text_string_to_metric_families
 
 from audit.models import AuditEvent
+from connectors.events import bus_bridge
 from connectors.events.log import publish
 from connectors.models import BusCursor, Event
 from tests.conftest import BASE_DIR, free_port
@@ -142,6 +145,35 @@ def test_publishes_every_committed_event_in_seq_order(manage, nats_server):
     assert body == events[0].envelope() | {"time": body["time"]}
     assert body["specversion"] == "1.0" and body["data"] == {"n": 0, "ok": True}
     assert BusCursor.objects.get(stream="BRAIN_CONNECTORS").last_seq == events[-1].seq
+
+
+@pytest.mark.skipif(connection.vendor != "postgresql", reason="LISTEN/NOTIFY is PostgreSQL's")
+def test_a_caught_up_bridge_is_woken_by_the_sequencers_notify(transactional_db, nats_server, settings, monkeypatch):
+    """With its safety-net poll set to ten minutes, only the NOTIFY that a sequencing pass sends at commit can bring
+    new events to JetStream before the test gives up."""
+    monkeypatch.setattr(bus_bridge, "IDLE_POLL_LISTENING", 600)
+    settings.NATS_URL = nats_server.url
+    bridge, loops = bus_bridge.Bridge(interval=5, lease_seconds=30), []
+
+    async def run():
+        loops.append(asyncio.get_running_loop())
+        await bridge.run()
+
+    thread = threading.Thread(target=asyncio.run, args=(run(),))
+    thread.start()
+    try:
+        wait_for(lambda: bridge.listener.listening, what="the bridge to LISTEN")
+        events = make_events(3)
+        wait_for(lambda: stream_count(nats_server.url) == 3, timeout=60, what="the NOTIFY to wake the bridge")
+        more = make_events(2, start=3)
+        wait_for(lambda: stream_count(nats_server.url) == 5, timeout=60, what="a second NOTIFY")
+    finally:
+        loops[0].call_soon_threadsafe(bridge.stop)
+        thread.join(30)
+    assert not thread.is_alive()
+    assert bridge.wakeups["notify"] >= 2 and bridge.wakeups["poll"] == 0
+    assert_exactly_once_in_order(read_stream(nats_server.url), events + more)
+    assert not bridge.listener.listening  # closed with the bridge
 
 
 def test_kill_9_mid_batch_then_restart_delivers_each_event_once_in_order(subprocess_env, manage, nats_server):

@@ -260,7 +260,7 @@ def test_send_message_wakes_a_listening_sender(telegram, fake):
     thread.start()
     try:
         for _ in range(100):  # until it is waiting (its first claim found nothing)
-            if sender.stats.wakeups["notify"] or sender.stopping is not None and sender._listener is not None:
+            if sender.stats.wakeups["notify"] or sender.stopping is not None and sender._listener.listening:
                 break
             threading.Event().wait(0.05)
         woken = queue("tg_sender", ANN, "wake up")
