@@ -16,8 +16,8 @@ Two phases, one JSON line each:
   before publish()'s own (so: right after COMMIT, before the sequencer's pass). Ack time: the stream's timestamp
   of the message, which nats-server sets when it stores it, just before it sends the publish acknowledgement to
   the bridge. Both clocks are this machine's. The first `--warmup` seconds are committed but not counted.
-  Its CPU-ms per event includes the bridge's idle polling of the log between events (every 200 ms when caught up,
-  IDLE_WAIT in connectors/events/bus_bridge.py), which is also where most of this lag comes from.
+  Its CPU-ms per event includes the bridge's idle waits between events: caught up, it waits for the sequencer's
+  NOTIFY (PostgreSQL LISTEN), with a look at the log every second as a safety net.
 
 The stream is read after each phase with a pull consumer (so no reader competes with the bridge for CPU); every
 event must be there exactly once, in seq order. Goals (issue 20): ≥ 2,000 events/s, p99 commit → ack < 100 ms.
