@@ -82,6 +82,7 @@ class Bridge:
         self.closing = False
         self.listener = PgListener(SEQUENCED_CHANNEL, "Bridge")
         self.wakeups = {"notify": 0, "poll": 0}  # how idle waits ended
+        self.idle = False  # caught up and waiting (tests wait for it before committing more)
 
     # --- connection ------------------------------------------------------------------------
     async def _connect(self):
@@ -166,7 +167,11 @@ class Bridge:
         timeout = IDLE_POLL_LISTENING if self.listener.listening else IDLE_POLL
         stop, woken = asyncio.ensure_future(self.stopping.wait()), asyncio.ensure_future(self.listener.wait(timeout))
         # Both end by themselves after `timeout`; the margin only bounds a hung LISTEN connection.
-        await asyncio.wait({stop, woken}, timeout=timeout + 5, return_when=asyncio.FIRST_COMPLETED)
+        self.idle = True
+        try:
+            await asyncio.wait({stop, woken}, timeout=timeout + 5, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            self.idle = False
         for task in (stop, woken):
             task.cancel()
         notified = (await asyncio.gather(stop, woken, return_exceptions=True))[1] is True

@@ -10,7 +10,7 @@ from tests.connectors.admin_kinds import VALID
 from tests.connectors.test_dashboard_browser import PASSWORD, browser, server, staff_member  # noqa: F401  (fixtures)
 from tests.connectors.url_guard_support import PUBLIC_ADDRESS
 
-pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
+pytestmark = [pytest.mark.slow, pytest.mark.vendor_neutral, pytest.mark.django_db(transaction=True)]
 
 # The server process resolves names for real: the webhook's URL names a public address instead.
 WEBHOOK_URL = f"https://{PUBLIC_ADDRESS}/hooks/brain"

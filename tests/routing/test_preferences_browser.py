@@ -31,7 +31,7 @@ from tests.fakes.telegram_server import FakeTelegram
 server = dashboard.server
 browser = dashboard.browser
 
-pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
+pytestmark = [pytest.mark.slow, pytest.mark.vendor_neutral, pytest.mark.django_db(transaction=True)]
 
 SCREENSHOT = BASE_DIR / "docs" / "preferences.png"
 PASSWORD = "preferences-test-password"
