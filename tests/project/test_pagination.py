@@ -123,23 +123,22 @@ def listing(request, root_api, make_connector):
 
 # --- refused parameters ----------------------------------------------------------------------------------------
 
-BAD = [("limit", "abc"), ("limit", "+5"), ("limit", "0"), ("limit", " 5"), ("limit", "5.0"), ("limit", "501"),
+BAD = [("limit", "abc"), ("limit", "+5"), ("limit", "0"), ("limit", " 5"), ("limit", "5.0"),
        ("offset", "-1"), ("offset", "abc"), ("offset", "")]
 
 
 @pytest.mark.parametrize("listing", [(path, 1) for path in PAGINATED], indirect=True, ids=PAGINATED)
 def test_bad_limit_or_offset_is_a_400_naming_the_parameter(listing, settings):
     client, url, _, _ = listing
-    assert settings.API_MAX_PAGE_SIZE == 500  # "501" above is one too many
-    refused = {}
-    for name, value in BAD:
+    undocumented = {}  # answers other than the documented 400
+    for name, value in [*BAD, ("limit", str(settings.API_MAX_PAGE_SIZE + 1))]:  # one over the maximum too
         response = client.get(url, {name: value})  # urlencoded: "+5" arrives as "+5", not " 5"
         body = response.json()
         error = body.get("error", {})
         if not (response.status_code == 400 and error.get("code") == "validation_error"
                 and set(error.get("details", {})) == {name} and name in error.get("message", "")):
-            refused[f"{name}={value!r}"] = (response.status_code, body)
-    assert refused == {}
+            undocumented[f"{name}={value!r}"] = (response.status_code, body)
+    assert undocumented == {}
     # The same list answers with good values: the 400s above are the parameters', not the URL's.
     response = client.get(url, {"limit": "1", "offset": "0"})
     assert response.status_code == 200 and response.json()["count"] == 1
