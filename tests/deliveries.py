@@ -1,7 +1,11 @@
 """Driving the delivery pipeline from tests (Celery is eager, so the task runs on commit)."""
+from datetime import timedelta
+from types import SimpleNamespace
+
+from django.db.models import F
 from django.utils import timezone
 
-from connectors import services
+from connectors import quotas, services
 from connectors.models import Delivery
 from tests.conftest import SYSTEM
 
@@ -19,3 +23,19 @@ def retry_now(delivery):
     services.attempt_delivery(delivery.pk)
     delivery.refresh_from_db()
     return delivery
+
+
+class QuotaClock:
+    """Lets time pass for the quota buckets and the queue, without waiting: the buckets read the real clock plus
+    the time elapsed here, and every delivery's next_attempt_at comes that much closer."""
+
+    def __init__(self, monkeypatch):
+        self.elapsed = 0.0
+        real = quotas.time.time
+        monkeypatch.setattr(quotas, "time", SimpleNamespace(time=lambda: real() + self.elapsed))
+
+    def elapse(self, seconds):
+        self.elapsed += seconds
+        Delivery.objects.filter(next_attempt_at__isnull=False).update(
+            next_attempt_at=F("next_attempt_at") - timedelta(seconds=seconds)
+        )

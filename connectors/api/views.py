@@ -246,7 +246,7 @@ class DeliveryViewSet(mixins.ListModelMixin, viewsets.GenericViewSet):
     lookup_field = "id"
 
     def get_queryset(self):
-        qs = Delivery.objects.filter(connector__in=viewable_connectors(principal_of(self.request))).order_by("-created_at")
+        qs = Delivery.objects.filter(connector__in=viewable_connectors(principal_of(self.request))).order_by("-created_at", "-id")
         params = self.request.query_params
         if params.get("connector"):
             qs = qs.filter(connector_id=params["connector"])

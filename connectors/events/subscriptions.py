@@ -249,7 +249,7 @@ def delete_subscription(principal, subscription_id):
 
 
 def list_subscriptions(principal):
-    qs = EventSubscription.objects.select_related("owner").order_by("created_at")
+    qs = EventSubscription.objects.select_related("owner").order_by("created_at", "id")
     user = principal.user
     if not principal.is_system:
         if user is None or not user.is_active:
@@ -275,7 +275,7 @@ def list_deliveries(principal, subscription_id, *, status=None):
                 f"Unknown status {status!r}; use one of {', '.join(DeliveryStatus.values)}.", details={"status": "unknown"}
             )
         subscription = _load(principal, subscription_id)
-        qs = EventDelivery.objects.filter(subscription=subscription).select_related("event").order_by("-created_at")
+        qs = EventDelivery.objects.filter(subscription=subscription).select_related("event").order_by("-created_at", "-id")
         if status:
             qs = qs.filter(status=status)
         audit.record_action("subscription.deliveries", principal, TARGET, str(subscription.pk))

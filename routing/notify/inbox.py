@@ -34,7 +34,7 @@ def get_notification(principal, notification_id):
 def list_notifications(principal, *, username=None, status=None):
     """What the principal may see: everything for superusers and holders of view_notification,
     otherwise the notifications sent to them or asked for by them. Newest first."""
-    qs = Notification.objects.select_related("user").order_by("-created_at")
+    qs = Notification.objects.select_related("user").order_by("-created_at", "-id")
     if not principal.is_system:
         user = principal.user
         if not (user and user.is_active and user.is_authenticated):

@@ -12,6 +12,7 @@ from connectors.models import Delivery, InboundMessage
 from connectors.platforms import locmem
 from tests.concurrency import run_at_once
 from tests.conftest import SYSTEM
+from tests.deliveries import QuotaClock
 
 
 @pytest.fixture(params=["database", "redis"])
@@ -73,7 +74,9 @@ def test_quota_holds_under_concurrent_workers(quota_store):
 
 
 @pytest.mark.django_db(transaction=True)
-def test_over_quota_delays_and_never_drops(make_connector):
+def test_over_quota_delays_and_never_drops(make_connector, monkeypatch, settings):
+    settings.DELIVERY_SWEEP_GRACE = 0
+    clock = QuotaClock(monkeypatch)
     make_connector("quota_one", quota_per_minute=1)
     first, _ = services.send_message(SYSTEM, "quota_one", "a", "first")
     second, _ = services.send_message(SYSTEM, "quota_one", "b", "second")
@@ -83,6 +86,16 @@ def test_over_quota_delays_and_never_drops(make_connector):
     assert second.status == "queued" and second.attempts == 0
     assert 50 < (second.next_attempt_at - timezone.now()).total_seconds() <= 61
     assert [m.content for _, m in locmem.outbox] == ["first"]
+
+    services.sweep()  # not due yet: the sweeper leaves it waiting
+    assert [m.content for _, m in locmem.outbox] == ["first"]
+    clock.elapse(61)  # the bucket holds a token again, and the delay is over
+    assert services.sweep()["deliveries_due"] == 1
+    second.refresh_from_db()
+    assert second.status == "sent" and second.attempts == 1 and second.sent_at is not None
+    assert [(m.recipient, m.content) for _, m in locmem.outbox] == [("a", "first"), ("b", "second")]
+    assert services.sweep()["deliveries_due"] == 0  # sent once: nothing left to re-drive
+    assert [m.content for _, m in locmem.outbox] == ["first", "second"]
 
 
 @pytest.mark.django_db(transaction=True)

@@ -20,12 +20,13 @@ from connectors.models import Connector, Delivery, Event, InboundMessage
 from connectors.platforms.telegram import client
 from tests.concurrency import run_at_once
 from tests.conftest import SYSTEM
+from tests.deliveries import QuotaClock
 from tests.fakes.telegram_server import FakeTelegram
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
 TOKEN = "7000000001:AAHdqTcvCH1vGWJxfSeofSAs0K5PALDsaw"
-ANN, BOB = "5550100001", "5550100002"
+ANN, BOB, CAT = "5550100001", "5550100002", "5550100003"
 postgres_only = pytest.mark.skipif(connection.vendor != "postgresql", reason="SKIP LOCKED and NOTIFY are PostgreSQL's")
 
 
@@ -109,6 +110,27 @@ def test_claim_over_quota_delays_and_never_drops(make_connector):
     held = Delivery.objects.get(pk=ids[2])
     assert held.status == "queued" and held.attempts == 0
     assert 0 < (held.next_attempt_at - timezone.now()).total_seconds() <= 31
+
+
+def test_a_message_held_by_the_quota_is_sent_once_the_quota_frees_up(telegram, fake, monkeypatch):
+    clock = QuotaClock(monkeypatch)
+    telegram("tg_quota", quota_per_minute=2)  # one token every 30 s
+    ids = [queue("tg_quota", chat, f"quota {i}") for i, chat in enumerate((ANN, BOB, CAT))]
+    drain()
+    assert statuses(*ids) == ["sent", "sent", "queued"]
+    drain()  # the same minute: still held, not dropped and not sent
+    assert [m["text"] for m in fake.sent] == ["quota 0", "quota 1"]
+    held = Delivery.objects.get(pk=ids[2])
+    assert held.attempts == 0 and held.next_attempt_at > timezone.now()
+
+    clock.elapse(30)
+    drain()
+    assert statuses(*ids) == ["sent"] * 3
+    drain()
+    assert [(m["chat_id"], m["text"]) for m in fake.sent if m["chat_id"] == CAT] == [(CAT, "quota 2")]  # exactly once
+    assert len(fake.sent) == 3
+    assert Delivery.objects.get(pk=ids[2]).attempts == 1
+    assert audit_actions(ids[2]) == ["message.queued", "message.sent"]
 
 
 @postgres_only

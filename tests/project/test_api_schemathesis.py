@@ -9,25 +9,28 @@ EXCLUDED_CHECKS).
 The database holds a small, realistic world (connectors, deliveries, identities, preferences,
 pairing codes, notifications, subscriptions, conversations, a second user and token) and path
 parameters often name one of its objects, so operations are exercised past their 404s.
-`test_observed_statuses_reach_past_not_found` proves that at the end.
+`test_observed_statuses_reach_past_not_found` proves that for every operation of the schema, and runs
+itself whatever test_api did not run in the session (the test alone, `-k`, another order).
 
 Nothing leaves the machine: every host name resolves to 127.0.0.1 and a connection to any other
 address is refused (see `_loopback_only`). Connectors are locmem/cli, which send nowhere.
 """
 import collections
+import contextlib
 import json
-import logging
-import socket
 
 import pytest
 import schemathesis
 from django.core.handlers.wsgi import WSGIHandler
-from django.core.signals import request_finished, request_started
-from django.db import close_old_connections
+from django.db import transaction
 from django.utils import timezone
 from drf_spectacular.settings import spectacular_settings
 from hypothesis import HealthCheck, Phase, settings
 from hypothesis import strategies as st
+from schemathesis.core.result import Ok
+from schemathesis.generation.feedback import FeedbackSources
+from schemathesis.pytest._test_builder import build_operation_test
+from schemathesis.python._constants.orchestrator import make_constants_value_source
 from schemathesis.specs.openapi import checks as openapi_checks
 
 from connectors import services
@@ -40,6 +43,13 @@ from routing.models import ChannelIdentity, ConnectorPreference
 from routing.notify import creation
 from routing.pairing import issue
 from tests.conftest import SYSTEM
+
+# The test's transaction, quiet 4xx logs, loopback only: autouse fixtures, active here by being imported.
+from tests.project.schemathesis_support import (  # noqa: F401
+    _keep_the_test_transaction,
+    _loopback_only,
+    _no_request_warnings,
+)
 
 pytestmark = pytest.mark.django_db
 
@@ -69,7 +79,7 @@ EXCLUDED_CHECKS = [openapi_checks.positive_data_acceptance]
 # The caller's token, set by the `world` fixture.
 CALLER = {}
 
-# Status codes seen per operation (shared with test_observed_statuses_reach_past_not_found).
+# Status codes seen per operation: test_api records them, `observed` fills in any operation it did not run.
 OBSERVED = collections.defaultdict(collections.Counter)
 # Positive cases seeded per operation (_seed_with_world).
 SEEDED = collections.Counter()
@@ -249,51 +259,6 @@ def _declared(case, where):
     return set(RAW_SCHEMA["components"]["schemas"][body["$ref"].split("/")[-1]].get("properties", {}))
 
 
-@pytest.fixture(autouse=True)
-def _keep_the_test_transaction():
-    """Django's WSGI handler closes "old" database connections around each request, which would
-    end the test's transaction; Django's own test client lifts that hook the same way."""
-    request_started.disconnect(close_old_connections)
-    request_finished.disconnect(close_old_connections)
-    yield
-    request_started.connect(close_old_connections)
-    request_finished.connect(close_old_connections)
-
-
-@pytest.fixture(autouse=True)
-def _no_request_warnings():
-    """Django logs every 4xx as "Not Found: <path>". A fuzzer's path parameters are random strings
-    that may equal a message content sent earlier in the run, which the suite's log guard would
-    report as content in the logs although it is the client's own input. Thousands of such lines
-    say nothing here anyway: errors (5xx) are still logged, and fail the checks."""
-    logger = logging.getLogger("django.request")
-    level = logger.level
-    logger.setLevel(logging.ERROR)
-    yield
-    logger.setLevel(level)
-
-
-# --- nothing leaves the machine --------------------------------------------------------------
-
-
-@pytest.fixture(autouse=True)
-def _loopback_only(monkeypatch, settings):
-    real_getaddrinfo = socket.getaddrinfo
-    real_connect = socket.socket.connect
-
-    def getaddrinfo(host, port, *args, **kwargs):
-        return real_getaddrinfo("127.0.0.1", port, *args, **kwargs)
-
-    def connect(sock, address):
-        if sock.family in (socket.AF_INET, socket.AF_INET6) and address[0] not in ("127.0.0.1", "::1"):
-            raise ConnectionRefusedError(f"test refuses a connection to {address[0]}: loopback only")
-        return real_connect(sock, address)
-
-    monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
-    monkeypatch.setattr(socket.socket, "connect", connect)
-    settings.BRAIN_ALLOW_PRIVATE_URLS = True  # every name resolves to 127.0.0.1 here
-
-
 # --- the tests -------------------------------------------------------------------------------
 
 
@@ -309,8 +274,6 @@ class SuperuserToken:
 
     def set(self, case, data, ctx):
         case.headers = {**(case.headers or {}), "Authorization": f"Bearer {data}"}
-
-
 
 
 @schema.parametrize()
@@ -342,19 +305,68 @@ def test_served_schema_is_the_one_under_test(api, make_user, token_for):
     assert json.loads(response.content) == _generated_schema()
 
 
-def test_observed_statuses_reach_past_not_found():
+# Every operation the served document declares, named as OBSERVED names them.
+OPERATIONS = sorted(
+    f"{method.upper()} {path}"
+    for path, item in RAW_SCHEMA["paths"].items()
+    for method in item
+    if method in ("get", "put", "post", "patch", "delete", "head", "options", "trace")
+)
+
+
+def _exercise(label):
+    """Run test_api's cases for one operation here, as the pytest plugin builds them (same settings, seed
+    and checks), recording into OBSERVED. An operation the schema cannot load fails here."""
+    for result in schema.get_all_operations():
+        operation = result.ok() if isinstance(result, Ok) else None
+        if operation is not None and f"{operation.method.upper()} {operation.path}" == label:
+            break
+    else:
+        raise AssertionError(f"{label}: Schemathesis found no such operation in the schema")
+    run = build_operation_test(
+        config=schema.config,
+        operation=operation,
+        test_func=test_api,
+        given_kwargs={"data": st.data()},
+        feedback=FeedbackSources(constants_value_source=make_constants_value_source(schema)),
+    )
+    # Each operation on the world as it was (test_api gets a fresh world per operation).
+    with contextlib.suppress(_RolledBack), transaction.atomic():
+        run(world=None)
+        raise _RolledBack
+
+
+class _RolledBack(Exception):
+    pass
+
+
+@pytest.fixture
+def observed(world):
+    """OBSERVED for every operation of the schema: what test_api saw in this session, and for any operation it
+    did not run (the test alone, `-k`, another order) the same cases run here. Self-contained, whatever ran
+    before."""
+    for label in OPERATIONS:
+        if label not in OBSERVED:
+            _exercise(label)
+    return OBSERVED
+
+
+# Alone, it runs every operation's cases itself (about as long as the whole file): more than the suite's timeout
+# on a loaded machine.
+@pytest.mark.timeout(900)
+def test_observed_statuses_reach_past_not_found(observed):
     """The run above reached the objects, not only 404s: every operation answered something other
     than 401/404 at least once, and nearly every operation on one object (a path parameter)
     succeeded (2xx) at least once. Prints the status codes seen per operation."""
-    if len(OBSERVED) < len(list(schema.get_all_operations())):
-        pytest.skip("run together with test_api (the whole file): it reads what test_api saw")
-    width = max(len(name) for name in OBSERVED)
-    for name in sorted(OBSERVED):
-        print(f"{name:<{width}}  " + "  ".join(f"{code}×{n}" for code, n in sorted(OBSERVED[name].items())))
-    only_refused = [name for name, seen in OBSERVED.items() if set(seen) <= {401, 404}]
+    never_answered = [name for name in OPERATIONS if not sum(observed.get(name, {}).values())]
+    assert not never_answered, f"these operations were never exercised: {never_answered}"
+    width = max(len(name) for name in OPERATIONS)
+    for name in OPERATIONS:
+        print(f"{name:<{width}}  " + "  ".join(f"{code}×{n}" for code, n in sorted(observed[name].items())))
+    only_refused = [name for name in OPERATIONS if set(observed[name]) <= {401, 404}]
     assert not only_refused, f"these operations never got past 401/404: {only_refused}"
-    on_objects = [name for name in OBSERVED if "{" in name]
-    never_succeeded = [name for name in on_objects if not any(200 <= code < 300 for code in OBSERVED[name])]
+    on_objects = [name for name in OPERATIONS if "{" in name]
+    never_succeeded = [name for name in on_objects if not any(200 <= code < 300 for code in observed[name])]
     print("never 2xx:", never_succeeded)
     # A few need a body whose fields must agree with each other and with the world (e.g. a
     # preference change); 25 generated examples rarely build one, so the floor is 90%, not all.
