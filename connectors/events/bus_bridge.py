@@ -11,8 +11,9 @@
   an event reaches JetStream milliseconds after its commit; it still looks at the log every second (every 50 ms
   on SQLite, which has no NOTIFY).
 - NATS down or restarting: retry with backoff; the log keeps everything meanwhile, and no request waits on NATS.
-- A refused credential is logged with the setting to blame on every attempt; a stream config the bridge may not
-  change raises BridgeConfigError (the command stops with it).
+- A refused credential or a failed TLS handshake (bus_connect.refusal) is logged with the setting to blame on
+  every attempt; a setting the bridge cannot work with (a key without its certificate, a malformed seed, a stream
+  config it may not change) raises BridgeConfigError (the command stops with it).
 """
 import asyncio
 import json
@@ -28,7 +29,7 @@ from nats.errors import Error as NatsError
 
 from brain_connectors.shared.pg_listener import PgListener
 from connectors.events import bus_lease
-from connectors.events.bus_connect import TLSOnlyClient, connect_options, refusal
+from connectors.events.bus_connect import TLSOnlyClient, connect_options, redacted, refusal
 from connectors.events.bus_stream import BridgeConfigError, ensure_stream
 from connectors.events.sequencer import SEQUENCED_CHANNEL
 
@@ -122,7 +123,7 @@ class Bridge:
         if refusals:
             raise BridgeAuthError(refusals[-1])
         reason = repr(errors[-1]) if errors else f"no answer within {CONNECT_WAIT:g}s"
-        raise ConnectionError(f"cannot reach NATS at {', '.join(options['servers'])}: {reason}")
+        raise ConnectionError(f"cannot reach NATS at {', '.join(map(redacted, options['servers']))}: {reason}")
 
     # --- one batch -------------------------------------------------------------------------
     async def publish_batch(self, js, cursor):

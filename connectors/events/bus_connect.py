@@ -1,7 +1,7 @@
 """How the bus bridge logs in to NATS: connection options from the NATS_* settings, checked before any connection.
 
-- At most one credential (NATS_CREDS_FILE, NATS_NKEY_SEED_FILE, NATS_TOKEN_FILE), each read from a file and
-  checked here: a missing file, a seed that is no NKey seed or a .creds file without its JWT and seed blocks is a
+- At most one credential (NATS_CREDS_FILE, NATS_NKEY_SEED_FILE, NATS_TOKEN_FILE, NATS_USER with
+  NATS_PASSWORD_FILE), each secret read from a file and checked here: a missing file, a seed that is no NKey seed or a .creds file without its JWT and seed blocks is a
   BridgeConfigError naming the setting (nats-py would otherwise fail deep inside the connection, or, for a .creds
   file without a JWT block, loop for ever reading it).
 - TLS: NATS_TLS_CA_FILE, NATS_TLS_CERT_FILE and NATS_TLS_KEY_FILE build one SSL context; a key without its
@@ -20,7 +20,7 @@ from nats.errors import Error as NatsError
 
 from connectors.events.bus_stream import BridgeConfigError
 
-CREDENTIAL_SETTINGS = ("NATS_CREDS_FILE", "NATS_NKEY_SEED_FILE", "NATS_TOKEN_FILE")
+CREDENTIAL_SETTINGS = ("NATS_CREDS_FILE", "NATS_NKEY_SEED_FILE", "NATS_TOKEN_FILE", "NATS_USER / NATS_PASSWORD_FILE")
 TLS_SETTINGS = ("NATS_TLS_CA_FILE", "NATS_TLS_CERT_FILE", "NATS_TLS_KEY_FILE")
 
 
@@ -45,6 +45,20 @@ class TLSOnlyClient(Client):
 
 def tls_given():
     return [name for name in TLS_SETTINGS if getattr(settings, name)]
+
+
+def _given(name):
+    return any(getattr(settings, part) for part in name.split(" / "))
+
+
+def servers():
+    return [u.strip() for u in settings.NATS_URL.split(",") if u.strip()]
+
+
+def redacted(url):
+    """A server URL fit for a log line: a user:password@ in it is cut out."""
+    scheme, sep, rest = url.rpartition("://")
+    return f"{scheme}{sep}{rest.rpartition('@')[2]}"
 
 
 def _read(setting):
@@ -103,8 +117,8 @@ def _tls_context():
 
 def connect_options():
     """Client.connect() keyword arguments for the credentials and TLS the settings name (never logged)."""
-    options = {"servers": [u.strip() for u in settings.NATS_URL.split(",") if u.strip()]}
-    given = [name for name in CREDENTIAL_SETTINGS if getattr(settings, name)]
+    options = {"servers": servers()}
+    given = [name for name in CREDENTIAL_SETTINGS if _given(name)]
     if len(given) > 1:
         raise BridgeConfigError(f"Set only one of {', '.join(given)}")
     if settings.NATS_CREDS_FILE:
@@ -115,6 +129,10 @@ def connect_options():
         options["nkeys_seed"] = settings.NATS_NKEY_SEED_FILE
     elif settings.NATS_TOKEN_FILE:
         options["token"] = _read("NATS_TOKEN_FILE").strip()
+    elif given:
+        if not (settings.NATS_USER and settings.NATS_PASSWORD_FILE):
+            raise BridgeConfigError("NATS_USER and NATS_PASSWORD_FILE go together: set both, or neither")
+        options["user"], options["password"] = settings.NATS_USER, _read("NATS_PASSWORD_FILE").rstrip("\r\n")
     if tls_given():
         options["tls"] = _tls_context()
     return options
@@ -123,9 +141,9 @@ def connect_options():
 def credential_setting():
     """The setting to blame when the server refuses us."""
     for name in CREDENTIAL_SETTINGS:
-        if getattr(settings, name):
+        if _given(name):
             return name
-    return "NATS_URL (no NATS_CREDS_FILE, NATS_NKEY_SEED_FILE or NATS_TOKEN_FILE set)"
+    return "NATS_URL (none of NATS_CREDS_FILE, NATS_NKEY_SEED_FILE, NATS_TOKEN_FILE, NATS_USER is set)"
 
 
 def refusal(exc):
