@@ -1,7 +1,9 @@
-"""Throwaway nats-server processes with a config file of their own (auth, TLS), and the certificates they need.
+"""Throwaway nats-server processes with a config file of their own (auth, TLS), the certificates and NKeys they
+need, and the bridge run in this process against them.
 
-Used by tests/connectors/test_bus_bridge_auth*.py: one server per configuration, JetStream on, its store in the
-test's temporary directory, on a port of 26000-26999 (this suite's range)."""
+Used by tests/connectors/test_bus_bridge_auth.py and test_bus_bridge_tls.py: one server per configuration,
+JetStream on, its store in the test's temporary directory, on a port of 26000-26999 (this suite's range)."""
+import asyncio
 import datetime
 import ipaddress
 import os
@@ -10,12 +12,20 @@ import shutil
 import socket
 import subprocess
 import time
+import uuid
 
 import nkeys
+import pytest
+from asgiref.sync import async_to_sync
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+from connectors.events.bus_bridge import Bridge, BridgeAuthError
+from connectors.events.bus_connect import TLSOnlyClient, connect_options
+from connectors.events.log import publish
+from connectors.models import BusCursor, Event
 
 NATS_SERVER = shutil.which("nats-server") or "/usr/sbin/nats-server"
 HAVE_NATS_SERVER = os.path.exists(NATS_SERVER)
@@ -126,3 +136,63 @@ def user_seed():
     """(seed, public key) of a new NKey user."""
     seed = nkeys.encode_seed(os.urandom(32), nkeys.PREFIX_BYTE_USER)
     return seed.decode(), nkeys.from_seed(bytearray(seed)).public_key.decode()
+
+
+# --- the bridge, in this process ---------------------------------------------------------------------------------
+def make_events(n):
+    ids = [publish("connector.health.check", connector_id=f"c{i}", data={"n": i}).pk for i in range(n)]
+    events = list(Event.objects.filter(pk__in=ids).order_by("seq"))
+    assert len(events) == n and all(e.seq is not None for e in events)
+    return events
+
+
+def bus_settings(settings, server, **extra):
+    """Point the bridge at `server` with a stream and subjects of this test's own."""
+    name = uuid.uuid4().hex[:10]
+    settings.NATS_URL = server.url
+    settings.NATS_STREAM, settings.NATS_SUBJECT_PREFIX = f"T{name}", f"t{name}"
+    for setting in ("NATS_CREDS_FILE", "NATS_NKEY_SEED_FILE", "NATS_TOKEN_FILE", "NATS_USER", "NATS_PASSWORD_FILE",
+                    "NATS_TLS_CA_FILE", "NATS_TLS_CERT_FILE", "NATS_TLS_KEY_FILE"):
+        setattr(settings, setting, "")
+    for setting, value in extra.items():
+        setattr(settings, setting, str(value))
+
+
+def run_once():
+    """One `runbridge --once` in this process: the ORM calls run in this thread, on the test's connection."""
+    bridge = Bridge(interval=1, lease_seconds=5)
+    async_to_sync(bridge.run)(once=True)
+    return bridge
+
+
+def stream_msg_ids(settings):
+    """The Nats-Msg-Id of each message in the test's stream, read with the settings' credentials."""
+    async def read():
+        nc = TLSOnlyClient()
+        await nc.connect(**connect_options(), allow_reconnect=False, connect_timeout=2)
+        try:
+            js = nc.jetstream(timeout=2)
+            count = (await js.stream_info(settings.NATS_STREAM)).state.messages
+            return [(await js.get_msg(settings.NATS_STREAM, seq)).headers["Nats-Msg-Id"]
+                    for seq in range(1, count + 1)]
+        finally:
+            await nc.close()
+    return asyncio.run(read())
+
+
+def assert_published(settings, events):
+    assert stream_msg_ids(settings) == [str(e.event_id) for e in events]
+    assert BusCursor.objects.get(stream=settings.NATS_STREAM).last_seq == events[-1].seq
+
+
+def refused(settings, exc_type=BridgeAuthError):
+    """run_once() fails with exc_type; its message, for the test to read."""
+    with pytest.raises(exc_type) as info:
+        run_once()
+    return str(info.value)
+
+
+def secret_file(tmp_path, text, name=None):
+    path = tmp_path / (name or uuid.uuid4().hex)
+    path.write_text(text)
+    return path

@@ -2,84 +2,28 @@
 .creds files. Each configuration gets one module-wide server; the bridge runs in this process (`run(once=True)`)
 with a stream of its own per test, so a test costs a connection, not a Django start-up.
 TLS is in test_bus_bridge_tls.py."""
-import asyncio
-import uuid
-
 import pytest
-from asgiref.sync import async_to_sync
 from django.core.management import CommandError, call_command
 
 from connectors.events import bus_bridge
-from connectors.events.bus_bridge import Bridge, BridgeAuthError
-from connectors.events.bus_connect import TLSOnlyClient, connect_options
 from connectors.events.bus_stream import BridgeConfigError
-from connectors.events.log import publish
-from connectors.models import BusCursor, Event
-from tests.connectors.nats_servers import HAVE_NATS_SERVER, NATS_SERVER, ConfServer, user_seed
+from tests.connectors.nats_servers import (
+    HAVE_NATS_SERVER,
+    NATS_SERVER,
+    ConfServer,
+    assert_published,
+    bus_settings,
+    make_events,
+    refused,
+    run_once,
+    secret_file,
+    user_seed,
+)
 
 pytestmark = pytest.mark.skipif(not HAVE_NATS_SERVER, reason=f"needs nats-server ({NATS_SERVER} is missing)")
 
 TOKEN = "tok-7fd1c0a9e2b44e1f"
 PASSWORD = "pw-3b9e77d0c5a14f62"
-
-
-def make_events(n):
-    ids = [publish("connector.health.check", connector_id=f"c{i}", data={"n": i}).pk for i in range(n)]
-    events = list(Event.objects.filter(pk__in=ids).order_by("seq"))
-    assert len(events) == n and all(e.seq is not None for e in events)
-    return events
-
-
-def bus_settings(settings, server, **extra):
-    """Point the bridge at `server` with a stream and subjects of this test's own."""
-    name = uuid.uuid4().hex[:10]
-    settings.NATS_URL = server.url
-    settings.NATS_STREAM, settings.NATS_SUBJECT_PREFIX = f"T{name}", f"t{name}"
-    for setting in ("NATS_CREDS_FILE", "NATS_NKEY_SEED_FILE", "NATS_TOKEN_FILE", "NATS_USER", "NATS_PASSWORD_FILE",
-                    "NATS_TLS_CA_FILE", "NATS_TLS_CERT_FILE", "NATS_TLS_KEY_FILE"):
-        setattr(settings, setting, "")
-    for setting, value in extra.items():
-        setattr(settings, setting, str(value))
-
-
-def run_once():
-    """One `runbridge --once` in this process: the ORM calls run in this thread, on the test's connection."""
-    bridge = Bridge(interval=1, lease_seconds=5)
-    async_to_sync(bridge.run)(once=True)
-    return bridge
-
-
-def stream_msg_ids(settings):
-    """The Nats-Msg-Id of each message in the test's stream, read with the settings' credentials."""
-    async def read():
-        nc = TLSOnlyClient()
-        await nc.connect(**connect_options(), allow_reconnect=False, connect_timeout=2)
-        try:
-            js = nc.jetstream(timeout=2)
-            count = (await js.stream_info(settings.NATS_STREAM)).state.messages
-            return [(await js.get_msg(settings.NATS_STREAM, seq)).headers["Nats-Msg-Id"]
-                    for seq in range(1, count + 1)]
-        finally:
-            await nc.close()
-    return asyncio.run(read())
-
-
-def assert_published(settings, events):
-    assert stream_msg_ids(settings) == [str(e.event_id) for e in events]
-    assert BusCursor.objects.get(stream=settings.NATS_STREAM).last_seq == events[-1].seq
-
-
-def refused(settings, exc_type=BridgeAuthError):
-    """run_once() fails with exc_type; its message, for the test to read."""
-    with pytest.raises(exc_type) as info:
-        run_once()
-    return str(info.value)
-
-
-def secret_file(tmp_path, text, name=None):
-    path = tmp_path / (name or uuid.uuid4().hex)
-    path.write_text(text)
-    return path
 
 
 @pytest.fixture(scope="module")
