@@ -85,7 +85,7 @@ def test_a_user_and_password_file_log_in_and_a_wrong_password_is_refused(transac
     assert "NATS_USER and NATS_PASSWORD_FILE go together" in refused(settings, BridgeConfigError)
 
 
-def test_a_password_in_the_url_never_reaches_the_error(transactional_db, settings, monkeypatch):
+def test_a_password_in_the_url_never_reaches_the_error(settings, monkeypatch):
     """A user:password@ in NATS_URL works with nats-py; when the server cannot be reached, the error says where
     without it. Port 1 on 127.0.0.1 refuses at once; the bridge gives up after CONNECT_WAIT."""
     monkeypatch.setattr(bus_bridge, "CONNECT_WAIT", 0.3)
@@ -122,7 +122,7 @@ def creds(jwt, seed):
             f"-----BEGIN USER NKEY SEED-----\n{seed}\n------END USER NKEY SEED------\n")
 
 
-def test_a_malformed_creds_file_is_a_configuration_error_naming_it(transactional_db, settings, nkey_server,
+def test_a_malformed_creds_file_is_a_configuration_error_naming_it(settings, nkey_server,
                                                                    nkey_user, tmp_path):
     """nats-py reads a .creds file without its JWT block in an endless loop (in the event loop, so nothing times
     out): the bridge checks the file first."""
@@ -143,7 +143,7 @@ def test_a_malformed_creds_file_is_a_configuration_error_naming_it(transactional
     assert message.startswith("NATS refused the credentials (NATS_CREDS_FILE): ") and seed not in message
 
 
-def test_two_credentials_at_once_stop_the_command_at_start_up(transactional_db, settings, token_server, tmp_path):
+def test_two_credentials_at_once_stop_the_command_at_start_up(settings, token_server, tmp_path):
     bus_settings(settings, token_server, NATS_TOKEN_FILE=secret_file(tmp_path, TOKEN),
                  NATS_NKEY_SEED_FILE=secret_file(tmp_path, user_seed()[0]))
     with pytest.raises(CommandError, match="Set only one of NATS_NKEY_SEED_FILE, NATS_TOKEN_FILE"):

@@ -114,7 +114,7 @@ def test_tls_settings_and_a_plaintext_server_the_bridge_refuses(transactional_db
         assert message.endswith("asks for it: refusing to connect in plaintext")
 
 
-def test_nothing_crosses_the_wire_before_the_refusal(transactional_db, settings, pki, tmp_path):
+def test_nothing_crosses_the_wire_before_the_refusal(settings, pki, tmp_path):
     """A plaintext server asking for credentials, recording what it receives: the bridge with TLS settings reads
     its INFO and hangs up, its token unsent (not even the CONNECT line)."""
     received, port = bytearray(), free_port_in_range()
@@ -142,7 +142,7 @@ def test_nothing_crosses_the_wire_before_the_refusal(transactional_db, settings,
     assert bytes(received) == b""
 
 
-def test_a_running_bridge_refused_plaintext_says_so_on_every_attempt_and_stays_up(transactional_db, settings,
+def test_a_running_bridge_refused_plaintext_says_so_on_every_attempt_and_stays_up(settings,
                                                                                    plain_server, pki, caplog):
     bus_settings(settings, plain_server, NATS_TLS_CA_FILE=pki.ca)
     bridge, loops, failures = Bridge(interval=1, lease_seconds=5), [], []
@@ -174,7 +174,7 @@ def test_a_running_bridge_refused_plaintext_says_so_on_every_attempt_and_stays_u
     assert all("retrying in" in r.getMessage() for r in refusals())
 
 
-def test_a_key_without_its_certificate_stops_the_command_at_start_up(transactional_db, settings, tls_server, pki):
+def test_a_key_without_its_certificate_stops_the_command_at_start_up(settings, tls_server, pki):
     bus_settings(settings, tls_server, NATS_TLS_CA_FILE=pki.ca, NATS_TLS_KEY_FILE=pki.client_key)
     with pytest.raises(CommandError, match="NATS_TLS_KEY_FILE is set without NATS_TLS_CERT_FILE"):
         call_command("runbridge", "--once")
