@@ -114,9 +114,9 @@ def test_tls_settings_and_a_plaintext_server_the_bridge_refuses(transactional_db
         assert message.endswith("asks for it: refusing to connect in plaintext")
 
 
-def test_nothing_crosses_the_wire_before_the_refusal(settings, pki, tmp_path):
+def test_nothing_crosses_the_wire_before_the_refusal(settings, pki):
     """A plaintext server asking for credentials, recording what it receives: the bridge with TLS settings reads
-    its INFO and hangs up, its token unsent (not even the CONNECT line)."""
+    its INFO and hangs up, its password unsent (not even the CONNECT line), and unnamed in the error."""
     received, port = bytearray(), free_port_in_range()
     info = b'INFO {"server_id":"FAKE","version":"2.9.10","proto":1,"auth_required":true,"max_payload":1048576}\r\n'
 
@@ -130,14 +130,15 @@ def test_nothing_crosses_the_wire_before_the_refusal(settings, pki, tmp_path):
     async def scenario():
         server = await asyncio.start_server(handle, "127.0.0.1", port)
         try:
-            with pytest.raises(BridgeAuthError, match="does not offer TLS"):
+            with pytest.raises(BridgeAuthError, match=f"the server at 127.0.0.1:{port} does not offer TLS") as info:
                 await Bridge(interval=1, lease_seconds=5).run(once=True)
+            assert "pw-in-url-4e0d" not in str(info.value)
         finally:
             server.close()
             await server.wait_closed()
 
-    bus_settings(settings, type("S", (), {"url": f"nats://127.0.0.1:{port}"}), NATS_TLS_CA_FILE=pki.ca,
-                 NATS_TOKEN_FILE=secret_file(tmp_path, TOKEN))
+    bus_settings(settings, type("S", (), {"url": f"nats://bridge:pw-in-url-4e0d@127.0.0.1:{port}"}),
+                 NATS_TLS_CA_FILE=pki.ca)
     async_to_sync(scenario)()
     assert bytes(received) == b""
 
