@@ -37,8 +37,9 @@ class TLSOnlyClient(Client):
 
     async def _process_info(self, info, initial_connection=False):
         if initial_connection and "tls" in self.options and not info.get("tls_required"):
+            uri = self._current_server.uri  # not its netloc: a user:password@ would come with it
             raise PlaintextRefused(
-                f"the server at {self._current_server.uri.netloc} does not offer TLS, and {' / '.join(tls_given())} "
+                f"the server at {uri.hostname}:{uri.port} does not offer TLS, and {' / '.join(tls_given())} "
                 "asks for it: refusing to connect in plaintext")
         await super()._process_info(info, initial_connection=initial_connection)
 
