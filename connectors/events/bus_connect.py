@@ -1,9 +1,9 @@
 """How the bus bridge logs in to NATS: connection options from the NATS_* settings, checked before any connection.
 
 - At most one credential (NATS_CREDS_FILE, NATS_NKEY_SEED_FILE, NATS_TOKEN_FILE, NATS_USER with
-  NATS_PASSWORD_FILE), each secret read from a file and checked here: a missing file, a seed that is no NKey seed or a .creds file without its JWT and seed blocks is a
-  BridgeConfigError naming the setting (nats-py would otherwise fail deep inside the connection, or, for a .creds
-  file without a JWT block, loop for ever reading it).
+  NATS_PASSWORD_FILE), each secret read from a file and checked here: a missing file, a seed that is no NKey seed
+  or a .creds file without its JWT and seed blocks is a BridgeConfigError naming the setting (nats-py would
+  otherwise fail deep inside the connection, or, for a .creds file without a JWT block, loop for ever reading it).
 - TLS: NATS_TLS_CA_FILE, NATS_TLS_CERT_FILE and NATS_TLS_KEY_FILE build one SSL context; a key without its
   certificate is a BridgeConfigError. With any of them set, TLSOnlyClient refuses a server that does not require
   TLS before anything, credentials included, crosses the wire: never a silent fall-back to plaintext.
