@@ -4,12 +4,16 @@ from brain_connectors.settings.environment import env
 # --- NATS JetStream bridge (connectors/events/bus_bridge.py) ----------------------------------------------------
 # Empty NATS_URL: the bridge is off (runbridge idles). Several servers: comma-separated (nats://a:4222,nats://b:4222).
 NATS_URL = env.str("NATS_URL", default="")
-# At most one way to log in, each read from a file so the secret never sits in the environment or a process list:
-# a .creds file (JWT + NKey seed), an NKey seed file, or a file holding the token.
+# At most one way to log in, each secret read from a file so it never sits in the environment or a process list:
+# a .creds file (JWT + NKey seed), an NKey seed file, a file holding the token, or a user name with a password file.
 NATS_CREDS_FILE = env.str("NATS_CREDS_FILE", default="")
 NATS_NKEY_SEED_FILE = env.str("NATS_NKEY_SEED_FILE", default="")
 NATS_TOKEN_FILE = env.str("NATS_TOKEN_FILE", default="")
+NATS_USER = env.str("NATS_USER", default="")
+NATS_PASSWORD_FILE = env.str("NATS_PASSWORD_FILE", default="")
 # TLS: a CA bundle to trust (tls:// URLs use the system's otherwise), a client certificate and key for mutual TLS.
+# With any of them set the bridge refuses a server that does not require TLS (no plaintext fall-back); a key file
+# without its certificate file stops the bridge at start-up.
 NATS_TLS_CA_FILE = env.str("NATS_TLS_CA_FILE", default="")
 NATS_TLS_CERT_FILE = env.str("NATS_TLS_CERT_FILE", default="")
 NATS_TLS_KEY_FILE = env.str("NATS_TLS_KEY_FILE", default="")

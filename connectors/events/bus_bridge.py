@@ -11,8 +11,9 @@
   an event reaches JetStream milliseconds after its commit; it still looks at the log every second (every 50 ms
   on SQLite, which has no NOTIFY).
 - NATS down or restarting: retry with backoff; the log keeps everything meanwhile, and no request waits on NATS.
-- A refused credential is logged with the setting to blame on every attempt; a stream config the bridge may not
-  change raises BridgeConfigError (the command stops with it).
+- A refused credential or a failed TLS handshake (bus_connect.refusal) is logged with the setting to blame on
+  every attempt; a setting the bridge cannot work with (a key without its certificate, a malformed seed, a stream
+  config it may not change) raises BridgeConfigError (the command stops with it).
 """
 import asyncio
 import json
@@ -21,7 +22,6 @@ import os
 import secrets
 import socket
 
-import nats
 from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.db import DatabaseError, close_old_connections, connection
@@ -29,7 +29,8 @@ from nats.errors import Error as NatsError
 
 from brain_connectors.shared.pg_listener import PgListener
 from connectors.events import bus_lease
-from connectors.events.bus_stream import BridgeConfigError, connect_options, credential_setting, ensure_stream
+from connectors.events.bus_connect import TLSOnlyClient, connect_options, redacted, refusal
+from connectors.events.bus_stream import BridgeConfigError, ensure_stream
 from connectors.events.sequencer import SEQUENCED_CHANNEL
 
 logger = logging.getLogger("connectors.events.bus_bridge")
@@ -46,16 +47,12 @@ CONNECT_WAIT = 5.0
 
 
 class BridgeAuthError(Exception):
-    """The server refused our credentials."""
+    """The server refused our credentials, or TLS failed (untrusted certificate, client certificate refused, no TLS
+    on offer while TLS settings are given); the message names the setting."""
 
 
 def make_owner_id():
     return f"bridge:{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
-
-
-def _is_refusal(exc):
-    text = str(exc).lower()
-    return "authorization" in text or "authentication" in text or "permissions violation" in text
 
 
 def _db(fn):
@@ -92,10 +89,11 @@ class Bridge:
 
         async def on_error(exc):
             errors.append(exc)
-            if _is_refusal(exc):
+            why = refusal(exc)
+            if why:
                 refused.set()
                 if connected:  # while connecting, the attempt's failure is logged once by run()
-                    logger.error("NATS refused the credentials (%s): %s", credential_setting(), exc)
+                    logger.error("%s", why)
             elif connected:
                 logger.warning("NATS: %s", exc)
 
@@ -107,26 +105,26 @@ class Bridge:
         async def on_reconnect():
             logger.info("Reconnected to NATS")
 
-        options = connect_options()
-        connecting = asyncio.ensure_future(nats.connect(
+        options, client = connect_options(), TLSOnlyClient()
+        connecting = asyncio.ensure_future(client.connect(
             **options, error_cb=on_error, disconnected_cb=on_disconnect, reconnected_cb=on_reconnect,
             connect_timeout=2, reconnect_time_wait=1, max_reconnect_attempts=-1))
-        refusal, stop = asyncio.ensure_future(refused.wait()), asyncio.ensure_future(self.stopping.wait())
-        await asyncio.wait({connecting, refusal, stop}, timeout=CONNECT_WAIT, return_when=asyncio.FIRST_COMPLETED)
-        refusal.cancel()
+        refused_wait, stop = asyncio.ensure_future(refused.wait()), asyncio.ensure_future(self.stopping.wait())
+        await asyncio.wait({connecting, refused_wait, stop}, timeout=CONNECT_WAIT, return_when=asyncio.FIRST_COMPLETED)
+        refused_wait.cancel()
         stop.cancel()
         if connecting.done() and not connecting.cancelled() and connecting.exception() is None:
             connected = True
-            return connecting.result()
+            return client
         if not connecting.done():
             connecting.cancel()
         elif not connecting.cancelled():
             errors.append(connecting.exception())
-        refusals = [e for e in errors if _is_refusal(e)]
+        refusals = [why for why in map(refusal, errors) if why]
         if refusals:
-            raise BridgeAuthError(f"NATS refused the credentials ({credential_setting()}): {refusals[-1]}")
+            raise BridgeAuthError(refusals[-1])
         reason = repr(errors[-1]) if errors else f"no answer within {CONNECT_WAIT:g}s"
-        raise ConnectionError(f"cannot reach NATS at {', '.join(options['servers'])}: {reason}")
+        raise ConnectionError(f"cannot reach NATS at {', '.join(map(redacted, options['servers']))}: {reason}")
 
     # --- one batch -------------------------------------------------------------------------
     async def publish_batch(self, js, cursor):

@@ -1,7 +1,5 @@
-"""The bus bridge's NATS side: connection options from settings, and the JetStream stream made to match them."""
+"""The bus bridge's JetStream stream, made to match the settings (the connection's options: bus_connect.py)."""
 import logging
-import ssl
-from pathlib import Path
 
 from django.conf import settings
 from nats.js.api import RetentionPolicy, StorageType, StreamConfig
@@ -16,47 +14,6 @@ class BridgeConfigError(Exception):
 
 def subject_filter():
     return f"{settings.NATS_SUBJECT_PREFIX}.>"
-
-
-def _read_secret(setting):
-    path = getattr(settings, setting)
-    try:
-        return Path(path).read_text().strip()
-    except OSError as exc:
-        raise BridgeConfigError(f"{setting}: cannot read {path} ({exc.strerror})") from None
-
-
-def connect_options():
-    """nats.connect() keyword arguments for the credentials and TLS the settings name (never logged)."""
-    options = {"servers": [u.strip() for u in settings.NATS_URL.split(",") if u.strip()]}
-    given = [s for s in ("NATS_CREDS_FILE", "NATS_NKEY_SEED_FILE", "NATS_TOKEN_FILE") if getattr(settings, s)]
-    if len(given) > 1:
-        raise BridgeConfigError(f"Set only one of {', '.join(given)}")
-    if settings.NATS_CREDS_FILE:
-        _read_secret("NATS_CREDS_FILE")  # fail early and clearly on a missing file
-        options["user_credentials"] = settings.NATS_CREDS_FILE
-    elif settings.NATS_NKEY_SEED_FILE:
-        _read_secret("NATS_NKEY_SEED_FILE")
-        options["nkeys_seed"] = settings.NATS_NKEY_SEED_FILE
-    elif settings.NATS_TOKEN_FILE:
-        options["token"] = _read_secret("NATS_TOKEN_FILE")
-    if settings.NATS_TLS_CA_FILE or settings.NATS_TLS_CERT_FILE:
-        try:
-            context = ssl.create_default_context(cafile=settings.NATS_TLS_CA_FILE or None)
-            if settings.NATS_TLS_CERT_FILE:
-                context.load_cert_chain(settings.NATS_TLS_CERT_FILE, settings.NATS_TLS_KEY_FILE or None)
-        except (OSError, ssl.SSLError) as exc:
-            raise BridgeConfigError(f"NATS_TLS_CA_FILE / NATS_TLS_CERT_FILE / NATS_TLS_KEY_FILE: {exc}") from None
-        options["tls"] = context
-    return options
-
-
-def credential_setting():
-    """The setting to blame when the server refuses us."""
-    for name in ("NATS_CREDS_FILE", "NATS_NKEY_SEED_FILE", "NATS_TOKEN_FILE"):
-        if getattr(settings, name):
-            return name
-    return "NATS_URL (no NATS_CREDS_FILE, NATS_NKEY_SEED_FILE or NATS_TOKEN_FILE set)"
 
 
 def _differences(config, want_subject):

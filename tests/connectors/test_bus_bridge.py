@@ -293,15 +293,22 @@ def test_a_running_bridge_with_a_bad_token_says_why_on_every_attempt_and_stays_u
     token_file = tmp_path / "token"
     token_file.write_text("wrong-token-456")
     proc = start_bridge(subprocess_env, {"NATS_URL": server.url, "NATS_TOKEN_FILE": str(token_file)})
+    lines, refusal = [], "NATS refused the credentials (NATS_TOKEN_FILE)"
+    reader = threading.Thread(target=lambda: lines.extend(proc.stdout), daemon=True)  # until the pipe closes
+    reader.start()
     try:
-        time.sleep(5)  # attempts at 0 s, ~1 s, ~3 s (backoff)
+        # Attempts at 0 s, ~1 s, ~3 s (backoff): wait for two refusals (a loaded machine starts Django slowly).
+        wait_for(lambda: sum(refusal in line for line in lines) >= 2 or proc.poll() is not None, timeout=60,
+                 what="two refused attempts")
         assert proc.poll() is None  # no crash loop: it keeps trying, and says why each time
     finally:
         proc.terminate()
-        output = proc.communicate(timeout=20)[0]
+        proc.wait(timeout=20)
+        reader.join(10)
         server.stop()
+    output = "".join(lines)
     assert proc.returncode == 0, output
-    assert output.count("NATS refused the credentials (NATS_TOKEN_FILE)") >= 2, output
+    assert output.count(refusal) >= 2, output
     assert "wrong-token-456" not in output
 
 
