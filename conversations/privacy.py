@@ -16,13 +16,14 @@ from django.db import transaction
 from django.db.models import Q
 from django.utils import timezone
 
+from audit import reads
 from audit import services as audit
 from brain_connectors.shared.errors import NotFound, PermissionDenied, ValidationFailed
 from connectors.delivery import attachment_privacy
 from connectors.models import Connector
 from connectors.permissions import Principal
 from conversations import access
-from conversations.analysis import topics_of
+from conversations.analysis import sentiment_trend, topics_of
 from conversations.models import Conversation, Message, MessageAnalysis, RetentionPolicy, SearchToken
 from conversations.recording import record_pending
 
@@ -211,6 +212,18 @@ def check_read_access(principal, person, perm, action):
             f"Reading {person.get_username()}'s conversations needs read_conversations on every connector they are "
             f"on; you lack it on {missing} of them."
         )
+
+
+def person_sentiment(principal, person, days):
+    """A person's per-day average sentiment over `days` days: (person, trend). A trend is computed from the
+    person's words, so reading it follows the rule of reading them (check_read_access). Audited with the
+    number of days and points, in the transaction of the read."""
+    person = find_person(person)
+    check_read_access(principal, person, "conversations.view_conversation", "conversations.sentiment")
+    with transaction.atomic():
+        trend = sentiment_trend(person, days)
+        reads.record_read("conversations.sentiment", principal, "person", person.pk, days=days, points=len(trend))
+    return person, trend
 
 
 def person_conversations(person):

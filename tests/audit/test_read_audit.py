@@ -1,0 +1,151 @@
+"""Every read writes exactly the audit row audit/reads.py names (or is on its NOT_AUDITED list).
+
+The reads are not listed by hand: the REST ones are every GET operation of the live OpenAPI schema, the
+MCP ones every read-only tool and resource the MCP server lists. Each is performed once, as alice on
+her own objects (she holds admin_connector on her connector, so every read succeeds), and the audit
+rows it wrote are compared with the registry. A new GET endpoint or read tool fails here until it is
+audited and registered, or registered as not audited with a reason.
+
+The world (alice's and bob's connectors, deliveries, identities, conversations, ...) is the RBAC
+matrix's (tests/project/test_rbac_generated.py), and so are the paths and queries of each operation.
+"""
+import asyncio
+from pprint import pformat
+from urllib.parse import urlencode
+
+import pytest
+
+from audit import reads
+from audit.models import AuditEvent
+from brain_connectors.mcp import server as mcp_server
+from tests.project.test_rbac_generated import (
+    ACTOR,
+    CONNECTED,
+    MCP_OPS,
+    REST_OPS,
+    SCHEMA_OPS,
+    audit_mark,
+    build_world,
+    fill_path,
+)
+
+GET_OPS = {op_id: path for op_id, (method, path) in SCHEMA_OPS.items() if method == "GET"}
+
+
+@pytest.fixture(autouse=True)
+def _routing_settings(settings):
+    settings.ROUTING_PAIRABLE_KINDS = ("locmem",)
+    settings.BRAIN_ALLOW_PRIVATE_URLS = True
+
+
+def rows_since(mark):
+    return list(AuditEvent.objects.filter(id__gt=mark).order_by("id").values_list("action", "result", "principal"))
+
+
+def expected_rows(action):
+    return [] if action is None else [(action, "success", f"user:{ACTOR}")]
+
+
+def test_the_registry_names_only_live_reads_and_known_actions():
+    """A registry row for a read that no longer exists (or a write) is stale; every action is described."""
+    assert set(reads.REST) - set(GET_OPS) == set()
+    assert set(reads.REST) & set(reads.NOT_AUDITED) == set()
+    assert set(reads.REST.values()) | set(reads.MCP.values()) <= set(reads.ACTIONS)
+
+
+def rest_path(op_id, path, objects):
+    op = REST_OPS[op_id]  # the RBAC matrix knows how to fill each operation
+    if "{" in path:
+        path = fill_path(path, objects[op.fill])
+    query = {name: objects.get(key, key) for name, key in op.query if name != "user"}  # as herself: no ?user=
+    return path + ("?" + urlencode(query) if query else "")
+
+
+@pytest.mark.django_db
+def test_every_rest_read_writes_exactly_its_registered_audit_row(make_user, grant, token_for, api):
+    world = build_world("admin", CONNECTED, make_user, grant, token_for)
+    client = api(world.token)
+    wrong = {}
+    for op_id, path in sorted(GET_OPS.items()):
+        if op_id not in reads.REST and op_id not in reads.NOT_AUDITED:
+            wrong[op_id] = "not in audit/reads.py: audit it (REST) or say why not (NOT_AUDITED)"
+            continue
+        mark = audit_mark()
+        response = client.get(rest_path(op_id, path, world.of("own")))
+        assert response.status_code == 200, (op_id, response.status_code, response.content[:300])
+        got, want = rows_since(mark), expected_rows(reads.REST.get(op_id))
+        if got != want:
+            wrong[op_id] = {"wrote": got, "registry": want}
+    assert wrong == {}, pformat(wrong)
+
+
+@pytest.mark.django_db
+def test_a_refused_read_is_audited_under_the_same_action(make_user, grant, token_for, api):
+    """The registry's action is also the one a refusal writes (as `denied`): one name per read."""
+    world = build_world("admin", CONNECTED, make_user, grant, token_for)
+    client = api(world.token)
+    bob = world.of("other")
+    for op_id in ("v1_deliveries_retrieve", "v1_conversations_people_sentiment_retrieve"):
+        mark = audit_mark()
+        response = client.get(rest_path(op_id, GET_OPS[op_id], bob))
+        assert response.status_code in (403, 404), (op_id, response.status_code)
+        assert [(a, r) for a, r, _ in rows_since(mark)] == [(reads.REST[op_id], "denied")]
+
+
+def test_record_read_refuses_an_action_the_registry_does_not_name():
+    with pytest.raises(reads.UnregisteredRead):
+        reads.record_read("connector.peek", None, "connector", "x")
+
+
+# --- MCP ------------------------------------------------------------------------------------------
+
+
+def mcp_reads(token, world):
+    """{name: audit rows written} for every read-only tool and every resource read the server lists,
+    through the SDK's in-memory client (the server `runmcp` would start with this token)."""
+    from mcp import Client
+
+    own = world.of("own")
+    written = {}
+
+    def since(mark):
+        return rows_since(mark)
+
+    async def scenario():
+        async with Client(mcp_server.build_server(stdio_token=token)) as client:
+            for tool in (await client.list_tools()).tools:
+                if tool.annotations is None or not tool.annotations.read_only_hint:
+                    continue  # a write: audited as a change, not here
+                op = MCP_OPS.get(tool.name)
+                arguments = op.args(own) if op is not None and op.args else {}
+                mark = await asyncio.to_thread(audit_mark)
+                result = await client.call_tool(tool.name, arguments)
+                assert not result.is_error, (tool.name, result.content)
+                written[tool.name] = await asyncio.to_thread(since, mark)
+            mark = await asyncio.to_thread(audit_mark)
+            resources = (await client.list_resources()).resources
+            written["resources/list"] = await asyncio.to_thread(since, mark)
+            assert own["connector"] in {str(r.uri) for r in resources} | {r.name for r in resources}
+            for template in (await client.list_resource_templates()).resource_templates:
+                mark = await asyncio.to_thread(audit_mark)
+                await client.read_resource(template.uri_template.replace("{connector_id}", own["connector"]))
+                written[template.uri_template] = await asyncio.to_thread(since, mark)
+
+    asyncio.run(asyncio.wait_for(scenario(), 60))
+    return written
+
+
+# The tools run in the SDK's worker threads, on their own database connections: the world must be committed.
+@pytest.mark.django_db(transaction=True)
+def test_every_mcp_read_writes_exactly_its_registered_audit_row(make_user, grant, token_for):
+    world = build_world("admin", CONNECTED, make_user, grant, token_for)
+    written = mcp_reads(world.token, world)
+    assert written, "the server listed no read tool"
+    wrong = {}
+    for name, got in sorted(written.items()):
+        if name not in reads.MCP and name not in reads.NOT_AUDITED:
+            wrong[name] = "not in audit/reads.py: audit it (MCP) or say why not (NOT_AUDITED)"
+        elif got != expected_rows(reads.MCP.get(name)):
+            wrong[name] = {"wrote": got, "registry": expected_rows(reads.MCP.get(name))}
+    assert wrong == {}, pformat(wrong)
+    assert set(reads.MCP) - set(written) == set(), "registry rows for reads the MCP server no longer has"
