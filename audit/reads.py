@@ -67,6 +67,11 @@ MCP = {
     "connector://{connector_id}": "connector.get",
 }
 
+# Pages outside the API (URL names), and the Django admin: audited ones here, the others on NOT_AUDITED.
+PAGES = {
+    "attachment-download": "attachment.download",  # BRAIN fetching a file: audited by its service, as BRAIN
+}
+
 # Reads that write no row, and why.
 NOT_AUDITED = {
     "v1_pairing_codes_channels_list": "the kinds of connector one may pair with: configuration, nothing personal",
@@ -75,6 +80,18 @@ NOT_AUDITED = {
     "metrics": "aggregate counters only, no ids; scraped every few seconds",
     "dashboard": "the page's frame; its data comes from dashboard-state",
     "dashboard-state": "staff-only aggregate health per connector, polled every few seconds: no message or person",
+    "home": "the front door: links only",
+    "preferences": "the page's frame; everything it shows comes from the audited API lists above",
+    "preferences-pair-link": "the confirmation page of an emailed pairing link; confirming (POST) is audited",
+    "login": "the sign-in form (failed sign-ins and lockouts are audited: auth.login_failed, auth.lockout)",
+    "logout": "signing out (POST)",
+    "password_reset": "a form", "password_reset_done": "a message", "password_reset_complete": "a message",
+    "password_reset_confirm": "the new-password form; setting it is audited (auth.password_set)",
+    "invitation-accept": "the new-password form; setting it is audited (auth.password_set)",
+    "invitation_complete": "a message",
+    "api-root": "the list of API routes", "schema": "the OpenAPI schema", "swagger-ui": "the API docs",
+    "admin": "staff pages over the models. Conversation memory shows no message there; its search, sentiment "
+             "trend, export and erasure go through the audited services above",
 }
 
 

@@ -14,6 +14,7 @@ from pprint import pformat
 from urllib.parse import urlencode
 
 import pytest
+from django.urls import get_resolver, reverse
 
 from audit import reads
 from audit.models import AuditEvent
@@ -90,6 +91,43 @@ def test_a_refused_read_is_audited_under_the_same_action(make_user, grant, token
         response = client.get(rest_path(op_id, GET_OPS[op_id], bob))
         assert response.status_code in (403, 404), (op_id, response.status_code)
         assert [(a, r) for a, r, _ in rows_since(mark)] == [(reads.REST[op_id], "denied")]
+
+
+def page_names():
+    """{URL name: whether it takes arguments} of every route outside the REST API (whose reads are the
+    schema's operations) and the platform webhooks (POSTs from the platforms); the admin is one name."""
+    names = {}
+
+    def walk(resolver, prefix):
+        for pattern in resolver.url_patterns:
+            route = prefix + str(pattern.pattern)
+            if getattr(pattern, "namespace", None) == "admin":
+                names["admin"] = True
+            elif hasattr(pattern, "url_patterns"):
+                walk(pattern, route)
+            elif pattern.name == "api-root" or not route.startswith(("api/v1/", "webhooks/")):
+                # arguments: every variant of the route takes some (the API root has a `.json` variant)
+                names[pattern.name] = names.get(pattern.name, True) and bool(pattern.pattern.regex.groups)
+    walk(get_resolver(), "")
+    return names
+
+
+@pytest.mark.django_db
+def test_every_page_is_classified_and_the_unaudited_ones_write_no_row(make_user, client):
+    pages = page_names()
+    unclassified = set(pages) - set(reads.PAGES) - set(reads.NOT_AUDITED)
+    assert unclassified == set(), "pages missing from audit/reads.py (PAGES or NOT_AUDITED)"
+    assert set(reads.PAGES) <= set(pages)
+    client.force_login(make_user("root", superuser=True))
+    wrote = {}
+    for name, has_arguments in sorted(pages.items()):
+        if has_arguments or name == "admin" or name in reads.PAGES:
+            continue  # the audited download: tests/connectors/test_attachment_urls.py
+        mark = audit_mark()
+        client.get(reverse(name))
+        wrote[name] = rows_since(mark)
+    assert {"home", "preferences", "dashboard-state", "metrics", "schema"} <= set(wrote)
+    assert {name: rows for name, rows in wrote.items() if rows} == {}
 
 
 def test_record_read_refuses_an_action_the_registry_does_not_name():
