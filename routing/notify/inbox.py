@@ -55,7 +55,7 @@ def list_notifications(principal, *, username=None, status=None):
             )
         qs = qs.filter(status=status)
     reads.record_read(
-        "notification.list", principal, TARGET, "", filters={"user": bool(username), "status": status or ""}
+        "notification.list", principal, TARGET, "", filters={"user": username or "", "status": status or ""}
     )
     return qs
 
