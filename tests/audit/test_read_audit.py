@@ -86,6 +86,17 @@ def test_every_rest_read_writes_exactly_its_registered_audit_row(make_user, gran
         assert [(a, r) for a, r, _ in rows_since(mark)] == [(reads.REST[op_id], "denied")]
 
 
+@pytest.mark.django_db
+def test_a_refused_list_keeps_its_failure_row(make_user, token_for, api):
+    """A paginated list reads in one transaction with its audit row, but a refusal's row is not rolled back."""
+    client = api(token_for(make_user("dora")))
+    for path, action in (("/api/v1/connectors/?status=nope", "connector.list"),
+                         ("/api/v1/deliveries/?status=nope", "delivery.list")):
+        mark = audit_mark()
+        assert client.get(path).status_code == 400
+        assert [(a, r) for a, r, _ in rows_since(mark)] == [(action, "failure")]
+
+
 def page_names():
     """{URL name: whether it takes arguments} of every route outside the REST API (whose reads are the
     schema's operations) and the platform webhooks (POSTs from the platforms); the admin is one name."""
