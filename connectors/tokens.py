@@ -12,6 +12,7 @@ from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
+from audit import reads
 from audit import services as audit
 from brain_connectors.access import refusals
 from brain_connectors.access.ip import throttle_key
@@ -94,6 +95,14 @@ def create_token(principal, user, *, expires_in=None, name=""):
             details={"via": principal.via, "user": user.get_username(), "expires_at": token.expires_at},
         )
     return token, plaintext
+
+
+def list_tokens(principal, user):
+    """`user`'s own API tokens, newest first (the rows: the secret is never stored). Audited with the count."""
+    with transaction.atomic():
+        rows = list(ApiToken.objects.filter(user=user).order_by("-created_at"))
+        reads.record_read("token.list", principal, "api_token", "", count=len(rows))
+    return rows
 
 
 def revoke_token(principal, prefix):

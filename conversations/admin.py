@@ -15,7 +15,6 @@ from connectors.admin.base import ReadOnlyAdmin, ServiceBackedAdmin
 from connectors.admin.base import principal_of as admin_principal
 from connectors.delivery.attachment_privacy import ExportBudget
 from conversations import access, privacy, services
-from conversations.analysis import sentiment_trend
 from conversations.models import Conversation, MessageAnalysis, RetentionPolicy
 
 
@@ -103,7 +102,10 @@ class ConversationAdmin(ReadOnlyAdmin):
             return "—"
         if access.unreadable_connector_count(principal, privacy.person_conversations(obj.person)):
             return "— (needs read_conversations on all of this person's connectors)"
-        trend = sentiment_trend(obj.person, 30)
+        try:
+            _, trend = privacy.person_sentiment(principal, obj.person, 30)  # audited, as the API's
+        except ServiceError as exc:
+            return f"— ({exc.message})"
         return ", ".join(f"{row['date']}: {row['average']:+.2f} ({row['messages']})" for row in trend) or "—"
 
 

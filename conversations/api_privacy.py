@@ -13,7 +13,6 @@ from rest_framework.views import APIView
 from brain_connectors.shared.errors import ValidationFailed
 from connectors.api.views import ERRORS, principal_of
 from conversations import privacy
-from conversations.analysis import sentiment_trend
 
 
 def _errors(*codes):
@@ -52,8 +51,5 @@ class PersonSentimentView(APIView):
             raise ValidationFailed("days must be a whole number.") from None
         if not 1 <= days <= 3650:
             raise ValidationFailed("days must be between 1 and 3650.")
-        principal = principal_of(request)
-        person = privacy.find_person(username)
-        # A trend is computed from the person's words: the same rule as reading them.
-        privacy.check_read_access(principal, person, "conversations.view_conversation", "conversations.sentiment")
-        return Response({"person": person.get_username(), "days": days, "trend": sentiment_trend(person, days)})
+        person, trend = privacy.person_sentiment(principal_of(request), username, days)
+        return Response({"person": person.get_username(), "days": days, "trend": trend})

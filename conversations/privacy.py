@@ -16,13 +16,14 @@ from django.db import transaction
 from django.db.models import Q
 from django.utils import timezone
 
+from audit import reads
 from audit import services as audit
 from brain_connectors.shared.errors import NotFound, PermissionDenied, ValidationFailed
 from connectors.delivery import attachment_privacy
 from connectors.models import Connector
 from connectors.permissions import Principal
 from conversations import access
-from conversations.analysis import topics_of
+from conversations.analysis import sentiment_trend, topics_of
 from conversations.models import Conversation, Message, MessageAnalysis, RetentionPolicy, SearchToken
 from conversations.recording import record_pending
 
@@ -213,6 +214,18 @@ def check_read_access(principal, person, perm, action):
         )
 
 
+def person_sentiment(principal, person, days):
+    """A person's per-day average sentiment over `days` days: (person, trend). A trend is computed from the
+    person's words, so reading it follows the rule of reading them (check_read_access). Audited with the
+    number of days and points, in the transaction of the read."""
+    person = find_person(person)
+    check_read_access(principal, person, "conversations.view_conversation", "conversations.sentiment")
+    with transaction.atomic():
+        trend = sentiment_trend(person, days)
+        reads.record_read("conversations.sentiment", principal, "person", person.pk, days=days, points=len(trend))
+    return person, trend
+
+
 def person_conversations(person):
     """The person's conversations: those linked to the account, and those on their paired addresses."""
     return Conversation.objects.filter(access.own_q(person))
@@ -227,52 +240,53 @@ def export_person(principal, person, budget=None):
     person = find_person(person)
     record_pending()  # what the person said a moment ago is theirs too (and counts for the access check)
     check_read_access(principal, person, "conversations.view_conversation", "conversations.export")
-    conversations = []
-    message_count = attachment_count = 0
-    budget = attachment_privacy.ExportBudget() if budget is None else budget
-    for conversation in person_conversations(person).order_by("started_at", "pk"):
-        messages = []
-        rows = list(conversation.messages.select_related("analysis").order_by("created_at", "pk"))
-        files = attachment_privacy.export_entries(
-            [message.inbound_id for message in rows], [message.delivery_id for message in rows], budget
-        )
-        for message in rows:
-            analysis = getattr(message, "analysis", None) if hasattr(message, "analysis") else None
-            attachments = _attachments_of(message, files)
-            attachment_count += len(attachments)
-            messages.append(
+    with transaction.atomic():  # the read and its audit row, one transaction
+        conversations = []
+        message_count = attachment_count = 0
+        budget = attachment_privacy.ExportBudget() if budget is None else budget
+        for conversation in person_conversations(person).order_by("started_at", "pk"):
+            messages = []
+            rows = list(conversation.messages.select_related("analysis").order_by("created_at", "pk"))
+            files = attachment_privacy.export_entries(
+                [message.inbound_id for message in rows], [message.delivery_id for message in rows], budget
+            )
+            for message in rows:
+                analysis = getattr(message, "analysis", None) if hasattr(message, "analysis") else None
+                attachments = _attachments_of(message, files)
+                attachment_count += len(attachments)
+                messages.append(
+                    {
+                        "id": message.pk,
+                        "role": message.role,
+                        "content": message.content,
+                        "created_at": message.created_at.isoformat(),
+                        "platform_message_id": message.platform_message_id,
+                        "metadata": message.metadata,
+                        "sentiment": analysis.sentiment if analysis else None,
+                        "topics": topics_of(analysis),
+                        "attachments": attachments,
+                    }
+                )
+            message_count += len(messages)
+            conversations.append(
                 {
-                    "id": message.pk,
-                    "role": message.role,
-                    "content": message.content,
-                    "created_at": message.created_at.isoformat(),
-                    "platform_message_id": message.platform_message_id,
-                    "metadata": message.metadata,
-                    "sentiment": analysis.sentiment if analysis else None,
-                    "topics": topics_of(analysis),
-                    "attachments": attachments,
+                    "id": conversation.pk,
+                    "connector": conversation.connector_id,
+                    "address": conversation.address,
+                    "started_at": conversation.started_at.isoformat(),
+                    "last_message_at": conversation.last_message_at.isoformat(),
+                    "messages": messages,
                 }
             )
-        message_count += len(messages)
-        conversations.append(
-            {
-                "id": conversation.pk,
-                "connector": conversation.connector_id,
-                "address": conversation.address,
-                "started_at": conversation.started_at.isoformat(),
-                "last_message_at": conversation.last_message_at.isoformat(),
-                "messages": messages,
-            }
+        reads.record_read(
+            "conversations.export",
+            principal,
+            "person",
+            person.pk,
+            conversations=len(conversations),
+            messages=message_count,
+            attachments=attachment_count,
         )
-    audit.record_action(
-        "conversations.export",
-        principal,
-        "person",
-        person.pk,
-        conversations=len(conversations),
-        messages=message_count,
-        attachments=attachment_count,
-    )
     return {
         "person": person.get_username(),
         "exported_at": timezone.now().isoformat(),

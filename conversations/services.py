@@ -12,6 +12,7 @@ from django.conf import settings
 from django.db import transaction
 from django.db.models import Exists, OuterRef, Q
 
+from audit import reads
 from audit import services as audit
 from brain_connectors.shared.errors import NotFound, PermissionDenied, ServiceError
 from connectors.models import PERM_VIEW, Connector
@@ -130,14 +131,14 @@ def context_for_address(principal, connector_id, address, limit=10):
             "permission on it."
         )
     limit = max(1, min(int(limit), 100))
-    with transaction.atomic():
-        audit.record(
-            "conversation.context", principal=principal, target_type="connector", target_id=connector_id,
-            details={"via": principal.via, "conversation_id": conversation.pk if conversation else None},
+    with transaction.atomic():  # the read and its audit row, one transaction
+        reads.record_read(
+            "conversation.context", principal, "connector", connector_id,
+            conversation_id=conversation.pk if conversation else None,
         )
-    if conversation is None:
-        return []
-    return get_context(conversation, connector, limit, cross_channel=False, flush=False)
+        if conversation is None:
+            return []
+        return get_context(conversation, connector, limit, cross_channel=False, flush=False)
 
 
 # --- search -------------------------------------------------------------------------------
@@ -184,6 +185,15 @@ def search(principal: Principal, query, *, connector_id=None, person=None, limit
         # for; it is visible a moment later.
         record_pending()
         scope = _scope(principal, connector_id, person)
+    except ServiceError as exc:
+        denied = isinstance(exc, (PermissionDenied, NotFound))
+        audit.record(
+            "conversation.search", principal=principal, result=audit.DENIED if denied else audit.FAILURE,
+            target_type="connector" if connector_id else "conversation", target_id=connector_id or "",
+            details={"via": principal.via, "error": exc.code},
+        )
+        raise
+    with transaction.atomic():  # the read and its audit row, one transaction
         key = index._key()
         # During an index-key rebuild (rebuild_search_index), a message's rows are under either
         # the new key or the previous one, never both: a token matches under either.
@@ -206,20 +216,9 @@ def search(principal: Principal, query, *, connector_id=None, person=None, limit
                         break
         else:
             results = list(qs[:limit])
-    except ServiceError as exc:
-        denied = isinstance(exc, (PermissionDenied, NotFound))
-        audit.record(
-            "conversation.search", principal=principal, result=audit.DENIED if denied else audit.FAILURE,
-            target_type="connector" if connector_id else "conversation", target_id=connector_id or "",
-            details={"via": principal.via, "error": exc.code},
-        )
-        raise
-    with transaction.atomic():
-        audit.record(
-            "conversation.search", principal=principal,
-            target_type="connector" if connector_id else "conversation", target_id=connector_id or "",
-            details={"via": principal.via, "token_count": len(tokens), "phrases": len(phrases),
-                     "results": len(results)},
+        reads.record_read(
+            "conversation.search", principal, "connector" if connector_id else "conversation", connector_id or "",
+            token_count=len(tokens), phrases=len(phrases), results=len(results),
         )
     return results
 

@@ -9,6 +9,7 @@ and masked address hints ("+44••••1234"), never full addresses.
 from django.db import transaction
 from django.utils import timezone
 
+from audit import reads
 from brain_connectors.shared.errors import (
     Conflict,
     Hidden,
@@ -28,7 +29,10 @@ from routing.preferences import default_preference
 
 def list_identities(principal: Principal, user):
     check_actor(principal, user, "view_channelidentity")
-    return list(ChannelIdentity.objects.filter(user=user).select_related("connector").order_by("id"))
+    with transaction.atomic():
+        rows = list(ChannelIdentity.objects.filter(user=user).select_related("connector").order_by("id"))
+        reads.record_read("identity.list", principal, "user", user.pk, count=len(rows))
+    return rows
 
 
 def _own_identity(user, identity_id, *, for_update=False):

@@ -10,6 +10,7 @@ from django.db import transaction
 from django.db.models import Max
 from django.utils import timezone
 
+from audit import reads
 from audit import services as audit
 from brain_connectors.shared.errors import Conflict, Hidden, NotFound, ValidationFailed
 from connectors.permissions import Principal
@@ -54,6 +55,13 @@ def _identity_clash(user, identity, exclude_pk=None):
 
 def list_preferences(principal: Principal, user):
     check_actor(principal, user, "view_connectorpreference")
+    with transaction.atomic():
+        rows = _preferences_of(user)
+        reads.record_read("preference.list", principal, "user", user.pk, count=len(rows))
+    return rows
+
+
+def _preferences_of(user):
     return list(ConnectorPreference.objects.filter(user=user).select_related("identity").order_by("priority"))
 
 
@@ -168,4 +176,4 @@ def reorder_preferences(principal: Principal, user, order):
                 publish_preference_update(prefs[pk].identity.connector_id, user.pk, "reordered", preference_id=pk, fields=["priority"])
             if changed:
                 forget_cached_routes(user.pk)
-    return list_preferences(Principal.system_actor("routing"), user)
+    return _preferences_of(user)  # the new order, for the caller who just changed it (audited above)

@@ -11,10 +11,11 @@ never mistakes a short page for the end of the list.
 import re
 
 from django.conf import settings
+from django.db import transaction
 from rest_framework.pagination import LimitOffsetPagination
 from rest_framework.settings import api_settings
 
-from brain_connectors.shared.errors import ValidationFailed
+from brain_connectors.shared.errors import ServiceError, ValidationFailed
 
 WHOLE_NUMBER = re.compile(r"[0-9]{1,9}")
 MAXIMUM = 999_999_999
@@ -70,3 +71,16 @@ class PaginatedListMixin:
         paginator = self.pagination_class()
         page = paginator.paginate_queryset(queryset, request, view=self)
         return paginator.get_paginated_response(serializer_class(page, many=True).data)
+
+    def paginated_read(self, request, read, serializer_class):
+        # `read()` is the audited service call returning the queryset: its audit row and the page are in one
+        # transaction. A refusal of the service (its own `failure` or `denied` row, nothing else written) commits
+        # that row and is raised after the block, which would otherwise roll the row back with it.
+        with transaction.atomic():
+            try:
+                queryset = read()
+            except ServiceError as exc:
+                refused = exc
+            else:
+                return self.paginated_response(request, queryset, serializer_class)
+        raise refused

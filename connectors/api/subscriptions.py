@@ -109,7 +109,8 @@ class SubscriptionViewSet(PaginatedListMixin, viewsets.ViewSet):
     serializer_class = SubscriptionSerializer
 
     def list(self, request):
-        return self.paginated_response(request, subscriptions.list_subscriptions(principal_of(request)), SubscriptionSerializer)
+        return self.paginated_read(request, lambda: subscriptions.list_subscriptions(principal_of(request)),
+                                   SubscriptionSerializer)
 
     def create(self, request):
         data = _validated(SubscriptionCreateSerializer, request.data)

@@ -7,7 +7,7 @@ from django.utils.dateparse import parse_datetime
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema, extend_schema_view
 from guardian.shortcuts import get_groups_with_perms, get_users_with_perms
-from rest_framework import mixins, serializers, status, viewsets
+from rest_framework import serializers, status, viewsets
 from rest_framework.decorators import action
 from rest_framework.response import Response
 from rest_framework.views import APIView
@@ -26,11 +26,11 @@ from connectors.api.serializers import (
     SendFormSerializer,
     SendSerializer,
 )
-from connectors.delivery.outbound import get_delivery, send_message
+from connectors.delivery.outbound import get_delivery, list_deliveries, send_message
 from connectors.events import log as event_log
 from connectors.events import types as event_types
 from connectors.models import PERM_ADMIN, ConnectorStatus, Delivery
-from connectors.permissions import LEVELS, Principal, viewable_connectors
+from connectors.permissions import LEVELS, Principal
 from connectors.registry.grants import grant_permission, revoke_permission
 from connectors.registry.lifecycle import set_disabled, start_connector, stop_connector, test_connector
 from connectors.registry.records import (
@@ -88,10 +88,11 @@ class ConnectorViewSet(PaginatedListMixin, viewsets.ViewSet):
     serializer_class = ConnectorSerializer
 
     def list(self, request):
-        qs = list_connectors(
-            principal_of(request), kind=request.query_params.get("kind"), status=request.query_params.get("status")
+        params = request.query_params
+        return self.paginated_read(
+            request, lambda: list_connectors(principal_of(request), kind=params.get("kind"), status=params.get("status")),
+            ConnectorSerializer,
         )
-        return self.paginated_response(request, qs, ConnectorSerializer)
 
     def create(self, request):
         data = _validated(ConnectorSerializer, request.data)
@@ -241,27 +242,18 @@ def _grants(connector):
     ),
     retrieve=extend_schema(summary="One delivery", responses={200: DeliverySerializer, **_errors(401, 404)}),
 )
-class DeliveryViewSet(mixins.ListModelMixin, viewsets.GenericViewSet):
+class DeliveryViewSet(PaginatedListMixin, viewsets.GenericViewSet):
     serializer_class = DeliverySerializer
     lookup_field = "id"
 
-    def get_queryset(self):
-        qs = Delivery.objects.filter(connector__in=viewable_connectors(principal_of(self.request))).order_by("-created_at", "-id")
-        params = self.request.query_params
-        if params.get("connector"):
-            qs = qs.filter(connector_id=params["connector"])
-        if "status" in params:  # "?status=" is not a status either
-            statuses = [value for value, _ in Delivery._meta.get_field("status").choices]
-            if params["status"] not in statuses:
-                # An unknown status would silently match nothing; say so, as the other lists do.
-                raise ValidationFailed(
-                    f"Unknown status {params['status']!r}; use one of {', '.join(statuses)}.",
-                    details={"status": "unknown"},
-                )
-            qs = qs.filter(status=params["status"])
-        if params.get("recipient"):
-            qs = qs.filter(recipient=params["recipient"])
-        return qs.prefetch_related("attachments")  # one query for the page's files, not one per delivery
+    def list(self, request):
+        params = request.query_params
+        return self.paginated_read(
+            request,
+            lambda: list_deliveries(principal_of(request), connector_id=params.get("connector") or None,
+                                    status=params.get("status"), recipient=params.get("recipient") or None),
+            DeliverySerializer,
+        )
 
     def retrieve(self, request, id=None):
         return Response(DeliverySerializer(get_delivery(principal_of(request), id)).data)
@@ -285,7 +277,7 @@ class TokenViewSet(viewsets.ViewSet):
 
     @extend_schema(summary="Your API tokens (never the secret)", responses={200: ApiTokenSerializer(many=True), **_errors(401)})
     def list(self, request):
-        rows = request.user.api_tokens.order_by("-created_at")
+        rows = tokens.list_tokens(principal_of(request), request.user)
         return Response(
             [
                 {

@@ -4,6 +4,7 @@ import json
 
 from django.db import IntegrityError, transaction
 
+from audit import reads
 from audit import services as audit
 from brain_connectors.shared.errors import Conflict, Hidden, NotFound, ValidationFailed, audit_result
 from connectors import task_queue as queue
@@ -12,7 +13,7 @@ from connectors.delivery.announcements import announce_recorded
 from connectors.delivery.attachments import audit_details as attachment_details
 from connectors.delivery.attachments import memory_text
 from connectors.models import PERM_SEND, PERM_VIEW, Delivery
-from connectors.permissions import has_perm
+from connectors.permissions import has_perm, viewable_connectors
 from connectors.platforms.base import MAX_CONTENT_LENGTH, MessageValidationError, OutgoingMessage, conversation_key
 from connectors.platforms.buttons import button_problems, clean_buttons, numbered_options
 from connectors.registry.common import audit_and_emit, load_connector, require_running, uuid_or_none
@@ -201,3 +202,27 @@ def get_delivery(principal, delivery_id):
             raise Hidden(f"Delivery {delivery_id!r} does not exist.")
         audit.record_action("delivery.get", principal, "delivery", str(delivery.id))
     return delivery
+
+
+def list_deliveries(principal, *, connector_id=None, status=None, recipient=None):
+    """Deliveries on the connectors the principal may view, newest first (a queryset, for paging).
+    Audited as `delivery.list` with the filters (whether a recipient was given, never the address)."""
+    qs = Delivery.objects.filter(connector__in=viewable_connectors(principal)).order_by("-created_at", "-id")
+    if connector_id:
+        qs = qs.filter(connector_id=connector_id)
+    if status is not None:  # "?status=" is not a status either
+        statuses = [value for value, _ in Delivery._meta.get_field("status").choices]
+        if status not in statuses:
+            # An unknown status would silently match nothing; say so, as the other lists do.
+            with audit.audited("delivery.list", principal, "delivery", "", classify=audit_result):
+                raise ValidationFailed(
+                    f"Unknown status {status!r}; use one of {', '.join(statuses)}.", details={"status": "unknown"}
+                )
+        qs = qs.filter(status=status)
+    if recipient:
+        qs = qs.filter(recipient=recipient)
+    reads.record_read(
+        "delivery.list", principal, "delivery", "",
+        filters={"connector": connector_id or "", "status": status or "", "recipient": bool(recipient)},
+    )
+    return qs.prefetch_related("attachments")  # one query for the page's files, not one per delivery

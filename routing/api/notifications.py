@@ -107,10 +107,12 @@ class NotificationViewSet(PaginatedListMixin, viewsets.ViewSet):
         return self._detail(request, notification, code=status.HTTP_201_CREATED)
 
     def list(self, request):
-        qs = inbox.list_notifications(
-            principal_of(request), username=request.query_params.get("user"), status=request.query_params.get("status")
+        params = request.query_params
+        return self.paginated_read(
+            request,
+            lambda: inbox.list_notifications(principal_of(request), username=params.get("user"), status=params.get("status")),
+            NotificationSerializer,
         )
-        return self.paginated_response(request, qs, NotificationSerializer)
 
     def retrieve(self, request, id=None):
         return self._detail(request, inbox.get_notification(principal_of(request), id))

@@ -5,6 +5,7 @@ from django.db import transaction
 from django.db.models import Q
 from django.utils import timezone
 
+from audit import reads
 from audit import services as audit
 from brain_connectors.shared.errors import Conflict, Hidden, NotFound, PermissionDenied, ValidationFailed, audit_result
 from routing.models import Notification, NotificationStatus
@@ -28,7 +29,10 @@ def _load(principal, notification_id):
 
 def get_notification(principal, notification_id):
     with audit.audited("notification.get", principal, TARGET, notification_id, classify=audit_result):
-        return _load(principal, notification_id)
+        with transaction.atomic():
+            notification = _load(principal, notification_id)
+            reads.record_read("notification.get", principal, TARGET, notification.pk)
+    return notification
 
 
 def list_notifications(principal, *, username=None, status=None):
@@ -50,6 +54,9 @@ def list_notifications(principal, *, username=None, status=None):
                 details={"status": "unknown"},
             )
         qs = qs.filter(status=status)
+    reads.record_read(
+        "notification.list", principal, TARGET, "", filters={"user": username or "", "status": status or ""}
+    )
     return qs
 
 

@@ -10,6 +10,7 @@ from django.contrib.auth import get_user_model
 from django.db import transaction
 from django.utils import timezone
 
+from audit import reads
 from audit import services as audit
 from brain_connectors.shared.errors import Conflict, ValidationFailed
 from connectors import services as connector_services
@@ -66,11 +67,14 @@ def list_pairing_channels(principal: Principal):
 def list_pending_codes(principal: Principal, user):
     check_actor(principal, user, "view_pairingcode")
     now = timezone.now()
-    return list(
-        PairingCode.objects.filter(user=user, used_at__isnull=True, expires_at__gt=now)
-        .select_related("connector")
-        .order_by("created_at")
-    )
+    with transaction.atomic():
+        rows = list(
+            PairingCode.objects.filter(user=user, used_at__isnull=True, expires_at__gt=now)
+            .select_related("connector")
+            .order_by("created_at")
+        )
+        reads.record_read("pairing_code.list", principal, "user", user.pk, count=len(rows))
+    return rows
 
 
 @dataclass
