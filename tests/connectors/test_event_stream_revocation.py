@@ -49,8 +49,7 @@ async def wait_for_recheck_after(stream, changed_at, timeout=5):
     pings = 0
     while pings < 2:
         message = await stream.next_message(timeout)
-        assert message["type"] == "ping", message  # nothing else is sent meanwhile in these tests
-        if _stamp(message) > changed_at:
+        if message["type"] == "ping" and _stamp(message) > changed_at:
             pings += 1
 
 
