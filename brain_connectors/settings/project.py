@@ -33,6 +33,8 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    # An /api/ URL no route matches answers the JSON error envelope, with DEBUG on too.
+    "brain_connectors.shared.api_errors.api_not_found_middleware",
     "brain_connectors.static_middleware.AsyncWhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",

@@ -1,8 +1,10 @@
 """Every API error answers JSON `{"error": {"code", "message", "details"}}` with the right status."""
+from asgiref.sync import iscoroutinefunction
 from django.conf import settings
 from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
 from django.core.exceptions import RequestDataTooBig
 from django.http import Http404, JsonResponse
+from django.utils.decorators import sync_and_async_middleware
 from django.views.defaults import bad_request as django_bad_request
 from django.views.defaults import page_not_found
 from rest_framework import exceptions, status
@@ -74,6 +76,34 @@ def not_found(request, exception):
     if request.path.startswith("/api/"):
         return JsonResponse(error_body("not_found", "Not found."), status=404)
     return page_not_found(request, exception)
+
+
+def _json_404(request, response):
+    """An /api/ URL that no route matched, answered by Django's own 404 page (with DEBUG on, its technical page:
+    handler404 is not used then), gets the JSON error envelope instead; JSON answers are left as they are."""
+    if (
+        response.status_code == 404
+        and request.path.startswith("/api/")
+        and not response.get("Content-Type", "").startswith("application/json")
+    ):
+        return not_found(request, None)
+    return response
+
+
+@sync_and_async_middleware
+def api_not_found_middleware(get_response):
+    """Every 404 under /api/ answers in JSON, whatever DEBUG says (README "Lists and filters")."""
+    if iscoroutinefunction(get_response):
+
+        async def middleware(request):
+            return _json_404(request, await get_response(request))
+
+    else:
+
+        def middleware(request):
+            return _json_404(request, get_response(request))
+
+    return middleware
 
 
 def bad_request(request, exception):

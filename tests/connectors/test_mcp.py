@@ -279,6 +279,7 @@ def test_http_needs_a_valid_bearer_token_on_every_request(fleet, fake, operator,
                 return tools, sent, status, delivery
 
         tools, sent, status, delivery = run(as_operator())
+        before, after = run(revoked_mid_session(server.url, make_user, token_for))
         initialize = {"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
             "protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "t", "version": "1"}}}
         headers = {"Accept": "application/json, text/event-stream"}
@@ -302,8 +303,56 @@ def test_http_needs_a_valid_bearer_token_on_every_request(fleet, fake, operator,
     assert wait_for(lambda: [m["text"] for m in fake.sent] == ["Over HTTP"])
     assert (no_token.status_code, bad_token.status_code, expired_answer.status_code) == (401, 401, 401)
     assert "Bearer" in no_token.headers["WWW-Authenticate"]
-    assert set(mcp_audit().exclude(action="auth.token").values_list("principal", flat=True)) == {"user:operator"}
-    assert mcp_audit("auth.token", result="denied").count() == 2  # the unknown and the expired token
+    assert set(mcp_audit().exclude(action="auth.token").values_list("principal", flat=True)) == {"user:operator", "user:leaver"}
+    # A token revoked through the API mid-session: the session's next call is refused.
+    assert [c["id"] for c in before["connectors"]] == ["locmem_live", "tg_mcp"]
+    assert after == 401, after
+    assert mcp_audit("auth.token", result="denied").count() == 3  # the unknown, the expired and the revoked token
+    assert mcp_audit("auth.token", result="denied", details__reason="revoked").count() == 1
+
+
+async def revoked_mid_session(url, make_user, token_for):
+    """One MCP session over HTTP: a call that works, the token revoked by its owner through
+    `DELETE /api/v1/tokens/{prefix}/`, then the next call in the same session; returns (first result, refusal)."""
+    from asgiref.sync import sync_to_async
+    from rest_framework.test import APIClient
+
+    @sync_to_async
+    def setup():
+        return token_for(make_user("leaver", superuser=True))
+
+    @sync_to_async
+    def revoke(token):
+        from django.db import connection
+
+        client = APIClient()
+        client.credentials(HTTP_AUTHORIZATION=f"Bearer {token}")
+        answer = client.delete(f"/api/v1/tokens/{token.split('_')[1]}/")
+        connection.close()  # this executor thread's own connection would outlive the test database
+        return answer.status_code
+
+    from mcp import ClientSession
+    from mcp.client.streamable_http import streamable_http_client
+    from mcp.shared._httpx_utils import create_mcp_http_client
+    from mcp.shared.exceptions import MCPError
+
+    answers = []  # (method, status) of every HTTP exchange of the session
+
+    async def record(response):
+        answers.append((response.request.method, response.status_code))
+
+    token = await setup()
+    async with create_mcp_http_client(headers={"Authorization": f"Bearer {token}"}) as http:
+        http.event_hooks["response"].append(record)
+        async with streamable_http_client(url, http_client=http) as (read, write):
+            async with ClientSession(read, write) as session:
+                await session.initialize()
+                before = structured(await session.call_tool("list_active_connectors", {}))
+                assert await revoke(token) == 204
+                answers.clear()
+                with pytest.raises(MCPError):
+                    await session.call_tool("list_active_connectors", {})
+                return before, answers[0][1] if answers and answers[0][0] == "POST" else answers
 
 
 def test_stdio_writes_only_protocol_to_stdout_and_a_revoked_token_stops_working(
