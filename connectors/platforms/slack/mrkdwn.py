@@ -157,16 +157,17 @@ def message_parts(markdown: str, limit: int) -> list[str]:
         return split_text(to_mrkdwn(markdown), limit)
     items, text, where = _pieces(marked)
     budget, floor, best = limit, max(2, limit // 8), None  # an escape is up to 5 characters
-    while True:
+    for _ in range(10):
         parts = _parts(items, text, where, budget)
         longest = max((utf16_len(part) for part in parts), default=0)
         if longest <= limit:
             return parts
-        if best is not None and longest >= best[0]:  # cutting shorter no longer helps (an address over the limit)
-            return best[1]
-        best = (longest, parts)
+        if best is None or longest < best[0]:
+            best = (longest, parts)
         # Markup (escapes, link addresses, markers) makes a part longer than its text: cut the text shorter until
-        # every part fits, down to a floor that keeps a pathological text from becoming hundreds of messages.
+        # every part fits, down to a floor that keeps a pathological text (a link address longer than the limit)
+        # from becoming hundreds of messages. Then the parts that came closest.
         if budget <= floor:
-            return parts
-        budget = max(floor, min(budget - 1, budget * limit // longest))
+            break
+        budget = max(floor, min(budget - (longest - limit), budget * limit // longest))
+    return best[1]
