@@ -4,8 +4,10 @@ Eager Celery (no broker, the embedded default) runs a task the moment it is sent
 nothing periodic ever starts: a failed send would stay `queued` for ever. `manage.py runscheduler` runs this loop
 beside daphne instead of Celery beat. It reads the same schedule, so a periodic task added for deployments runs
 here too, and it calls each task in this process with `.apply()` (as an eager worker would: Celery's signals fire),
-one at a time. Retries of failed sends come from the sweeper (connectors.tasks.sweep), which re-drives queued
-deliveries whose next_attempt_at has passed.
+one at a time. A broker would hold a retry's or a quota-delayed send's task until its countdown ends; here
+`send-due-deliveries` (EMBEDDED_SCHEDULE, every DUE_DELIVERIES_SECONDS) gives each queued delivery whose
+next_attempt_at has passed its task instead, so it goes out within about a second of its due time. The sweeper
+(connectors.tasks.sweep) still re-drives whatever else was left behind, on its own interval.
 
 Each run gets its own database connection, closed after it: SQLite is shared with daphne, and a connection held
 open between runs would only pin an old snapshot. A run that finds the database locked is tried again
@@ -28,6 +30,11 @@ LOCKED_RETRY_SECONDS = 1.0
 # Every ASGI server process of this application already seals and checkpoints the audit chain itself
 # (brain_connectors/asgi.py, AUDIT_CHECKPOINT_IN_DAPHNE): twice would only write more checkpoints.
 SERVED_BY_ASGI = ("audit.tasks.write_checkpoint", "audit.tasks.seal_pending")
+# Only where this loop replaces beat: with a broker, a retry's task waits in it for its countdown.
+DUE_DELIVERIES_SECONDS = 1.0
+EMBEDDED_SCHEDULE = {
+    "send-due-deliveries": {"task": "connectors.tasks.send_due_deliveries", "schedule": DUE_DELIVERIES_SECONDS},
+}
 
 
 @dataclass
@@ -43,12 +50,12 @@ class Entry:
 
 
 def entries(schedule=None):
-    """The schedule's entries (CELERY_BEAT_SCHEDULE by default), all due now, without those the ASGI server runs
-    and those with an interval of 0 (turned off, e.g. HEALTH_CHECK_INTERVAL_SECONDS=0).
+    """The schedule's entries (CELERY_BEAT_SCHEDULE and EMBEDDED_SCHEDULE by default), all due now, without those
+    the ASGI server runs and those with an interval of 0 (turned off, e.g. HEALTH_CHECK_INTERVAL_SECONDS=0).
 
     All due at once: a short `make run` session would otherwise never see the daily purge, and queued work left by
     the last session is re-driven straight away."""
-    schedule = settings.CELERY_BEAT_SCHEDULE if schedule is None else schedule
+    schedule = {**settings.CELERY_BEAT_SCHEDULE, **EMBEDDED_SCHEDULE} if schedule is None else schedule
     skip = SERVED_BY_ASGI if settings.AUDIT_CHECKPOINT_IN_DAPHNE else ()
     now = time.monotonic()
     found = []

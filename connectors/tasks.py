@@ -33,6 +33,12 @@ def sweep():
 
 
 @shared_task(ignore_result=True)
+def send_due_deliveries():
+    """Every second under `make run` (brain_connectors.scheduler): retries and quota-delayed sends on time."""
+    return sweeper.send_due()
+
+
+@shared_task(ignore_result=True)
 def relay_events():
     """Periodic (Celery beat): number events left without a seq, push those the channel layer never got."""
     return sequencer.relay()

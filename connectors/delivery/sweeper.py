@@ -95,3 +95,22 @@ def sweep(limit=500):
             audit.record_action("attachment.expire", system, "attachment", "", count=uploads_expired)
     return {"deliveries_due": len(due), "deliveries_redriven": len(stuck), "inbound_redriven": len(waiting),
             "uploads_expired": uploads_expired}
+
+
+def send_due(limit=500):
+    """Give each queued delivery whose next attempt has come its task again, at once (no DELIVERY_SWEEP_GRACE).
+
+    For the embedded default only (runscheduler, every second): eager Celery cannot wait out a countdown, so a
+    retry or a quota-delayed send would otherwise wait for the next sweep. Only rows with a next_attempt_at: a
+    new row's task ran when it was committed. A duplicate task is harmless (the claim under a row lock lets one
+    through). Nothing here under the sender engine, whose senders poll for due rows themselves."""
+    if queue.uses_sender():
+        return 0
+    due = list(
+        Delivery.objects.filter(status=DeliveryStatus.QUEUED, next_attempt_at__lte=timezone.now())
+        .order_by("next_attempt_at")
+        .values_list("pk", flat=True)[:limit]
+    )
+    for pk in due:
+        queue.enqueue_delivery(pk)
+    return len(due)

@@ -309,3 +309,27 @@ def test_without_a_broker_to_ask_the_sweeper_re_drives_everything_due(make_conne
     )
     Delivery.objects.update(updated_at=timezone.now() - timedelta(seconds=5))
     assert services.sweep(limit=2)["deliveries_due"] == 2
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_embedded_scheduler_sends_a_delivery_when_it_comes_due_without_waiting_for_the_sweep(make_connector):
+    """Eager Celery cannot wait out a retry's or a quota wait's countdown: runscheduler's every-second
+    send-due-deliveries gives a queued row its task once next_attempt_at has passed, and not before."""
+    from brain_connectors import scheduler
+
+    make_connector("due_soon")
+    with pytest.MonkeyPatch.context() as mp:  # both wait, queued: a retry and a quota-delayed send
+        mp.setattr(task_queue, "enqueue_delivery", lambda *a, **k: None)
+        due, _ = services.send_message(SYSTEM, "due_soon", "ann", "due now")
+        later, _ = services.send_message(SYSTEM, "due_soon", "bob", "due in a minute")
+    now = timezone.now()
+    Delivery.objects.filter(pk=due.pk).update(next_attempt_at=now - timedelta(seconds=1))
+    Delivery.objects.filter(pk=later.pk).update(next_attempt_at=now + timedelta(seconds=60))
+    locmem.outbox.clear()
+    entry = next(e for e in scheduler.entries() if e.name == "send-due-deliveries")
+    assert entry.interval == 1.0
+
+    scheduler.run_entry(entry)
+    assert [m.content for _, m in locmem.outbox] == ["due now"]
+    assert Delivery.objects.get(pk=due.pk).status == "sent"
+    assert (Delivery.objects.get(pk=later.pk).status, Delivery.objects.get(pk=later.pk).attempts) == ("queued", 0)

@@ -14,8 +14,6 @@ Files go as one share with the text as its comment (uploads.py); with buttons, t
 import asyncio
 import re
 
-from slackify_markdown import slackify_markdown
-
 from connectors.platforms.addresses import InvalidAddress
 from connectors.platforms.base import (
     CREDENTIALS,
@@ -30,26 +28,18 @@ from connectors.platforms.base import (
     WebhookResult,
 )
 from connectors.platforms.slack import api, events, files, interactions, socket_mode, uploads
-from connectors.platforms.telegram.text import split_text
+from connectors.platforms.slack.mrkdwn import message_parts, to_mrkdwn  # noqa: F401 (to_mrkdwn: used from here)
 from connectors.platforms.webhook_urls import webhook_url
 from connectors.registry import platform_state
 
 # Slack shows at most 40,000 characters of a message and advises keeping a text under 4,000; longer ones are cut
-# at paragraph and line breaks into several messages, as Telegram's are.
+# at paragraph and line breaks into several messages, as Telegram's are, with a formatting span cut in two closed
+# and reopened (mrkdwn.message_parts).
 MAX_TEXT = 4000
 _PERSON = re.compile(r"(T[A-Z0-9]{2,20}):([UW][A-Z0-9]{2,20})")
 _USER = re.compile(r"[UW][A-Z0-9]{2,20}")
 _CHANNEL = re.compile(r"[CDG][A-Z0-9]{2,20}")
 _ID = rf"^[A-Z0-9]{{2,30}}{PATTERN_END}"
-
-
-def to_mrkdwn(text: str) -> str:
-    """BRAIN writes Markdown; Slack reads mrkdwn (`*bold*`, `<url|text>`, `&lt;` for a literal `<`)."""
-    try:
-        converted = slackify_markdown(text).rstrip("\n")
-    except Exception:  # a converter bug must not lose the message: send it escaped, unformatted
-        converted = text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
-    return converted if converted.strip() else text
 
 
 class SlackConnector(BaseConnector):
@@ -198,7 +188,7 @@ class SlackConnector(BaseConnector):
         for its files. The files' message carries the (last part of the) text as its comment; Block Kit cannot ride on
         a file share, so with buttons the text and buttons are posted first and the files follow, with no comment,
         in the same channel or thread."""
-        parts = split_text(to_mrkdwn(message.content), interactions.SECTION_TEXT if message.buttons else MAX_TEXT)
+        parts = message_parts(message.content, interactions.SECTION_TEXT if message.buttons else MAX_TEXT)
         comment = parts.pop() if message.attachments and parts and not message.buttons else None
         if message.buttons and not parts:  # files and buttons without text: the buttons alone
             parts = [""]
@@ -242,7 +232,7 @@ class SlackConnector(BaseConnector):
         (or a resumed one) goes to send() in a thread: its progress is written between the parts. So do files:
         reading them (decrypting from storage) blocks, and an upload is slow next to a text."""
         channel, user, thread_ts = self._target(message)
-        parts = split_text(to_mrkdwn(message.content), interactions.SECTION_TEXT if message.buttons else MAX_TEXT)
+        parts = message_parts(message.content, interactions.SECTION_TEXT if message.buttons else MAX_TEXT)
         if len(parts) != 1 or message.attachments or (self.connector.platform_state or {}).get(f"sending:{delivery_id}"):
             return await asyncio.to_thread(self.send, message, delivery_id=delivery_id)
         if not self.token:
