@@ -25,7 +25,7 @@ ALIASES = {
     "audio/x-wav": "audio/wav", "audio/wave": "audio/wav", "audio/x-m4a": "audio/mp4", "audio/m4a": "audio/mp4",
     "application/x-pdf": "application/pdf", "text/x-vcard": "text/vcard", "text/directory": "text/vcard",
     "image/x-ms-bmp": "image/bmp", "application/x-gzip": "application/gzip", "text/rtf": "application/rtf",
-    "application/x-zip-compressed": "application/zip", "text/xml": "application/xml", "audio/wave": "audio/wav",
+    "application/x-zip-compressed": "application/zip", "text/xml": "application/xml",
     "audio/x-flac": "audio/flac", "audio/x-aac": "audio/aac", "audio/3gp": "audio/3gpp", "audio/x-amr": "audio/amr",
     "text/x-markdown": "text/markdown", "text/comma-separated-values": "text/csv",
 }
