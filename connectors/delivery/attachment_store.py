@@ -3,7 +3,8 @@
 The storage is Django's storage API (settings.STORAGES["attachments"]): the local file system under var/attachments
 by default, any backend in production. Names are the attachment's id only: no file name a person chose ever reaches
 a path. The type is read from the bytes (puremagic: pure Python, no libmagic) and must agree with what the platform
-declared, so that a file labelled "application/pdf" holding something else is refused rather than handed on.
+declared, so that a file labelled "application/pdf" holding something else is refused rather than handed on; it must
+also be a type its kind allows (attachment_types: the allowlist; executables and scripts never).
 """
 import puremagic
 from cryptography.fernet import InvalidToken
@@ -11,6 +12,7 @@ from django.core.files.base import ContentFile
 from django.core.files.storage import storages
 
 from brain_connectors.shared.errors import DecryptionError
+from connectors.delivery import attachment_types as types
 from connectors.fields import get_fernet, get_primary_fernet
 
 STORAGE_ALIAS = "attachments"
@@ -22,17 +24,27 @@ ALIASES = {
     "audio/ogg": "application/ogg", "audio/opus": "application/ogg", "video/ogg": "application/ogg",
     "audio/x-wav": "audio/wav", "audio/wave": "audio/wav", "audio/x-m4a": "audio/mp4", "audio/m4a": "audio/mp4",
     "application/x-pdf": "application/pdf", "text/x-vcard": "text/vcard", "text/directory": "text/vcard",
+    "image/x-ms-bmp": "image/bmp", "application/x-gzip": "application/gzip", "text/rtf": "application/rtf",
+    "application/x-zip-compressed": "application/zip", "text/xml": "application/xml",
+    "audio/x-flac": "audio/flac", "audio/x-aac": "audio/aac", "audio/3gp": "audio/3gpp", "audio/x-amr": "audio/amr",
+    "text/x-markdown": "text/markdown", "text/comma-separated-values": "text/csv",
 }
+# What puremagic names every zip file (it cannot tell a .docx from any other zip without reading the archive).
+ZIP_DETECTED = "application/vnd.openxmlformats-officedocument.wordprocessingml.document"
 # Kinds whose bytes must be recognisably media of that family (their declared type is often empty).
 FAMILY = {"image": "image/", "audio": "audio/", "voice": "audio/", "video": "video/"}
 # Containers shared by several families (an .ogg holds audio or video; MP4 and WebM too).
 CONTAINERS = {"application/ogg": {"audio/", "video/"}, "video/mp4": {"audio/", "video/"},
               "audio/mp4": {"audio/", "video/"}, "video/webm": {"audio/", "video/", "image/"},
-              "application/gzip": {"application/x-tgsticker"}}
+              "application/gzip": {"application/x-tgsticker"}, ZIP_DETECTED: types.ZIP_LABELS}
 
 
 class ContentMismatch(Exception):
     """The bytes are not what the platform said they were (the message says what each side said)."""
+
+
+class TypeNotAllowed(ContentMismatch):
+    """The bytes are a type this kind of attachment may not be (attachment_types.ALLOWED_TYPES), or a program."""
 
 
 def detect(data: bytes) -> str:
@@ -43,7 +55,8 @@ def detect(data: bytes) -> str:
         return ""
 
 
-def _canonical(mime):
+def canonical(mime) -> str:
+    """A MIME type's one name: lower case, no parameters, aliases folded (image/jpg → image/jpeg)."""
     mime = (mime or "").split(";")[0].strip().lower()
     return ALIASES.get(mime, mime)
 
@@ -56,20 +69,36 @@ def _agrees(declared, detected):
 
 
 def check_type(kind: str, declared: str, data: bytes) -> str:
-    """The MIME type to keep for `data`; raises ContentMismatch when the bytes contradict the label or the kind."""
-    detected, label = _canonical(detect(data)), _canonical(declared)
+    """The MIME type to keep for `data`; raises ContentMismatch when the bytes contradict the label or the kind,
+    TypeNotAllowed when the kind may not be that type (or the bytes are a program)."""
+    if types.is_executable(data):
+        raise TypeNotAllowed(f"the bytes are a program or script, which no {kind} may be")
+    mime_type = _checked_type(kind, declared, data)
+    if not types.allowed(kind, canonical(mime_type)):
+        raise TypeNotAllowed(f"a {kind} may not be {canonical(mime_type) or 'unknown data'}")
+    return mime_type
+
+
+def _checked_type(kind, declared, data):
+    detected, label = canonical(detect(data)), canonical(declared)
     family = FAMILY.get(kind)
     if not detected:
         # Plain text, CSV and many documents have no signature: accept them when nothing more specific was
         # promised; media must be recognisable.
         if family is not None:
             raise ContentMismatch(f"the bytes are no recognisable {kind} (declared {declared or 'nothing'})")
-        return declared or "application/octet-stream"
+        if label in types.SIGNED_TYPES:
+            raise ContentMismatch(f"declared {declared}, but the bytes do not start as one does")
+        if label in UNSPECIFIC:
+            return "text/plain" if types.looks_like_text(data) else "application/octet-stream"
+        return declared
     if label not in UNSPECIFIC and not _agrees(label, detected):
         raise ContentMismatch(f"declared {declared}, but the bytes are {detected}")
     if family is not None and not (detected.startswith(family) or _agrees(family, detected)):
         raise ContentMismatch(f"a {kind} whose bytes are {detected}")
-    return declared if label not in UNSPECIFIC else detected
+    if label in UNSPECIFIC:
+        return types.ZIP if detected == ZIP_DETECTED else detected
+    return declared
 
 
 def storage():

@@ -3,7 +3,9 @@
 The webhook (or poller) stores the message and its attachment rows in one transaction and answers; the
 `fetch_attachments` task then downloads each file through the platform (BaseConnector.fetch_attachment), checks its
 type and size, stores it encrypted (attachment_store) and hands the message over to the BRAIN task. A file that
-cannot be had is marked unavailable with the reason: the message itself is never dropped. Audit rows carry
+cannot be had is marked unavailable with the reason: the message itself is never dropped. So is a file of a type its
+kind may not be (`type_not_allowed`), and one cut short on the way (`truncated`: fewer bytes than the platform's
+file API announced, where it announces a size: Telegram's getFile). Audit rows carry
 attachment ids, kinds, sizes and error codes only: file names and captions are what people wrote.
 """
 import logging
@@ -110,6 +112,9 @@ def _fetch_one(row, final):
             raise ConnectorError(f"{len(data)} bytes is over the {limit}-byte limit for a {row.kind}", permanent=True,
                                  code="too_large")
         mime_type = attachment_store.check_type(row.kind, row.mime_type, data)
+    except attachment_store.TypeNotAllowed as exc:
+        _settle(row, Attachment.Status.UNAVAILABLE, error=f"type_not_allowed: {exc}", code="type_not_allowed")
+        return None
     except attachment_store.ContentMismatch as exc:
         _settle(row, Attachment.Status.UNAVAILABLE, error=f"content_mismatch: {exc}", code="content_mismatch")
         return None

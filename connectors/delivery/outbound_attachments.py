@@ -6,7 +6,8 @@ A send names each file one of three ways (`attachments`: a list of objects):
 - `{"data": <base64>, "file_name": ...}`: inline (MCP, BRAIN's answer); multipart uploads arrive as `content` bytes.
 Each may add `kind`, `mime_type`, `file_name` and `caption`. Everything is checked before any row is written: the
 platform must carry attachments of that kind (else 400 `attachments_unsupported`), the bytes must be what they claim
-(puremagic, attachment_store.check_type) and under both our cap and the platform's. Each delivery keeps its own
+(puremagic, attachment_store.check_type), of a type both our allowlist (attachment_types) and the platform
+allow (else 400 `attachment_type_not_allowed`), and under both our cap and the platform's. Each delivery keeps its own
 encrypted copy, so an upload may be sent many times until it expires (ATTACHMENT_UPLOAD_TTL).
 """
 import base64
@@ -39,6 +40,7 @@ from connectors.platforms.webhook_media import download, url_problem
 from connectors.registry.common import uuid_or_none
 
 UNSUPPORTED = "attachments_unsupported"
+TYPE_NOT_ALLOWED = "attachment_type_not_allowed"
 FIELDS = {"id", "url", "data", "content", "kind", "mime_type", "file_name", "caption"}
 SOURCES = ("id", "url", "data", "content")
 
@@ -155,8 +157,14 @@ def _checked(index, data, kind, mime_type, file_name, caption, connector_class):
               code="attachment_too_large")
     try:
         mime_type = attachment_store.check_type(kind, mime_type, data)
+    except attachment_store.TypeNotAllowed as exc:
+        _fail(f"Attachment {index} is refused: {exc}.", code=TYPE_NOT_ALLOWED)
     except attachment_store.ContentMismatch as exc:
         _fail(f"Attachment {index} is not what it claims: {exc}.", code="attachment_mismatch")
+    theirs = connector_class.attachment_mime_types.get(kind) if connector_class is not None else None
+    if theirs is not None and attachment_store.canonical(mime_type) not in theirs:
+        _fail(f"Attachment {index} is {attachment_store.canonical(mime_type)}, which {connector_class.kind} connectors "
+              f"cannot send as a {kind} (they take {', '.join(sorted(theirs))}).", code=TYPE_NOT_ALLOWED)
     return PreparedFile(kind=kind, mime_type=mime_type, file_name=clean_file_name(file_name, kind, index),
                         caption=caption, data=data)
 

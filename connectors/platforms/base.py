@@ -236,10 +236,12 @@ class BaseConnector:
     supports_buttons: ClassVar[bool] = False
     # What send() does with OutgoingMessage.attachments, checked before a delivery exists (outbound_attachments.py;
     # else a 400 `attachments_unsupported`): whether it sends them, which kinds, the platform's own cap per kind in
-    # bytes, and whether the platform fetches them from a URL we give it (Twilio's MediaUrl: needs PUBLIC_BASE_URL).
+    # bytes, the types it takes per kind if fewer than our allowlist (delivery/attachment_types.py), and whether the
+    # platform fetches them from a URL we give it (Twilio's MediaUrl: needs PUBLIC_BASE_URL).
     supports_attachments: ClassVar[bool] = False
     attachment_kinds: ClassVar[tuple] = OUTGOING_KINDS
     attachment_max_bytes: ClassVar[dict] = {}
+    attachment_mime_types: ClassVar[dict] = {}
     attachments_need_public_url: ClassVar[bool] = False
     # Config keys that decide where the connector's credentials or message content are sent, and which of the two
     # travels there ({"api_base_url": CREDENTIALS}). Whoever may change them may send the credentials anywhere, so

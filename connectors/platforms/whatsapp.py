@@ -31,7 +31,13 @@ from connectors.models import InboundMessage
 from connectors.platforms.base import PATTERN_END, ConnectorError, OutgoingMessage, SendResult
 from connectors.platforms.formatting import to_whatsapp
 from connectors.platforms.twilio_common import E164, TwilioMessagingConnector, config_schema, normalize_phone
-from connectors.platforms.twilio_common.outbound_media import MEDIA_KINDS, WHATSAPP_MAX_BYTES, media_urls, with_captions
+from connectors.platforms.twilio_common.outbound_media import (
+    MEDIA_KINDS,
+    WHATSAPP_MAX_BYTES,
+    WHATSAPP_MIME_TYPES,
+    media_urls,
+    with_captions,
+)
 from connectors.registry import platform_state
 
 PREFIX = "whatsapp:"
@@ -69,6 +75,7 @@ class WhatsAppConnector(TwilioMessagingConnector):
     supports_attachments = True
     attachment_kinds = MEDIA_KINDS
     attachment_max_bytes = WHATSAPP_MAX_BYTES
+    attachment_mime_types = WHATSAPP_MIME_TYPES
     attachments_need_public_url = True  # Twilio fetches MediaUrl itself
 
     @classmethod

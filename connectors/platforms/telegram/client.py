@@ -208,10 +208,13 @@ async def download_file(bot, file_id, max_bytes) -> bytes:
     if not url.startswith(f"{bot.base_file_url}/"):
         raise ConnectorError("Telegram gave no downloadable file_path", permanent=True, code="no_file_path")
     try:
-        return bytes(await bot.request.retrieve(url))
+        data = bytes(await bot.request.retrieve(url))
     except TelegramError as exc:
         message = scrub(getattr(exc, "message", None) or str(exc), bot.token)
         raise ConnectorError(f"Telegram file download failed: {message}", code="download_failed") from exc
+    if info.file_size and len(data) != info.file_size:  # cut short on the way: another try may get it whole
+        raise ConnectorError(f"Telegram announced {info.file_size} bytes and sent {len(data)}", code="truncated")
+    return data
 
 
 def inline_keyboard(buttons, delivery_id):

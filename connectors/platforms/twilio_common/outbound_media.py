@@ -20,6 +20,18 @@ MMS_MAX_MEDIA = 10
 MEDIA_KINDS = (IMAGE, AUDIO, VOICE, VIDEO, DOCUMENT)
 MMS_MAX_BYTES = dict.fromkeys(MEDIA_KINDS, MMS_MAX_TOTAL_BYTES)
 WHATSAPP_MAX_BYTES = {IMAGE: 5 * MB, AUDIO: 16 * MB, VOICE: 16 * MB, VIDEO: 16 * MB, DOCUMENT: 16 * MB}
+# The types the Twilio API for WhatsApp documents ("Guidance on WhatsApp Media Messages", Supported MIME types):
+# images JPEG and PNG (WebP only as a sticker), audio OGG (Opus), AMR, 3GP, AAC and MPEG, video MP4, and documents
+# PDF, DOC, DOCX, PPTX and XLSX. Canonical names, as attachment_store.check_type gives them.
+WHATSAPP_AUDIO_TYPES = frozenset({"application/ogg", "audio/amr", "audio/3gpp", "audio/aac", "audio/mpeg"})
+WHATSAPP_MIME_TYPES = {
+    IMAGE: frozenset({"image/jpeg", "image/png"}), AUDIO: WHATSAPP_AUDIO_TYPES, VOICE: WHATSAPP_AUDIO_TYPES,
+    VIDEO: frozenset({"video/mp4"}),
+    DOCUMENT: frozenset({"application/pdf", "application/msword",
+                         "application/vnd.openxmlformats-officedocument.wordprocessingml.document",
+                         "application/vnd.openxmlformats-officedocument.presentationml.presentation",
+                         "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"}),
+}
 
 
 def media_urls(attachments) -> list[str]:
