@@ -63,6 +63,7 @@ def prepare(args):
     staff = get_user_model().objects.create_superuser(USER, password=PASSWORD, email="")
     token = create_token(system, staff)[1]
     services.register_connector(system, id=CONNECTOR, kind="locmem", display_name="Bench dashboard")
+    services.start_connector(system, CONNECTOR)
     return env, token
 
 
