@@ -5,18 +5,19 @@ import asyncio
 import json
 import os
 import random
+from types import SimpleNamespace
 
 import pytest
 from channels.db import database_sync_to_async
-from channels.testing import WebsocketCommunicator
 
 from audit.models import AuditEvent
-from brain_connectors.asgi import application
 from connectors import services, tokens
 from connectors.events import log as events
 from connectors.events import push
+from connectors.events.stream import EventStreamConsumer
 from connectors.models import PERM_VIEW, Event
 from tests.conftest import SYSTEM
+from tests.connectors.event_stream_client import Stream, until
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -62,65 +63,17 @@ def fast_timers(settings):
     settings.EVENTS_WS_ACCESS_SECONDS = 60
 
 
-class Stream:
-    """A websocket client of /ws/events/ that records what it receives and acks it."""
+@pytest.fixture
+def catch_up(monkeypatch):
+    """`catch_up.on = False`: the log catch-up delivers nothing, so events reach a socket by live push only."""
+    switch, real = SimpleNamespace(on=True), EventStreamConsumer._catch_up
 
-    opened = []  # every stream of the running test, disconnected when it ends
+    async def catch_up_if_on(consumer):
+        if switch.on:
+            await real(consumer)
 
-    def __init__(self, query="", token=None, headers=()):
-        headers = list(headers)
-        if token:
-            headers.append((b"authorization", f"Bearer {token}".encode()))
-        self.comm = WebsocketCommunicator(application, f"/ws/events/{query}", headers=headers)
-        self.hello = None
-        self.seqs = []
-        Stream.opened.append(self)
-
-    async def open(self):
-        connected, _ = await self.comm.connect(timeout=5)
-        assert connected
-        message = await self.next_message()
-        assert message["type"] == "hello", message
-        self.hello = message
-        return self
-
-    async def next_message(self, timeout=3):
-        output = await self.comm.receive_output(timeout)
-        if output["type"] == "websocket.close":
-            raise Closed(output.get("code"), output.get("reason", ""))
-        return json.loads(output["text"])
-
-    async def events(self, count, timeout=3, ack=True):
-        received = []
-        while len(received) < count:
-            message = await self.next_message(timeout)
-            if message["type"] == "event":
-                received.append(message["event"])
-                self.seqs.append(message["event"]["seq"])
-        if ack and received:
-            await self.comm.send_json_to({"type": "ack", "seq": received[-1]["seq"]})
-        return received
-
-    async def nothing_within(self, seconds):
-        return await self.comm.receive_nothing(timeout=seconds)
-
-    async def close_code(self, timeout=3):
-        while True:
-            try:
-                await self.next_message(timeout)
-            except Closed as closed:
-                return closed.code, closed.reason
-
-    async def close(self):
-        # A receive that timed out has already cancelled the application (asgiref's rule).
-        if not self.comm.future.done():
-            await self.comm.disconnect()
-
-
-class Closed(Exception):
-    def __init__(self, code, reason):
-        super().__init__(code, reason)
-        self.code, self.reason = code, reason
+    monkeypatch.setattr(EventStreamConsumer, "_catch_up", catch_up_if_on)
+    return switch
 
 
 @database_sync_to_async
@@ -251,9 +204,8 @@ async def test_a_user_never_receives_events_of_connectors_they_may_not_view(worl
     for _ in range(3):
         await send("ws_b")
     await send("ws_a")
-    live = await stream.events(2)
-    assert {e["connector"] for e in live} == {"ws_a"}
-    assert await stream.nothing_within(0.3)
+    live = await stream.events_until(await latest())  # ws_a's last event: the ws_b ones came before it
+    assert [e["connector"] for e in live] == ["ws_a", "ws_a"]
     await stream.close()
 
 
@@ -262,9 +214,8 @@ async def test_type_and_connector_filters(world):
     stream = await Stream("?types=connector.message.sent&connector=ws_b", token=people["root"]).open()
     await send("ws_a")
     await send("ws_b")
-    (only,) = await stream.events(1)
-    assert (only["type"], only["connector"]) == ("connector.message.sent", "ws_b")
-    assert await stream.nothing_within(0.3)
+    (only,) = await stream.events_until(marker := await latest())  # the last event: anything leaked comes first
+    assert (only["type"], only["connector"], only["seq"]) == ("connector.message.sent", "ws_b", marker)
     await stream.close()
 
 
@@ -326,19 +277,25 @@ async def test_resume_with_since_has_no_gaps_across_random_disconnects(world):
     assert len(expected) == 80 and reconnects > 3
 
 
-async def test_a_lost_push_still_arrives_through_the_relay(world, monkeypatch):
+async def test_a_lost_push_still_arrives_through_the_relay(world, monkeypatch, settings, catch_up):
+    settings.EVENTS_WS_CATCHUP_SECONDS = settings.EVENTS_WS_PING_SECONDS = 0.05
     people = await world()
     stream = await Stream(token=people["root"]).open()
+    catch_up.on, refused, working = False, [], push._send_to_groups  # the relay is the only way in
 
     async def redis_down(events_):
+        refused.append(events_)
         raise ConnectionError("channel layer unreachable")
 
     monkeypatch.setattr(push, "_send_to_groups", redis_down)
     await send("ws_a")
-    assert await stream.nothing_within(0.3)
+    await until(lambda: refused, "the push to fail")
+    # End marker: a ping that knows of the events (the hub read the log), and no event before it.
+    assert await stream.events_before_ping(await latest()) == []
+    settings.EVENTS_WS_PING_SECONDS = 60  # no more pings: they would keep a missing event's wait below from timing out
     unpushed = await database_sync_to_async(lambda: list(Event.objects.filter(pushed_at__isnull=True).values_list("seq", flat=True)))()
     assert len(unpushed) == 2
-    monkeypatch.undo()
+    monkeypatch.setattr(push, "_send_to_groups", working)
     assert await database_sync_to_async(push.relay)(grace_seconds=0) == 2
     relayed = await stream.events(2)
     assert [e["seq"] for e in relayed] == unpushed
@@ -347,19 +304,25 @@ async def test_a_lost_push_still_arrives_through_the_relay(world, monkeypatch):
 
 
 @pytest.mark.redis
-async def test_flushing_redis_loses_nothing(world, settings):
+async def test_flushing_redis_loses_nothing(world, settings, catch_up):
     import redis.asyncio as aioredis
+    from channels.layers import get_channel_layer
 
     settings.EVENTS_WS_CATCHUP_SECONDS = 0.2
     people = await world()
-    stream = await Stream(token=people["root"]).open()
     server = aioredis.Redis.from_url(os.environ["REDIS_URL"])
+    group = get_channel_layer()._group_key(push.GROUP_ALL)
+    await server.flushdb()  # no membership left over by an earlier test
+    stream = await Stream(token=people["root"]).open()
+    await until(lambda: server.zcard(group), "the hub to join")  # else the flush below tests no re-join
     await server.flushdb()  # group memberships and queued messages are gone
     await server.aclose()
     await send("ws_a")
     caught_up = await stream.events(2, timeout=3)
     assert [e["type"] for e in caught_up] == ["connector.message.queued", "connector.message.sent"]
-    await asyncio.sleep(0.4)  # the timer re-joined the groups: live pushes flow again
+    # The hub's round that caught us up had re-joined the group first. From here on the catch-up delivers nothing:
+    # only the live push can bring the next events, so a hub that does not re-join fails here.
+    catch_up.on = False
     await send("ws_b")
     live = await stream.events(2, timeout=3)
     assert [e["seq"] for e in live] == [caught_up[1]["seq"] + 1, caught_up[1]["seq"] + 2]

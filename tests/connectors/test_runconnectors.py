@@ -8,9 +8,9 @@ import signal
 import subprocess
 import sys
 import threading
-import time
 from datetime import timedelta
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 from django.db import connection, transaction
@@ -19,7 +19,7 @@ from django.utils import timezone
 from audit import services as audit_services
 from audit.models import AuditEvent
 from connectors import services
-from connectors.models import Connector, InboundMessage
+from connectors.models import Connector, Delivery, InboundMessage
 from connectors.registry.kinds import connector_for
 from connectors.registry.runner import Runner
 from tests.concurrency import backends_waiting_for_a_lock, wait_until
@@ -61,6 +61,24 @@ def poller(make_connector, fake, settings):
 
 def lease_owner(connector_id="tg_poll"):
     return Connector.objects.get(pk=connector_id).lease_owner
+
+
+def rounds_of(runner):
+    """Counts the runner's rounds from now on (renew_leases still does the work)."""
+    counter, renew = SimpleNamespace(count=0), runner.renew_leases
+
+    def counted():
+        held = renew()
+        counter.count += 1
+        return held
+
+    runner.renew_leases = counted
+    return counter
+
+
+def heartbeats_of(proc):
+    rows = AuditEvent.objects.filter(action="connector.heartbeat", target_id="tg_poll").values_list("details", flat=True)
+    return sum(1 for details in rows if f":{proc.pid}:" in details.get("lease_owner", ""))
 
 
 # --- the runner, in process -----------------------------------------------------------------------
@@ -141,11 +159,16 @@ def test_a_running_loop_polls_until_the_connector_stops_then_releases_on_exit(po
         fake.enqueue_update(update(200, "first"))
         wait_until(lambda: InboundMessage.objects.filter(platform_message_id="200").exists(), 15, "update 200 stored")
         assert lease_owner() == "test-host:1:aaaa"
+        poller_thread = runner.pollers["tg_poll"]
         services.stop_connector(SYSTEM, "tg_poll")
-        wait_until(lambda: "tg_poll" not in runner.pollers, 10, "the poller to stop")
+        wait_until(lambda: not poller_thread.is_alive(), 10, "the poller to stop")
         calls = len(fake.calls_to("getUpdates"))
         fake.enqueue_update(update(201, "while stopped"))
-        time.sleep(1)
+        # End marker: two more whole rounds of the runner. Its poller is gone, and a round that wrongly took the
+        # connector up again would have put a new one in runner.pollers before the round ended.
+        rounds = rounds_of(runner)
+        wait_until(lambda: rounds.count >= 2, 10, "two more rounds of the runner")
+        assert "tg_poll" not in runner.pollers
         assert len(fake.calls_to("getUpdates")) == calls  # nobody polls a stopped connector
         services.start_connector(SYSTEM, "tg_poll")
         wait_until(lambda: InboundMessage.objects.filter(platform_message_id="201").exists(), 15, "update 201 stored")
@@ -241,7 +264,9 @@ def test_two_processes_one_lease_and_a_takeover_after_kill_9(poller, fake, subpr
                    "the second process to find the lease taken")
         fake.enqueue_update(update(300, "while the first one runs"))
         wait_until(lambda: InboundMessage.objects.filter(platform_message_id="300").exists(), 15, "update 300 stored")
-        time.sleep(1)  # a few more rounds of both processes
+        # A few more rounds of both processes (same interval): the first one's heartbeats mark them.
+        beats = heartbeats_of(first)
+        wait_until(lambda: heartbeats_of(first) >= beats + 3, 30, "three more rounds of the first process")
         assert _owned_by(first)
         second_log = (tmp_path / "second.log").read_text()
         assert "polling tg_poll" not in second_log and "leased tg_poll" not in second_log
@@ -263,8 +288,12 @@ def test_two_processes_one_lease_and_a_takeover_after_kill_9(poller, fake, subpr
         fake.enqueue_update(update(301, "after the takeover"))
         wait_until(lambda: InboundMessage.objects.filter(platform_message_id="301").exists(), 15, "update 301 stored")
         assert sorted(InboundMessage.objects.values_list("platform_message_id", flat=True)) == ["300", "301"]
-        wait_until(lambda: len(fake.sent) >= 2, 30, "BRAIN's replies")  # sent after the commit
-        time.sleep(0.5)
+        # The end marker: the reply to 301 marked sent, which happens after the fake answered it. (The reply to 300
+        # may stay `sending`: the kill can land between the fake's answer and the mark; only the sweep re-drives it.)
+        wait_until(lambda: len(fake.sent) >= 2, 30, "BRAIN's replies")  # first: polling SQLite here slows its writers
+        wait_until(lambda: Delivery.objects.filter(in_reply_to__platform_message_id="301", status="sent").exists(), 30,
+                   "the reply to 301 marked sent")
+        assert Delivery.objects.filter(connector_id="tg_poll").count() == 2
         assert len(fake.sent) == 2  # BRAIN answered each once, through the process that stored it
         row = Connector.objects.get(pk="tg_poll")
         assert row.last_heartbeat > timezone.now() - timedelta(seconds=5)  # heartbeats keep coming

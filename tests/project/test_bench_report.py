@@ -60,6 +60,22 @@ def test_goals_are_judged_in_their_direction_with_boundaries():
     assert report.attainment(ingest["acknowledged webhooks not stored"]) is None  # pass/fail, no scale
 
 
+def test_dashboard_latency_goal_and_missing_rows_and_the_report_judges_it():
+    line = {"bench": "dashboard_latency", "messages": 30, "shown": 29, "missing": 1, "interval_s": 0.2,
+            "p50_ms": 40.0, "p99_ms": 1000.0, "max_ms": 1200.0}
+    latency, missing = report.extract_dashboard_latency([line])
+    assert (latency["value"], latency["met"]) == (1000.0, False)  # < 1,000 ms: exactly 1,000 misses
+    assert (missing["value"], missing["met"]) == (1, False)
+    latency, missing = report.extract_dashboard_latency([{**line, "p99_ms": 999.9, "missing": 0, "shown": 30}])
+    assert latency["met"] is True and missing["met"] is True
+    with pytest.raises(LookupError):
+        report.extract_dashboard_latency([{"bench": "routing"}])
+    # The script exits 1 on a missed goal; the report asks it not to, so a miss is a figure, not a failed run.
+    [entry] = [b for b in report.BENCHMARKS if b.name == "dashboard_latency"]
+    assert "--no-goal-exit" in entry.full and "--no-goal-exit" in entry.quick
+    assert entry.script.exists() and entry.extract is report.extract_dashboard_latency
+
+
 def test_send_throughput_figures_carry_the_pipeline_rate_for_the_peer_comparison():
     lines = [
         {"bench": "send_throughput", "path": "pipeline", "fake_latency_ms": 30, "messages": 200, "msg_per_s": 60.0,
