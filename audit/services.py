@@ -145,6 +145,15 @@ def _row_problem(event, keyed_seen, ring):
     return ""
 
 
+def _write_mac_problem(event, mac_seen, ring):
+    """Why a sealed row's write MAC is wrong, or "". The chain covers the content; this covers the write MAC
+    itself, which rows have had since the sealer (older rows have none: none is allowed only before the first)."""
+    if not event.write_mac:
+        return "write MAC removed: every row after the first with one has one" if mac_seen else ""
+    problem = sealer.write_mac_problem(event, ring)
+    return f"write MAC check failed: {problem}" if problem else ""
+
+
 def verify_chain(progress=None, batch_size=2000, anchor_seq=None):
     """Walk the whole sealed chain in seq order; report the first broken link, and how many rows
     wait to be sealed (counted before the walk: this never seals).
@@ -160,7 +169,7 @@ def verify_chain(progress=None, batch_size=2000, anchor_seq=None):
     if oldest is not None:
         report.oldest_pending_age_seconds = max(0.0, (timezone.now() - oldest).total_seconds())
         report.unsealable = sealer.unsealable(ring)
-    keyed_seen = False
+    keyed_seen = mac_seen = False
     last_seq = 0
     while True:
         batch = list(AuditEvent.objects.filter(seq__gt=last_seq).order_by("seq")[:batch_size])
@@ -172,11 +181,12 @@ def verify_chain(progress=None, batch_size=2000, anchor_seq=None):
             elif event.prev_hash != prev_hash:
                 reason = "prev_hash does not match the previous row's hash (reordered or removed rows)"
             else:
-                reason = _row_problem(event, keyed_seen, ring)
+                reason = _row_problem(event, keyed_seen, ring) or _write_mac_problem(event, mac_seen, ring)
             if reason:
                 report.ok, report.broken_seq, report.reason = False, event.seq, reason
                 return report
             keyed_seen = keyed_seen or event.algorithm != keys.LEGACY_ALGORITHM
+            mac_seen = mac_seen or bool(event.write_mac)
             report.unkeyed += not keyed_seen
             if event.seq == anchor_seq:
                 report.anchor_hash = event.hash

@@ -4,12 +4,21 @@
 import re
 
 import pytest
+from django.conf import settings
 from django.core.management.base import CommandError
 from django.db import DatabaseError, connection, transaction
 
 from audit import checkpoints, services
-from audit.models import GENESIS_HASH, AppendOnlyError, AuditEvent, compute_hash
-from tests.audit.helpers import TABLE, seal, verify_audit
+from audit.models import GENESIS_HASH, AppendOnlyError, AuditEvent
+from tests.audit.helpers import (
+    TABLE,
+    documented_algorithm,
+    expected_hash,
+    keyed_hmac,
+    keyed_write_mac,
+    seal,
+    verify_audit,
+)
 from tests.audit.helpers import record_rows as _record_rows
 from tests.audit.helpers import tamper as _tamper
 from tests.concurrency import run_at_once
@@ -21,7 +30,7 @@ def _assert_linked_chain(rows):
     prev = GENESIS_HASH
     for row in rows:
         assert row.prev_hash == prev, f"row {row.seq} does not link to row {row.seq - 1}"
-        assert row.hash == row.compute_hash(), f"row {row.seq} hash does not match its contents"
+        assert row.hash == expected_hash(row, prev, settings.AUDIT_CHAIN_KEY), f"row {row.seq}: hash is not its contents"
         prev = row.hash
     assert len({r.hash for r in rows}) == len(rows)
     assert len({r.prev_hash for r in rows}) == len(rows), "two rows share a parent: the chain forked"
@@ -41,7 +50,7 @@ def _broken_at(message, seq):
 
 
 @pytest.mark.django_db
-def test_record_builds_a_valid_chain(settings):
+def test_record_builds_a_valid_chain():
     events = _record_rows(7)
 
     rows = list(AuditEvent.objects.order_by("seq"))
@@ -51,19 +60,10 @@ def test_record_builds_a_valid_chain(settings):
     # What record() returned is what the database holds, and the stored details are what was hashed.
     assert [e.hash for e in events] == [r.hash for r in rows]
     assert rows[2].details == {"via": "test", "n": 3, "at": "2026-01-02T03:04:05.678Z"}
-    assert rows[2].hash == compute_hash(
-        prev_hash=rows[1].hash,
-        seq=3,
-        time=rows[2].time,
-        action="test.action0",
-        principal="user:person3",
-        target_type="connector",
-        target_id="conn_3",
-        details=rows[2].details,
-        result="success",
-        algorithm=rows[2].algorithm,
-        key=settings.AUDIT_CHAIN_KEY.encode(),
-    )
+    # The documented form, computed in the test: HMAC-SHA256 under the key over prev hash, key id and the row.
+    assert {r.algorithm for r in rows} == {documented_algorithm(settings.AUDIT_CHAIN_KEY)}
+    assert (rows[2].seq, rows[2].action, rows[2].principal, rows[2].target_id) == (3, "test.action0", "user:person3", "conn_3")
+    assert rows[2].hash == keyed_hmac(settings.AUDIT_CHAIN_KEY, rows[1].hash, rows[2])
 
     report = services.verify_chain()
     assert (report.ok, report.checked, report.broken_seq) == (True, 7, None)
@@ -254,12 +254,14 @@ def test_verify_audit_fails_on_an_edited_row(column, value):
 
 @pytest.mark.django_db
 def test_verify_audit_fails_on_an_edited_row_whose_hash_was_recomputed():
-    """Even with the key, rewriting a row's own hash moves the break to the next row, which still
+    """Even with the key, rewriting a row's own hash and write MAC moves the break to the next row, which still
     links to the old one (re-chaining all later rows too is what the checkpoints catch)."""
     _record_rows(6)
     row = AuditEvent.objects.get(seq=3)
     row.action = "tampered"
-    _tamper((f"UPDATE {TABLE} SET action = %s, hash = %s WHERE seq = 3", ["tampered", row.compute_hash()]))
+    key = settings.AUDIT_CHAIN_KEY
+    _tamper((f"UPDATE {TABLE} SET action = %s, hash = %s, write_mac = %s WHERE seq = 3",
+             ["tampered", keyed_hmac(key, row.prev_hash, row), keyed_write_mac(key, row)]))
 
     with pytest.raises(CommandError) as exc:
         _verify_audit()

@@ -9,20 +9,19 @@ import pytest
 from django.core.exceptions import ImproperlyConfigured
 from django.core.management import call_command
 from django.core.management.base import CommandError, SystemCheckError
-from django.core.serializers.json import DjangoJSONEncoder
 
 from audit import keys, services
 from audit.models import GENESIS_HASH, AuditEvent
 from brain_connectors import dotenv_init
 from brain_connectors.shared.log_redaction import RedactSecretsFilter
-from tests.audit.helpers import plain_sha256, record_rows, rewrite_from, tamper, verify_audit
+from tests.audit.helpers import documented_key_id, plain_sha256, record_rows, rewrite_from, tamper, verify_audit
 from tests.log_guard import collect_settings_secrets, scanner
 
 OTHER_KEY = "another-audit-chain-key-0123456789abcdef"
 
 
 def _legacy_rows(count):
-    """Rows as a deployment from before the keyed chain has them: plain SHA-256, algorithm "sha256"."""
+    """Rows as a deployment from before the keyed chain has them: plain SHA-256, algorithm "sha256", no write MAC."""
     record_rows(count)
     rows = list(AuditEvent.objects.order_by("seq"))
     prev = GENESIS_HASH
@@ -31,7 +30,8 @@ def _legacy_rows(count):
         new_hash = plain_sha256(prev, row)
         statements.append(
             (
-                f"UPDATE {AuditEvent._meta.db_table} SET algorithm = %s, prev_hash = %s, hash = %s WHERE seq = %s",
+                f"UPDATE {AuditEvent._meta.db_table} SET algorithm = %s, prev_hash = %s, hash = %s, write_mac = NULL "
+                "WHERE seq = %s",
                 ["sha256", prev, new_hash, row.seq],
             )
         )
@@ -80,13 +80,12 @@ def test_rows_are_an_hmac_under_the_configured_key(settings):
     key = settings.AUDIT_CHAIN_KEY.encode()
     prev = GENESIS_HASH
     for row in AuditEvent.objects.order_by("seq"):
-        assert row.algorithm == "hmac-sha256:" + keys.key_id(settings.AUDIT_CHAIN_KEY)
+        assert row.algorithm == "hmac-sha256:" + documented_key_id(settings.AUDIT_CHAIN_KEY)
         payload = json.dumps(
             {f: getattr(row, f) for f in ("seq", "action", "principal", "target_type", "target_id", "details", "result")}
             | {"time": row.time.isoformat(timespec="microseconds")},
             sort_keys=True,
             separators=(",", ":"),
-            cls=DjangoJSONEncoder,
         )
         expected = hmac.new(key, f"{prev}:{row.algorithm}:{payload}".encode(), hashlib.sha256).hexdigest()
         assert (row.prev_hash, row.hash) == (prev, expected)
@@ -97,6 +96,7 @@ def test_rows_are_an_hmac_under_the_configured_key(settings):
 @pytest.mark.django_db
 def test_the_key_id_names_the_key_without_revealing_it(settings):
     kid = keys.key_id(settings.AUDIT_CHAIN_KEY)
+    assert kid == documented_key_id(settings.AUDIT_CHAIN_KEY)
     assert len(kid) == 8 and kid != keys.key_id(OTHER_KEY)
     assert kid not in settings.AUDIT_CHAIN_KEY and kid != hashlib.sha256(settings.AUDIT_CHAIN_KEY.encode()).hexdigest()[:8]
 

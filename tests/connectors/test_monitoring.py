@@ -1,6 +1,7 @@
 """Periodic health checks, incidents and downtime alerts (connectors.monitoring), on real locmem
 connectors: `health: fail` makes a check fail, and alerts land in locmem's outbox."""
 from datetime import timedelta
+from types import SimpleNamespace
 
 import pytest
 from django.utils import timezone
@@ -14,6 +15,7 @@ from connectors.monitoring import health as monitoring
 from connectors.permissions import Principal
 from connectors.platforms import locmem
 from connectors.platforms.base import ConnectorError, HealthResult
+from tests.clock import stepping_time
 from tests.conftest import SYSTEM
 
 
@@ -44,8 +46,9 @@ def alerts_to(recipient):
 
 
 @pytest.mark.django_db
-def test_a_passing_check_emits_its_latency_and_refreshes_the_heartbeat(make_connector):
+def test_a_passing_check_emits_its_latency_and_refreshes_the_heartbeat(make_connector, monkeypatch):
     make_connector("locmem_main")
+    monkeypatch.setattr(monitoring, "time", stepping_time(0.0125))  # the check takes 12.5 ms exactly
     earlier = timezone.now() - timedelta(seconds=100)
     Connector.objects.filter(pk="locmem_main").update(last_heartbeat=earlier, health_failures=2)
 
@@ -58,8 +61,7 @@ def test_a_passing_check_emits_its_latency_and_refreshes_the_heartbeat(make_conn
     assert connector.health_failures == 0
     [event] = health_events("locmem_main")
     assert event.data["ok"] is True and event.data["failures"] == 0 and event.data["stale"] is False
-    assert isinstance(event.data["latency_ms"], float) and event.data["latency_ms"] >= 0
-    assert event.data["detail"] == "in-memory outbox" and event.data["trigger"] == "schedule"
+    assert (event.data["latency_ms"], event.data["detail"], event.data["trigger"]) == (12.5, "in-memory outbox", "schedule")
     row = AuditEvent.objects.filter(action="connector.health", target_id="locmem_main").get()
     assert row.principal == "system:health" and row.result == "success" and row.details["ok"] is True
 
@@ -130,7 +132,7 @@ def test_a_fresh_heartbeat_is_not_stale(make_connector, settings):
 
 
 @pytest.mark.django_db(transaction=True)
-def test_downtime_alert_once_per_incident_and_recovery_alert(make_connector):
+def test_downtime_alert_once_per_incident_and_recovery_alert(make_connector, monkeypatch):
     make_connector("locmem_main")
     make_connector("locmem_alerts")
     staff = AlertRecipient.objects.create(connector_id="locmem_alerts", recipient="oncall-ada", description="on call")
@@ -146,8 +148,7 @@ def test_downtime_alert_once_per_incident_and_recovery_alert(make_connector):
     [down] = alerts_to("oncall-ada")
     assert "DOWN" in down.content and "locmem_main" in down.content and "ERROR" in down.content
     assert "3 health checks failed in a row" in down.content
-    assert started.strftime("%Y-%m-%d %H:%M:%S") in down.content
-    assert alerts_to("retired-bob") == []
+    assert started.strftime("%Y-%m-%d %H:%M:%S") in down.content and alerts_to("retired-bob") == []
     delivery = Delivery.objects.get(principal="system:health", recipient="oncall-ada")
     assert delivery.idempotency_key == f"alert:locmem_main:{started.isoformat()}:{staff.pk}:down"
 
@@ -155,24 +156,23 @@ def test_downtime_alert_once_per_incident_and_recovery_alert(make_connector):
     monitoring.run_health_checks()
     monitoring.run_health_checks()
     assert incidents.reconcile_incidents() == {"opened": 0, "closed": 0}
-    assert len(alerts_to("oncall-ada")) == 1
-    assert Connector.objects.get(pk="locmem_main").incident_started_at == started
+    assert len(alerts_to("oncall-ada")) == 1 and Connector.objects.get(pk="locmem_main").incident_started_at == started
 
     # Healthy again: the round restarts it (recovery) and tells staff how long it was down.
     set_health("locmem_main", "ok")
+    monkeypatch.setattr(incidents, "timezone", SimpleNamespace(now=lambda: started + timedelta(seconds=90.04)))
     outcome = monitoring.run_health_checks()
 
     assert outcome["restarted"] == 1 and outcome["incidents"] == {"opened": 0, "closed": 1}
     connector = Connector.objects.get(pk="locmem_main")
     assert connector.status == ConnectorStatus.CONNECTED and connector.incident_started_at is None
     down_again, up = alerts_to("oncall-ada")
-    assert down_again is down
-    assert "RECOVERED" in up.content and "locmem_main" in up.content and " down " in up.content
+    assert down_again is down and "RECOVERED" in up.content and "locmem_main" in up.content and " down " in up.content
     assert Delivery.objects.filter(idempotency_key=f"alert:locmem_main:{started.isoformat()}:{staff.pk}:up").count() == 1
     assert AuditEvent.objects.filter(action="connector.start", target_id="locmem_main", principal="system:health").exists()
     opened = AuditEvent.objects.get(action="connector.incident.open", target_id="locmem_main")
     closed = AuditEvent.objects.get(action="connector.incident.close", target_id="locmem_main")
-    assert closed.details["downtime_seconds"] >= 0 and opened.id < closed.id
+    assert closed.details["downtime_seconds"] == 90.0 and opened.id < closed.id  # 90.04 s, to a tenth
     assert AuditEvent.objects.filter(action="connector.alert", target_id="locmem_main", result="success").count() == 2
 
     monitoring.run_health_checks()

@@ -12,6 +12,7 @@ from connectors.delivery import attachment_store, outbound_attachments
 from connectors.models import Attachment, Connector, Delivery
 from connectors.platforms import locmem
 from tests.conftest import SYSTEM
+from tests.fakes.receiver import FakeReceiver
 
 PNG = bytes.fromhex(
     "89504e470d0a1a0a0000000d4948445200000001000000010806000000" "1f15c4890000000d49444154789c63f8cfc0f01f0005000201a5f0b3a8"
@@ -190,6 +191,30 @@ def test_rest_refuses_a_client_made_content_item(sender):
     response = sender.post("/api/v1/connectors/locmem_main/send/", {
         "recipient": "ada", "content": "hi", "attachments": [{"content": "abc"}]}, format="json")
     assert response.status_code == 400 and response.json()["error"]["code"] == "invalid_attachments"
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize("allow_private, path, why", [
+    (False, "/files/a.png", "outbound-URL guard refused it"),  # a file that is there: only the guard stops it
+    (True, "/files/missing.png", "(HTTP 405)"),  # the host has no such file
+])
+def test_rest_refuses_a_file_url_that_cannot_be_fetched(sender, settings, allow_private, path, why):
+    """README: `attachment_fetch_failed` for a URL the outbound guard refuses (loopback while private URLs are
+    off) or that cannot be fetched."""
+    settings.BRAIN_ALLOW_PRIVATE_URLS = allow_private
+    host = FakeReceiver().start()
+    try:
+        host.add_file("/files/a.png", PNG, "image/png")
+        response = sender.post("/api/v1/connectors/locmem_main/send/", {
+            "recipient": "ada", "content": "hi", "attachments": [{"url": f"http://{host.host}:{host.port}{path}"}]},
+            format="json")
+    finally:
+        host.stop()
+    assert response.status_code == 400, response.content
+    error = response.json()["error"]
+    assert error["code"] == "attachment_fetch_failed" and why in error["message"], error
+    assert host.file_requests == []
+    assert not Delivery.objects.exists() and not Attachment.objects.exists()
 
 
 # --- BRAIN's answer ------------------------------------------------------------------------------------------------

@@ -214,11 +214,12 @@ def test_no_reply_from_brain_just_listens_again(client, settings, voice, twilio_
     assert query(root.find("Gather").get("action"))["turn"] == "2"
 
 
-def test_slow_brain_in_eager_mode_is_still_answered_in_the_same_response(client, settings, voice, twilio_fake):
+def test_slow_brain_in_eager_mode_is_still_answered_in_the_same_response(client, settings, voice, twilio_fake,
+                                                                         monkeypatch):
     """Eager Celery (make run) asks BRAIN inside the webhook request: the reply is ready when the
     TwiML is written, however long BRAIN took, so no filler is needed."""
     settings.BRAIN_BACKEND = "tests.connectors.twilio_brains.SlowBrain"
-    SlowBrain.delay = 0.5
+    monkeypatch.setattr(SlowBrain, "delay", 0.5)  # restored after the test: other tests see the class's own
     voice(reply_wait_seconds=0.1)
     _, action = greet(client)
     root = twiml(call(client, action, speech("Take your time")))

@@ -76,6 +76,8 @@ class Call:
     error: str | None = None  # Slack's error code, or the body of a non-JSON answer
     response: object = None
     received_at: float = field(default_factory=time.time)
+    arrived: float = field(default_factory=time.monotonic, repr=False)  # the server's clock, for held_seconds
+    held_seconds: float = 0.0  # how long the server held the request before answering (its latency, slow mode)
 
 
 class FakeSlack(slack_files.SlackFiles, Restartable):  # SlackFiles: downloads (add_file) and uploads (files_upload_v2)
@@ -271,6 +273,7 @@ class FakeSlack(slack_files.SlackFiles, Restartable):  # SlackFiles: downloads (
 
     def _answer(self, call, status, payload, headers=None):
         call.status, call.response = status, payload
+        call.held_seconds = time.monotonic() - call.arrived
         call.ok = isinstance(payload, dict) and payload.get("ok") is True
         call.error = payload.get("error") if isinstance(payload, dict) else payload
         with self._lock:

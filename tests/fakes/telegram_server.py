@@ -96,6 +96,8 @@ class Call:
     response: object = None
     files: dict = field(default_factory=dict)  # multipart uploads: part name → {"file_name", "data", "content_type"}
     received_at: float = field(default_factory=time.time)
+    arrived: float = field(default_factory=time.monotonic, repr=False)  # the server's clock, for held_seconds
+    held_seconds: float = 0.0  # how long the server held the request before answering (its latency, slow mode)
 
     def param(self, name, default=None):
         """A parameter decoded the way Telegram reads it: JSON objects, arrays and booleans that
@@ -331,6 +333,7 @@ class FakeTelegram(MediaMethods, LoopbackServer):
 
     def _reply(self, handler, call, status, payload):
         call.status, call.response = status, payload
+        call.held_seconds = time.monotonic() - call.arrived
         with self._lock:
             self._calls.append(call)
         if isinstance(payload, bytes):

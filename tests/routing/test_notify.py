@@ -17,6 +17,7 @@ from routing.models import ChannelIdentity, ConnectorPreference, Notification
 from routing.notify import creation, inbox, settlement
 from routing.router import cache as router_cache
 from routing.router import decision as router_decision
+from tests.clock import stepping_time
 from tests.conftest import SYSTEM
 from tests.connectors import twilio_support
 from tests.connectors.twilio_support import PUBLIC, fixture, post_twilio
@@ -75,7 +76,8 @@ def assert_no_content_leaked():
 # --- fallback on send errors --------------------------------------------------------------------
 
 
-def test_first_channel_fails_and_the_second_is_used(make_connector, ada):
+def test_first_channel_fails_and_the_second_is_used(make_connector, ada, monkeypatch):
+    monkeypatch.setattr(router_decision, "time", stepping_time(0.004))  # each decision takes 4 ms exactly
     make_connector("loc_broken", config={"fail_with": "permanent"})
     make_connector("loc_ok")
     first = reach(ada, "loc_broken", "ada-broken", 1)
@@ -96,7 +98,7 @@ def test_first_channel_fails_and_the_second_is_used(make_connector, ada):
     [decision] = events("routing.decision")
     assert decision.data["notification_id"] == str(notification.id)
     assert decision.data["chain_length"] == 2 and decision.data["source"] == "preferences"
-    assert decision.data["decision_ms"] >= 0
+    assert decision.data["decision_ms"] == 4.0
     [fallback] = events("notification.fallback")
     assert (fallback.data["from_connector"], fallback.data["to_connector"]) == ("loc_broken", "loc_ok")
     assert fallback.data["reason"] == "delivery failed (platform)"

@@ -19,6 +19,7 @@ from routing.router import decision as router_decision
 from routing.router import loading
 from routing.router.chain import INCLUDED_REASONS, choose
 from routing.router.snapshot import NOTIFICATION_TYPES, ConnectorState, Entry, Snapshot
+from tests.clock import stepping_time
 
 NOW = datetime(2026, 11, 25, 12, 0, tzinfo=timezone.utc)  # a Wednesday, noon UTC
 USER = 7
@@ -331,12 +332,13 @@ def ada(make_user, make_connector):
     return user, first, second
 
 
-def test_decide_without_preferences_uses_the_default_order(ada):
+def test_decide_without_preferences_uses_the_default_order(ada, monkeypatch):
     user, first, second = ada
+    monkeypatch.setattr(router_decision, "time", stepping_time(0.0125))  # the decision takes 12.5 ms exactly
     decision = router_decision.decide(user.pk, "standard")
     assert decision.trace["source"] == "default_order"
     assert [r.identity_id for r in decision.chain] == [first.pk, second.pk]
-    assert decision.trace["decision_ms"] >= 0
+    assert decision.trace["decision_ms"] == 12.5
     with override_settings(ROUTING_DEFAULT_KIND_ORDER=["telegram"]):
         router_cache.invalidate()
         decision = router_decision.decide(user, "standard")  # a User works as well as its id
