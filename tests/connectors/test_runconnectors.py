@@ -273,7 +273,11 @@ def test_two_processes_one_lease_and_a_takeover_after_kill_9(poller, fake, subpr
         assert fake.get_updates_conflicts == 0  # never two getUpdates at once for the bot
         # Its reply to 300 out before the kill: this test is about the lease, not about re-driving
         # a reply the kill interrupted (under load the reply could lag the commit by seconds).
+        # Marked sent, not only answered by the fake: killed in between, the reply would stay `sending`, and the
+        # reply to 301 (same chat, sent in order) would wait behind it for the sweeper, which this test does not run.
         wait_until(lambda: len(fake.sent) >= 1, 30, "the first process's reply to update 300")
+        wait_until(lambda: Delivery.objects.filter(in_reply_to__platform_message_id="300", status="sent").exists(), 30,
+                   "the reply to 300 marked sent")
 
         first.send_signal(signal.SIGKILL)  # no clean-up: the lease stays until it expires
         first.wait(timeout=10)
@@ -288,8 +292,7 @@ def test_two_processes_one_lease_and_a_takeover_after_kill_9(poller, fake, subpr
         fake.enqueue_update(update(301, "after the takeover"))
         wait_until(lambda: InboundMessage.objects.filter(platform_message_id="301").exists(), 15, "update 301 stored")
         assert sorted(InboundMessage.objects.values_list("platform_message_id", flat=True)) == ["300", "301"]
-        # The end marker: the reply to 301 marked sent, which happens after the fake answered it. (The reply to 300
-        # may stay `sending`: the kill can land between the fake's answer and the mark; only the sweep re-drives it.)
+        # The end marker: the reply to 301 marked sent, which happens after the fake answered it.
         wait_until(lambda: len(fake.sent) >= 2, 30, "BRAIN's replies")  # first: polling SQLite here slows its writers
         wait_until(lambda: Delivery.objects.filter(in_reply_to__platform_message_id="301", status="sent").exists(), 30,
                    "the reply to 301 marked sent")
