@@ -7,6 +7,16 @@ from brain_connectors.settings.environment import env
 ROUTING_URGENT_ACK_SECONDS = env.int("ROUTING_URGENT_ACK_SECONDS", default=300)
 ROUTING_ACK_CHECK_SECONDS = env.float("ROUTING_ACK_CHECK_SECONDS", default=15.0)
 
+# --- Pairing codes (routing.pairing.codes) -------------------------------------------------------
+# A code lives ROUTING_PAIRING_TTL_SECONDS and works once; a person may hold ROUTING_PAIRING_MAX_PENDING.
+# Past ROUTING_PAIRING_MAX_ATTEMPTS failed attempts from one sender on a connector within the window (or
+# ROUTING_PAIRING_MAX_ATTEMPTS_PER_CONNECTOR from all senders on it), codes are not even looked at.
+ROUTING_PAIRING_TTL_SECONDS = env.int("ROUTING_PAIRING_TTL_SECONDS", default=3600)
+ROUTING_PAIRING_MAX_PENDING = env.int("ROUTING_PAIRING_MAX_PENDING", default=3)
+ROUTING_PAIRING_MAX_ATTEMPTS = env.int("ROUTING_PAIRING_MAX_ATTEMPTS", default=5)
+ROUTING_PAIRING_ATTEMPT_WINDOW_SECONDS = env.int("ROUTING_PAIRING_ATTEMPT_WINDOW_SECONDS", default=15 * 60)
+ROUTING_PAIRING_MAX_ATTEMPTS_PER_CONNECTOR = env.int("ROUTING_PAIRING_MAX_ATTEMPTS_PER_CONNECTOR", default=200)
+
 # --- Pairing mails (routing.delivered_codes) ------------------------------------------------------
 # Where BRAIN sends the pairing link itself (email), anyone signed in could make it mail anyone:
 # links sent per account and per address (case and +tags ignored) in the last hour, counted in the
