@@ -16,9 +16,8 @@ from django.contrib.auth import get_user_model
 from connectors.models import PERM_VIEW
 from connectors.registry.grants import revoke_permission
 from tests.conftest import SYSTEM
+from tests.connectors.event_stream_client import Closed, Stream
 from tests.connectors.test_event_stream import (  # noqa: F401  (autouse fixtures of the stream tests)
-    Closed,
-    Stream,
     disconnect_streams,
     fast_timers,
     fresh_channel_layer,
