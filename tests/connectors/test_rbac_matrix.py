@@ -1,4 +1,4 @@
-"""RBAC matrix: every permission level against every REST endpoint and admin action for a connector.
+"""RBAC matrix: every permission level against every REST endpoint for a connector (admin: test_rbac_matrix_admin.py).
 
 Levels imply lower ones (admin ⊇ manage ⊇ view, admin ⊇ send ⊇ view, admin ⊇ read_conversations ⊇ view).
 Reading other people's conversations on the connector needs read_conversations (or admin): the
@@ -7,7 +7,7 @@ view answers "not found" (existence hidden); one they may view without the neede
 answers 403. Every refusal leaves a `denied` audit row for the action and changes nothing; every
 allowed write changes exactly what it should.
 
-The tables below are the whole specification; the test functions only replay them.
+The tables (rbac_matrix_support.py and below) are the whole specification; the test functions only replay them.
 """
 from dataclasses import dataclass
 from typing import Callable
