@@ -1,5 +1,7 @@
-"""The Bot API methods of the fake Telegram (getMe, sendMessage, sendChatAction, the webhook calls,
-answerCallbackQuery, getFile, getUpdates): the BotMethods mixin of FakeTelegram (telegram_server.py)."""
+"""The fake Telegram's Bot API methods (getMe, sendMessage, webhooks, getFile, getUpdates...): FakeTelegram's mixin.
+
+Answered from the server's state; the server, its routing and its failure modes are telegram_server.py.
+"""
 
 import re
 import time
