@@ -15,7 +15,7 @@ code and README say so) and changes nothing; on her own objects it is allowed ex
 level allows it. Every refusal leaves a `denied` audit row naming the action. Listings never show
 bob's objects, and show alice's exactly when she may view them.
 
-The expectations for connector operations come from tests/connectors/test_rbac_matrix.py's
+The expectations for connector operations come from tests/connectors/rbac_matrix_support.py's
 REST_MATRIX (the hand-written, deeper table of one connector's REST surface): one rule, two tests.
 Reading other people's conversations follows its READS_CONVERSATIONS row: each person's connector
 also carries a conversation with a stranger, which search and context show exactly at the levels
@@ -50,8 +50,8 @@ from routing.models import ChannelIdentity, ConnectorPreference, Notification, P
 from routing.notify import creation
 from routing.pairing import issue
 from tests.conftest import SYSTEM
-from tests.connectors.test_rbac_matrix import GRANTS, READS_CONVERSATIONS, REST_MATRIX
-from tests.connectors.test_rbac_matrix import LEVELS as MATRIX_LEVELS
+from tests.connectors.rbac_matrix_support import GRANTS, READS_CONVERSATIONS, REST_MATRIX
+from tests.connectors.rbac_matrix_support import LEVELS as MATRIX_LEVELS
 from tests.mcp_client import structured
 
 LEVELS = ("none", "view", "send", "manage", "read", "admin")
