@@ -16,12 +16,12 @@ from connectors.platforms.base import BaseConnector, ConnectorError, IncomingMes
 from connectors.platforms.telegram import client
 from connectors.registry import platform_state
 from tests.conftest import SYSTEM
-from tests.connectors import test_brain, test_telegram
-from tests.connectors.test_telegram import ADA, GROUP, TOKEN, fixture, post_update, secret_of
+from tests.connectors import telegram_support, test_brain
+from tests.connectors.telegram_support import ADA, GROUP, TOKEN, fixture, post_update, secret_of
 
-fake = test_telegram.fake
-public_url = test_telegram.public_url
-telegram = test_telegram.telegram
+fake = telegram_support.fake
+public_url = telegram_support.public_url
+telegram = telegram_support.telegram
 fake_brain = test_brain.fake_brain
 http_brain_settings = test_brain.http_brain_settings
 
