@@ -7,7 +7,8 @@ rows it wrote are compared with the registry. A new GET endpoint or read tool fa
 audited and registered, or registered as not audited with a reason.
 
 The world (alice's and bob's connectors, deliveries, identities, conversations, ...) is the RBAC
-matrix's (tests/project/test_rbac_generated.py), and so are the paths and queries of each operation.
+matrix's (tests/project/rbac_support.py), and the paths and queries of each operation are its tables'
+(test_rbac_generated.py, test_rbac_generated_mcp.py).
 """
 import asyncio
 from pprint import pformat
@@ -19,16 +20,9 @@ from django.urls import get_resolver, reverse
 from audit import reads
 from audit.models import AuditEvent
 from brain_connectors.mcp import server as mcp_server
-from tests.project.test_rbac_generated import (
-    ACTOR,
-    CONNECTED,
-    MCP_OPS,
-    REST_OPS,
-    SCHEMA_OPS,
-    audit_mark,
-    build_world,
-    fill_path,
-)
+from tests.project.rbac_support import ACTOR, CONNECTED, audit_mark, build_world
+from tests.project.test_rbac_generated import REST_OPS, SCHEMA_OPS, fill_path
+from tests.project.test_rbac_generated_mcp import MCP_OPS
 
 GET_OPS = {op_id: path for op_id, (method, path) in SCHEMA_OPS.items() if method == "GET"}
 

@@ -17,7 +17,7 @@ from connectors.platforms.base import Attachment as AttachmentData
 from connectors.platforms.base import IncomingMessage, MessageValidationError
 from connectors.platforms.telegram.parsing import parse_update, update_from_data
 from conversations.models import Message
-from tests.connectors import test_telegram
+from tests.connectors import telegram_support
 from tests.fakes.brain_server import FakeBrain
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures" / "telegram"
@@ -43,7 +43,7 @@ def attachment_dir(settings, tmp_path):
     return tmp_path
 
 
-fake = test_telegram.fake  # the loopback Bot API, shared with the Telegram tests
+fake = telegram_support.fake  # the loopback Bot API, shared with the Telegram tests
 
 
 @pytest.fixture

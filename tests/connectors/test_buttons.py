@@ -14,7 +14,7 @@ from connectors.delivery.brain import BrainError
 from connectors.models import Connector, Delivery, InboundMessage
 from connectors.platforms.buttons import MAX_BUTTONS, callback_token, numbered_choice, parse_callback_token
 from tests.conftest import SYSTEM
-from tests.connectors import test_telegram, twilio_support
+from tests.connectors import telegram_support, twilio_support
 from tests.connectors.twilio_support import fixture as twilio_fixture
 from tests.connectors.twilio_support import post_twilio
 from tests.fakes.brain_server import FakeBrain
@@ -30,7 +30,7 @@ TO = "+14155550199"  # the sms_inbound fixture's sender
 APPROVE = [{"id": "approve", "label": "Approve"}, {"id": "deny", "label": "Deny"}]
 
 
-fake = test_telegram.fake  # the loopback Bot API, shared with the Telegram tests
+fake = telegram_support.fake  # the loopback Bot API, shared with the Telegram tests
 
 
 @pytest.fixture

@@ -19,16 +19,16 @@ from connectors.platforms.buttons import callback_token
 from connectors.platforms.telegram import media
 from connectors.platforms.telegram.text import Part
 from tests.conftest import SYSTEM
-from tests.connectors import test_buttons, test_outbound_attachments, test_telegram
+from tests.connectors import telegram_support, test_buttons, test_outbound_attachments
 from tests.deliveries import retry_now, send_now
 
 pytestmark = pytest.mark.django_db(transaction=True)
-fake = test_telegram.fake  # the loopback Bot API
-public_url = test_telegram.public_url
-telegram = test_telegram.telegram  # telegram() → a started webhook-mode connector "tg_main" on the fake
+fake = telegram_support.fake  # the loopback Bot API
+public_url = telegram_support.public_url
+telegram = telegram_support.telegram  # telegram() → a started webhook-mode connector "tg_main" on the fake
 attachment_dir = test_outbound_attachments.attachment_dir  # autouse: each test its own attachment storage
 
-ADA, GROUP = test_telegram.ADA, test_telegram.GROUP
+ADA, GROUP = telegram_support.ADA, telegram_support.GROUP
 APPROVE = test_buttons.APPROVE
 PNG, PDF = test_outbound_attachments.PNG, test_outbound_attachments.PDF
 # Tiny files puremagic recognises (attachment_store.detect): an Ogg Opus header, an MP4 "ftyp" box, a lossless WEBP,

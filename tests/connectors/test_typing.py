@@ -16,14 +16,14 @@ from connectors.platforms.base import BaseConnector, ConnectorError, IncomingMes
 from connectors.platforms.telegram import client
 from connectors.registry import platform_state
 from tests.conftest import SYSTEM
-from tests.connectors import test_brain, test_telegram
-from tests.connectors.test_telegram import ADA, GROUP, TOKEN, fixture, post_update, secret_of
+from tests.connectors import brain_support, telegram_support
+from tests.connectors.telegram_support import ADA, GROUP, TOKEN, fixture, post_update, secret_of
 
-fake = test_telegram.fake
-public_url = test_telegram.public_url
-telegram = test_telegram.telegram
-fake_brain = test_brain.fake_brain
-http_brain_settings = test_brain.http_brain_settings
+fake = telegram_support.fake
+public_url = telegram_support.public_url
+telegram = telegram_support.telegram
+fake_brain = brain_support.fake_brain
+http_brain_settings = brain_support.http_brain_settings
 
 REPEAT = 0.2  # seconds between sendChatAction calls in these tests (4 in production)
 BRAIN_SECONDS = 1.0  # how long the slow fake BRAIN thinks

@@ -16,13 +16,13 @@ from connectors.permissions import Principal
 from connectors.registry.kinds import get_connector_class
 from routing.models import ChannelIdentity, ConnectorPreference, PairingAttempt, PairingCode
 from routing.pairing import codes, inbound, issue, redeem
-from tests.connectors import test_telegram, twilio_support
-from tests.connectors.test_telegram import ADA, fixture, post_update, secret_of
+from tests.connectors import telegram_support, twilio_support
+from tests.connectors.telegram_support import ADA, fixture, post_update, secret_of
 from tests.connectors.twilio_support import post_twilio
 
-fake = test_telegram.fake
-public_url = test_telegram.public_url
-telegram = test_telegram.telegram
+fake = telegram_support.fake
+public_url = telegram_support.public_url
+telegram = telegram_support.telegram
 twilio_fake = twilio_support.twilio_fake
 twilio_connector = twilio_support.twilio_connector
 

@@ -25,12 +25,12 @@ from conversations.services import context_for_address, search
 from routing.models import ChannelIdentity, PairingCode
 from routing.pairing import codes, issue, redeem
 from tests.conftest import SYSTEM
-from tests.connectors import test_telegram
-from tests.connectors.test_telegram import ADA, fixture, post_update, secret_of
+from tests.connectors import telegram_support
+from tests.connectors.telegram_support import ADA, fixture, post_update, secret_of
 
-fake = test_telegram.fake
-public_url = test_telegram.public_url
-telegram = test_telegram.telegram
+fake = telegram_support.fake
+public_url = telegram_support.public_url
+telegram = telegram_support.telegram
 
 PAIRING_CODES = "/api/v1/pairing-codes/"
 LINK = re.compile(r"/preferences/pair/([A-Z0-9]{8})/")

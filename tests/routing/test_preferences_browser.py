@@ -24,7 +24,7 @@ from connectors.models import Connector
 from routing.models import ChannelIdentity, ConnectorPreference
 from tests.conftest import BASE_DIR
 from tests.connectors import test_dashboard_browser as dashboard
-from tests.connectors.test_telegram import ADA, FIXTURES, TOKEN
+from tests.connectors.telegram_support import ADA, FIXTURES, TOKEN
 from tests.fakes.telegram_server import FakeTelegram
 
 # The dashboard's fixtures: daphne in a subprocess on the test database, and headless Chromium.
