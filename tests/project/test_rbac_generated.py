@@ -16,7 +16,7 @@ code and README say so) and changes nothing; on her own objects it is allowed ex
 level allows it. Every refusal leaves a `denied` audit row naming the action. Listings never show
 bob's objects, and show alice's exactly when she may view them.
 
-The expectations for connector operations come from tests/connectors/test_rbac_matrix.py's
+The expectations for connector operations come from tests/connectors/rbac_matrix_support.py's
 REST_MATRIX (the hand-written, deeper table of one connector's REST surface): one rule, two tests.
 Reading other people's conversations follows its READS_CONVERSATIONS row: each person's connector
 also carries a conversation with a stranger, which search and context show exactly at the levels
