@@ -264,7 +264,18 @@ def _route_vocabulary():
     # And the field-level codes of validation details ({"label": "required"}), ours and DRF's, which the
     # same lines carry ("missing 1 required positional argument").
     words.update({"required", "invalid", "unknown", "blank", "null", "does_not_exist", "max_length"})
+    # And our Celery tasks' names, which every worker line carries ("Task connectors.tasks.handle_inbound[…]"):
+    # the API fuzz draws strings from the code's constants, so a notification may well say "handle_inbound".
+    from brain_connectors.celery import app
+
+    app.loader.import_default_modules()  # every app's tasks.py, as a worker would
+    words.update(name.rsplit(".", 1)[-1].lower() for name in app.tasks)
     return frozenset(words)
+
+
+def _our_own_word(value) -> bool:
+    """A stored value that is exactly one of our route words, error codes or task names: not private."""
+    return isinstance(value, str) and value.strip().lower() in _route_vocabulary()
 
 
 @functools.lru_cache(maxsize=1)
@@ -289,7 +300,9 @@ def _connect_collectors():
 
         def on_save(sender, instance, _fields=fields, **kwargs):
             for field in _fields:
-                scanner.add_json_or_text(getattr(instance, field.attname), f"{sender.__name__}.{field.name}")
+                value = getattr(instance, field.attname)
+                if not _our_own_word(value):
+                    scanner.add_json_or_text(value, f"{sender.__name__}.{field.name}")
 
         post_save.connect(on_save, sender=model, weak=False, dispatch_uid=f"log_guard:{model._meta.label}")
 

@@ -7,7 +7,7 @@ import sys
 import pytest
 
 from tests.conftest import BASE_DIR
-from tests.log_guard import LeakScanner, guard_handler, is_meaningful
+from tests.log_guard import LeakScanner, _our_own_word, guard_handler, is_meaningful
 
 CONTENT = "Meet me at the old mill at nine, bring the 42 maps"
 CREDENTIAL = "k3y-for-the-leak-test-0001"
@@ -160,3 +160,9 @@ def test_a_leak_fails_an_otherwise_green_run(tmp_path):
         run.stdout
     )
     assert CONTENT not in run.stdout and CREDENTIAL not in run.stdout
+
+
+def test_a_stored_value_that_is_one_of_our_task_names_or_route_words_is_not_watched():
+    """Workers log every task's name; the API fuzz may store one as a notification's text. A real text is watched."""
+    assert _our_own_word("handle_inbound") and _our_own_word(" Deliver ") and _our_own_word("preferences")
+    assert not _our_own_word("call Ada about the invoice") and not _our_own_word("handle_inbound today")
