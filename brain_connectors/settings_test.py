@@ -56,3 +56,9 @@ BRAIN_TIMEOUT = 2.0
 API_RATE_LIMIT_PER_MINUTE = 100_000  # tests that check the quota lower it
 API_ANON_RATE_PER_MINUTE = 100_000  # the same for the unauthenticated throttle (and login lockout stays on)
 QUOTA_KEY_PREFIX = f"brain:test:{os.getpid()}:{os.urandom(4).hex()}:"  # no state shared between runs
+
+# A test database need not survive a power cut: commits return without waiting for the WAL flush (PostgreSQL's
+# synchronous_commit=off loses no consistency, only the last moments' transactions after a crash of the server).
+if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
+    _options = DATABASES["default"].setdefault("OPTIONS", {})
+    _options["options"] = f"{_options.get('options', '')} -c synchronous_commit=off".strip()

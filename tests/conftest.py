@@ -58,6 +58,21 @@ def pytest_collection_modifyitems(config, items):
 # --- the audit triggers vs. test flushes -----------------------------------------------------
 
 
+def _delete_from_tables_with_rows(connection, tables):
+    """PostgreSQL's flush for tests: DELETE FROM the tables that hold rows, instead of one TRUNCATE of all of them.
+
+    A TRUNCATE gives every table (and index) a new file, synced at commit: about a second per transactional test
+    here, for ~80 tables of which a test fills a handful. The foreign keys are deferred (Django's), so the order does
+    not matter; sequences are not reset either way."""
+    quote = connection.ops.quote_name
+    with connection.cursor() as cursor:
+        cursor.execute(
+            " UNION ALL ".join(f"SELECT %s WHERE EXISTS (SELECT 1 FROM {quote(table)})" for table in tables), list(tables)
+        )
+        filled = [row[0] for row in cursor.fetchall()]
+    return [f"DELETE FROM {quote(table)};" for table in filled]
+
+
 @pytest.fixture(scope="session", autouse=True)
 def _flush_keeps_audit_triggers():
     """Transactional tests end with a flush: DELETE FROM on SQLite, TRUNCATE on PostgreSQL, which the
@@ -74,7 +89,10 @@ def _flush_keeps_audit_triggers():
     original = operations.sql_flush
 
     def sql_flush(self, style, tables, *args, **kwargs):
-        statements = original(self, style, tables, *args, **kwargs)
+        if vendor == "postgresql" and tables:
+            statements = _delete_from_tables_with_rows(self.connection, tables)
+        else:
+            statements = original(self, style, tables, *args, **kwargs)
         if triggers.TABLE not in tables:
             return statements
         return [*triggers.REMOVE[vendor], *statements, *triggers.INSTALL[vendor]]
