@@ -264,8 +264,7 @@ def _route_vocabulary():
     # And the field-level codes of validation details ({"label": "required"}), ours and DRF's, which the
     # same lines carry ("missing 1 required positional argument").
     words.update({"required", "invalid", "unknown", "blank", "null", "does_not_exist", "max_length"})
-    # And our Celery tasks' names, which every worker line carries ("Task connectors.tasks.handle_inbound[…]"):
-    # the API fuzz draws strings from the code's constants, so a notification may well say "handle_inbound".
+    # And our task names, on every worker line: the API fuzz draws the code's constants ("handle_inbound") as text.
     from brain_connectors.celery import app
 
     app.loader.import_default_modules()  # every app's tasks.py, as a worker would
@@ -307,7 +306,8 @@ def _connect_collectors():
         post_save.connect(on_save, sender=model, weak=False, dispatch_uid=f"log_guard:{model._meta.label}")
 
     def on_message(sender, content=None, direction="", **kwargs):
-        scanner.add(content, f"{direction} message content".strip())
+        if not _our_own_word(content):
+            scanner.add(content, f"{direction} message content".strip())
 
     message_recorded.connect(on_message, weak=False, dispatch_uid="log_guard:message_recorded")
 

@@ -231,8 +231,8 @@ def test_nats_server_restart_loses_nothing(subprocess_env, nats_server, make_use
         wait_for(lambda: stream_count(nats_server.url) == 50, what="the first events")
         nats_server.stop()
         second = make_events(50, start=50)  # committed while NATS is down: the log keeps them
-        time.sleep(1.5)
-        assert bus_lag_everywhere(make_user("boss", superuser=True))[0] == {"BRAIN_CONNECTORS": 50}
+        boss = make_user("boss", superuser=True)
+        wait_for(lambda: bus_lag_everywhere(boss)[0] == {"BRAIN_CONNECTORS": 50}, what="the lag of the 50 events")
         nats_server.start()
         wait_for(lambda: stream_count(nats_server.url) == 100, timeout=60, what="the bridge to reconnect")
     finally:
