@@ -27,68 +27,31 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 # The figures and the writing live in sibling modules; their names stay importable from here (report.<name>).
-try:  # run as a script: bench/ is on the path
-    from report_figures import (  # noqa: F401
-        APPRISE_RATIO_GOAL,
-        CPU_MS_PER_MESSAGE_GOAL,
-        OPS,
-        RATIO_GOALS,
-        apprise_figures,
-        attainment,
-        extract_bus_bridge,
-        extract_chaos,
-        extract_conversations,
-        extract_dashboard_latency,
-        extract_event_latency,
-        extract_mcp_latency,
-        extract_peers,
-        extract_routing,
-        extract_send_latency,
-        extract_send_throughput,
-        extract_webhook_ingest,
-        figure,
-        first,
-        select,
-    )
-except ModuleNotFoundError:  # loaded by file path (tests/project/test_bench_report.py): from the project root
-    from bench.report_figures import (  # noqa: F401
-        APPRISE_RATIO_GOAL,
-        CPU_MS_PER_MESSAGE_GOAL,
-        OPS,
-        RATIO_GOALS,
-        apprise_figures,
-        attainment,
-        extract_bus_bridge,
-        extract_chaos,
-        extract_conversations,
-        extract_dashboard_latency,
-        extract_event_latency,
-        extract_mcp_latency,
-        extract_peers,
-        extract_routing,
-        extract_send_latency,
-        extract_send_throughput,
-        extract_webhook_ingest,
-        figure,
-        first,
-        select,
-    )
-try:  # run as a script: bench/ is on the path
-    from report_writing import (  # noqa: F401
-        _format,
-        _peer_cells,
-        _peer_text,
-        write_chart,
-        write_markdown,
-    )
-except ModuleNotFoundError:  # loaded by file path (tests/project/test_bench_report.py): from the project root
-    from bench.report_writing import (  # noqa: F401
-        _format,
-        _peer_cells,
-        _peer_text,
-        write_chart,
-        write_markdown,
-    )
+# bench/ goes on the path however this file is loaded (as a script, or by path from tests/project/test_bench_report.py).
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from report_figures import (  # noqa: E402, F401
+    APPRISE_RATIO_GOAL,
+    CPU_MS_PER_MESSAGE_GOAL,
+    OPS,
+    RATIO_GOALS,
+    apprise_figures,
+    attainment,
+    extract_bus_bridge,
+    extract_chaos,
+    extract_conversations,
+    extract_dashboard_latency,
+    extract_event_latency,
+    extract_mcp_latency,
+    extract_peers,
+    extract_routing,
+    extract_send_latency,
+    extract_send_throughput,
+    extract_webhook_ingest,
+    figure,
+    first,
+    select,
+)
+from report_writing import _format, _peer_cells, _peer_text, write_chart, write_markdown  # noqa: E402, F401
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"

@@ -1,10 +1,6 @@
 """The benchmark report's writing: latest.md (the table) and latest.png (the chart) from a report."""
 
-try:  # run as a script: bench/ is on the path
-    from report_figures import attainment
-except ModuleNotFoundError:  # loaded by file path (tests/project/test_bench_report.py): from the project root
-    from bench.report_figures import attainment
-
+from report_figures import attainment  # bench/ is on the path: report.py puts it there
 
 # --- writing -----------------------------------------------------------------------------------
 
